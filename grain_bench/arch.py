@@ -1,0 +1,49 @@
+"""Where each architecture keeps its encoder layers and projections. Add a row to support a new family."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from grain_bench.errors import UsageError
+
+
+@dataclass(frozen=True)
+class ArchMap:
+    """Attribute paths, relative to one encoder layer, of the modules the mask space touches."""
+
+    layers: str = "encoder.layer"  # relative to model.base_model
+    query: str = "attention.self.query"
+    key: str = "attention.self.key"
+    value: str = "attention.self.value"
+    attn_out: str = "attention.output.dense"
+    ffn_in: str = "intermediate.dense"
+    ffn_out: str = "output.dense"
+
+
+ARCHITECTURES: dict[str, ArchMap] = {
+    "bert": ArchMap(),
+    "roberta": ArchMap(),
+    "xlm-roberta": ArchMap(),
+    "electra": ArchMap(),
+}
+
+
+def get_arch(config) -> ArchMap:
+    """The ``ArchMap`` for a transformers config (by ``model_type``)."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in ARCHITECTURES:
+        raise UsageError(f"architecture {model_type!r} is not supported; supported: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[model_type]
+
+
+def resolve(module, path: str):
+    """Follow a dotted attribute path."""
+    for part in path.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def encoder_layers(model, arch: ArchMap | None = None):
+    """The list of encoder layer modules of a transformers model (any task head)."""
+    arch = arch or get_arch(model.config)
+    return resolve(model.base_model, arch.layers)

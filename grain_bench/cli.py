@@ -1,0 +1,213 @@
+"""The ``grain-bench`` command line. Thin commands: parse, call the library, render.
+
+Every user mistake becomes one line on stderr and exit code 2; ``--help``, ``methods``, ``tasks``, ``plugins`` and
+``leaderboard`` do not import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from grain_bench import __version__
+from grain_bench.errors import GrainBenchError
+
+EXIT_USAGE = 2
+
+
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _floats(value: str) -> list[float]:
+    try:
+        return [float(item) for item in _csv(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.05,0.1, got {value!r}") from None
+
+
+def _ints(value: str) -> list[int]:
+    try:
+        return [int(item) for item in _csv(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,2,3, got {value!r}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse's own convention)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every built-in subcommand (plugins add theirs through ``register_commands``)."""
+    from grain_bench.backbones import DEFAULT_BACKBONE
+    from grain_bench.harness import DEFAULT_RESULTS
+
+    parser = _Parser(prog="grain-bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"grain-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a grid of methods x tasks x densities x seeds and print the comparison")
+    run.add_argument("--methods", type=_csv, default=["dense", "random", "magnitude", "grain", "heads"],
+                     help="comma list of methods (default: dense,random,magnitude,grain,heads)")
+    run.add_argument("--tasks", type=_csv, default=["tweets"], help="comma list of tasks or suites, e.g. glue (default: tweets)")
+    run.add_argument("--densities", type=_floats, default=[0.2], help="target encoder densities in (0, 1] (default: 0.2)")
+    run.add_argument("--seeds", type=_ints, default=[1], help="comma list of seeds (default: 1)")
+    run.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"named backbone, hub id or local path (default: {DEFAULT_BACKBONE})")
+    run.add_argument("--recipe", default="quick", help="distillation recipe: quick (default), paper, test")
+    run.add_argument("-r", "--recipe-option", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one recipe field, e.g. -r max_steps=300 (repeatable)")
+    run.add_argument("-o", "--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                     help="method option, e.g. -o grain.alpha=0.3 (repeatable)")
+    run.add_argument("--results", default=DEFAULT_RESULTS, help=f"results directory (default: {DEFAULT_RESULTS})")
+    run.add_argument("--data-dir", default=None, help="local task files in the task's canonical format (default: hub/package)")
+    run.add_argument("--retry-failed", action="store_true", help="re-run specs whose last record is an error")
+    run.add_argument("--no-save-models", action="store_true", help="do not write the compact model of each run")
+    run.add_argument("--no-latency", action="store_true", help="skip latency measurement")
+    run.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    run.add_argument("--executor", default="local", help="where runs execute: local (default) or a plugin's executor")
+    run.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"], help="table format")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    sub.add_parser("methods", help="list registered methods and their options")
+    sub.add_parser("tasks", help="list registered tasks and suites")
+    sub.add_parser("plugins", help="list loaded plugins and their versions")
+
+    board = sub.add_parser("leaderboard", help="tables from a results directory")
+    board_sub = board.add_subparsers(dest="board_command", metavar="ACTION", parser_class=_Parser)
+    show = board_sub.add_parser("show", help="print the comparison table")
+    show.add_argument("--results", default=DEFAULT_RESULTS, help="results directory")
+    show.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"])
+    show.add_argument("--task", default=None, help="only this task")
+    return parser
+
+
+def _add_plugin_commands(parser: argparse.ArgumentParser) -> None:
+    from grain_bench.plugins import get_plugin_manager
+
+    for action in parser._subparsers._group_actions:  # the subcommand table
+        if isinstance(action, argparse._SubParsersAction):
+            get_plugin_manager().hook.register_commands(cli=action)
+
+
+def cmd_methods(args) -> int:
+    """List methods."""
+    from grain_bench.plugins import get_registries
+
+    regs = get_registries()
+    for entry in regs.methods.entries.values():
+        aliases = f" (aliases: {', '.join(entry.aliases)})" if entry.aliases else ""
+        print(f"{entry.name}{aliases} [{entry.plugin}]\n    {entry.description}")
+        for name, type_name, default in entry.obj.Options.describe():
+            print(f"    -o {entry.name}.{name}=<{type_name}>  (default: {default})")
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    """List tasks and suites."""
+    from grain_bench.plugins import get_registries
+
+    regs = get_registries()
+    for entry in regs.tasks.entries.values():
+        cls = entry.obj
+        suites = f" suites: {', '.join(entry.suites)};" if entry.suites else ""
+        print(f"{entry.name} v{cls.version} [{cls.head}]{suites} metrics: {', '.join(cls.metrics)} "
+              f"(primary: {cls.primary_metric})\n    {entry.description}")
+    for suite, names in regs.suites().items():
+        print(f"suite {suite}: {', '.join(names)}")
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    """List plugins."""
+    from grain_bench.plugins import get_plugin_manager, plugin_versions
+
+    for name, version in plugin_versions(get_plugin_manager()).items():
+        print(f"{name}  {version}")
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    """Leaderboard actions."""
+    if args.board_command != "show":
+        raise GrainBenchError("leaderboard needs an action: show")
+    from grain_bench.leaderboard.tables import show_table
+
+    print(show_table(args.results, args.format, task=args.task))
+    return 0
+
+
+def cmd_run(args) -> int:
+    """Validate the whole grid, run what is not done yet, print the table; exit 1 if any run failed."""
+    from grain_bench.options import parse_assignments
+    from grain_bench.plugins import get_registries
+    from grain_bench.recipes import get_recipe
+
+    regs = get_registries()
+    recipe_overrides = {}
+    for item in args.recipe_option:
+        if "=" not in item:
+            raise GrainBenchError(f"malformed recipe option {item!r}: expected KEY=VALUE, e.g. max_steps=300")
+        key, value = item.split("=", 1)
+        recipe_overrides[key.strip()] = value
+    recipe = get_recipe(args.recipe, recipe_overrides)
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        raise GrainBenchError(f"--data-dir {args.data_dir!r} is not a directory")
+    if args.executor not in regs.executors:
+        regs.executors.get(args.executor)  # raises with the choices
+
+    from grain_bench.harness import build_specs
+
+    specs = build_specs(regs, args.methods, args.tasks, args.densities, args.seeds, args.backbone, recipe,
+                        parse_assignments(args.option), args.data_dir)
+
+    from grain_bench.harness import Harness, run_sweep
+    from grain_bench.leaderboard.store import RecordStore
+    from grain_bench.leaderboard.tables import show_table
+
+    store = RecordStore(args.results)
+    existing = store.latest()
+    skipped = sum(1 for s in specs if s.run_id in existing and (existing[s.run_id].ok or not args.retry_failed))
+    print(f"grain-bench: {len(specs)} runs in the grid, {skipped} already recorded in {store.path}", file=sys.stderr)
+    harness = Harness(args.results, regs=regs, progress=not args.quiet, device=args.device,
+                      save_models=not args.no_save_models, measure_latency=not args.no_latency)
+    records = run_sweep(specs, harness, store, retry_failed=args.retry_failed, progress=not args.quiet,
+                        executor=args.executor)
+    tasks = regs.expand_tasks(args.tasks)
+    for task in tasks:
+        print(show_table(args.results, args.format, task=task, run_ids={s.run_id for s in specs}))
+    failed = [r for r in records if not r.ok]
+    for record in failed:
+        print(f"grain-bench: run {record.run_id} failed: {record.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+COMMANDS = {"run": cmd_run, "methods": cmd_methods, "tasks": cmd_tasks, "plugins": cmd_plugins,
+            "leaderboard": cmd_leaderboard}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``grain-bench`` console script."""
+    parser = build_parser()
+    try:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+            _add_plugin_commands(parser)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
+        if handler is None:
+            parser.error(f"command {args.command!r} has no handler")
+        return int(handler(args) or 0)
+    except GrainBenchError as exc:
+        print(f"grain-bench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # e.g. `grain-bench methods | head`
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("grain-bench: interrupted; finished runs are stored, run the same command to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,262 @@
+"""The shared distillation trainer: the only training loop, identical for every method.
+
+Per step (GRAIN-REFERENCE #3): zero grads -> forward teacher and student -> backward the logit-KD loss (retain graph)
+-> ``method.observe`` (gradients of the logit loss only: gradient separation) -> backward the hidden-state MSE ->
+on pruning steps ``method.masks_for(state, scheduled density)`` and apply -> clip -> optimizer step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from grain_bench.errors import GrainBenchError
+from grain_bench.losses import hidden_mse
+from grain_bench.masked import MaskedModel
+from grain_bench.masks import MaskSpace, UnitMasks
+from grain_bench.method import Method, TrainState
+from grain_bench.schedule import CubicSchedule
+from grain_bench.types import Recipe, canonical_json
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(parameters, lr: float, recipe: Recipe, total_steps: int):
+    """AdamW (no decay on biases and LayerNorm) with linear warm-up and linear decay."""
+    from transformers import get_linear_schedule_with_warmup
+
+    decay, no_decay = [], []
+    for name, param in parameters:
+        if not param.requires_grad:
+            continue
+        (no_decay if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr, eps=recipe.adam_eps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup * total_steps), total_steps)
+    return optimizer, scheduler
+
+
+def batches(features, collate, batch_size: int, seed: int, total_steps: int):
+    """``total_steps`` shuffled batches, cycling over epochs (a seeded generator: same order for every method)."""
+    generator = torch.Generator().manual_seed(seed)
+    step = 0
+    while True:
+        loader = DataLoader(features, batch_size=batch_size, shuffle=True, collate_fn=collate, generator=generator,
+                            drop_last=len(features) >= batch_size)
+        for batch in loader:
+            if step >= total_steps:
+                return
+            step += 1
+            yield batch
+
+
+def steps_for(recipe_steps: int | None, epochs: float, n_examples: int, batch_size: int) -> int:
+    """Training steps: the explicit count, or epochs over the data."""
+    if recipe_steps:
+        return int(recipe_steps)
+    return max(1, math.ceil(epochs * n_examples / batch_size))
+
+
+def _to(batch: dict[str, Any], device) -> dict[str, Any]:
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+
+
+# ---- teacher ------------------------------------------------------------------------------------------------------
+def teacher_key(task, backbone: str, recipe: Recipe, seed: int) -> str:
+    """Cache key of a fine-tuned teacher: task (and version, data), backbone, teacher recipe, seed."""
+    content = {"task": task.name, "version": task.version, "data": task.data_dir or "default", "backbone": backbone,
+               "recipe": recipe.teacher_dict(), "seed": seed}
+    return hashlib.sha256(canonical_json(content).encode()).hexdigest()[:16]
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_cached_teacher(cache_dir: str, key: str, model) -> dict | None:
+    """Load weights into ``model`` from a verified cache entry; None when absent or corrupt (then it is retrained)."""
+    from safetensors.torch import load_file
+
+    folder = os.path.join(cache_dir, key)
+    meta_path = os.path.join(folder, "meta.json")
+    weights = os.path.join(folder, "model.safetensors")
+    if not (os.path.isfile(meta_path) and os.path.isfile(weights)):
+        return None
+    try:
+        with open(meta_path) as handle:
+            meta = json.load(handle)
+        if meta.get("sha256") != _file_sha256(weights):
+            raise ValueError("checksum mismatch")
+        model.load_state_dict(load_file(weights), strict=True)
+    except Exception as exc:  # a corrupt entry is moved aside, never trusted
+        bad = folder + f".corrupt-{int(time.time())}"
+        os.replace(folder, bad)
+        tqdm.write(f"teacher cache {folder} is corrupt ({exc}); moved to {bad}, retraining")
+        return None
+    return meta
+
+
+def save_teacher(cache_dir: str, key: str, model, meta: dict) -> None:
+    """Write a cache entry atomically (temporary folder, then rename)."""
+    from safetensors.torch import save_file
+
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir)
+    try:
+        weights = os.path.join(tmp, "model.safetensors")
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, weights)
+        meta = {**meta, "sha256": _file_sha256(weights)}
+        with open(os.path.join(tmp, "meta.json"), "w") as handle:
+            json.dump(meta, handle, indent=1)
+        final = os.path.join(cache_dir, key)
+        if os.path.exists(final):  # another worker finished first: keep theirs
+            shutil.rmtree(tmp)
+            return
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def finetune(model, task, data, recipe: Recipe, seed: int, progress: bool = True) -> float:
+    """Fine-tune ``model`` on the task's gold labels (the teacher); returns wall seconds."""
+    start = time.time()
+    total = steps_for(recipe.teacher_max_steps, recipe.teacher_epochs, len(data.train.features), recipe.teacher_batch_size)
+    optimizer, scheduler = make_optimizer(model.named_parameters(), recipe.teacher_lr, recipe, total)
+    device = next(model.parameters()).device
+    model.train()
+    bar = tqdm(batches(data.train.features, data.collate, recipe.teacher_batch_size, seed, total), total=total,
+               desc=f"teacher {task.name}", disable=not progress)
+    for batch in bar:
+        batch = _to(batch, device)
+        loss = task.hard_loss(model(**task.model_inputs(batch)), batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    model.eval()
+    return time.time() - start
+
+
+# ---- student ------------------------------------------------------------------------------------------------------
+@dataclass
+class DistillResult:
+    """The distilled student (gates still installed) and what happened."""
+
+    model: Any
+    masked: MaskedModel
+    masks: UnitMasks
+    space: MaskSpace
+    steps: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def layer_pairs(num_layers: int, step: int) -> list[tuple[int, int]]:
+    """(student, teacher) hidden-state indices matched: 0, step, 2*step, ... and always the last layer."""
+    pairs = [(i, i) for i in range(0, num_layers + 1, step)]
+    if pairs[-1][0] != num_layers:
+        pairs.append((num_layers, num_layers))
+    return pairs
+
+
+def distill(method: Method, task, teacher, student, data, recipe: Recipe, target_density: float, seed: int,
+            progress: bool = True, dev_eval=None) -> DistillResult:
+    """Distil ``teacher`` into ``student`` while ``method`` prunes it along the shared cubic schedule."""
+    start = time.time()
+    device = next(student.parameters()).device
+    space = MaskSpace.from_config(student.config)
+    masked = MaskedModel(student, space)
+    total = steps_for(recipe.max_steps, recipe.epochs, len(data.train.features), recipe.batch_size)
+    schedule = CubicSchedule(total, target_density, recipe.prune_start, recipe.prune_end)
+
+    pairs = layer_pairs(space.num_layers, recipe.hidden_layer_step) if recipe.hidden_loss else []
+    projections = torch.nn.ModuleList()
+    for _ in pairs:
+        linear = torch.nn.Linear(space.hidden, space.hidden)
+        with torch.no_grad():
+            linear.weight.copy_(torch.eye(space.hidden))
+            linear.bias.zero_()
+        projections.append(linear)
+    projections.to(device)
+    params = list(student.named_parameters()) + [(f"proj.{n}", p) for n, p in projections.named_parameters()]
+    optimizer, scheduler = make_optimizer(params, recipe.lr, recipe, total)
+    clip_params = [p for _, p in params]
+
+    teacher.eval()
+    student.train()
+    state = TrainState(step=0, total_steps=total, model=student, space=space, masks=masked.masks, seed=seed,
+                       dev_eval=dev_eval)
+    method.setup(state)
+    history = []
+    bar = tqdm(batches(data.train.features, data.collate, recipe.batch_size, seed, total), total=total,
+               desc=f"{method.name} {task.name} @{target_density:g}", disable=not progress)
+    for step, batch in enumerate(bar, start=1):
+        batch = _to(batch, device)
+        inputs = task.model_inputs(batch)
+        optimizer.zero_grad(set_to_none=True)
+        masked.zero_grad()
+        with torch.no_grad():
+            teacher_out = teacher(**inputs, output_hidden_states=recipe.hidden_loss)
+        student_out = student(**inputs, output_hidden_states=recipe.hidden_loss)
+        logit_loss = task.kd_loss(student_out, teacher_out, batch, recipe.temperature)
+        if recipe.hard_label_weight:
+            logit_loss = logit_loss + recipe.hard_label_weight * task.hard_loss(student_out, batch)
+        logit_loss.backward(retain_graph=recipe.hidden_loss)
+        state.step, state.masks = step, masked.masks
+        if method.gradient_source == "logit":
+            state.unit_grads, state.loss_name = masked.unit_grads(), "logit"
+            method.observe(state)
+        hidden_loss = torch.zeros((), device=device)
+        if recipe.hidden_loss:
+            hidden_loss = recipe.hidden_weight * hidden_mse(student_out.hidden_states, teacher_out.hidden_states,
+                                                            projections, pairs, inputs["attention_mask"])
+            hidden_loss.backward()
+        if method.gradient_source == "total":
+            state.unit_grads, state.loss_name = masked.unit_grads(), "total"
+            method.observe(state)
+        if method.prunes and schedule.is_pruning_step(step):
+            density = schedule.density(step)
+            new_masks = method.masks_for(state, density)
+            if not isinstance(new_masks, UnitMasks):
+                raise GrainBenchError(f"method {method.name!r}: masks_for must return UnitMasks, got {type(new_masks).__name__}")
+            if not new_masks.is_subset_of(masked.masks):
+                raise GrainBenchError(f"method {method.name!r} re-grew pruned units at step {step}; masks may only shrink")
+            masked.apply(new_masks)
+        torch.nn.utils.clip_grad_norm_(clip_params, recipe.clip)
+        optimizer.step()
+        scheduler.step()
+        if step % 10 == 0 or step == total:
+            record = {"step": step, "logit_loss": logit_loss.item(), "hidden_loss": hidden_loss.item(),
+                      "density": masked.masks.density(space)}
+            history.append(record)
+            bar.set_postfix(kd=f"{record['logit_loss']:.3f}", hid=f"{record['hidden_loss']:.3f}",
+                            dens=f"{record['density']:.3f}", refresh=False)
+    student.eval()
+    return DistillResult(student, masked, masked.masks, space, total, time.time() - start, history)

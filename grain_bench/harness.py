@@ -1,0 +1,277 @@
+"""The run harness: expands a grid into run specs, runs each one (teacher, distillation, evaluation, measurement)
+and turns it into a ``RunRecord``. A failed run becomes an ``error`` record and the sweep goes on."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import os
+import platform
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from grain_bench.errors import GrainBenchError, UsageError
+from grain_bench.types import Recipe, RunRecord, RunSpec
+
+DEFAULT_RESULTS = "grain-bench-results"
+
+
+def build_specs(regs, methods: list[str], tasks: list[str], densities: list[float], seeds: list[int], backbone: str,
+                recipe: Recipe, method_options: dict[str, dict[str, Any]] | None = None,
+                data_dir: str | None = None) -> list[RunSpec]:
+    """The grid methods x tasks x densities x seeds as run specs (methods that do not prune get density 1 once).
+
+    Every name and option is validated here, before anything runs or is written.
+    """
+    method_options = dict(method_options or {})
+    methods = regs.resolve_methods(methods)
+    tasks = regs.expand_tasks(tasks)
+    for key in method_options:
+        if regs.methods.entry(key).name not in methods:
+            raise UsageError(f"options given for method {key!r}, which is not in --methods ({', '.join(methods)})")
+    for density in densities:
+        if not 0 < density <= 1:
+            raise UsageError(f"density {density:g} is outside (0, 1]; give fractions such as 0.05,0.1")
+    options = {}
+    for name in methods:
+        cls = regs.methods.get(name)
+        given = {}
+        for key, values in method_options.items():
+            if regs.methods.entry(key).name == name:
+                given.update(values)
+        options[name] = cls.from_options(given).options.to_dict() if given else {}
+        cls.from_options(given)  # validates
+    specs = []
+    for task_name in tasks:
+        task_cls = regs.tasks.get(task_name)
+        for name in methods:
+            cls = regs.methods.get(name)
+            method_densities = densities if getattr(cls, "prunes", True) else [1.0]
+            for density in method_densities:
+                for seed in seeds:
+                    specs.append(RunSpec(method=name, task=task_name, backbone=backbone, target_density=float(density),
+                                         seed=int(seed), recipe=recipe.to_dict(), method_options=options[name],
+                                         task_version=task_cls.version, data=data_dir or "default"))
+    return list({spec.run_id: spec for spec in specs}.values())
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of grain-bench and the libraries that shape its numbers."""
+    out = {}
+    for dist in ("grain-bench", "torch", "transformers", "datasets", "evaluate", "pluggy", "numpy", "pandas"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def environment(device) -> dict[str, Any]:
+    """Where the run happened."""
+    import torch
+
+    env = {"platform": platform.platform(), "python": platform.python_version(), "processor": platform.processor(),
+           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device)}
+    if str(device).startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+@dataclass
+class TaskData:
+    """Encoded splits of one task for one tokenizer and recipe."""
+
+    task: Any
+    tokenizer: Any
+    train: Any
+    dev: Any
+    eval: Any
+    collate: Any
+
+
+class Harness:
+    """Runs specs one at a time, caching task data and teachers in memory (and teachers on disk)."""
+
+    def __init__(self, results_dir: str = DEFAULT_RESULTS, regs=None, pm=None, progress: bool = True,
+                 device: str | None = None, save_models: bool = True, measure_latency: bool = True):
+        from grain_bench.plugins import get_plugin_manager, get_registries
+
+        self.results_dir = results_dir
+        self.regs = regs or get_registries()
+        if not progress:
+            import datasets
+
+            datasets.disable_progress_bars()
+        self.pm = pm or get_plugin_manager()
+        self.progress = progress
+        self.device = device
+        self.save_models = save_models
+        self.measure_latency = measure_latency
+        self._data: dict[tuple, TaskData] = {}
+        self._teachers: dict[str, tuple[Any, dict]] = {}
+
+    @property
+    def teacher_cache(self) -> str:
+        """Folder of cached fine-tuned teachers."""
+        return os.path.join(self.results_dir, "teachers")
+
+    def _device(self):
+        import torch
+
+        return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def load_model(self, spec: RunSpec, task):
+        """A fresh backbone with the task's head, and its tokenizer."""
+        from grain_bench.backbones import load_backbone
+
+        model, tokenizer = load_backbone(spec.backbone, task.head, task.num_labels, pm=self.pm, regs=self.regs)
+        return model.to(self._device()), tokenizer
+
+    def data(self, spec: RunSpec, task, tokenizer, recipe: Recipe) -> TaskData:
+        """Encoded train/dev/eval splits (cached per task, data, backbone and length limits)."""
+        key = (spec.task, spec.data, spec.backbone, recipe.max_length, recipe.max_train_examples, recipe.max_eval_examples)
+        if key not in self._data:
+            train = task.encode("train", tokenizer, recipe.max_length, recipe.max_train_examples)
+            dev = task.encode("dev", tokenizer, recipe.max_length, recipe.max_eval_examples)
+            evaluation = dev if task.eval_split == "dev" else task.encode(task.eval_split, tokenizer, recipe.max_length,
+                                                                         recipe.max_eval_examples)
+            self._data[key] = TaskData(task, tokenizer, train, dev, evaluation, task.collate(tokenizer))
+        return self._data[key]
+
+    def teacher(self, spec: RunSpec, task, recipe: Recipe):
+        """The fine-tuned teacher (trained once per task, backbone, teacher recipe and seed) with its scores."""
+        from grain_bench.distill import finetune, load_cached_teacher, save_teacher, set_seed, teacher_key
+
+        key = teacher_key(task, spec.backbone, recipe, spec.seed)
+        if key in self._teachers:
+            return self._teachers[key]
+        set_seed(spec.seed)
+        model, tokenizer = self.load_model(spec, task)
+        data = self.data(spec, task, tokenizer, recipe)
+        meta = load_cached_teacher(self.teacher_cache, key, model)
+        if meta is None:
+            seconds = finetune(model, task, data, recipe, spec.seed, self.progress)
+            scores = task.evaluate(model, data.eval, tokenizer, recipe.eval_batch_size, self.progress)
+            dev_scores = scores if data.dev is data.eval else task.evaluate(model, data.dev, tokenizer,
+                                                                            recipe.eval_batch_size, self.progress)
+            meta = {"key": key, "task": task.name, "backbone": spec.backbone, "seed": spec.seed, "scores": scores,
+                    "dev_scores": dev_scores, "train_seconds": seconds, "recipe": recipe.teacher_dict()}
+            save_teacher(self.teacher_cache, key, model, meta)
+        model.eval()
+        self._teachers[key] = (model, meta)
+        return model, meta
+
+    def run(self, spec: RunSpec) -> RunRecord:
+        """Run one spec; any exception becomes an ``error`` record (with the message) instead of stopping a sweep."""
+        start = time.time()
+        try:
+            record = self._run(spec)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # recorded, not fatal: the sweep goes on
+            message = str(exc) if isinstance(exc, GrainBenchError) else f"{type(exc).__name__}: {exc}"
+            record = RunRecord(run_id=spec.run_id, spec=spec.to_dict(), status="error", error=message,
+                               wall_time_s=time.time() - start, versions=package_versions(),
+                               created=_now(), method_info={"traceback": traceback.format_exc(limit=8)})
+        self.pm.hook.run_finished(record=record)
+        return record
+
+    def _run(self, spec: RunSpec) -> RunRecord:
+        from grain_bench.distill import distill, set_seed
+        from grain_bench.plugins import plugin_versions
+
+        start = time.time()
+        task = self.regs.tasks.get(spec.task)(None if spec.data == "default" else spec.data)
+        recipe = Recipe.parse(spec.recipe)
+        teacher, teacher_meta = self.teacher(spec, task, recipe)
+        method_cls = self.regs.methods.get(spec.method)
+        base = method_cls.from_options(spec.method_options, seed=spec.seed)
+        candidates = [dict(spec.method_options, **variant) for variant in base.variants()] or [spec.method_options]
+
+        best = None
+        tried = []
+        for options in candidates:
+            method = method_cls.from_options(options, seed=spec.seed)
+            set_seed(spec.seed)
+            student, tokenizer = self.load_model(spec, task)
+            data = self.data(spec, task, tokenizer, recipe)
+            result = distill(method, task, teacher, student, data, recipe, spec.target_density, spec.seed, self.progress)
+            extra = method.finalize(student) or {}
+            entry = {"options": options, "method": method, "result": result, "extra": extra}
+            if len(candidates) > 1:
+                entry["dev"] = task.evaluate(student, data.dev, tokenizer, recipe.eval_batch_size, self.progress)
+                tried.append({"options": options, "dev_scores": entry["dev"]})
+                better = best is None or _better(task, entry["dev"], best["dev"])
+                if better:
+                    best = entry
+            else:
+                best = entry
+        method, result, extra = best["method"], best["result"], best["extra"]
+        data = self.data(spec, task, tokenizer, recipe)
+        scores = task.evaluate(result.model, data.eval, tokenizer, recipe.eval_batch_size, self.progress)
+        info = dict(method.info)
+        if tried:
+            info["selected_options"] = best["options"]
+            info["candidates"] = tried
+
+        space, masks = result.space, result.masks
+        shape = masks.model_shape(space, extra)
+        dense_shape = type(masks).full(space).model_shape(space)
+        seq = recipe.max_length
+        params = {
+            "encoder": shape.encoder_params(), "encoder_linear": shape.encoder_linear_params(),
+            "embeddings": shape.embedding_params(), "dense_encoder": dense_shape.encoder_params(),
+        }
+        head_params = sum(p.numel() for n, p in result.model.named_parameters()
+                          if not n.startswith(result.model.base_model_prefix + "."))
+        pooler = result.model.base_model.pooler
+        params["head"] = head_params + (sum(p.numel() for p in pooler.parameters()) if pooler is not None else 0)
+        params["total"] = params["encoder"] + params["embeddings"] + params["head"]
+        density = {"target": spec.target_density, "achieved": masks.density(space),
+                   "encoder_params": params["encoder"] / params["dense_encoder"]}
+        flops = {"seq_len": seq, "encoder": shape.encoder_flops(seq), "total": shape.total_flops(seq),
+                 "dense_encoder": dense_shape.encoder_flops(seq), "dense_total": dense_shape.total_flops(seq)}
+        flops["predicted_speedup"] = flops["dense_total"] / flops["total"]
+
+        latency, artifact = self._measure_and_save(spec, task, result, masks, data, tokenizer, info)
+        versions = package_versions()
+        versions.update({f"plugin:{k}": v for k, v in plugin_versions(self.pm).items() if not k.startswith("grain_bench.")})
+        return RunRecord(
+            run_id=spec.run_id, spec=spec.to_dict(), status="ok", scores=scores, primary_metric=task.primary_metric,
+            teacher_scores=teacher_meta["scores"], density=density, params=params, flops=flops, latency=latency,
+            shape={**shape.summary(), "heads_kept": masks.heads_kept(), "units": masks.counts()},
+            method_info={**info, "train_seconds": result.seconds, "steps": result.steps,
+                         "final_losses": result.history[-1] if result.history else {}},
+            wall_time_s=time.time() - start, versions=versions, environment=environment(self._device()),
+            artifact=artifact, created=_now())
+
+    def _measure_and_save(self, spec, task, result, masks, data, tokenizer, info) -> tuple[list, str | None]:
+        """Compact the student, check it against the masked model, time it, save it (when those parts exist)."""
+        try:
+            from grain_bench import measure
+        except ImportError:
+            return [], None
+        return measure.measure_and_save(self, spec, task, result, masks, data, tokenizer, info)
+
+
+def _better(task, candidate: dict[str, float], incumbent: dict[str, float]) -> bool:
+    metric = task.primary_metric
+    if task.higher_is_better(metric):
+        return candidate[metric] > incumbent[metric]
+    return candidate[metric] < incumbent[metric]
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def run_sweep(specs: list[RunSpec], harness: Harness, store, retry_failed: bool = False, progress: bool = True,
+              executor: str = "local", executor_options: dict | None = None) -> list[RunRecord]:
+    """Run every spec not already ``ok`` in ``store`` (errors only with ``retry_failed``); returns the new records."""
+    latest = store.latest()
+    todo = [s for s in specs if s.run_id not in latest or (not latest[s.run_id].ok and retry_failed)]
+    factory = harness.regs.executors.get(executor)
+    runner = factory(**(executor_options or {}))
+    return runner.run(todo, harness, store, progress=progress)

@@ -1,0 +1,103 @@
+"""The masked encoder: unit gates installed on a transformers model through forward hooks.
+
+Each unit kind has one float gate per unit (1 = kept, 0 = pruned) that multiplies an activation:
+
+- query unit j of head h: the Q projection's output channel (and K's, through a detached copy of the gate);
+- value unit j: the input channel of W_O (the attention context), equivalent to masking V's row and W_O's column;
+- FFN neuron k: the input channel of W_2, equivalent to masking W_1's row and W_2's column.
+
+The gates require grad, so after a backward pass ``unit_grads()`` holds dL/dgate for every unit, which equals the
+reference GRAIN scores before the absolute value: query |sum_cols(dW_Q * W_Q)[j] + db_Q[j] b_Q[j]|, value
+|sum_rows(dW_O * W_O)[:, j]|, FFN |sum_rows(dW_2 * W_2)[:, k]| (the K side is not counted, as in the reference).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from grain_bench.arch import encoder_layers, get_arch, resolve
+from grain_bench.masks import MaskSpace, UnitMasks, UnitTensors
+
+
+class MaskedModel:
+    """Owns the gates and hooks of one model; ``apply(masks)`` sets them, ``remove()`` takes the hooks off."""
+
+    def __init__(self, model: torch.nn.Module, space: MaskSpace | None = None):
+        self.model = model
+        self.space = space or MaskSpace.from_config(model.config)
+        self.arch = get_arch(model.config)
+        s = self.space
+        device = next(model.parameters()).device
+        self.qk = torch.ones(s.num_layers, s.num_heads * s.head_dim, device=device, requires_grad=True)
+        self.vo = torch.ones(s.num_layers, s.num_heads * s.head_dim, device=device, requires_grad=True)
+        self.ffn = torch.ones(s.num_layers, s.ffn_dim, device=device, requires_grad=True)
+        self.masks = UnitMasks.full(s)
+        self._handles = []
+        for index, layer in enumerate(encoder_layers(model, self.arch)):
+            self._handles += [
+                resolve(layer, self.arch.query).register_forward_hook(self._out_hook(self.qk, index, detach=False)),
+                resolve(layer, self.arch.key).register_forward_hook(self._out_hook(self.qk, index, detach=True)),
+                resolve(layer, self.arch.attn_out).register_forward_pre_hook(self._in_hook(self.vo, index)),
+                resolve(layer, self.arch.ffn_out).register_forward_pre_hook(self._in_hook(self.ffn, index)),
+            ]
+
+    @staticmethod
+    def _out_hook(gate: torch.Tensor, index: int, detach: bool):
+        def hook(module, inputs, output):
+            g = gate[index].detach() if detach else gate[index]
+            return output * g.to(output.dtype)
+        return hook
+
+    @staticmethod
+    def _in_hook(gate: torch.Tensor, index: int):
+        def hook(module, inputs):
+            return (inputs[0] * gate[index].to(inputs[0].dtype), *inputs[1:])
+        return hook
+
+    def apply(self, masks: UnitMasks) -> None:
+        """Set the gates to ``masks``."""
+        s = self.space
+        with torch.no_grad():
+            self.qk.copy_(masks.qk.reshape(s.num_layers, -1).to(self.qk))
+            self.vo.copy_(masks.vo.reshape(s.num_layers, -1).to(self.vo))
+            self.ffn.copy_(masks.ffn.to(self.ffn))
+        self.masks = UnitMasks(masks.qk.clone(), masks.vo.clone(), masks.ffn.clone())
+
+    def zero_grad(self) -> None:
+        """Clear the gate gradients."""
+        for gate in (self.qk, self.vo, self.ffn):
+            gate.grad = None
+
+    def unit_grads(self) -> UnitTensors | None:
+        """dL/dgate of every unit from the backward passes since ``zero_grad`` (None if there was none)."""
+        if self.qk.grad is None:
+            return None
+        s = self.space
+        return UnitTensors(self.qk.grad.detach().reshape(s.num_layers, s.num_heads, s.head_dim).cpu().clone(),
+                           self.vo.grad.detach().reshape(s.num_layers, s.num_heads, s.head_dim).cpu().clone(),
+                           self.ffn.grad.detach().cpu().clone())
+
+    def remove(self) -> None:
+        """Take the hooks off (the model becomes dense again)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def unit_weight_norms(model: torch.nn.Module, space: MaskSpace | None = None) -> UnitTensors:
+    """L2 norm of every unit's parameters: qk = W_Q, W_K rows + biases; vo = W_V row + bias, W_O column; ffn = W_1 row
+    + bias, W_2 column."""
+    space = space or MaskSpace.from_config(model.config)
+    arch = get_arch(model.config)
+    qk, vo, ffn = [], [], []
+    with torch.no_grad():
+        for layer in encoder_layers(model, arch):
+            q, k, v = (resolve(layer, p) for p in (arch.query, arch.key, arch.value))
+            o, w1, w2 = (resolve(layer, p) for p in (arch.attn_out, arch.ffn_in, arch.ffn_out))
+            qk.append(q.weight.pow(2).sum(1) + q.bias.pow(2) + k.weight.pow(2).sum(1) + k.bias.pow(2))
+            vo.append(v.weight.pow(2).sum(1) + v.bias.pow(2) + o.weight.pow(2).sum(0))
+            ffn.append(w1.weight.pow(2).sum(1) + w1.bias.pow(2) + w2.weight.pow(2).sum(0))
+    s = space
+    return UnitTensors(torch.stack(qk).sqrt().reshape(s.num_layers, s.num_heads, s.head_dim).float().cpu(),
+                       torch.stack(vo).sqrt().reshape(s.num_layers, s.num_heads, s.head_dim).float().cpu(),
+                       torch.stack(ffn).sqrt().float().cpu())

@@ -1,0 +1,81 @@
+"""The interface every pruning method implements (built-in or third-party).
+
+A method sees the training through two callbacks of the shared distillation trainer:
+
+- ``observe(state)`` every step, right after the backward pass of the logit-KD loss (gradient separation), or after
+  the backward of the summed loss when the method sets ``gradient_source = "total"``; ``state.unit_grads`` holds
+  dL/dgate of every unit for that loss;
+- ``masks_for(state, density)`` on pruning steps, with the trainer's scheduled density; it returns ``UnitMasks`` that
+  keep no more than ``density`` of the unit cost and never re-grow a pruned unit.
+
+This module imports no torch, so listing methods stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from grain_bench.options import Options
+
+
+@dataclass(frozen=True)
+class MethodOptions(Options):
+    """Base class of a method's options (frozen dataclass; unknown keys are rejected)."""
+
+
+@dataclass
+class TrainState:
+    """What the trainer shows a method at each callback."""
+
+    step: int  # 1-based global step
+    total_steps: int
+    model: Any  # the student (a transformers model with gates installed)
+    space: Any  # MaskSpace
+    masks: Any  # current UnitMasks
+    unit_grads: Any = None  # UnitTensors of dL/dgate, or None before the first backward
+    loss_name: str = "logit"  # which loss produced unit_grads: "logit" or "total"
+    dev_eval: Any = None  # callable(model) -> primary dev score, for methods that select on the dev split
+    seed: int = 0
+
+
+class Method:
+    """Base class of a pruning method. Subclasses set ``name`` and may override ``Options`` and the callbacks."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Options: ClassVar[type[MethodOptions]] = MethodOptions
+    #: "logit": observe after the logit-KD backward only; "total": after the logit + hidden-state backward.
+    gradient_source: str = "logit"
+    #: False for methods that never prune (the trainer then skips the schedule).
+    prunes: ClassVar[bool] = True
+
+    def __init__(self, options: MethodOptions | None = None, seed: int = 0):
+        self.options = options if options is not None else self.Options()
+        self.seed = seed
+        self.info: dict[str, Any] = {}  # stored in the run record (e.g. what an auto mode chose)
+
+    @classmethod
+    def from_options(cls, values: dict[str, Any] | None = None, seed: int = 0) -> Method:
+        """Build with options parsed from ``values`` (strings are converted; unknown keys raise)."""
+        options_cls = cls.Options
+        options_cls.owner = f"method {cls.name!r}"
+        return cls(options_cls.parse(values), seed=seed)
+
+    def setup(self, state: TrainState) -> None:
+        """Called once before the first step."""
+
+    def observe(self, state: TrainState) -> None:
+        """Called every step with the gradients of the observed loss."""
+
+    def masks_for(self, state: TrainState, density: float):
+        """Masks for the scheduled ``density``; the default keeps everything."""
+        return state.masks
+
+    def finalize(self, model) -> dict[str, Any]:
+        """Called once after training (masks fixed); returns extra ``ModelShape`` fields (e.g. embedding_rank)."""
+        return {}
+
+    def variants(self) -> list[dict[str, Any]]:
+        """Option sets to try and select among on the dev split (``[]`` = just this one)."""
+        return []

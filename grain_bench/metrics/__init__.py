@@ -1,0 +1,23 @@
+"""Local ``evaluate`` metric modules (the ``evaluate`` wheel ships no metric code): ``load_metric("accuracy")``."""
+
+from __future__ import annotations
+
+import os
+
+from grain_bench.errors import UsageError
+
+METRICS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def available_metrics() -> list[str]:
+    """Names of the metric modules shipped with grain-bench."""
+    return sorted(n for n in os.listdir(METRICS_DIR) if os.path.isfile(os.path.join(METRICS_DIR, n, f"{n}.py")))
+
+
+def load_metric(name: str):
+    """The ``evaluate.Metric`` for ``name``, loaded from grain-bench's local module (no network)."""
+    import evaluate
+
+    if name not in available_metrics():
+        raise UsageError(f"unknown metric {name!r}; available: {', '.join(available_metrics())}")
+    return evaluate.load(os.path.join(METRICS_DIR, name))

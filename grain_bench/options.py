@@ -1,0 +1,122 @@
+"""Typed, frozen option classes that parse ``key=value`` strings and reject unknown keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from typing import Any, ClassVar, Literal, get_args, get_origin
+
+from grain_bench.errors import UsageError
+
+
+def _coerce(owner: str, key: str, value: Any, annotation: Any) -> Any:
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin is Literal:
+        choices = args
+        for choice in choices:
+            if value == choice or (isinstance(value, str) and str(choice) == value):
+                return choice
+        raise UsageError(f"{owner}: option {key}={value!r} is not one of {', '.join(map(str, choices))}")
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        errors = []
+        if isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(owner, key, value, arg)
+            except UsageError as exc:
+                errors.append(str(exc))
+        raise UsageError(errors[-1] if errors else f"{owner}: option {key}={value!r} has the wrong type")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise UsageError(f"{owner}: option {key}={value!r} must be true or false")
+    if annotation in (int, float):
+        if isinstance(value, bool):
+            raise UsageError(f"{owner}: option {key}={value!r} must be a number")
+        try:
+            number = annotation(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{owner}: option {key}={value!r} must be {'an integer' if annotation is int else 'a number'}") from None
+        if annotation is int and isinstance(value, float) and value != int(value):
+            raise UsageError(f"{owner}: option {key}={value!r} must be an integer")
+        return number
+    if annotation is str:
+        return str(value)
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        item_type = args[0] if args else str
+        return tuple(_coerce(owner, key, item, item_type) for item in items if item != "")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Base of every options class: subclasses are frozen dataclasses with typed, defaulted fields."""
+
+    owner: ClassVar[str] = "options"
+
+    @classmethod
+    def parse(cls, values: dict[str, Any] | None = None):
+        """Build from a mapping of key -> value (strings are converted); unknown keys raise ``UsageError``."""
+        values = dict(values or {})
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = [k for k in values if k not in fields]
+        if unknown:
+            key = unknown[0]
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            valid = ", ".join(fields) or "(none)"
+            raise UsageError(f"{cls.owner}: unknown option {key!r}.{hint} Valid options: {valid}")
+        kwargs = {k: _coerce(cls.owner, k, v, hints[k]) for k, v in values.items()}
+        obj = cls(**kwargs)
+        obj.validate()
+        return obj
+
+    def validate(self) -> None:
+        """Check value ranges; raise ``UsageError`` on a bad value. Subclasses extend this."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every field."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, Any]]:
+        """(name, type, default) for every option, for ``grain-bench methods``."""
+        hints = typing.get_type_hints(cls)
+        out = []
+        for f in dataclasses.fields(cls):
+            annotation = hints[f.name]
+            if get_origin(annotation) is Literal:
+                type_name = "|".join(map(str, get_args(annotation)))
+            else:
+                type_name = getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
+            out.append((f.name, type_name, f.default))
+        return out
+
+
+def parse_assignments(items: list[str] | None) -> dict[str, dict[str, str]]:
+    """Parse ``-o method.key=value`` strings into {method: {key: value}}."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise UsageError(f"malformed option {item!r}: expected METHOD.KEY=VALUE, e.g. grain.alpha=0.3")
+        target, value = item.split("=", 1)
+        method, key = target.split(".", 1)
+        if not method or not key:
+            raise UsageError(f"malformed option {item!r}: expected METHOD.KEY=VALUE, e.g. grain.alpha=0.3")
+        out.setdefault(method, {})[key] = value
+    return out

@@ -1,0 +1,161 @@
+"""The task adapter interface shared by every task (sequence, regression, token and span outputs).
+
+A task loads its raw splits (``datasets.Dataset``), encodes them for a tokenizer, defines the distillation targets of
+its head and scores predictions with project-local metrics. Every method sees the same splits, encoding and metrics.
+This module imports no torch at import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from grain_bench.errors import DataError
+
+
+@dataclass
+class EncodedSplit:
+    """A tokenised split: ``features`` feed the model; ``raw`` and ``extra`` are what scoring needs."""
+
+    name: str
+    features: Any  # datasets.Dataset with model input columns (+ "labels")
+    raw: Any  # the raw datasets.Dataset
+    extra: dict[str, Any]
+
+
+class Task:
+    """Base class of a task adapter."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    description: ClassVar[str] = ""
+    head: ClassVar[str] = "sequence"  # sequence | regression | token | span
+    num_labels: ClassVar[int] = 2
+    metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
+    primary_metric: ClassVar[str] = "accuracy"
+    lower_is_better: ClassVar[tuple[str, ...]] = ()
+    #: the split that scores are reported on; ``dev`` is used for selection (e.g. ``heads`` auto mode)
+    eval_split: ClassVar[str] = "test"
+    text_fields: ClassVar[tuple[str, ...]] = ("text",)
+    label_field: ClassVar[str] = "label"
+
+    def __init__(self, data_dir: str | None = None):
+        self.data_dir = data_dir
+        self._raw: dict[str, Any] | None = None
+
+    # ---- data ---------------------------------------------------------------------------------------------------
+    def load_raw(self) -> dict[str, Any]:
+        """Raw splits by name ("train", "dev", and "test" when the task has a labelled test split)."""
+        raise NotImplementedError
+
+    def splits(self) -> dict[str, Any]:
+        """``load_raw`` once, cached."""
+        if self._raw is None:
+            self._raw = self.load_raw()
+            missing = {"train", "dev", self.eval_split} - set(self._raw)
+            if missing:
+                raise DataError(f"task {self.name!r}: data has no {', '.join(sorted(missing))} split")
+        return self._raw
+
+    def encode(self, split: str, tokenizer, max_length: int, limit: int | None = None) -> EncodedSplit:
+        """Tokenise ``split`` (the first ``limit`` examples when given) for a sequence-level head."""
+        raw = self.splits()[split]
+        if limit is not None and limit < len(raw):
+            raw = raw.select(range(limit))
+        fields = self.text_fields
+
+        def tokenize(batch):
+            texts = [batch[f] for f in fields]
+            out = tokenizer(*texts, truncation=True, max_length=max_length)
+            out["labels"] = batch[self.label_field]
+            return out
+
+        features = raw.map(tokenize, batched=True, remove_columns=raw.column_names, desc=f"tokenising {self.name}/{split}")
+        return EncodedSplit(split, features, raw, {})
+
+    def collate(self, tokenizer):
+        """A collate function that pads a list of feature dicts into a batch of tensors."""
+        import torch
+
+        def collate(rows):
+            labels = [row["labels"] for row in rows]
+            inputs = [{k: v for k, v in row.items() if k != "labels"} for row in rows]
+            batch = tokenizer.pad(inputs, return_tensors="pt")
+            dtype = torch.float32 if self.head == "regression" else torch.long
+            batch["labels"] = torch.tensor(labels, dtype=dtype)
+            return dict(batch)
+
+        return collate
+
+    # ---- distillation -------------------------------------------------------------------------------------------
+    def model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The part of a batch the model takes (labels removed, so no loss is computed inside the model)."""
+        return {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    def kd_loss(self, student_out, teacher_out, batch, temperature: float):
+        """Logit distillation loss of this head (soft cross-entropy at ``temperature``; MSE for regression)."""
+        from grain_bench.losses import logit_mse, soft_cross_entropy
+
+        if self.head == "regression":
+            return logit_mse(student_out.logits, teacher_out.logits)
+        return soft_cross_entropy(student_out.logits, teacher_out.logits, temperature)
+
+    def hard_loss(self, outputs, batch):
+        """Supervised loss against the gold labels (teacher fine-tuning)."""
+        import torch.nn.functional as F
+
+        if self.head == "regression":
+            return F.mse_loss(outputs.logits.squeeze(-1), batch["labels"])
+        return F.cross_entropy(outputs.logits, batch["labels"])
+
+    # ---- evaluation ---------------------------------------------------------------------------------------------
+    def predict(self, model, encoded: EncodedSplit, tokenizer, batch_size: int, progress: bool = True):
+        """Logits of every example, concatenated (numpy)."""
+        import numpy as np
+        import torch
+        from torch.utils.data import DataLoader
+        from tqdm.auto import tqdm
+
+        loader = DataLoader(encoded.features, batch_size=batch_size, shuffle=False, collate_fn=self.collate(tokenizer))
+        device = next(model.parameters()).device
+        outputs = []
+        was_training = model.training
+        model.eval()
+        with torch.inference_mode():
+            for batch in tqdm(loader, desc=f"eval {self.name}/{encoded.name}", leave=False, disable=not progress):
+                batch = {k: v.to(device) for k, v in batch.items()}
+                outputs.append(model(**self.model_inputs(batch)).logits.float().cpu().numpy())
+        model.train(was_training)
+        return np.concatenate(outputs) if outputs else np.zeros((0, self.num_labels))
+
+    def score(self, logits, encoded: EncodedSplit) -> dict[str, float]:
+        """Metrics of ``logits`` against the split's labels."""
+        import numpy as np
+
+        from grain_bench.metrics import load_metric
+
+        references = np.asarray(encoded.features["labels"])
+        predictions = logits[:, 0] if self.head == "regression" else logits.argmax(-1)
+        out: dict[str, float] = {}
+        for metric in self.metric_modules():
+            out.update(load_metric(metric).compute(predictions=predictions.tolist(), references=references.tolist()))
+        return {k: float(v) for k, v in out.items() if k in self.metrics}
+
+    def metric_modules(self) -> tuple[str, ...]:
+        """Names of the local ``evaluate`` modules that produce ``metrics``."""
+        return self.metrics
+
+    def evaluate(self, model, encoded: EncodedSplit, tokenizer, batch_size: int, progress: bool = True) -> dict[str, float]:
+        """Predict and score one encoded split."""
+        return self.score(self.predict(model, encoded, tokenizer, batch_size, progress), encoded)
+
+    @classmethod
+    def higher_is_better(cls, metric: str) -> bool:
+        """Direction of a metric."""
+        return metric not in cls.lower_is_better
+
+    @classmethod
+    def info(cls) -> dict[str, Any]:
+        """Name, version, head and metrics, for listings and records."""
+        return {"name": cls.name, "version": cls.version, "head": cls.head, "metrics": list(cls.metrics),
+                "primary_metric": cls.primary_metric, "description": cls.description}
