@@ -74,12 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("tasks", help="list registered tasks and suites")
     sub.add_parser("plugins", help="list loaded plugins and their versions")
 
-    board = sub.add_parser("leaderboard", help="tables from a results directory")
-    board_sub = board.add_subparsers(dest="board_command", metavar="ACTION", parser_class=_Parser)
-    show = board_sub.add_parser("show", help="print the comparison table")
-    show.add_argument("--results", default=DEFAULT_RESULTS, help="results directory")
-    show.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"])
-    show.add_argument("--task", default=None, help="only this task")
+    from grain_bench.leaderboard.commands import add_parser as add_leaderboard_parser
+
+    add_leaderboard_parser(sub, _Parser, DEFAULT_RESULTS)
     return parser
 
 
@@ -129,13 +126,10 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    """Leaderboard actions."""
-    if args.board_command != "show":
-        raise GrainBenchError("leaderboard needs an action: show")
-    from grain_bench.leaderboard.tables import show_table
+    """Leaderboard actions (``grain_bench.leaderboard.commands``)."""
+    from grain_bench.leaderboard.commands import run
 
-    print(show_table(args.results, args.format, task=args.task))
-    return 0
+    return run(args)
 
 
 def cmd_run(args) -> int:
