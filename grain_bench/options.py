@@ -21,7 +21,7 @@ def _coerce(owner: str, key: str, value: Any, annotation: Any) -> Any:
         raise UsageError(f"{owner}: option {key}={value!r} is not one of {', '.join(map(str, choices))}")
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         errors = []
-        if isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args:
+        if (value is None or isinstance(value, str) and value.lower() in ("none", "null")) and type(None) in args:
             return None
         for arg in args:
             if arg is type(None):
