@@ -1,0 +1,67 @@
+"""Shared fixtures: no network, a fresh plugin manager per test, temporary results directories, tiny models."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+DATAPACK = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datapack"))
+
+
+@pytest.fixture
+def pm(monkeypatch):
+    """A fresh plugin manager with only the built-in plugins (entry points off) and its registries."""
+    from grain_bench import plugins
+
+    monkeypatch.setenv(plugins.ENV_LOAD_PLUGINS, "")
+    plugins.reset()
+    manager = plugins.make_plugin_manager()
+    yield manager
+    plugins.reset()
+
+
+@pytest.fixture
+def regs(pm):
+    """Registries of the fresh plugin manager."""
+    from grain_bench.plugins import get_registries
+
+    return get_registries(pm)
+
+
+@pytest.fixture
+def results_dir(tmp_path):
+    """An empty results directory."""
+    path = tmp_path / "results"
+    path.mkdir()
+    return str(path)
+
+
+@pytest.fixture
+def test_recipe():
+    """The seconds-long recipe for the tiny backbone."""
+    from grain_bench.recipes import get_recipe
+
+    return get_recipe("test")
+
+
+@pytest.fixture
+def tiny_model():
+    """A tiny random-init BertForSequenceClassification (hidden 32, 2 layers, 4 heads, FFN 64) and its tokenizer."""
+    from grain_bench.backbones import load_tiny
+
+    model, tokenizer = load_tiny("sequence", 2)
+    return model.eval(), tokenizer
+
+
+def datapack_path(*parts: str) -> str:
+    """Path inside ../shared/datapack; tests that need it skip with a reason when it is absent."""
+    path = os.path.join(DATAPACK, *parts)
+    if not os.path.exists(path):
+        pytest.skip(f"real task files not found at {path} (the shared datapack is only on the developers' machines)")
+    return path
