@@ -1,18 +1,50 @@
-"""The ``grain-bench leaderboard`` subcommands (parser and handlers); imports no torch."""
+"""The ``grain-bench leaderboard`` subcommands (parser and handlers); imports no torch.
+
+``show`` prints the comparison, ``export`` writes it as Markdown, LaTeX, CSV or JSON, ``publish`` writes a static
+page. All three only read the results directory; a corrupt, mixed or missing one is a ``GrainBenchError`` (exit 2).
+"""
 
 from __future__ import annotations
 
+import sys
+
 from grain_bench.errors import GrainBenchError
+
+EXPORT_FORMATS = ["markdown", "latex", "csv", "json"]
+
+
+def _common(parser, default_results: str) -> None:
+    parser.add_argument("--results", default=default_results, help=f"results directory (default: {default_results})")
+    parser.add_argument("--task", default=None, help="only this task")
+    parser.add_argument("--allow-mixed", action="store_true",
+                        help="compare records from different grain-bench versions, recipes, backbones or task versions "
+                             "as separate setups instead of refusing")
 
 
 def add_parser(sub, parser_class, default_results: str) -> None:
     """Add ``leaderboard`` and its actions to the CLI's subparsers."""
-    board = sub.add_parser("leaderboard", help="tables from a results directory")
+    board = sub.add_parser("leaderboard", help="tables, plots and a static page from a results directory")
     board_sub = board.add_subparsers(dest="board_command", metavar="ACTION", parser_class=parser_class)
     show = board_sub.add_parser("show", help="print the comparison table")
-    show.add_argument("--results", default=default_results, help="results directory")
-    show.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"])
-    show.add_argument("--task", default=None, help="only this task")
+    _common(show, default_results)
+    show.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex", "json"])
+    export = board_sub.add_parser("export", help="write the comparison as Markdown, LaTeX (booktabs), CSV or JSON")
+    _common(export, default_results)
+    export.add_argument("--format", default="markdown", choices=EXPORT_FORMATS)
+    export.add_argument("--out", default=None, metavar="FILE", help="write here instead of stdout")
+    publish = board_sub.add_parser("publish", help="write a self-contained static leaderboard page (index.html)")
+    _common(publish, default_results)
+    publish.add_argument("--out", required=True, metavar="SITE", help="output directory for index.html and the plots")
+    publish.add_argument("--title", default="grain-bench leaderboard", help="page title")
+    plot = board_sub.add_parser("plot", help="write score-vs-density and score-vs-speedup plots (SVG and PNG)")
+    _common(plot, default_results)
+    plot.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    plot.add_argument("--stem", default="leaderboard", help="file name without extension (default: leaderboard)")
+
+
+def _print_notes(notes: list[str]) -> None:
+    for note in notes:
+        print(f"grain-bench: note: {note}", file=sys.stderr)
 
 
 def run(args) -> int:
@@ -20,6 +52,32 @@ def run(args) -> int:
     if args.board_command == "show":
         from grain_bench.leaderboard.tables import show_table
 
-        print(show_table(args.results, args.format, task=args.task))
+        print(show_table(args.results, args.format, task=args.task, allow_mixed=args.allow_mixed), end="")
         return 0
-    raise GrainBenchError("leaderboard needs an action: show")
+    if args.board_command == "export":
+        from grain_bench.leaderboard.tables import export_table
+
+        text, notes = export_table(args.results, args.format, args.out, task=args.task, allow_mixed=args.allow_mixed)
+        if args.out is None:
+            print(text, end="")
+        else:
+            print(f"grain-bench: wrote {args.out}", file=sys.stderr)
+        _print_notes(notes)
+        return 0
+    if args.board_command == "publish":
+        from grain_bench.leaderboard.site import publish
+
+        index = publish(args.results, args.out, task=args.task, allow_mixed=args.allow_mixed, title=args.title)
+        print(f"grain-bench: wrote {index} (open it in a browser; no network needed)", file=sys.stderr)
+        return 0
+    if args.board_command == "plot":
+        from grain_bench.leaderboard.plots import write_plots
+        from grain_bench.leaderboard.tables import build_report, guard_output
+
+        guard_output(args.out, args.results)
+        report = build_report(args.results, args.task, allow_mixed=args.allow_mixed)
+        for path in write_plots(report.comparison.table, args.out, args.stem):
+            print(path)
+        _print_notes(report.notes)
+        return 0
+    raise GrainBenchError("leaderboard needs an action: show, export, publish or plot")

@@ -1,13 +1,40 @@
-"""Comparisons over run records: one row per task x method x options x density, mean +- std over seeds."""
+"""Comparisons over run records: one row per task x method x options x density, mean +- std over seeds.
+
+Records are only compared when they were made the same way. ``differences`` finds the spec fields and versions that
+vary (grain-bench version, recipe, backbone, task version, data); ``check_comparable`` refuses such a selection with a
+message that says what differs, unless the caller allows mixing, in which case every row carries a ``setup`` label and
+rows of different setups are never averaged together. Measured latency is compared only within one environment (the
+machine plus the measurement settings): the most common one per task; the others are left out with a note.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from grain_bench.errors import GrainBenchError
 from grain_bench.types import RunRecord
+
+GROUP_KEYS = ["task", "setup", "method", "options", "target_density"]
+# what must be equal across a comparison: field name -> where it comes from
+SETUP_FIELDS = ("grain-bench", "recipe", "backbone", "task_version", "data")
+_LOWER_IS_BETTER = ("loss", "error", "perplexity", "mse", "mae", "rmse", "wer", "cer")
+
+
+class MixedRecordsError(GrainBenchError):
+    """The records were made with different versions, recipes, backbones or task versions."""
+
+
+def higher_is_better(metric: str | None) -> bool:
+    """Whether a larger value of ``metric`` is better (losses and error rates are not)."""
+    name = (metric or "").lower()
+    return not any(word in name for word in _LOWER_IS_BETTER)
 
 
 def options_label(options: dict[str, Any]) -> str:
@@ -15,41 +42,194 @@ def options_label(options: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(options.items())) if options else ""
 
 
-def records_frame(records: list[RunRecord]) -> pd.DataFrame:
-    """One row per ok record with the columns tables need."""
+def recipe_label(recipe: dict[str, Any]) -> str:
+    """Recipe name plus a short hash of its content, so two edits of one named recipe are told apart."""
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return f"{recipe.get('name', 'custom')}#{digest}"
+
+
+def problem_with(record: RunRecord) -> str | None:
+    """Why an ``ok`` record cannot be compared (a malformed field), or None when it can."""
+    spec = record.spec
+    if not isinstance(spec, dict):
+        return "spec is not an object"
+    for key in ("task", "method", "backbone"):
+        if not isinstance(spec.get(key), str):
+            return f"spec.{key} is missing or not a string"
+    if not isinstance(spec.get("target_density"), (int, float)):
+        return "spec.target_density is missing or not a number"
+    if not isinstance(spec.get("recipe", {}), dict) or not isinstance(spec.get("method_options", {}), dict):
+        return "spec.recipe or spec.method_options is not an object"
+    for name in ("scores", "teacher_scores", "density", "params", "flops", "versions", "environment"):
+        if not isinstance(getattr(record, name), dict):
+            return f"{name} is not an object"
+    if not isinstance(record.latency, list) or not all(isinstance(e, dict) for e in record.latency):
+        return "latency is not a list of objects"
+    if record.ok:
+        if record.primary_metric not in record.scores:
+            return f"primary metric {record.primary_metric!r} is not among the scores"
+        if not isinstance(record.scores[record.primary_metric], (int, float)):
+            return "the primary score is not a number"
+    return None
+
+
+def setup_values(record: RunRecord) -> dict[str, str]:
+    """The values of ``SETUP_FIELDS`` for one record."""
+    spec = record.spec
+    return {"grain-bench": str(record.versions.get("grain-bench", "?")),
+            "recipe": recipe_label(spec.get("recipe", {})), "backbone": str(spec.get("backbone")),
+            "task_version": f"{spec.get('task')} v{spec.get('task_version', '?')}", "data": str(spec.get("data", "default"))}
+
+
+def differences(records: list[RunRecord]) -> dict[str, Counter]:
+    """Setup fields with more than one value among ``records`` (task versions and data per task), with run counts."""
+    out: dict[str, Counter] = {}
+    for name in SETUP_FIELDS:
+        if name in ("task_version", "data"):
+            by_task: dict[str, Counter] = {}
+            for record in records:
+                by_task.setdefault(record.spec["task"], Counter())[setup_values(record)[name]] += 1
+            merged = Counter()
+            for counts in by_task.values():
+                if len(counts) > 1:
+                    merged.update(counts)
+            if merged:
+                out[name] = merged
+            continue
+        counts = Counter(setup_values(record)[name] for record in records)
+        if len(counts) > 1:
+            out[name] = counts
+    return out
+
+
+def describe_differences(diffs: dict[str, Counter]) -> str:
+    """One line per differing field: its values and how many runs have each."""
+    return "; ".join(f"{name}: " + ", ".join(f"{value} ({count} runs)" for value, count in sorted(counts.items()))
+                     for name, counts in diffs.items())
+
+
+def check_comparable(records: list[RunRecord], allow_mixed: bool = False) -> dict[str, Counter]:
+    """Raise ``MixedRecordsError`` when records differ in version, recipe, backbone or task version (unless allowed)."""
+    diffs = differences(records)
+    if diffs and not allow_mixed:
+        raise MixedRecordsError(
+            "the results mix runs that are not comparable: " + describe_differences(diffs)
+            + ". Select one setup (--task, or separate results directories), or pass --allow-mixed to show each "
+              "setup in its own rows, labelled by what differs")
+    return diffs
+
+
+def latency_environment(record: RunRecord, entry: dict[str, Any]) -> str:
+    """Label of the machine and the measurement settings of one latency entry."""
+    env = record.environment
+    device = env.get("gpu") or entry.get("device") or env.get("device", "?")
+    parts = [str(device), f"{entry.get('threads', env.get('torch_threads', '?'))} threads",
+             str(entry.get("dtype", "?")), f"batch {entry.get('batch', '?')} x {entry.get('seq_len', '?')}"]
+    if entry.get("mode"):
+        parts.append(str(entry["mode"]))
+    machine = env.get("processor") or env.get("platform", "?")
+    return ", ".join(parts) + f" on {machine} ({env.get('cpu_count', '?')} CPUs)"
+
+
+def _compact_latency(record: RunRecord) -> dict[str, Any]:
+    for entry in record.latency:
+        if entry.get("label") == "compact":
+            return entry
+    return {}
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def records_frame(records: list[RunRecord], diffs: dict[str, Counter] | None = None) -> pd.DataFrame:
+    """One row per ok record with the columns tables need; ``setup`` names the differing fields' values."""
+    diffs = differences(records) if diffs is None else diffs
     rows = []
     for record in records:
         if not record.ok:
             continue
         spec = record.spec
         metric = record.primary_metric
-        latency = {r.get("label"): r for r in record.latency}
+        compact = _compact_latency(record)
+        values = setup_values(record)
+        density = record.density.get("encoder_params", record.density.get("achieved"))
         rows.append({
             "run_id": record.run_id, "task": spec["task"], "method": spec["method"],
-            "options": options_label(spec.get("method_options", {})), "target_density": spec["target_density"],
-            "seed": spec["seed"], "backbone": spec["backbone"], "recipe": spec["recipe"].get("name", "custom"),
-            "recipe_json": json.dumps(spec["recipe"], sort_keys=True), "metric": metric,
-            "score": record.scores.get(metric), "teacher": record.teacher_scores.get(metric),
-            "density": record.density.get("achieved"), "encoder_params": record.params.get("encoder"),
-            "flops_speedup": record.flops.get("predicted_speedup"),
-            "speedup": (latency.get("compact") or {}).get("speedup"),
+            "options": options_label(spec.get("method_options", {})), "target_density": float(spec["target_density"]),
+            "setup": ", ".join(values[name] for name in diffs), "seed": spec.get("seed"),
+            "backbone": spec["backbone"], "recipe": spec.get("recipe", {}).get("name", "custom"),
+            "recipe_json": json.dumps(spec.get("recipe", {}), sort_keys=True), "metric": metric,
+            "score": _number(record.scores.get(metric)), "teacher": _number(record.teacher_scores.get(metric)),
+            "density": _number(density), "encoder_params": _number(record.params.get("encoder")),
+            "flops_speedup": _number(record.flops.get("predicted_speedup")),
+            "speedup": _number(compact.get("speedup")),
+            "latency_env": latency_environment(record, compact) if compact else None,
             "version": record.versions.get("grain-bench"),
         })
     return pd.DataFrame(rows)
 
 
-def summary(records: list[RunRecord]) -> pd.DataFrame:
-    """Mean/std over seeds per task, method, options and target density, with the teacher row and relative score."""
-    frame = records_frame(records)
+@dataclass
+class Comparison:
+    """The summary table of a selection of records, with what a reader must know about it."""
+
+    table: pd.DataFrame
+    frame: pd.DataFrame
+    differences: dict[str, Counter] = field(default_factory=dict)
+    latency_environments: dict[str, str] = field(default_factory=dict)  # task -> the environment compared
+    notes: list[str] = field(default_factory=list)
+
+
+def _pareto(points: list[tuple[float, float]], lower_x: bool, higher_y: bool) -> list[bool]:
+    """Which points no other point beats on both coordinates (NaN points are never on the front)."""
+    out = []
+    for i, (x, y) in enumerate(points):
+        if math.isnan(x) or math.isnan(y):
+            out.append(False)
+            continue
+        dominated = False
+        for j, (x2, y2) in enumerate(points):
+            if i == j or math.isnan(x2) or math.isnan(y2):
+                continue
+            better_x = x2 <= x if lower_x else x2 >= x
+            better_y = y2 >= y if higher_y else y2 <= y
+            strictly = (x2 != x) or (y2 != y)
+            if better_x and better_y and strictly:
+                dominated = True
+                break
+        out.append(not dominated)
+    return out
+
+
+def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
+    """Group ok records, average over seeds, add teacher rows, relative scores and Pareto fronts."""
+    diffs = check_comparable([r for r in records if r.ok], allow_mixed)
+    frame = records_frame(records, diffs)
+    notes: list[str] = []
+    envs: dict[str, str] = {}
     if frame.empty:
-        return frame
-    keys = ["task", "method", "options", "target_density"]
-    grouped = frame.groupby(keys, dropna=False, sort=False)
+        return Comparison(frame, frame, diffs, envs, notes)
+    # latency: keep only the most common measurement environment per task
+    for task, group in frame.groupby("task", sort=True):
+        counts = Counter(e for e in group["latency_env"] if e)
+        if not counts:
+            continue
+        chosen = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[0][0]
+        envs[task] = chosen
+        others = group["latency_env"].notna() & (group["latency_env"] != chosen)
+        if others.any():
+            frame.loc[others[others].index, "speedup"] = math.nan
+            notes.append(f"{task}: measured speedups of {int(others.sum())} run(s) from other environments "
+                         f"({'; '.join(sorted(set(group.loc[others, 'latency_env'])))}) are left out; "
+                         f"speedups are compared only within {chosen}")
+    grouped = frame.groupby(GROUP_KEYS, dropna=False, sort=False)
     out = grouped.agg(score_mean=("score", "mean"), score_std=("score", "std"), seeds=("seed", "nunique"),
                       density=("density", "mean"), encoder_params=("encoder_params", "mean"),
                       flops_speedup=("flops_speedup", "mean"), speedup=("speedup", "mean"),
-                      metric=("metric", "first")).reset_index()
-    teachers = frame.drop_duplicates(["task", "seed"]).groupby("task").agg(
+                      speedup_std=("speedup", "std"), metric=("metric", "first"),
+                      run_ids=("run_id", lambda ids: ",".join(ids))).reset_index()
+    teachers = frame.drop_duplicates(["task", "setup", "seed"]).groupby(["task", "setup"], sort=False).agg(
         teacher_mean=("teacher", "mean"), teacher_std=("teacher", "std"), teacher_seeds=("seed", "nunique"),
         metric=("metric", "first")).reset_index()
     teacher_rows = teachers.rename(columns={"teacher_mean": "score_mean", "teacher_std": "score_std",
@@ -58,11 +238,29 @@ def summary(records: list[RunRecord]) -> pd.DataFrame:
     teacher_rows["options"] = ""
     teacher_rows["target_density"] = 1.0
     teacher_rows["density"] = 1.0
+    teacher_rows["flops_speedup"] = 1.0
+    teacher_rows["run_ids"] = ""
     out = pd.concat([teacher_rows, out], ignore_index=True)
-    out = out.merge(teachers[["task", "teacher_mean"]], on="task", how="left")
+    out = out.merge(teachers[["task", "setup", "teacher_mean"]], on=["task", "setup"], how="left")
     out["relative"] = out["score_mean"] / out["teacher_mean"]
+    for column in ("pareto_density", "pareto_flops", "pareto_latency"):
+        out[column] = False
+    for _, group in out[out["method"] != "teacher"].groupby(["task", "setup"], sort=False):
+        higher = higher_is_better(group["metric"].iloc[0])
+        scores = group["score_mean"].tolist()
+        for column, xs, lower in (("pareto_density", group["density"], True),
+                                  ("pareto_flops", group["flops_speedup"], False),
+                                  ("pareto_latency", group["speedup"], False)):
+            front = _pareto(list(zip(xs.astype(float).tolist(), scores)), lower_x=lower, higher_y=higher)
+            out.loc[group.index, column] = front
     order = {"teacher": 0, "dense": 1}
     out["_order"] = out["method"].map(lambda m: order.get(m, 2))
-    out = out.sort_values(["task", "_order", "target_density", "method", "options"],
-                          ascending=[True, True, False, True, True], kind="stable")
-    return out.drop(columns=["_order", "teacher_mean"]).reset_index(drop=True)
+    out = out.sort_values(["task", "setup", "_order", "target_density", "method", "options"],
+                          ascending=[True, True, True, False, True, True], kind="stable")
+    table = out.drop(columns=["_order", "teacher_mean"]).reset_index(drop=True)
+    return Comparison(table, frame, diffs, envs, notes)
+
+
+def summary(records: list[RunRecord], allow_mixed: bool = False) -> pd.DataFrame:
+    """Mean/std over seeds per task, setup, method, options and target density, with teacher rows and relative score."""
+    return compare(records, allow_mixed).table

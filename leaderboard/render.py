@@ -1,46 +1,158 @@
-"""Text renderers of the comparison table: Markdown, CSV, LaTeX (tabulate)."""
+"""Text renderers of the comparison table: Markdown, CSV, LaTeX (booktabs) and JSON.
+
+In Markdown and LaTeX the best value of each result column (score, relative score, speedups) is bold, per task and
+setup, over every row but the teacher's (the teacher is the reference, not a contender). A mark in the ``front`` column
+says on which Pareto fronts a row lies: d (score vs encoder density), f (vs FLOPs speedup), l (vs measured speedup).
+"""
 
 from __future__ import annotations
 
+import json
 import math
+from typing import Any
 
 import pandas as pd
 from tabulate import tabulate
 
-FORMATS = ("markdown", "csv", "latex")
+FORMATS = ("markdown", "csv", "latex", "json")
+# summary column -> True when a larger value is better (the score's direction depends on the metric)
+BEST_COLUMNS = {"score_mean": None, "relative": None, "flops_speedup": True, "speedup": True}
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
 
-def _pm(mean: float, std: float, digits: int = 4, latex: bool = False) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters in plain text."""
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def _pm(mean: float, std: float, digits: int = 4, latex: bool = False, bold: bool = False) -> str:
+    if _missing(mean):
         return "-"
-    if std is None or (isinstance(std, float) and math.isnan(std)):
-        return f"{mean:.{digits}f}"
-    return f"${mean:.{digits}f} \\pm {std:.{digits}f}$" if latex else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    text = f"{mean:.{digits}f}" if _missing(std) else (
+        f"{mean:.{digits}f} \\pm {std:.{digits}f}" if latex else f"{mean:.{digits}f} ± {std:.{digits}f}")
+    if latex:
+        return f"$\\mathbf{{{text}}}$" if bold else f"${text}$"
+    return f"**{text}**" if bold else text
 
 
-def display_frame(summary: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
-    """The columns a reader wants, formatted."""
+def best_mask(summary: pd.DataFrame) -> pd.DataFrame:
+    """Booleans: the best value of each result column per task and setup (ties are all best; teacher rows never)."""
+    from grain_bench.leaderboard.compare import higher_is_better
+
+    mask = pd.DataFrame(False, index=summary.index, columns=list(BEST_COLUMNS))
+    contenders = summary[summary["method"] != "teacher"]
+    for _, group in contenders.groupby(["task", "setup"], sort=False):
+        higher_score = higher_is_better(group["metric"].iloc[0])
+        for column, higher in BEST_COLUMNS.items():
+            values = group[column].astype(float)
+            if values.isna().all():
+                continue
+            direction = higher_score if higher is None else higher
+            best = values.max() if direction else values.min()
+            mask.loc[group.index[(values == best).to_numpy()], column] = True
+    return mask
+
+
+def _front(row) -> str:
+    marks = [mark for mark, column in (("d", "pareto_density"), ("f", "pareto_flops"), ("l", "pareto_latency"))
+             if bool(row.get(column, False))]
+    return "".join(marks)
+
+
+def _times(value: Any, bold: bool, latex: bool, std: Any = None) -> str:
+    if _missing(value):
+        return "-"
+    text = f"{value:.2f}x" if _missing(std) else (f"{value:.2f} \\pm {std:.2f}" if latex else f"{value:.2f} ± {std:.2f}x")
+    if latex:
+        text = text.replace("x", r"\times") if _missing(std) else text + r"\times"
+        return f"$\\mathbf{{{text}}}$" if bold else f"${text}$"
+    return f"**{text}**" if bold else text
+
+
+def display_frame(summary: pd.DataFrame, latex: bool = False, bold: bool = True) -> pd.DataFrame:
+    """The columns a reader wants, formatted (best values bold when ``bold``)."""
+    best = best_mask(summary) if bold else pd.DataFrame(False, index=summary.index, columns=list(BEST_COLUMNS))
+    one_metric = summary["metric"].nunique() == 1
+    mixed = summary["setup"].astype(str).str.len().gt(0).any() if "setup" in summary else False
+    esc = latex_escape if latex else str
     rows = []
-    for _, row in summary.iterrows():
-        speedup = row.get("speedup")
-        rows.append({
-            "task": row["task"], "method": row["method"] + (f" [{row['options']}]" if row["options"] else ""),
-            "target": f"{row['target_density']:g}", "density": f"{row['density']:.4f}",
-            row["metric"] if len(set(summary["metric"])) == 1 else "score": _pm(row["score_mean"], row["score_std"], latex=latex),
-            "seeds": int(row["seeds"]), "rel. teacher": f"{row['relative'] * 100:.1f}%",
-            "FLOPs speedup": "-" if pd.isna(row.get("flops_speedup")) else f"{row['flops_speedup']:.2f}x",
-            "speedup": "-" if speedup is None or pd.isna(speedup) else f"{speedup:.2f}x",
+    for index, row in summary.iterrows():
+        method = row["method"] + (f" [{row['options']}]" if row["options"] else "")
+        relative = row["relative"]
+        rel_text = "-" if _missing(relative) else (f"{relative * 100:.1f}\\%" if latex else f"{relative * 100:.1f}%")
+        if best.loc[index, "relative"] and rel_text != "-":
+            rel_text = f"\\textbf{{{rel_text}}}" if latex else f"**{rel_text}**"
+        out = {"task": esc(row["task"])}
+        if mixed:
+            out["setup"] = esc(row["setup"])
+        out.update({
+            "method": esc(method), "target": f"{row['target_density']:g}",
+            "density": "-" if _missing(row["density"]) else f"{row['density']:.4f}",
+            esc(row["metric"]) if one_metric else "score": _pm(row["score_mean"], row["score_std"], latex=latex,
+                                                               bold=bool(best.loc[index, "score_mean"])),
+            "seeds": int(row["seeds"]), "rel. teacher": rel_text,
+            "FLOPs speedup": _times(row.get("flops_speedup"), bool(best.loc[index, "flops_speedup"]), latex),
+            "speedup": _times(row.get("speedup"), bool(best.loc[index, "speedup"]), latex),
+            "front": _front(row),
         })
-    return pd.DataFrame(rows)
+        rows.append(out)
+    frame = pd.DataFrame(rows)
+    if latex:
+        frame.columns = [c.replace("%", r"\%") for c in frame.columns]
+    return frame
 
 
-def render(summary: pd.DataFrame, fmt: str = "markdown", caption: str = "") -> str:
-    """The table as Markdown, CSV or LaTeX."""
+def render_latex(summary: pd.DataFrame, caption: str = "", notes: list[str] | None = None,
+                 label: str = "tab:grain-bench") -> str:
+    """A booktabs ``table`` with a task column, ``\\midrule`` between tasks, best values bold and ± in math mode."""
+    frame = display_frame(summary, latex=True)
+    aligns = "".join("l" if c in ("task", "setup", "method", "front") else "r" for c in frame.columns)
+    lines = [r"% requires \usepackage{booktabs}", r"\begin{table}[t]", r"\centering", r"\small"]
+    if caption:
+        lines.append(r"\caption{" + latex_escape(caption) + "}")
+    lines += [r"\label{" + label + "}", r"\begin{tabular}{" + aligns + "}", r"\toprule",
+              " & ".join(frame.columns) + r" \\", r"\midrule"]
+    previous = None
+    for (_, row), task in zip(frame.iterrows(), summary["task"]):
+        if previous is not None and task != previous:
+            lines.append(r"\midrule")
+        previous = task
+        lines.append(" & ".join(str(v) for v in row.tolist()) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [f"% note: {latex_escape(n)}" for n in notes or []]
+    return "\n".join(lines) + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        return _jsonable(value.item())
+    return value
+
+
+def render_json(summary: pd.DataFrame, caption: str = "", notes: list[str] | None = None,
+                extra: dict[str, Any] | None = None) -> str:
+    """The summary rows as JSON numbers (NaN as null), with the caption and notes."""
+    rows = [{k: _jsonable(v) for k, v in row.items()} for row in summary.to_dict(orient="records")]
+    doc = {"caption": caption, "notes": list(notes or []), **(extra or {}), "rows": rows}
+    return json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n"
+
+
+def render(summary: pd.DataFrame, fmt: str = "markdown", caption: str = "", notes: list[str] | None = None,
+           extra: dict[str, Any] | None = None) -> str:
+    """The table as Markdown, CSV, LaTeX or JSON (notes go after the table, as comments where the format has them)."""
+    notes = list(notes or [])
     if fmt == "csv":
         return summary.to_csv(index=False)
-    frame = display_frame(summary, latex=fmt == "latex")
+    if fmt == "json":
+        return render_json(summary, caption, notes, extra)
     if fmt == "latex":
-        body = tabulate(frame, headers="keys", tablefmt="latex_raw", showindex=False)
-        return body + (f"\n% {caption}\n" if caption else "\n")
-    text = tabulate(frame, headers="keys", tablefmt="github", showindex=False)
+        return render_latex(summary, caption, notes)
+    text = tabulate(display_frame(summary), headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
     return text + (f"\n\n{caption}\n" if caption else "\n")

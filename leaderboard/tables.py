@@ -1,51 +1,145 @@
-"""The ``leaderboard show`` table: read a results directory and render the comparison."""
+"""Read a results directory (never writing to it) and render its comparison: ``show`` and ``export``."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 from grain_bench.errors import GrainBenchError
-from grain_bench.leaderboard.compare import summary
+from grain_bench.leaderboard.compare import Comparison, compare, describe_differences, problem_with
 from grain_bench.leaderboard.render import FORMATS, render
 from grain_bench.leaderboard.store import RecordStore
-from grain_bench.types import Recipe
+from grain_bench.types import Recipe, RunRecord
 
 
-def caption_for(records) -> str:
+@dataclass
+class Report:
+    """Everything a table, plot or page shows about one results directory."""
+
+    results_dir: str
+    records: list[RunRecord]
+    comparison: Comparison
+    caption: str
+    notes: list[str] = field(default_factory=list)
+    errors: list[RunRecord] = field(default_factory=list)
+
+
+def load_records(results_dir: str, task: str | None = None, run_ids=None) -> tuple[list[RunRecord], list[str]]:
+    """The latest record of every run in ``results_dir`` (read-only), and notes on lines or records left out."""
+    store = RecordStore(results_dir)
+    if not os.path.isdir(results_dir):
+        raise GrainBenchError(f"results directory {results_dir!r} does not exist; pass the --results of a `grain-bench run`")
+    if not os.path.isfile(store.path):
+        raise GrainBenchError(f"no records in {results_dir!r} (expected a file {store.path}); run `grain-bench run` first")
+    try:
+        latest = store.latest()
+    except OSError as exc:
+        raise GrainBenchError(f"cannot read {store.path}: {exc}") from None
+    notes = [f"skipped unreadable {p}" for p in store.problems]
+    records = []
+    for record in latest.values():
+        reason = problem_with(record)
+        if reason is not None:
+            notes.append(f"skipped malformed record {record.run_id}: {reason}")
+            continue
+        if run_ids is not None and record.run_id not in run_ids:
+            continue
+        if task is not None and record.spec.get("task") != task:
+            continue
+        records.append(record)
+    usable = len(latest) - sum(1 for note in notes if note.startswith("skipped malformed"))
+    if usable == 0 and notes:
+        raise GrainBenchError(f"{store.path} has no usable record: " + "; ".join(notes[:5])
+                              + (f" (and {len(notes) - 5} more problems)" if len(notes) > 5 else ""))
+    return records, notes
+
+
+def caption_for(records, comparison: Comparison | None = None) -> str:
     """Recipe, backbone and environment of the records, for the table caption."""
-    recipes = {tuple(sorted(r.spec["recipe"].items())) for r in records if r.ok}
-    backbones = sorted({r.spec["backbone"] for r in records if r.ok})
+    ok = [r for r in records if r.ok]
+    recipes = {tuple(sorted(r.spec["recipe"].items())) for r in ok}
+    backbones = sorted({r.spec["backbone"] for r in ok})
     parts = []
     if len(recipes) == 1:
-        parts.append(Recipe.parse(dict(next(iter(recipes)))).caption())
+        try:
+            parts.append(Recipe.parse(dict(next(iter(recipes)))).caption())
+        except (GrainBenchError, TypeError, ValueError):  # a recipe field this version does not know
+            parts.append(f"recipe {dict(next(iter(recipes))).get('name', 'custom')}")
     elif recipes:
-        parts.append(f"{len(recipes)} different recipes (rows are not comparable)")
+        parts.append(f"{len(recipes)} different recipes")
     if backbones:
         parts.append(f"backbone {', '.join(backbones)}")
-    envs = sorted({r.environment.get("device", "?") + " / " + str(r.environment.get("torch_threads", "?")) + " threads"
-                   for r in records if r.ok})
-    if envs:
-        parts.append("measured on " + "; ".join(envs))
+    versions = sorted({str(r.versions.get("grain-bench", "?")) for r in ok})
+    if versions:
+        parts.append(f"grain-bench {', '.join(versions)}")
+    if comparison is not None and comparison.latency_environments:
+        envs = sorted(set(comparison.latency_environments.values()))
+        parts.append("latency measured on " + "; ".join(envs))
+    else:
+        envs = sorted({f"{r.environment.get('gpu') or r.environment.get('device', '?')}, "
+                       f"{r.environment.get('torch_threads', '?')} threads" for r in ok})
+        if envs:
+            parts.append("run on " + "; ".join(envs) + " (no latency measured: speedups are FLOPs-predicted)")
+    if comparison is not None and comparison.differences:
+        parts.append("setups differ in " + describe_differences(comparison.differences))
     return "; ".join(parts)
 
 
-def show_table(results_dir: str, fmt: str = "markdown", task: str | None = None, run_ids=None) -> str:
+def build_report(results_dir: str, task: str | None = None, run_ids=None, allow_mixed: bool = False) -> Report:
+    """Load, check and compare the records of ``results_dir``; raises ``GrainBenchError`` on unusable input."""
+    records, notes = load_records(results_dir, task, run_ids)
+    errors = [r for r in records if not r.ok]
+    comparison = compare(records, allow_mixed=allow_mixed)
+    notes = notes + comparison.notes
+    if errors:
+        notes.append(f"{len(errors)} run(s) ended in error (see records.jsonl)")
+    return Report(results_dir, records, comparison, caption_for(records, comparison), notes, errors)
+
+
+def show_table(results_dir: str, fmt: str = "markdown", task: str | None = None, run_ids=None,
+               allow_mixed: bool = False) -> str:
     """Render the comparison of ``results_dir`` (optionally one task, or only ``run_ids``)."""
     if fmt not in FORMATS:
         raise GrainBenchError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    store = RecordStore(results_dir)
-    if not os.path.exists(store.path):
-        raise GrainBenchError(f"no records in {results_dir!r} (expected {store.path}); run `grain-bench run` first")
-    records = [r for r in store.latest().values() if run_ids is None or r.run_id in run_ids]
-    notes = [f"skipped unreadable {p}" for p in store.problems]
-    if task is not None:
-        records = [r for r in records if r.spec.get("task") == task]
-    errors = [r for r in records if not r.ok]
-    table = summary(records)
-    if table.empty:
+    report = build_report(results_dir, task, run_ids, allow_mixed)
+    table = report.comparison.table
+    if table.empty and fmt != "json":
         text = "(no successful runs" + (f" for task {task}" if task else "") + ")\n"
     else:
-        text = render(table, fmt, caption_for(records))
-    if errors:
-        notes.append(f"{len(errors)} run(s) ended in error (see records.jsonl)")
-    return text + "".join(f"note: {n}\n" for n in notes)
+        text = render(table, fmt, report.caption, report.notes if fmt in ("json", "latex") else None)
+    if fmt in ("json", "latex") and not table.empty:
+        return text
+    return text + "".join(f"note: {n}\n" for n in report.notes)
+
+
+def export_table(results_dir: str, fmt: str, out: str | None = None, task: str | None = None,
+                 allow_mixed: bool = False) -> tuple[str, list[str]]:
+    """The rendered table (written to ``out`` when given, never inside the records file) and the notes."""
+    if fmt not in FORMATS:
+        raise GrainBenchError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    report = build_report(results_dir, task, allow_mixed=allow_mixed)
+    if report.comparison.table.empty:
+        raise GrainBenchError(f"no successful runs in {results_dir!r}" + (f" for task {task!r}" if task else ""))
+    text = render(report.comparison.table, fmt, report.caption, report.notes if fmt != "markdown" else None)
+    if fmt == "markdown" and report.notes:
+        text += "\n" + "".join(f"note: {n}\n" for n in report.notes)
+    if out is not None:
+        guard_output(out, results_dir)
+        parent = os.path.dirname(os.path.abspath(out))
+        if not os.path.isdir(parent):
+            raise GrainBenchError(f"cannot write {out!r}: directory {parent!r} does not exist")
+        try:
+            with open(out, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise GrainBenchError(f"cannot write {out!r}: {exc}") from None
+    return text, report.notes
+
+
+def guard_output(out: str, results_dir: str) -> None:
+    """Refuse an output path that is the results directory itself or one of its files."""
+    target = os.path.realpath(out)
+    results = os.path.realpath(results_dir)
+    if os.path.commonpath([target, results]) == results:
+        raise GrainBenchError(f"refusing to write {out!r} into the results directory {results_dir!r}; "
+                              "choose an output outside it")
