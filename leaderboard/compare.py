@@ -104,7 +104,7 @@ def differences(records: list[RunRecord]) -> dict[str, Counter]:
 
 def describe_differences(diffs: dict[str, Counter]) -> str:
     """One line per differing field: its values and how many runs have each."""
-    return "; ".join(f"{name}: " + ", ".join(f"{value} ({count} runs)" for value, count in sorted(counts.items()))
+    return "; ".join(f"{name}: " + ", ".join(f"{value} ({count} run{'s' if count != 1 else ''})" for value, count in sorted(counts.items()))
                      for name, counts in diffs.items())
 
 

@@ -47,7 +47,10 @@ td.best { font-weight: 700; background: var(--best); }
 td.front span { display: inline-block; min-width: 16px; padding: 0 4px; margin-right: 2px; border-radius: 3px;
                 background: #e3f4e8; color: #1f6b35; font-size: 12px; text-align: center; }
 details summary { cursor: pointer; color: var(--accent); }
-details dl { text-align: left; margin: 6px 0; max-width: 520px; font-size: 12px; }
+details { position: relative; }
+details dl { position: absolute; right: 0; top: 20px; z-index: 5; background: #fff; border: 1px solid var(--line);
+             border-radius: 6px; box-shadow: 0 4px 14px rgba(0, 0, 0, .15); padding: 8px 12px; margin: 0;
+             text-align: left; width: 480px; max-width: 80vw; font-size: 12px; white-space: normal; }
 details dt { font-weight: 600; margin-top: 4px; }
 details dd { margin: 0 0 0 8px; word-break: break-word; }
 details code { font-size: 11px; }

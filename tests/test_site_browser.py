@@ -112,8 +112,9 @@ class Browser:
         self.send("Page.enable")
         self.send("Page.navigate", {"url": url})
         deadline = time.monotonic() + 30
-        while self.js("document.readyState + ':' + document.documentElement.getAttribute('data-ready')") \
-                != "complete:1":
+        ready = ("document.readyState + ':' + (document.documentElement && "
+                 "document.documentElement.getAttribute('data-ready'))")
+        while self.js(ready) != "complete:1":  # about:blank, then the page loading, then its script done
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not finish loading")
             time.sleep(0.1)
