@@ -1,0 +1,212 @@
+"""Physically compacted models: ``compact(model, masks)`` removes every pruned unit, ``save_pruned`` writes a portable
+directory (config with the per-layer shape, safetensors, tokenizer, the modeling file) and ``load_pruned`` reads it.
+
+The compact model is a ``modeling_pruned_bert`` class: transformers' embeddings, pooler and task head, with an encoder
+whose layers have their own widths. Its outputs equal the masked model's (see ``tests/test_compact.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import torch
+
+from grain_bench.errors import UsageError
+from grain_bench.masks import MaskSpace, UnitMasks
+from grain_bench.shape import ModelShape
+
+MODELING_FILE = "modeling_pruned_bert.py"
+METADATA_FILE = "grain_bench.json"
+
+# transformers class name of the source model -> compact class name (same head, same forward signature).
+HEAD_CLASSES = {
+    "BertModel": "PrunedBertModel",
+    "BertForSequenceClassification": "PrunedBertForSequenceClassification",
+    "BertForTokenClassification": "PrunedBertForTokenClassification",
+    "BertForQuestionAnswering": "PrunedBertForQuestionAnswering",
+}
+AUTO_MAP = {
+    "AutoConfig": "modeling_pruned_bert.PrunedBertConfig",
+    "AutoModel": "modeling_pruned_bert.PrunedBertModel",
+    "AutoModelForSequenceClassification": "modeling_pruned_bert.PrunedBertForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_pruned_bert.PrunedBertForTokenClassification",
+    "AutoModelForQuestionAnswering": "modeling_pruned_bert.PrunedBertForQuestionAnswering",
+}
+
+
+def _modeling():
+    from grain_bench import modeling_pruned_bert
+
+    return modeling_pruned_bert
+
+
+def _compact_class(model):
+    modeling = _modeling()
+    name = type(model).__name__
+    if isinstance(model, modeling.PrunedBertPreTrainedModel):
+        raise UsageError(f"{name} is already compact; compact the masked dense model instead")
+    if getattr(model.config, "model_type", None) != "bert" or name not in HEAD_CLASSES:
+        raise UsageError(f"compact() supports BERT models with these heads: {', '.join(HEAD_CLASSES)}; got {name} "
+                         f"(model_type {getattr(model.config, 'model_type', None)!r})")
+    return getattr(modeling, HEAD_CLASSES[name])
+
+
+def compact_config(config, shape: ModelShape):
+    """A ``PrunedBertConfig`` from a dense BERT config and the compact shape."""
+    modeling = _modeling()
+    values = config.to_dict()
+    for key in ("model_type", "architectures", "auto_map", "transformers_version", "layer_shapes", "original_head_dim"):
+        values.pop(key, None)
+    layer_shapes = [{"heads": [list(h) for h in layer.heads], "ffn_dim": layer.ffn_dim} for layer in shape.layers]
+    out = modeling.PrunedBertConfig(layer_shapes=layer_shapes, original_head_dim=shape.original_head_dim, **values)
+    out._attn_implementation = "sdpa"  # the compact encoder always calls SDPA; the masks are built for it
+    return out
+
+
+def compact(model, masks: UnitMasks, space: MaskSpace | None = None):
+    """A model with the same task head whose encoder keeps only the units ``masks`` keep (outputs unchanged)."""
+    cls = _compact_class(model)
+    space = space or MaskSpace.from_config(model.config)
+    if tuple(masks.qk.shape) != space.shapes()["qk"] or tuple(masks.ffn.shape) != space.shapes()["ffn"]:
+        raise UsageError(f"masks of shape qk {tuple(masks.qk.shape)}, ffn {tuple(masks.ffn.shape)} do not fit the model's "
+                         f"mask space {space.shapes()}")
+    shape = masks.model_shape(space)
+    config = compact_config(model.config, shape)
+    reference = next(model.parameters())
+    with torch.device("meta"):  # nothing is initialised: every tensor is copied in below
+        out = cls(config)
+    state = {k: v for k, v in model.state_dict().items() if ".encoder." not in f".{k}"}
+    state.update(_encoder_state(model, masks, space, prefix=f"{model.base_model_prefix}.encoder."
+                                if type(model).__name__ != "BertModel" else "encoder."))
+    expected = set(out.state_dict())
+    missing, unexpected = expected - set(state), set(state) - expected
+    # Non-persistent buffers (position ids) are not in state_dict; anything else missing is a bug here.
+    if missing or unexpected:
+        raise UsageError(f"compact state does not match the model: missing {sorted(missing)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]}")
+    out.load_state_dict(state, assign=True)
+    _restore_buffers(out, model)
+    out.to(device=reference.device)
+    out.train(model.training)
+    return out
+
+
+def _restore_buffers(out, model) -> None:
+    # Buffers that state_dict skips (position_ids, token_type_ids) were created on meta: copy them from the source.
+    source = dict(model.named_buffers())
+    for name, buffer in list(out.named_buffers()):
+        if buffer.is_meta:
+            module_name, _, attr = name.rpartition(".")
+            module = out.get_submodule(module_name) if module_name else out
+            module._buffers[attr] = source[name].clone()
+
+
+def _encoder_state(model, masks: UnitMasks, space: MaskSpace, prefix: str) -> dict[str, torch.Tensor]:
+    from grain_bench.arch import encoder_layers, get_arch, resolve
+
+    arch = get_arch(model.config)
+    state = {}
+    head_dim = space.head_dim
+    with torch.no_grad():
+        for index, layer in enumerate(encoder_layers(model, arch)):
+            q, k, v = (resolve(layer, p) for p in (arch.query, arch.key, arch.value))
+            o, w1, w2 = (resolve(layer, p) for p in (arch.attn_out, arch.ffn_in, arch.ffn_out))
+            p = f"{prefix}layer.{index}."
+            q_rows, v_rows = [], []
+            for head in range(space.num_heads):
+                if not bool(masks.vo[index, head].any()):
+                    continue  # a head without value units contributes nothing, its query units included
+                base = head * head_dim
+                q_rows += [base + j for j in masks.qk[index, head].nonzero().flatten().tolist()]
+                v_rows += [base + j for j in masks.vo[index, head].nonzero().flatten().tolist()]
+            if v_rows:
+                qi, vi = torch.tensor(q_rows, dtype=torch.long), torch.tensor(v_rows, dtype=torch.long)
+                state[p + "attention.qkv.weight"] = torch.cat([q.weight[qi], k.weight[qi], v.weight[vi]]).clone()
+                state[p + "attention.qkv.bias"] = torch.cat([q.bias[qi], k.bias[qi], v.bias[vi]]).clone()
+                state[p + "attention.dense.weight"] = o.weight[:, vi].clone()
+                state[p + "attention.dense.bias"] = o.bias.clone()
+            else:
+                state[p + "attention.dense_bias"] = o.bias.clone()
+            attention_norm = resolve(layer, arch.attn_out.rsplit(".", 1)[0] + ".LayerNorm")
+            state[p + "attention.LayerNorm.weight"] = attention_norm.weight.clone()
+            state[p + "attention.LayerNorm.bias"] = attention_norm.bias.clone()
+            fi = masks.ffn[index].nonzero().flatten()
+            if fi.numel():
+                state[p + "ffn.intermediate.weight"] = w1.weight[fi].clone()
+                state[p + "ffn.intermediate.bias"] = w1.bias[fi].clone()
+                state[p + "ffn.dense.weight"] = w2.weight[:, fi].clone()
+                state[p + "ffn.dense.bias"] = w2.bias.clone()
+            else:
+                state[p + "ffn.dense_bias"] = w2.bias.clone()
+            ffn_norm = resolve(layer, arch.ffn_out.rsplit(".", 1)[0] + ".LayerNorm")
+            state[p + "ffn.LayerNorm.weight"] = ffn_norm.weight.clone()
+            state[p + "ffn.LayerNorm.bias"] = ffn_norm.bias.clone()
+    return state
+
+
+def model_shape_of(model) -> ModelShape:
+    """The ``ModelShape`` of a compact model, read from its config."""
+    config = model.config
+    from grain_bench.shape import LayerShape
+
+    layers = tuple(LayerShape(tuple((int(q), int(v)) for q, v in layer["heads"]), int(layer["ffn_dim"]))
+                   for layer in config.layer_shapes)
+    return ModelShape(config.hidden_size, layers, config.vocab_size, config.max_position_embeddings,
+                      config.type_vocab_size, config.original_head_dim)
+
+
+def save_pruned(model, path: str, tokenizer=None, metadata: dict[str, Any] | None = None) -> str:
+    """Write a compact model as a self-contained directory (atomically: a temp dir renamed into place)."""
+    modeling = _modeling()
+    if not isinstance(model, modeling.PrunedBertPreTrainedModel):
+        raise UsageError(f"save_pruned expects a compact model (from grain_bench.compact), got {type(model).__name__}")
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    try:
+        model.config.auto_map = dict(AUTO_MAP)
+        model.save_pretrained(tmp, safe_serialization=True)
+        shutil.copyfile(modeling.__file__, os.path.join(tmp, MODELING_FILE))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        meta = {"format": "grain-bench-pruned", "format_version": modeling.FORMAT_VERSION,
+                "shape": model_shape_of(model).to_dict(), **(metadata or {})}
+        with open(os.path.join(tmp, METADATA_FILE), "w") as handle:
+            json.dump(meta, handle, indent=2, sort_keys=True, default=str)
+        if os.path.exists(path):  # replace an older copy without ever leaving a half-written directory at ``path``
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
+            os.rename(path, os.path.join(old, "model"))
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_pruned(path: str, device: str | torch.device | None = None):
+    """Load a directory written by ``save_pruned`` (or by a grain-bench run) as its compact model, in eval mode."""
+    modeling = _modeling()
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        raise UsageError(f"{path!r} is not a saved compact model: no config.json there")
+    with open(config_path) as handle:
+        config = json.load(handle)
+    if config.get("model_type") != modeling.PrunedBertConfig.model_type:
+        raise UsageError(f"{path!r} holds a {config.get('model_type')!r} model, not a grain-bench compact model "
+                         f"(model_type {modeling.PrunedBertConfig.model_type!r})")
+    names = config.get("architectures") or ["PrunedBertModel"]
+    cls = getattr(modeling, names[0], None)
+    if cls is None:
+        raise UsageError(f"unknown compact architecture {names[0]!r} in {config_path}")
+    model = cls.from_pretrained(path)
+    if device is not None:
+        model.to(device)
+    return model.eval()

@@ -1,0 +1,358 @@
+"""Measurement: parameter counts from the real modules, FLOPs from ``ModelShape``, and latency.
+
+Latency protocol: warm-up calls, then repeated timed calls; median and interquartile range. The models compared
+(dense and compact) are timed in the same process, interleaved round by round in a shuffled order, so machine load
+drifts hit both alike. CPU runs at a fixed torch thread count (set, then restored); GPU runs are timed with CUDA events,
+in eager, CUDA-graph or ``torch.compile`` mode, in fp32/fp16/bf16. Every result names its device, dtype, batch,
+sequence length, mode and threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from grain_bench.errors import GrainBenchError
+from grain_bench.shape import ModelShape
+
+SCHEMA_VERSION = 1
+EQUIVALENCE_ATOL = 1e-4
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+GPU_MODES = ("eager", "cuda_graph", "compile")
+# Threads of the CPU protocol in run records; the issue's protocol is 2 threads. Env var so a user can match a machine.
+THREADS_ENV = "GRAIN_BENCH_THREADS"
+DEFAULT_CPU_THREADS = 2
+
+
+# ---- parameters and FLOPs ---------------------------------------------------------------------------------------
+def param_counts(model) -> dict[str, int]:
+    """Parameters of the real modules: total, encoder, encoder linear (weights and biases), embeddings."""
+    base = model.base_model
+    encoder_params = list(base.encoder.parameters())
+    norms = {id(p) for m in base.encoder.modules() if isinstance(m, torch.nn.LayerNorm) for p in m.parameters()}
+    return {
+        "total": sum(p.numel() for p in model.parameters()),
+        "encoder": sum(p.numel() for p in encoder_params),
+        # Everything in the encoder but LayerNorms: the linears, plus the kept output biases of empty blocks.
+        "encoder_linear": sum(p.numel() for p in encoder_params if id(p) not in norms),
+        "embeddings": sum(p.numel() for p in base.embeddings.parameters()),
+    }
+
+
+def check_param_counts(model, shape: ModelShape) -> dict[str, int]:
+    """``param_counts`` of ``model``, after checking they agree with ``shape`` (raises ``GrainBenchError`` if not)."""
+    counts = param_counts(model)
+    expected = {"encoder": shape.encoder_params(), "encoder_linear": shape.encoder_linear_params()}
+    if shape.vocab_size:
+        expected["embeddings"] = shape.embedding_params()
+    wrong = {k: (counts[k], v) for k, v in expected.items() if counts[k] != v}
+    if wrong:
+        raise GrainBenchError(f"parameter counts of the model disagree with its ModelShape (model, shape): {wrong}")
+    return counts
+
+
+def flops(shape: ModelShape, seq_len: int, dense: ModelShape | None = None) -> dict[str, Any]:
+    """FLOPs per sequence of ``seq_len`` tokens (encoder and total), and the predicted speedup over ``dense``."""
+    out: dict[str, Any] = {"seq_len": seq_len, "encoder": shape.encoder_flops(seq_len), "total": shape.total_flops(seq_len)}
+    if dense is not None:
+        out["dense_total"] = dense.total_flops(seq_len)
+        out["predicted_speedup"] = out["dense_total"] / out["total"]
+    return out
+
+
+# ---- latency ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LatencySettings:
+    """How to time: device, dtype, batch, length, mode, threads, warm-up and timed calls (or a time budget)."""
+
+    device: str = "cpu"
+    dtype: str = "fp32"
+    batch: int = 32
+    seq_len: int = 64
+    mode: str = "eager"
+    threads: int = DEFAULT_CPU_THREADS
+    warmup: int = 2
+    runs: int = 10
+    budget_s: float | None = None  # stop early (after at least 3 rounds) once the timed rounds took this long
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise GrainBenchError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.mode not in GPU_MODES:
+            raise GrainBenchError(f"latency mode {self.mode!r} is not one of {', '.join(GPU_MODES)}")
+        if self.mode != "eager" and not self.device.startswith("cuda"):
+            raise GrainBenchError(f"latency mode {self.mode!r} needs a CUDA device (got {self.device!r})")
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """One timed model under one setting; times in milliseconds per batch."""
+
+    label: str
+    device: str
+    dtype: str
+    batch: int
+    seq_len: int
+    mode: str
+    threads: int | None
+    median_ms: float
+    iqr_ms: float
+    runs: int
+    warmup: int
+    times_ms: tuple[float, ...] = field(default=(), repr=False)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (raw times left out; ``extra`` merged in, e.g. speedups)."""
+        out = asdict(self)
+        out.pop("times_ms")
+        out.update(out.pop("extra"))
+        return out
+
+
+def quantiles(times: list[float]) -> tuple[float, float]:
+    """Median and interquartile range."""
+    if len(times) < 2:
+        return (times[0], 0.0) if times else (float("nan"), float("nan"))
+    q1, median, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    return median, q3 - q1
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run the block with ``torch.set_num_threads(threads)`` and restore the previous count afterwards."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def synthetic_inputs(config, batch: int, seq_len: int, device, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random token ids of the given shape with a full attention mask (latency does not depend on the values)."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, config.vocab_size, (batch, seq_len), generator=generator)
+    return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
+            "token_type_ids": torch.zeros_like(ids).to(device)}
+
+
+def _prepare(model, settings: LatencySettings):
+    model = model.eval().to(device=settings.device, dtype=DTYPES[settings.dtype])
+    return model
+
+
+def _cpu_call(model, inputs) -> Callable[[], float]:
+    def call() -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            model(**inputs)
+        return (time.perf_counter() - start) * 1000.0
+    return call
+
+
+def _cuda_call(model, inputs, mode: str) -> Callable[[], float]:
+    """A timed call on CUDA: events around the forward; graph replay for ``cuda_graph``; compiled for ``compile``."""
+    if mode == "compile":
+        model = torch.compile(model, mode="max-autotune-no-cudagraphs", dynamic=False)
+    if mode == "cuda_graph":
+        static = {k: v.clone() for k, v in inputs.items()}
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.inference_mode():
+            for _ in range(3):  # warm-up on a side stream before capture, as the CUDA-graph docs require
+                model(**static)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), torch.inference_mode():
+            model(**static)
+
+        def run() -> None:
+            graph.replay()
+    else:
+        def run() -> None:
+            with torch.inference_mode():
+                model(**inputs)
+
+    def call() -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    return call
+
+
+def time_models(models: dict[str, Any], settings: LatencySettings, inputs: dict[str, torch.Tensor] | None = None
+                ) -> dict[str, LatencyResult]:
+    """Time every model under ``settings``, interleaved in a shuffled order each round, in this one process."""
+    on_cuda = settings.device.startswith("cuda")
+    if on_cuda and not torch.cuda.is_available():
+        raise GrainBenchError(f"latency on {settings.device!r} asked for, but CUDA is not available")
+    threads = None if on_cuda else settings.threads
+    rng = random.Random(settings.seed)
+    times: dict[str, list[float]] = {label: [] for label in models}
+    with torch_threads(threads):
+        calls = {}
+        for label, model in models.items():
+            model = _prepare(model, settings)
+            model_inputs = inputs if inputs is not None else synthetic_inputs(
+                model.config, settings.batch, settings.seq_len, settings.device, settings.seed)
+            model_inputs = {k: v.to(settings.device) for k, v in model_inputs.items()}
+            calls[label] = _cuda_call(model, model_inputs, settings.mode) if on_cuda else _cpu_call(model, model_inputs)
+        labels = list(calls)
+        for _ in range(settings.warmup):
+            for label in labels:
+                calls[label]()
+        started = time.perf_counter()
+        for round_index in range(settings.runs):
+            rng.shuffle(labels)
+            for label in labels:
+                times[label].append(calls[label]())
+            if settings.budget_s is not None and round_index >= 2 and time.perf_counter() - started > settings.budget_s:
+                break
+    results = {}
+    for label, values in times.items():
+        median, iqr = quantiles(values)
+        results[label] = LatencyResult(label=label, device=_device_name(settings.device), dtype=settings.dtype,
+                                       batch=settings.batch, seq_len=settings.seq_len, mode=settings.mode,
+                                       threads=threads, median_ms=median, iqr_ms=iqr, runs=len(values),
+                                       warmup=settings.warmup, times_ms=tuple(values))
+    return results
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return device
+
+
+def speedup_entries(results: dict[str, LatencyResult], baseline: str, predicted: dict[str, float] | None = None
+                    ) -> list[dict[str, Any]]:
+    """Latency entries for a record: each with ``speedup`` over ``baseline`` and the FLOPs-predicted speedup beside."""
+    base = results[baseline].median_ms
+    entries = []
+    for label, result in results.items():
+        entry = result.to_dict()
+        entry["speedup"] = base / result.median_ms if result.median_ms > 0 else None
+        if predicted and label in predicted:
+            entry["flops_predicted_speedup"] = predicted[label]
+        entries.append(entry)
+    return entries
+
+
+# ---- equivalence ------------------------------------------------------------------------------------------------
+def output_tensors(outputs) -> dict[str, torch.Tensor]:
+    """The logits of a model output (``logits``, or ``start_logits``/``end_logits`` for span heads)."""
+    keys = [k for k in ("logits", "start_logits", "end_logits", "last_hidden_state") if k in outputs]
+    return {k: outputs[k] for k in keys if outputs[k] is not None}
+
+
+def max_output_diff(reference, candidate, inputs: dict[str, torch.Tensor]) -> float:
+    """Largest absolute difference between the two models' logits on ``inputs`` (both in eval mode, no grad)."""
+    modes = (reference.training, candidate.training)
+    reference.eval()
+    candidate.eval()
+    try:
+        with torch.inference_mode():
+            ref = output_tensors(reference(**inputs))
+            out = output_tensors(candidate(**inputs))
+    finally:
+        reference.train(modes[0])
+        candidate.train(modes[1])
+    if set(ref) != set(out):
+        raise GrainBenchError(f"compact model outputs {sorted(out)} but the masked model outputs {sorted(ref)}")
+    return max(float((ref[k].float() - out[k].float()).abs().max()) for k in ref)
+
+
+def check_equivalence(masked_model, compact_model, inputs: dict[str, torch.Tensor],
+                      atol: float = EQUIVALENCE_ATOL) -> float:
+    """Raise ``GrainBenchError`` unless the compact model's logits equal the masked model's within ``atol``."""
+    diff = max_output_diff(masked_model, compact_model, inputs)
+    if not diff <= atol:  # also catches NaN
+        raise GrainBenchError(f"compact model does not match the masked model: max |logit difference| {diff:.3g} > "
+                              f"{atol:g}; no latency recorded. This is a bug in grain_bench.compact: please report it "
+                              f"with the run spec")
+    return diff
+
+
+# ---- the run-record hook ----------------------------------------------------------------------------------------
+def _eval_batch(data, task, device, rows: int = 16) -> dict[str, torch.Tensor]:
+    features = data.eval.features
+    count = min(rows, len(features))
+    if count == 0:
+        raise GrainBenchError("the evaluation split is empty: cannot check the compact model against the masked one")
+    batch = data.collate([features[i] for i in range(count)])
+    return {k: v.to(device) for k, v in task.model_inputs(batch).items()}
+
+
+def _cpu_threads() -> int:
+    value = os.environ.get(THREADS_ENV)
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise GrainBenchError(f"{THREADS_ENV}={value!r} is not a whole number of threads") from None
+    return min(DEFAULT_CPU_THREADS, os.cpu_count() or 1)
+
+
+def record_settings(device: str, seq_len: int) -> LatencySettings:
+    """The cheap protocol used inside run records: batch 32 at the recipe length, a few seconds in all."""
+    if device.startswith("cuda"):
+        return LatencySettings(device=device, dtype="fp16", batch=32, seq_len=seq_len, mode="eager", threads=0,
+                               warmup=3, runs=30, budget_s=3.0)
+    return LatencySettings(device="cpu", dtype="fp32", batch=32, seq_len=seq_len, mode="eager", threads=_cpu_threads(),
+                           warmup=1, runs=7, budget_s=4.0)
+
+
+def measure_and_save(harness, spec, task, result, masks, data, tokenizer, info) -> tuple[list[dict], str | None]:
+    """Compact the student, check it against the masked model on an eval batch, time dense vs compact, save it."""
+    from grain_bench.compact import compact, save_pruned
+    from grain_bench.types import Recipe
+
+    student = result.model
+    device = next(student.parameters()).device
+    compact_model = compact(student, masks, result.space).eval()
+    batch = _eval_batch(data, task, device)
+    diff = check_equivalence(student, compact_model, batch)  # before any latency: a wrong model is never timed
+    shape = masks.model_shape(result.space)
+    counts = check_param_counts(compact_model, shape)
+    info["compact"] = {"max_abs_logit_diff": diff, "params": counts}
+
+    latency: list[dict] = []
+    if harness.measure_latency:
+        recipe = Recipe.parse(spec.recipe)
+        settings = record_settings(str(device), recipe.max_length)
+        dense = _dense_copy(student)
+        results = time_models({"dense": dense, "compact": compact_model}, settings)
+        dense_shape = type(masks).full(result.space).model_shape(result.space)
+        predicted = dense_shape.total_flops(settings.seq_len) / shape.total_flops(settings.seq_len)
+        latency = speedup_entries(results, "dense", {"compact": predicted, "dense": 1.0})
+        del dense
+        compact_model.to(dtype=torch.float32)  # timing may have cast it; the artifact is saved in fp32
+
+    artifact = None
+    if harness.save_models:
+        path = os.path.join(harness.results_dir, "models", spec.run_id)
+        metadata = {"run_id": spec.run_id, "spec": spec.to_dict(), "max_abs_logit_diff": diff,
+                    "density": masks.density(result.space), "masks": masks.to_dict()}
+        artifact = save_pruned(compact_model.to("cpu"), path, tokenizer=tokenizer, metadata=metadata)
+    return latency, artifact
+
+
+def _dense_copy(model):
+    # A hook-free dense model of the same class and config: the latency baseline (its weights do not matter).
+    dense = type(model)(model.config)
+    dense.load_state_dict(model.state_dict())
+    return dense.eval()

@@ -1,0 +1,347 @@
+"""The compact model equals the masked model, for edge-case masks, every task head and every registered method's masks;
+it saves and loads back, also where grain_bench cannot be imported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from grain_bench.errors import UsageError
+
+ATOL = 1e-4
+
+
+def _sharpen(model, seed: int = 0):
+    """Re-draw every weight with std 0.3: the random-init tiny model's logits are ~0.02, too flat to show a 1e-4 error."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_model(tiny_model):
+    """The tiny model with logits of order 1."""
+    model, tokenizer = tiny_model
+    return _sharpen(model), tokenizer
+
+
+def _inputs(vocab: int, batch: int = 3, length: int = 11, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (batch, length), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0  # padding in one row: the masks must be honoured
+    types = torch.zeros_like(ids)
+    types[:, 5:] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def _logits(outputs) -> torch.Tensor:
+    keys = [k for k in ("logits", "start_logits", "end_logits") if k in outputs]
+    return torch.cat([outputs[k].reshape(outputs[k].shape[0], -1) for k in keys], dim=-1)
+
+
+def _masked_vs_compact(model, masks, inputs):
+    """(masked logits, compact logits, dense logits, compact model)."""
+    from grain_bench.compact import compact
+    from grain_bench.masked import MaskedModel
+
+    model.eval()
+    with torch.no_grad():
+        dense = _logits(model(**inputs))
+    masked = MaskedModel(model)
+    masked.apply(masks)
+    try:
+        small = compact(model, masks).eval()
+        with torch.no_grad():
+            expected = _logits(model(**inputs))
+            got = _logits(small(**inputs))
+    finally:
+        masked.remove()
+    return expected, got, dense, small
+
+
+def _random_masks(space, seed: int, keep: float = 0.5):
+    from grain_bench.masks import UnitMasks
+
+    generator = torch.Generator().manual_seed(seed)
+    full = UnitMasks.full(space)
+    return UnitMasks(*(torch.rand(t.shape, generator=generator) < keep for _, t in full.items()))
+
+
+def _edge_masks(space, case: str):
+    from grain_bench.masks import UnitMasks
+
+    masks = _random_masks(space, seed=3, keep=0.6)
+    if case == "full":
+        return UnitMasks.full(space)
+    if case == "random":
+        return masks
+    if case == "head_without_queries":  # value units but no query units: uniform attention over non-pad tokens
+        masks.qk[0, 1] = False
+        masks.vo[0, 1, :3] = True
+    elif case == "layer_all_heads_without_queries":
+        masks.qk[1] = False
+        masks.vo[1, :, 0] = True
+    elif case == "head_without_values":  # query units only: the head contributes nothing and is dropped
+        masks.vo[0, 2] = False
+        masks.qk[0, 2] = True
+    elif case == "layer_without_heads":
+        masks.qk[0] = False
+        masks.vo[0] = False
+    elif case == "layer_without_ffn":
+        masks.ffn[1] = False
+    elif case == "one_unit_each":
+        masks = UnitMasks(torch.zeros_like(masks.qk), torch.zeros_like(masks.vo), torch.zeros_like(masks.ffn))
+        masks.qk[0, 0, 0] = masks.vo[0, 0, 0] = masks.ffn[1, 5] = True
+        masks.vo[1, 3, 7] = True
+    elif case == "all_pruned":
+        masks = UnitMasks(torch.zeros_like(masks.qk), torch.zeros_like(masks.vo), torch.zeros_like(masks.ffn))
+    elif case == "uniform_heads":  # every head the same widths: the reshape-only fast path
+        masks = UnitMasks.full(space)
+        masks.qk[:, :, 4:] = False
+        masks.vo[:, :, 6:] = False
+    else:
+        raise AssertionError(case)
+    return masks
+
+
+EDGE_CASES = ["full", "random", "head_without_queries", "layer_all_heads_without_queries", "head_without_values",
+              "layer_without_heads", "layer_without_ffn", "one_unit_each", "all_pruned", "uniform_heads"]
+
+
+@pytest.mark.parametrize("case", EDGE_CASES)
+def test_compact_equals_masked_on_edge_cases(tiny_model, case):
+    from grain_bench.masks import MaskSpace
+    from grain_bench.measure import param_counts
+
+    model, _ = tiny_model
+    space = MaskSpace.from_config(model.config)
+    masks = _edge_masks(space, case)
+    expected, got, dense, small = _masked_vs_compact(model, masks, _inputs(model.config.vocab_size))
+    assert (expected - got).abs().max().item() <= ATOL
+    if case != "full":
+        assert (dense - expected).abs().max().item() > 1e-2, "the masks should change the outputs"
+    shape = masks.model_shape(space)
+    assert param_counts(small)["encoder"] == shape.encoder_params()
+    assert param_counts(small)["encoder_linear"] == shape.encoder_linear_params()
+
+
+def test_compact_removes_units_physically(tiny_model):
+    from grain_bench.masks import MaskSpace
+
+    model, _ = tiny_model
+    space = MaskSpace.from_config(model.config)
+    masks = _edge_masks(space, "layer_without_heads")
+    masks.ffn[1] = False
+    small = _masked_vs_compact(model, masks, _inputs(model.config.vocab_size))[3]
+    layer0, layer1 = small.bert.encoder.layer
+    assert layer0.attention.qkv is None and not hasattr(layer0.attention, "dense")
+    assert layer1.ffn.ffn_dim == 0 and not hasattr(layer1.ffn, "intermediate")
+    kept_q = int(masks.qk[1][masks.vo[1].any(-1)].sum())
+    assert layer1.attention.qkv.weight.shape == (2 * kept_q + int(masks.vo[1].sum()), space.hidden)
+    assert layer1.attention.dense.weight.shape == (space.hidden, int(masks.vo[1].sum()))
+    assert layer1.attention.scaling == pytest.approx(space.head_dim ** -0.5)  # original head size, not pruned widths
+
+
+@pytest.mark.parametrize("head", ["sequence", "regression", "token", "span"])
+def test_compact_keeps_every_task_head(head):
+    from grain_bench.backbones import load_tiny
+    from grain_bench.masks import MaskSpace
+
+    model, _ = load_tiny(head, 3)
+    _sharpen(model)
+    space = MaskSpace.from_config(model.config)
+    masks = _random_masks(space, seed=7)
+    expected, got, _, small = _masked_vs_compact(model, masks, _inputs(model.config.vocab_size))
+    assert type(small).__name__ == "Pruned" + type(model).__name__
+    assert (expected - got).abs().max().item() <= ATOL
+
+
+def _method_masks(regs, name: str, model, density: float):
+    """Masks a registered method produces on the tiny model after a few observed steps of a toy loss."""
+    from grain_bench.masked import MaskedModel
+    from grain_bench.method import TrainState
+
+    method = regs.methods.get(name).from_options({}, seed=0)
+    masked = MaskedModel(model)
+    state = TrainState(step=0, total_steps=10, model=model, space=masked.space, masks=masked.masks, seed=0)
+    method.setup(state)
+    try:
+        for step in range(1, 3):
+            masked.zero_grad()
+            model.zero_grad()
+            out = _logits(model(**_inputs(model.config.vocab_size, seed=step)))
+            out.pow(2).sum().backward()
+            state.step, state.masks, state.unit_grads = step, masked.masks, masked.unit_grads()
+            method.observe(state)
+        masks = method.masks_for(state, density) if getattr(method, "prunes", True) else masked.masks
+    finally:
+        masked.remove()
+        model.zero_grad()
+    return masks
+
+
+def test_compact_equals_masked_for_every_registered_method(regs, tiny_model):
+    from grain_bench.masks import MaskSpace
+
+    model, _ = tiny_model
+    space = MaskSpace.from_config(model.config)
+    names = regs.methods.names()
+    assert len(names) >= 5
+    for name in names:
+        masks = _method_masks(regs, name, model, 0.2)
+        expected, got, _, _ = _masked_vs_compact(model, masks, _inputs(model.config.vocab_size))
+        diff = (expected - got).abs().max().item()
+        assert diff <= ATOL, f"{name}: {diff}"
+        if name != "dense":
+            assert masks.density(space) < 0.9, f"{name} did not prune"
+
+
+def test_compact_rejects_wrong_inputs(tiny_model):
+    from grain_bench.compact import compact
+    from grain_bench.masks import MaskSpace, UnitMasks
+
+    model, _ = tiny_model
+    space = MaskSpace.from_config(model.config)
+    wrong = UnitMasks.full(MaskSpace(3, 4, 8, 64, 32))
+    with pytest.raises(UsageError, match="mask space"):
+        compact(model, wrong)
+    small = compact(model, UnitMasks.full(space))
+    with pytest.raises(UsageError, match="already compact"):
+        compact(small, UnitMasks.full(space))
+
+
+# ---- save and load ----------------------------------------------------------------------------------------------
+def _saved(tmp_path, tiny_model, head="sequence"):
+    from grain_bench.backbones import load_tiny
+    from grain_bench.compact import compact, save_pruned
+    from grain_bench.masks import MaskSpace
+
+    model, tokenizer = (load_tiny(head, 2) if head != "sequence" else tiny_model)
+    _sharpen(model)
+    space = MaskSpace.from_config(model.config)
+    masks = _edge_masks(space, "layer_without_ffn")
+    masks.qk[0, 1] = False  # a head with value units only
+    small = compact(model, masks).eval()
+    path = save_pruned(small, str(tmp_path / "model"), tokenizer=tokenizer, metadata={"note": "test"})
+    return small, path, masks
+
+
+def test_save_writes_a_self_contained_directory(tmp_path, tiny_model):
+    small, path, masks = _saved(tmp_path, tiny_model)
+    files = set(os.listdir(path))
+    assert {"config.json", "model.safetensors", "modeling_pruned_bert.py", "grain_bench.json"} <= files
+    assert any(f.startswith("tokenizer") or f == "vocab.txt" for f in files)
+    config = json.load(open(os.path.join(path, "config.json")))
+    assert config["model_type"] == "pruned_bert"
+    assert config["auto_map"]["AutoModelForSequenceClassification"].startswith("modeling_pruned_bert.")
+    assert config["layer_shapes"][1]["ffn_dim"] == 0
+    assert [len(layer["heads"]) for layer in config["layer_shapes"]] == [int(n) for n in masks.vo.any(-1).sum(-1)]
+    source = open(os.path.join(path, "modeling_pruned_bert.py")).read()
+    assert "grain_bench" not in "".join(line for line in source.splitlines() if line.lstrip().startswith(("import", "from")))
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".")], "temporary directories left behind"
+
+
+def test_load_pruned_round_trip(tmp_path, tiny_model):
+    from grain_bench import load_pruned
+
+    small, path, _ = _saved(tmp_path, tiny_model)
+    loaded = load_pruned(path)
+    inputs = _inputs(small.config.vocab_size)
+    with torch.no_grad():
+        assert torch.equal(_logits(small(**inputs)), _logits(loaded(**inputs)))
+    assert not loaded.training
+
+
+def test_save_replaces_an_existing_model(tmp_path, tiny_model):
+    from grain_bench.compact import save_pruned
+
+    small, path, _ = _saved(tmp_path, tiny_model)
+    save_pruned(small, path, metadata={"note": "second"})
+    assert json.load(open(os.path.join(path, "grain_bench.json")))["note"] == "second"
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]
+
+
+def test_load_pruned_rejects_other_directories(tmp_path, tiny_model):
+    from grain_bench import load_pruned
+
+    with pytest.raises(UsageError, match="no config.json"):
+        load_pruned(str(tmp_path))
+    model, _ = tiny_model
+    model.save_pretrained(str(tmp_path / "dense"))
+    with pytest.raises(UsageError, match="not a grain-bench compact model"):
+        load_pruned(str(tmp_path / "dense"))
+
+
+# A child that cannot import grain_bench: a meta-path finder refuses it (the editable install would otherwise find it).
+CHILD = textwrap.dedent("""
+    import importlib.abc, json, sys
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "grain_bench" or name.startswith("grain_bench."):
+                raise ImportError("grain_bench is blocked in this process")
+            return None
+    sys.meta_path.insert(0, Block())
+    try:
+        import grain_bench  # noqa: F401
+        raise SystemExit("grain_bench was importable")
+    except ImportError:
+        pass
+    import torch
+    from transformers import AutoModelForSequenceClassification
+    path, inputs_file = sys.argv[1], sys.argv[2]
+    inputs = {k: torch.tensor(v) for k, v in json.load(open(inputs_file)).items()}
+    model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True).eval()
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    assert not any(m.startswith("grain_bench") for m in sys.modules), "grain_bench got imported"
+    print(json.dumps({"class": type(model).__name__, "logits": logits.tolist()}))
+""")
+
+
+def test_loads_with_trust_remote_code_without_grain_bench(tmp_path, tiny_model):
+    small, path, _ = _saved(tmp_path, tiny_model)
+    inputs = _inputs(small.config.vocab_size)
+    inputs_file = tmp_path / "inputs.json"
+    inputs_file.write_text(json.dumps({k: v.tolist() for k, v in inputs.items()}))
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    done = subprocess.run([sys.executable, str(script), path, str(inputs_file)], capture_output=True, text=True,
+                          env=env, cwd=str(tmp_path), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["class"] == "PrunedBertForSequenceClassification"
+    with torch.no_grad():
+        expected = small(**inputs).logits
+    assert (torch.tensor(result["logits"]) - expected).abs().max().item() <= 1e-6
+
+
+@pytest.mark.slow
+def test_compact_equals_masked_on_minilm(regs):
+    from grain_bench.backbones import load_minilm
+    from grain_bench.masked import unit_weight_norms
+    from grain_bench.masks import MaskSpace, UnitMasks, prune_to_density
+
+    model, tokenizer = load_minilm("sequence", 2)
+    model.eval()
+    space = MaskSpace.from_config(model.config)
+    batch = tokenizer(["a quietly good film", "the worst service i have ever had, never again"] * 2,
+                      padding=True, return_tensors="pt")
+    inputs = dict(batch)
+    for density in (0.5, 0.1, 0.05):
+        masks = prune_to_density(unit_weight_norms(model), UnitMasks.full(space), space, density)
+        expected, got, _, _ = _masked_vs_compact(model, masks, inputs)
+        assert (expected - got).abs().max().item() <= ATOL
+    for name in ("grain", "heads", "ffn-only", "random"):
+        masks = _method_masks(regs, name, model, 0.1)
+        expected, got, _, _ = _masked_vs_compact(model, masks, inputs)
+        assert (expected - got).abs().max().item() <= ATOL, name

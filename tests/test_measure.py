@@ -1,0 +1,224 @@
+"""Measurement: parameter counts, latency protocol, equivalence gate and the run-record hook ``measure_and_save``."""
+
+from __future__ import annotations
+
+import json
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from grain_bench.errors import GrainBenchError
+
+
+def _masks(space, seed=0, keep=0.5):
+    from grain_bench.masks import UnitMasks
+
+    generator = torch.Generator().manual_seed(seed)
+    full = UnitMasks.full(space)
+    masks = UnitMasks(*(torch.rand(t.shape, generator=generator) < keep for _, t in full.items()))
+    masks.ffn[1] = False  # an empty FFN block: its kept bias must still be counted
+    return masks
+
+
+def test_param_counts_match_model_shape(tiny_model):
+    from grain_bench.compact import compact
+    from grain_bench.masks import MaskSpace, UnitMasks
+    from grain_bench.measure import check_param_counts, param_counts
+
+    model, _ = tiny_model
+    space = MaskSpace.from_config(model.config)
+    dense = check_param_counts(model, UnitMasks.full(space).model_shape(space))
+    assert dense["total"] == sum(p.numel() for p in model.parameters())
+    assert dense["encoder_linear"] < dense["encoder"] < dense["total"]
+    masks = _masks(space)
+    small = compact(model, masks)
+    counts = check_param_counts(small, masks.model_shape(space))
+    assert counts["embeddings"] == dense["embeddings"]
+    assert counts["encoder"] < dense["encoder"]
+    with pytest.raises(GrainBenchError, match="disagree"):
+        check_param_counts(small, UnitMasks.full(space).model_shape(space))
+
+
+def test_quantiles_and_threads():
+    from grain_bench.measure import quantiles, torch_threads
+
+    median, iqr = quantiles([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert median == 3.0 and iqr == 2.0
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_settings_reject_gpu_modes_on_cpu():
+    from grain_bench.measure import LatencySettings
+
+    with pytest.raises(GrainBenchError, match="needs a CUDA device"):
+        LatencySettings(device="cpu", mode="cuda_graph")
+    with pytest.raises(GrainBenchError, match="dtype"):
+        LatencySettings(dtype="fp8")
+
+
+def test_time_models_names_every_setting(tiny_model):
+    from grain_bench.compact import compact
+    from grain_bench.masks import MaskSpace
+    from grain_bench.measure import LatencySettings, speedup_entries, time_models
+
+    model, _ = tiny_model
+    space = MaskSpace.from_config(model.config)
+    small = compact(model, _masks(space))
+    settings = LatencySettings(batch=4, seq_len=16, threads=1, warmup=1, runs=4)
+    results = time_models({"dense": model, "compact": small}, settings)
+    assert set(results) == {"dense", "compact"}
+    for result in results.values():
+        entry = result.to_dict()
+        assert {k: entry[k] for k in ("device", "dtype", "batch", "seq_len", "mode", "threads", "runs")} == {
+            "device": "cpu", "dtype": "fp32", "batch": 4, "seq_len": 16, "mode": "eager", "threads": 1, "runs": 4}
+        assert entry["median_ms"] > 0 and entry["iqr_ms"] >= 0 and len(result.times_ms) == 4
+    entries = {e["label"]: e for e in speedup_entries(results, "dense", {"compact": 2.5})}
+    assert entries["dense"]["speedup"] == 1.0
+    assert entries["compact"]["speedup"] == pytest.approx(results["dense"].median_ms / results["compact"].median_ms)
+    assert entries["compact"]["flops_predicted_speedup"] == 2.5
+
+
+def test_check_equivalence_catches_a_wrong_model(tiny_model):
+    from grain_bench.compact import compact
+    from grain_bench.masked import MaskedModel
+    from grain_bench.masks import MaskSpace
+    from grain_bench.measure import check_equivalence
+
+    model, _ = tiny_model
+    space = MaskSpace.from_config(model.config)
+    masks = _masks(space)
+    masked = MaskedModel(model)
+    masked.apply(masks)
+    try:
+        small = compact(model, masks)
+        inputs = {"input_ids": torch.randint(5, 60, (2, 9)), "attention_mask": torch.ones(2, 9, dtype=torch.long)}
+        assert check_equivalence(model, small, inputs) <= 1e-4
+        with torch.no_grad():
+            small.bert.encoder.layer[-1].ffn.LayerNorm.bias += 1.0
+        with pytest.raises(GrainBenchError, match="does not match the masked model"):
+            check_equivalence(model, small, inputs)
+    finally:
+        masked.remove()
+
+
+# ---- measure_and_save with a stand-in harness -----------------------------------------------------------------
+class _Task:
+    head = "sequence"
+
+    def model_inputs(self, batch):
+        return {k: v for k, v in batch.items() if k != "labels"}
+
+
+def _run_parts(tiny_model, results_dir, save_models=True, measure_latency=True):
+    from grain_bench.masked import MaskedModel
+    from grain_bench.recipes import get_recipe
+    from grain_bench.types import RunSpec
+
+    model, tokenizer = tiny_model
+    masked = MaskedModel(model)
+    masks = _masks(masked.space)
+    masked.apply(masks)
+    rows = [dict(tokenizer(text), labels=i % 2) for i, text in enumerate(["good film", "bad service, awful", "ok"])]
+
+    def collate(batch_rows):
+        padded = tokenizer.pad([{k: v for k, v in r.items() if k != "labels"} for r in batch_rows], return_tensors="pt")
+        return dict(padded, labels=torch.tensor([r["labels"] for r in batch_rows]))
+
+    recipe = get_recipe("test")
+    spec = RunSpec(method="random", task="tweets", backbone="test-bert-tiny", target_density=0.5, seed=0,
+                   recipe=recipe.to_dict(), method_options={}, task_version="1", data="default")
+    harness = SimpleNamespace(results_dir=results_dir, save_models=save_models, measure_latency=measure_latency)
+    result = SimpleNamespace(model=model, masked=masked, masks=masks, space=masked.space)
+    data = SimpleNamespace(eval=SimpleNamespace(features=rows), collate=collate)
+    return harness, spec, _Task(), result, masks, data, tokenizer
+
+
+def test_measure_and_save_records_latency_and_saves_the_model(tiny_model, results_dir, monkeypatch):
+    import dataclasses
+
+    from grain_bench import load_pruned, measure
+    from grain_bench.measure import measure_and_save
+
+    real_settings = measure.record_settings
+    monkeypatch.setattr(measure, "record_settings", lambda *a: dataclasses.replace(real_settings(*a), runs=3))
+
+    harness, spec, task, result, masks, data, tokenizer = _run_parts(tiny_model, results_dir)
+    info = {}
+    try:
+        latency, artifact = measure_and_save(harness, spec, task, result, masks, data, tokenizer, info)
+    finally:
+        result.masked.remove()
+    entries = {e["label"]: e for e in latency}
+    assert set(entries) == {"dense", "compact"}
+    compact_entry = entries["compact"]
+    assert compact_entry["speedup"] > 0 and compact_entry["flops_predicted_speedup"] > 1.0
+    assert compact_entry["seq_len"] == 32 and compact_entry["batch"] == 32 and compact_entry["device"] == "cpu"
+    assert compact_entry["threads"] >= 1 and compact_entry["runs"] == 3
+    assert info["compact"]["max_abs_logit_diff"] <= 1e-4
+    assert artifact == os.path.join(results_dir, "models", spec.run_id)
+    meta = json.load(open(os.path.join(artifact, "grain_bench.json")))
+    assert meta["run_id"] == spec.run_id and meta["masks"]["ffn"][1] == [0] * 64
+    loaded = load_pruned(artifact)
+    assert loaded.config.layer_shapes[1]["ffn_dim"] == 0
+
+
+def test_measure_and_save_honours_the_switches(tiny_model, results_dir):
+    from grain_bench.measure import measure_and_save
+
+    parts = _run_parts(tiny_model, results_dir, save_models=False, measure_latency=False)
+    try:
+        latency, artifact = measure_and_save(*parts, {})
+    finally:
+        parts[3].masked.remove()
+    assert latency == [] and artifact is None
+    assert not os.path.exists(os.path.join(results_dir, "models"))
+
+
+def test_measure_and_save_refuses_to_time_a_wrong_model(tiny_model, results_dir, monkeypatch):
+    import grain_bench.compact as compact_module
+    from grain_bench import measure
+
+    real = compact_module.compact
+
+    def broken(model, masks, space=None):
+        out = real(model, masks, space)
+        with torch.no_grad():
+            out.bert.encoder.layer[-1].ffn.LayerNorm.bias += 1.0
+        return out
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("latency was measured for a model that failed the equivalence check")
+
+    monkeypatch.setattr(compact_module, "compact", broken)
+    monkeypatch.setattr(measure, "time_models", no_timing)
+    parts = _run_parts(tiny_model, results_dir)
+    try:
+        with pytest.raises(GrainBenchError, match="does not match"):
+            measure.measure_and_save(*parts, {})
+    finally:
+        parts[3].masked.remove()
+    assert not os.path.exists(os.path.join(results_dir, "models"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["eager", "cuda_graph", "compile"])
+def test_gpu_latency_modes(tiny_model, mode):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from grain_bench.compact import compact
+    from grain_bench.masks import MaskSpace
+    from grain_bench.measure import LatencySettings, time_models
+
+    model, _ = tiny_model
+    space = MaskSpace.from_config(model.config)
+    small = compact(model, _masks(space))
+    settings = LatencySettings(device="cuda", dtype="fp16", batch=8, seq_len=32, mode=mode, threads=0, warmup=2, runs=5)
+    results = time_models({"dense": model, "compact": small}, settings)
+    for result in results.values():
+        assert result.mode == mode and result.dtype == "fp16" and result.median_ms > 0
+        assert result.device.startswith("cuda") and result.threads is None
