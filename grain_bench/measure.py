@@ -108,6 +108,7 @@ class LatencyResult:
     iqr_ms: float
     runs: int
     warmup: int
+    min_ms: float | None = None  # on a shared machine the least-disturbed call; medians carry the load
     times_ms: tuple[float, ...] = field(default=(), repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -228,6 +229,7 @@ def time_models(models: dict[str, Any], settings: LatencySettings, inputs: dict[
         results[label] = LatencyResult(label=label, device=_device_name(settings.device), dtype=settings.dtype,
                                        batch=settings.batch, seq_len=settings.seq_len, mode=settings.mode,
                                        threads=threads, median_ms=median, iqr_ms=iqr, runs=len(values),
+                                       min_ms=min(values) if values else None,
                                        warmup=settings.warmup, times_ms=tuple(values))
     return results
 

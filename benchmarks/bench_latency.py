@@ -1,0 +1,373 @@
+"""CPU latency of dense vs compact MiniLM-L6 (batch 32, length 64, fp32, 2 threads) at densities 1.0 ... 0.05.
+
+Two entry points:
+
+- ``pytest benchmarks/bench_latency.py --benchmark-enable -p no:cacheprovider``: the pytest-benchmark suite (one
+  benchmark per model; absolute times, not side by side);
+- ``python benchmarks/bench_latency.py --out benchmarks/results/latency-cpu.json``: the ratios that the targets are
+  about, measured side by side in one process (``grain_bench.measure.time_models``: every model once per round, in a
+  shuffled order), with the machine described in the JSON. ``--layouts`` also times the attention layouts that were
+  considered for the compact encoder.
+
+Masks are GRAIN-like: one global ranking of all units (query, value, FFN) by their weight norm
+(``grain_bench.masked.unit_weight_norms``) pruned with ``grain_bench.masks.prune_to_density`` -- the same ranking and
+coupling GRAIN uses, with magnitude standing in for the trained gradient scores (no training needed here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+DENSITIES = (1.0, 0.5, 0.2, 0.1, 0.05)
+BATCH, SEQ_LEN, THREADS = 32, 64, 2
+
+
+def load_dense():
+    """MiniLM-L6 with a sequence head, eval mode."""
+    from grain_bench.backbones import load_minilm
+
+    model, _ = load_minilm("sequence", 2)
+    return model.eval()
+
+
+def density_masks(model, density: float):
+    """GRAIN-like masks: global ranking of every unit by weight norm, pruned to ``density`` (coupled)."""
+    from grain_bench.masked import unit_weight_norms
+    from grain_bench.masks import MaskSpace, UnitMasks, prune_to_density
+
+    space = MaskSpace.from_config(model.config)
+    full = UnitMasks.full(space)
+    if density >= 1.0:
+        return full
+    # Norms of query, value and FFN units live on different scales; dividing by each kind's mean lets all three compete.
+    scores = unit_weight_norms(model, space).map(lambda t: t / t.mean())
+    # Coupling (a head without value units loses its query units) prunes past the request; bisect the requested
+    # density so that the achieved density is the one named.
+    low, high = density, 1.0
+    masks = prune_to_density(scores, full, space, density)
+    for _ in range(30):
+        if abs(masks.density(space) - density) < 0.002:
+            break
+        middle = (low + high) / 2
+        masks = prune_to_density(scores, full, space, middle)
+        low, high = (middle, high) if masks.density(space) < density else (low, middle)
+    return masks
+
+
+def uniform_stock_model(model, shape):
+    """A stock transformers BERT with the compact model's total Q/K/V/O and FFN widths spread evenly over layers.
+
+    Stock BERT ties the query/key and value widths, so each layer gets heads of width 64 (fewer, or one narrower
+    head, when the width is small) totalling the mean of the compact model's per-layer (qk + vo) / 2; FFN width is the
+    mean FFN width. Weights are random: only the time matters.
+    """
+    import copy
+
+    from torch import nn
+
+    layers = shape.layers
+    attention = max(1, round(sum(sum(layer.qk_dims) + sum(layer.vo_dims) for layer in layers) / (2 * len(layers))))
+    ffn = max(1, round(sum(layer.ffn_dim for layer in layers) / len(layers)))
+    head_dim = shape.original_head_dim
+    heads = max(1, round(attention / head_dim))
+    width = max(1, round(attention / heads))
+    stock = copy.deepcopy(model)
+    hidden = shape.hidden
+    for layer in stock.bert.encoder.layer:
+        self_attention = layer.attention.self
+        self_attention.num_attention_heads = heads
+        self_attention.attention_head_size = width
+        self_attention.all_head_size = heads * width
+        self_attention.query = nn.Linear(hidden, heads * width)
+        self_attention.key = nn.Linear(hidden, heads * width)
+        self_attention.value = nn.Linear(hidden, heads * width)
+        layer.attention.output.dense = nn.Linear(heads * width, hidden)
+        layer.intermediate.dense = nn.Linear(hidden, ffn)
+        layer.output.dense = nn.Linear(ffn, hidden)
+    stock.grain_uniform = {"heads": heads, "head_dim": width, "ffn_dim": ffn}
+    return stock.eval()
+
+
+def build_models(dense, densities=DENSITIES, uniform: bool = True):
+    """{label: model} plus {label: info} for dense, compact at each density and the uniform stock twins."""
+    from grain_bench.compact import compact
+    from grain_bench.masks import MaskSpace, UnitMasks
+
+    space = MaskSpace.from_config(dense.config)
+    dense_shape = UnitMasks.full(space).model_shape(space)
+    models, info = {"dense": dense}, {"dense": {"density": 1.0, "flops_predicted_speedup": 1.0}}
+    for density in densities:
+        masks = density_masks(dense, density)
+        shape = masks.model_shape(space)
+        label = f"compact@{density:g}"
+        models[label] = compact(dense, masks).eval()
+        predicted = dense_shape.total_flops(SEQ_LEN) / shape.total_flops(SEQ_LEN)
+        info[label] = {"density": masks.density(space), "flops_predicted_speedup": predicted,
+                       "encoder_flops_predicted_speedup": dense_shape.encoder_flops(SEQ_LEN) / shape.encoder_flops(SEQ_LEN),
+                       "heads_per_layer": [len(layer.heads) for layer in shape.layers],
+                       "distinct_head_widths": len({h for layer in shape.layers for h in layer.heads}),
+                       "shape": shape.summary()}
+        if uniform and density < 1.0:
+            stock = uniform_stock_model(dense, shape)
+            models[f"uniform@{density:g}"] = stock
+            info[f"uniform@{density:g}"] = {"density": masks.density(space), "uniform": stock.grain_uniform}
+    return models, info
+
+
+def machine() -> dict:
+    """CPU model, core count, threads used and library versions."""
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    import transformers
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": THREADS, "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "load_average_at_start": load}
+
+
+# ---- attention layouts --------------------------------------------------------------------------------------------
+def _layout_forward(kind: str):
+    """A forward for ``PrunedBertAttention`` using another layout: ``loop`` (one SDPA per head), ``grouped`` (one per
+    distinct (qk, vo) width) or ``padded_weights`` (Q/K/V weights zero-padded to the widest head: no scatter/gather)."""
+    import torch.nn.functional as F
+
+    def forward(self, hidden_states, attention_mask=None):
+        if self.qkv is None:
+            return self.LayerNorm(hidden_states + self.dense_bias)
+        batch, length, _ = hidden_states.shape
+        if kind == "padded_weights":
+            q, k, v = self._padded_qkv(hidden_states).split(
+                [self.num_heads * self.qk_max, self.num_heads * self.qk_max, self.num_heads * self.vo_max], -1)
+            view = (lambda t, w: t.view(batch, length, self.num_heads, w).transpose(1, 2))
+            context = F.scaled_dot_product_attention(view(q, self.qk_max), view(k, self.qk_max), view(v, self.vo_max),
+                                                     attn_mask=attention_mask, scale=self.scaling)
+            context = context.transpose(1, 2).reshape(batch, length, -1)
+            return self.LayerNorm(self._padded_dense(context) + hidden_states)
+        qkv = self.qkv(hidden_states)
+        q, k, v = qkv.split([self.qk_total, self.qk_total, self.vo_total], dim=-1)
+        outputs = []
+        for group in self._groups(kind):
+            qs, vs, qw, vw, n = group
+            qg = q[..., qs].view(batch, length, n, qw).transpose(1, 2) if qw else q.new_zeros(batch, n, length, 1)
+            kg = k[..., qs].view(batch, length, n, qw).transpose(1, 2) if qw else q.new_zeros(batch, n, length, 1)
+            vg = v[..., vs].view(batch, length, n, vw).transpose(1, 2)
+            ctx = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=attention_mask, scale=self.scaling)
+            outputs.append((vs, ctx.transpose(1, 2).reshape(batch, length, n * vw)))
+        context = torch.cat([c for _, c in outputs], -1)
+        order = torch.cat([torch.as_tensor(s) if not isinstance(s, slice) else torch.arange(self.vo_total)[s]
+                           for s, _ in outputs])
+        if not torch.equal(order, torch.arange(self.vo_total)):
+            context = context[..., torch.argsort(order)]
+        return self.LayerNorm(self.dense(context) + hidden_states)
+
+    return forward
+
+
+def _prepare_layouts(model) -> None:
+    """Precompute what the alternative layouts need on every attention module of ``model``."""
+    for layer in model.bert.encoder.layer:
+        att = layer.attention
+        if att.qkv is None:
+            continue
+        q_starts = [sum(att.qk_dims[:h]) for h in range(att.num_heads)]
+        v_starts = [sum(att.vo_dims[:h]) for h in range(att.num_heads)]
+        per_head = [(slice(q_starts[h], q_starts[h] + att.qk_dims[h]), slice(v_starts[h], v_starts[h] + att.vo_dims[h]),
+                     att.qk_dims[h], att.vo_dims[h], 1) for h in range(att.num_heads)]
+        widths = {}
+        for h in range(att.num_heads):
+            widths.setdefault((att.qk_dims[h], att.vo_dims[h]), []).append(h)
+        grouped = []
+        for (qw, vw), heads in widths.items():
+            qs = torch.tensor([q_starts[h] + j for h in heads for j in range(qw)], dtype=torch.long)
+            vs = torch.tensor([v_starts[h] + j for h in heads for j in range(vw)], dtype=torch.long)
+            grouped.append((qs, vs, qw, vw, len(heads)))
+        groups = {"loop": per_head, "grouped": grouped}
+        att._groups = (lambda kind, g=groups: g[kind])
+        # Zero-padded weights: rows of absent channels are zero, so they add nothing to scores; W_O columns too.
+        q_index, v_index = att._indices(torch.device("cpu"))
+        hidden = att.qkv.in_features
+        nq, nv = att.num_heads * att.qk_max, att.num_heads * att.vo_max
+        weight = torch.zeros(2 * nq + nv, hidden)
+        bias = torch.zeros(2 * nq + nv)
+        w_q, w_k, w_v = att.qkv.weight.detach().split([att.qk_total, att.qk_total, att.vo_total])
+        b_q, b_k, b_v = att.qkv.bias.detach().split([att.qk_total, att.qk_total, att.vo_total])
+        weight[q_index], weight[nq + q_index], weight[2 * nq + v_index] = w_q, w_k, w_v
+        bias[q_index], bias[nq + q_index], bias[2 * nq + v_index] = b_q, b_k, b_v
+        padded_qkv = torch.nn.Linear(hidden, 2 * nq + nv)
+        padded_qkv.weight.data, padded_qkv.bias.data = weight, bias
+        padded_dense = torch.nn.Linear(nv, hidden)
+        padded_dense.weight.data = torch.zeros(hidden, nv)
+        padded_dense.weight.data[:, v_index] = att.dense.weight.detach()
+        padded_dense.bias.data = att.dense.bias.detach().clone()
+        att._padded_qkv, att._padded_dense = padded_qkv, padded_dense
+
+
+def layout_models(compact_model, kinds=("loop", "grouped", "padded_weights")) -> dict:
+    """Copies of a compact model whose attention uses each alternative layout (outputs unchanged)."""
+    import copy
+    import types
+
+    out = {}
+    for kind in kinds:
+        model = copy.deepcopy(compact_model)
+        _prepare_layouts(model)
+        forward = _layout_forward(kind)
+        for layer in model.bert.encoder.layer:
+            layer.attention.forward = types.MethodType(forward, layer.attention)
+        out[kind] = model
+    return out
+
+
+# ---- the side-by-side script ------------------------------------------------------------------------------------
+def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES) -> dict:
+    """Measure everything side by side; print a table; write JSON to ``out_path``."""
+    from grain_bench.measure import LatencySettings, time_models
+
+    torch.manual_seed(0)
+    started = time.time()
+    report = {"machine": machine(), "settings": {"batch": BATCH, "seq_len": SEQ_LEN, "dtype": "fp32", "threads": THREADS,
+                                                 "runs": runs, "masks": "global weight-norm ranking (prune_to_density)"}}
+    dense = load_dense()
+    models, info = build_models(dense, densities)
+    inputs = None
+    if layouts:
+        for density in (0.2, 0.05):
+            label = f"compact@{density:g}"
+            if label in models:
+                for kind, model in layout_models(models[label]).items():
+                    models[f"{label}:{kind}"] = model
+                    info[f"{label}:{kind}"] = dict(info[label], layout=kind)
+    # Same tokens for all; one padded row so the mask path is exercised as in real batches.
+    from grain_bench.measure import synthetic_inputs
+
+    inputs = synthetic_inputs(dense.config, BATCH, SEQ_LEN, "cpu")
+    inputs["attention_mask"][0, SEQ_LEN // 2:] = 0
+    with torch.inference_mode():  # equivalence of every variant before timing
+        reference = {label: m(**inputs).logits for label, m in models.items() if not label.startswith("uniform")}
+    for label, logits in reference.items():
+        base = reference[label.split(":")[0]]
+        assert (logits - base).abs().max() <= 1e-4, f"{label} differs from {label.split(':')[0]}"
+    settings = LatencySettings(device="cpu", dtype="fp32", batch=BATCH, seq_len=SEQ_LEN, threads=THREADS, warmup=2,
+                               runs=runs, seed=0)
+    results = time_models(models, settings, inputs=inputs)
+    dense_ms = results["dense"].median_ms
+    rows = {}
+    for label, result in results.items():
+        row = {**result.to_dict(), **info.get(label, {}), "speedup_vs_dense": dense_ms / result.median_ms,
+               "speedup_vs_dense_min": results["dense"].min_ms / result.min_ms}
+        # Spread of the ratio: quartiles of per-round ratios (dense and this model timed in the same round).
+        ratios = sorted(d / c for d, c in zip(results["dense"].times_ms, result.times_ms))
+        row["speedup_q1_q3"] = [ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]]
+        rows[label] = row
+    for density in densities:
+        c, u = rows.get(f"compact@{density:g}"), rows.get(f"uniform@{density:g}")
+        if c and u:
+            c["slower_than_uniform_stock"] = c["median_ms"] / u["median_ms"] - 1.0
+        if c:
+            c["fraction_of_flops_predicted"] = c["speedup_vs_dense"] / c["flops_predicted_speedup"]
+    report["results"] = rows
+    report["targets"] = _targets(rows, densities)
+    report["seconds"] = time.time() - started
+    report["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    _print(rows)
+    print(json.dumps(report["targets"], indent=2))
+    if out_path:
+        os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+        with open(out_path, "w") as handle:
+            json.dump(report, handle, indent=2, default=str)
+    return report
+
+
+def _targets(rows, densities) -> dict:
+    out = {}
+    if "compact@0.05" in rows:
+        out["5%: speedup >= 6x"] = {"measured": rows["compact@0.05"]["speedup_vs_dense"],
+                                    "met": rows["compact@0.05"]["speedup_vs_dense"] >= 6.0}
+    for density in densities:
+        row = rows.get(f"compact@{density:g}")
+        if row and density >= 0.1:
+            out[f"{density:g}: speedup >= 70% of FLOPs-predicted"] = {
+                "measured": row["speedup_vs_dense"], "predicted": row["flops_predicted_speedup"],
+                "fraction": row["fraction_of_flops_predicted"], "met": row["fraction_of_flops_predicted"] >= 0.7}
+        if row and "slower_than_uniform_stock" in row:
+            out[f"{density:g}: at most 10% slower than uniform stock"] = {
+                "slower_by": row["slower_than_uniform_stock"], "met": row["slower_than_uniform_stock"] <= 0.10}
+    return out
+
+
+def _print(rows) -> None:
+    print(f"{'model':28s} {'median ms':>10s} {'IQR ms':>8s} {'speedup':>8s} {'ratio q1-q3':>14s} {'FLOPs pred':>10s} "
+          f"{'min ms':>8s} {'min ratio':>9s}")
+    for label, row in rows.items():
+        pred = row.get("flops_predicted_speedup")
+        q1, q3 = row["speedup_q1_q3"]
+        print(f"{label:28s} {row['median_ms']:10.1f} {row['iqr_ms']:8.1f} {row['speedup_vs_dense']:7.2f}x "
+              f"{q1:6.2f}-{q3:5.2f}x {'' if pred is None else f'{pred:9.2f}x':>10s} {row['min_ms']:8.1f} "
+              f"{row['speedup_vs_dense_min']:8.2f}x")
+
+
+# ---- pytest-benchmark suite -------------------------------------------------------------------------------------
+try:
+    import pytest
+except ImportError:  # the script entry point does not need pytest
+    pytest = None
+
+if pytest is not None:
+    @pytest.fixture(scope="module")
+    def minilm_models():
+        """Dense, compact and uniform-stock MiniLM-L6 models at every density, and fixed inputs."""
+        from grain_bench.measure import synthetic_inputs
+
+        dense = load_dense()
+        models, info = build_models(dense)
+        return models, synthetic_inputs(dense.config, BATCH, SEQ_LEN, "cpu")
+
+    @pytest.mark.parametrize("label", ["dense", *(f"compact@{d:g}" for d in DENSITIES),
+                                       *(f"uniform@{d:g}" for d in DENSITIES if d < 1.0)])
+    def test_latency_cpu(benchmark, minilm_models, label):
+        """One batch of 32 x 64 tokens, fp32, 2 threads."""
+        from grain_bench.measure import torch_threads
+
+        models, inputs = minilm_models
+        model = models[label]
+        benchmark.extra_info.update({"batch": BATCH, "seq_len": SEQ_LEN, "threads": THREADS, "dtype": "fp32"})
+
+        def call():
+            with torch.inference_mode():
+                model(**inputs)
+
+        with torch_threads(THREADS):
+            benchmark.pedantic(call, rounds=5, warmup_rounds=1, iterations=1)
+
+
+def main(argv=None) -> int:
+    """Command-line entry point of the side-by-side measurement."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=None, help="write the JSON report here")
+    parser.add_argument("--runs", type=int, default=15, help="timed rounds (every model once per round)")
+    parser.add_argument("--layouts", action="store_true", help="also time alternative attention layouts")
+    parser.add_argument("--densities", default=",".join(f"{d:g}" for d in DENSITIES))
+    args = parser.parse_args(argv)
+    densities = tuple(float(d) for d in args.densities.split(","))
+    run(args.out, args.runs, args.layouts, densities)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
