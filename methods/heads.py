@@ -94,13 +94,14 @@ class Heads(Method):
         ffn_total = space.num_layers * space.ffn_dim * costs["ffn"]
         budget = (1.0 - density) * space.total_cost()
         attention_budget = min(self.share(space) * budget, attention_total)
-        ffn_budget = min(budget - attention_budget, ffn_total)
-        attention_budget = min(budget - ffn_budget, attention_total)  # what FFN cannot absorb goes to attention
+        attention_budget = max(attention_budget, budget - ffn_total)  # what FFN cannot absorb comes from attention
 
         head_alive = masks.vo.any(-1).reshape(-1)
         head_scores = self.ema.value["heads"].reshape(-1).clone()
         head_scores[~head_alive] = float("-inf")
         pruned_heads = _prefix_within(head_scores, torch.full_like(head_scores, float(head_cost)), attention_budget)
+        # Whole heads rarely fit the attention budget exactly: FFN neurons take the rest of the pruned cost.
+        ffn_budget = min(budget - pruned_heads.numel() * head_cost, ffn_total)
         ffn_alive = masks.ffn.reshape(-1)
         ffn_scores = self.ema.value["ffn"].reshape(-1).clone()
         ffn_scores[~ffn_alive] = float("-inf")

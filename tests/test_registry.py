@@ -1,0 +1,95 @@
+"""Plugin loading and the registries: built-ins through hooks, errors with 'did you mean', duplicates, suites."""
+
+from __future__ import annotations
+
+import pluggy
+import pytest
+
+from grain_bench import hookimpl
+from grain_bench.errors import DuplicateNameError, GrainBenchError, UnknownMethodError, UnknownTaskError
+from grain_bench.method import Method
+from grain_bench.plugins import DEFAULT_PLUGINS, make_plugin_manager
+from grain_bench.registry import build_registries
+
+
+def test_builtins_register_through_the_hooks(pm, regs):
+    names = {name for name, _ in pm.list_name_plugin()}
+    assert {"grain_bench.methods.grain", "grain_bench.methods.heads", "grain_bench.methods.baselines"} <= names
+    assert {"dense", "random", "magnitude", "grain", "heads", "ffn-only"} <= set(regs.methods.names())
+    assert "tweets" in regs.tasks
+    assert regs.methods.entry("grain").plugin == "grain_bench.methods.grain"
+    assert {"local"} <= set(regs.executors.names())
+    assert {"minilm-l6", "test-bert-tiny"} <= set(regs.backbones.names())
+
+
+def test_unknown_method_suggests_and_lists_choices(regs):
+    with pytest.raises(UnknownMethodError) as info:
+        regs.methods.get("grian")
+    message = str(info.value)
+    assert "Did you mean 'grain'" in message and "heads" in message
+    assert isinstance(info.value, KeyError) and isinstance(info.value, GrainBenchError)
+
+
+def test_unknown_task_lists_suites(regs):
+    class Fake:
+        name = "fake"
+
+    with pytest.raises(UnknownTaskError) as info:
+        regs.expand_tasks(["tweetz"])
+    assert "Did you mean 'tweets'" in str(info.value)
+
+
+def test_suite_expands_to_its_tasks():
+    class One:
+        name = "one"
+        version = "1"
+
+    class Two:
+        name = "two"
+        version = "1"
+
+    class SuitePlugin:
+        @hookimpl
+        def register_tasks(self, register):
+            register(One, suites=("mysuite",))
+            register(Two, suites=("mysuite",))
+
+    regs = build_registries(make_plugin_manager(load_entry_points=False, extra_plugins=[SuitePlugin()]))
+    assert regs.expand_tasks(["mysuite", "tweets", "one"]) == ["one", "two", "tweets"]
+    assert regs.suites()["mysuite"] == ["one", "two"]
+
+
+def test_duplicate_name_names_both_plugins():
+    class Copy(Method):
+        name = "grain"
+
+    class Clash:
+        @hookimpl
+        def register_methods(self, register):
+            register(Copy)
+
+    pm = make_plugin_manager(load_entry_points=False)
+    pm.register(Clash(), name="clashing-plugin")
+    with pytest.raises(DuplicateNameError) as info:
+        build_registries(pm)
+    assert "grain_bench.methods.grain" in str(info.value) and "clashing-plugin" in str(info.value)
+
+
+def test_misspelt_hook_fails_at_start():
+    class Misspelt:
+        @hookimpl
+        def register_method(self, register):  # should be register_methods
+            pass
+
+    with pytest.raises(pluggy.PluginValidationError):
+        make_plugin_manager(load_entry_points=False, extra_plugins=[Misspelt()])
+
+
+def test_every_hookspec_is_documented_and_keyword_only_called():
+    from grain_bench import hookspecs
+
+    for name in ("register_methods", "register_tasks", "register_backbones", "load_backbone", "register_executors",
+                 "register_commands", "run_finished"):
+        spec = getattr(hookspecs, name)
+        assert spec.__doc__ and spec.__doc__.strip(), f"hook {name} has no docstring"
+    assert all(module.startswith("grain_bench.") for module in DEFAULT_PLUGINS)

@@ -1,0 +1,139 @@
+"""The shared distillation trainer: gradient separation, call order, schedule, teacher cache."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from grain_bench.backbones import load_tiny
+from grain_bench.distill import distill, layer_pairs, load_cached_teacher, save_teacher, set_seed
+from grain_bench.harness import Harness, build_specs
+from grain_bench.masks import UnitMasks
+from grain_bench.method import Method
+from grain_bench.recipes import get_recipe
+
+
+class Recorder(Method):
+    """Records what the trainer shows it: call order, observed gradients, weights at each callback."""
+
+    name = "recorder"
+
+    def __init__(self, source="logit"):
+        super().__init__()
+        self.gradient_source = source
+        self.calls = []
+        self.grads = []
+
+    def observe(self, state):
+        weight = state.model.bert.encoder.layer[0].output.dense.weight.detach().clone()
+        self.calls.append(("observe", state.step, state.loss_name, weight))
+        self.grads.append(state.unit_grads)
+
+    def masks_for(self, state, density):
+        weight = state.model.bert.encoder.layer[0].output.dense.weight.detach().clone()
+        self.calls.append(("masks_for", state.step, density, weight))
+        masks = UnitMasks(state.masks.qk.clone(), state.masks.vo.clone(), state.masks.ffn.clone())
+        masks.ffn[0, : int((1 - density) * masks.ffn.shape[1])] = False
+        return masks
+
+
+@pytest.fixture(scope="module")
+def setup():
+    from grain_bench.harness import TaskData
+    from grain_bench.tasks.tweets import TweetSentiment
+
+    task = TweetSentiment()
+    teacher, tokenizer = load_tiny("sequence", 2)
+    with torch.no_grad():  # a teacher that differs from the student's initialisation, so every loss has gradients
+        generator = torch.Generator().manual_seed(7)
+        for param in teacher.parameters():
+            param.add_(0.5 * torch.randn(param.shape, generator=generator))
+    collate = task.collate(tokenizer)
+    train = task.encode("train", tokenizer, 32, limit=48)
+    return task, teacher.eval(), TaskData(task, tokenizer, train, train, train, collate)
+
+
+def _run(setup, method, **recipe):
+    task, teacher, data = setup
+    set_seed(0)
+    student, _ = load_tiny("sequence", 2)
+    recipe = get_recipe("test", {"max_steps": 10, "prune_start": 0.2, "prune_end": 0.5, **recipe})
+    return distill(method, task, teacher, student, data, recipe, 0.5, seed=0, progress=False)
+
+
+def test_observed_gradients_come_from_the_logit_loss_only(setup):
+    separated, summed, logit_only = Recorder("logit"), Recorder("total"), Recorder("logit")
+    _run(setup, separated, hidden_loss="true", hidden_weight="100")
+    _run(setup, summed, hidden_loss="true", hidden_weight="100")
+    _run(setup, logit_only, hidden_loss="false")
+    # step 1: same weights, same batch; only the losses behind the gradients differ
+    for a, b in zip(separated.grads[0].items(), logit_only.grads[0].items()):
+        torch.testing.assert_close(a[1], b[1])
+    assert not torch.allclose(summed.grads[0].ffn, logit_only.grads[0].ffn)
+    assert {c[2] for c in separated.calls if c[0] == "observe"} == {"logit"}
+    assert {c[2] for c in summed.calls if c[0] == "observe"} == {"total"}
+
+
+def test_call_order_observe_then_masks_before_the_optimizer_step(setup):
+    method = Recorder()
+    result = _run(setup, method)
+    steps = [(kind, step) for kind, step, *_ in method.calls]
+    assert steps[0] == ("observe", 1)
+    pruning = [step for kind, step in steps if kind == "masks_for"]
+    assert pruning == list(range(2, 6))  # start = int(0.2 * 10), end = int(0.5 * 10)
+    for index, (kind, step, _, weight) in enumerate(method.calls):
+        if kind == "masks_for":
+            observe = method.calls[index - 1]
+            assert observe[0] == "observe" and observe[1] == step
+            torch.testing.assert_close(weight, observe[3])  # no optimizer step in between
+    densities = [c[2] for c in method.calls if c[0] == "masks_for"]
+    assert densities[-1] == 0.5 and all(a >= b for a, b in zip(densities, densities[1:]))
+    assert result.masks.ffn[0].sum() == result.masks.ffn.shape[1] // 2
+
+
+def test_trainer_rejects_masks_that_grow_back(setup):
+    class Regrow(Recorder):
+        def masks_for(self, state, density):
+            masks = UnitMasks.full(state.space)
+            if state.step > 2:
+                return masks
+            masks.ffn[0, 0] = False
+            return masks
+
+    from grain_bench.errors import GrainBenchError
+
+    with pytest.raises(GrainBenchError, match="re-grew"):
+        _run(setup, Regrow())
+
+
+def test_layer_map_includes_embeddings_and_last_layer():
+    assert layer_pairs(12, 2) == [(i, i) for i in range(0, 13, 2)]
+    assert layer_pairs(6, 4) == [(0, 0), (4, 4), (6, 6)]
+
+
+def test_teacher_cache_round_trip_and_corruption(tmp_path):
+    model, _ = load_tiny("sequence", 2)
+    with torch.no_grad():
+        model.classifier.weight.fill_(0.25)
+    save_teacher(str(tmp_path), "abc", model, {"scores": {"accuracy": 0.5}})
+    fresh, _ = load_tiny("sequence", 2)
+    meta = load_cached_teacher(str(tmp_path), "abc", fresh)
+    assert meta["scores"] == {"accuracy": 0.5}
+    assert torch.all(fresh.classifier.weight == 0.25)
+    with open(os.path.join(tmp_path, "abc", "model.safetensors"), "r+b") as handle:
+        handle.seek(-8, os.SEEK_END)
+        handle.write(b"garbage!")
+    assert load_cached_teacher(str(tmp_path), "abc", fresh) is None  # detected, moved aside, to be retrained
+    assert not os.path.exists(os.path.join(tmp_path, "abc"))
+
+
+def test_teacher_is_trained_once_per_seed_and_shared(regs, pm, results_dir, test_recipe):
+    specs = build_specs(regs, ["dense", "random"], ["tweets"], [0.5], [1], "test-bert-tiny", test_recipe)
+    harness = Harness(results_dir, regs=regs, pm=pm, progress=False, save_models=False, measure_latency=False)
+    records = [harness.run(spec) for spec in specs]
+    assert all(r.ok for r in records), [r.error for r in records]
+    assert len([d for d in os.listdir(harness.teacher_cache) if not d.startswith(".")]) == 1
+    assert records[0].teacher_scores == records[1].teacher_scores
+    assert 0.0 <= records[0].scores["accuracy"] <= 1.0
