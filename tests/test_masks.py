@@ -108,3 +108,12 @@ def test_one_shot_schedule_prunes_at_start():
     schedule = CubicSchedule(total_steps=50, target=0.3, prune_start=0.2, prune_end=0.2)
     assert schedule.density(9) == 1.0 and schedule.density(10) == 0.3
     assert [t for t in range(1, 51) if schedule.is_pruning_step(t)] == [10]
+
+
+def test_coupling_overshoot_is_bounded_when_scores_empty_many_heads():
+    scores = UnitTensors.filled(SPACE, 1.0)
+    scores.vo[:, :, :] = 0.0  # value units rank first: every head would lose all of them, and its query units too
+    masks = prune_to_density(scores, UnitMasks.full(SPACE), SPACE, 0.5)
+    one_unit = max(SPACE.unit_costs.values()) / SPACE.total_cost()
+    assert 0.5 - 4 * SPACE.unit_costs["qk"] / SPACE.total_cost() <= masks.density(SPACE) <= 0.5 + 4 * one_unit
+    assert masks.heads_kept() >= 1
