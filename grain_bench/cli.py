@@ -66,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-save-models", action="store_true", help="do not write the compact model of each run")
     run.add_argument("--no-latency", action="store_true", help="skip latency measurement")
     run.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    run.add_argument("--executor", default="local", help="where runs execute: local (default) or a plugin's executor")
+    run.add_argument("--executor", default="local", help="where runs execute: local (default), ray, or a plugin's executor")
+    run.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
+                     help="with --executor ray: the Ray cluster to use (default: start a local Ray instance)")
+    run.add_argument("-E", "--executor-option", action="append", default=[], metavar="KEY=VALUE",
+                     help="executor option, e.g. -E max_retries=2 or -E cpus_per_run=2 (repeatable)")
     run.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"], help="table format")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -150,6 +154,16 @@ def cmd_run(args) -> int:
         raise GrainBenchError(f"--data-dir {args.data_dir!r} is not a directory")
     if args.executor not in regs.executors:
         regs.executors.get(args.executor)  # raises with the choices
+    executor_options = {}
+    for item in args.executor_option:
+        if "=" not in item:
+            raise GrainBenchError(f"malformed executor option {item!r}: expected KEY=VALUE, e.g. max_retries=2")
+        key, value = item.split("=", 1)
+        executor_options[key.strip()] = value
+    if args.ray_address is not None:
+        if regs.executors.entry(args.executor).name != "ray":
+            raise GrainBenchError("--ray-address needs --executor ray")
+        executor_options["address"] = args.ray_address
 
     from grain_bench.harness import build_specs
 
@@ -166,8 +180,15 @@ def cmd_run(args) -> int:
     print(f"grain-bench: {len(specs)} runs in the grid, {skipped} already recorded in {store.path}", file=sys.stderr)
     harness = Harness(args.results, regs=regs, progress=not args.quiet, device=args.device,
                       save_models=not args.no_save_models, measure_latency=not args.no_latency)
-    records = run_sweep(specs, harness, store, retry_failed=args.retry_failed, progress=not args.quiet,
-                        executor=args.executor)
+    from grain_bench.executors import SweepTerminated
+
+    try:
+        records = run_sweep(specs, harness, store, retry_failed=args.retry_failed, progress=not args.quiet,
+                            executor=args.executor, executor_options=executor_options)
+    except SweepTerminated as exc:
+        print(f"grain-bench: {exc}; finished runs are stored in {store.path}, run the same command to resume",
+              file=sys.stderr)
+        return 128 + exc.signum
     tasks = regs.expand_tasks(args.tasks)
     for task in tasks:
         print(show_table(args.results, args.format, task=task, run_ids={s.run_id for s in specs}))

@@ -1,14 +1,53 @@
-"""Sweep executors (plugins): ``local`` runs specs one after another in this process."""
+"""Sweep executors (plugins): ``local`` runs specs one after another in this process; ``ray`` (optional extra,
+``grain_bench.ray_executor``) runs one Ray task per spec. Both append every record to the one store as it arrives."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+
 from tqdm.auto import tqdm
 
+from grain_bench.errors import GrainBenchError
 from grain_bench.hookspecs import hookimpl
+
+
+class SweepTerminated(KeyboardInterrupt):
+    """Raised in the sweep when the process gets SIGTERM: finished runs are stored, the current one is dropped."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def terminate_gracefully():
+    """Turn SIGTERM into ``SweepTerminated`` for the block (main thread only), so it unwinds like Ctrl-C.
+
+    The store holds SIGINT/SIGTERM back while it writes a line, so a record is either whole or absent; the run
+    that was in progress has no record and runs again when the same command is started again.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SweepTerminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class LocalExecutor:
     """Sequential, in-process execution; each record is stored as soon as its run ends."""
+
+    def __init__(self, **options):
+        if options:
+            raise GrainBenchError(f"the local executor takes no options, got {', '.join(sorted(options))}")
 
     def run(self, specs, harness, store, progress: bool = True):
         """Run ``specs`` and append each record to ``store``."""
@@ -24,7 +63,15 @@ class LocalExecutor:
         return records
 
 
+def ray_executor(**options):
+    """Factory of the Ray executor; imports it (and later Ray) only when chosen."""
+    from grain_bench.ray_executor import RayExecutor
+
+    return RayExecutor(**options)
+
+
 @hookimpl
 def register_executors(register):
     """Built-in executors."""
     register("local", LocalExecutor, "in-process, one run after another (default)")
+    register("ray", ray_executor, "one Ray task per run on a local or existing Ray cluster (pip install 'grain-bench[ray]')")

@@ -7,6 +7,7 @@ import datetime as _dt
 import importlib.metadata
 import os
 import platform
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -270,8 +271,16 @@ def _now() -> str:
 def run_sweep(specs: list[RunSpec], harness: Harness, store, retry_failed: bool = False, progress: bool = True,
               executor: str = "local", executor_options: dict | None = None) -> list[RunRecord]:
     """Run every spec not already ``ok`` in ``store`` (errors only with ``retry_failed``); returns the new records."""
+    from grain_bench.executors import terminate_gracefully
+
     latest = store.latest()
+    for problem in store.problems:  # reported, never fatal: the run of a cut-off line simply runs again
+        print(f"grain-bench: warning: {store.path} {problem} (skipped)", file=sys.stderr)
     todo = [s for s in specs if s.run_id not in latest or (not latest[s.run_id].ok and retry_failed)]
     factory = harness.regs.executors.get(executor)
-    runner = factory(**(executor_options or {}))
-    return runner.run(todo, harness, store, progress=progress)
+    try:
+        runner = factory(**(executor_options or {}))
+    except TypeError as exc:
+        raise UsageError(f"executor {executor!r}: {exc}") from None
+    with terminate_gracefully():  # SIGTERM unwinds like Ctrl-C: stored runs stay, the current one reruns next time
+        return runner.run(todo, harness, store, progress=progress)

@@ -7,8 +7,11 @@ later append starts on a fresh line so it cannot glue itself onto a truncated on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
 
 from filelock import FileLock
@@ -16,6 +19,20 @@ from filelock import FileLock
 from grain_bench.types import SCHEMA_VERSION, RunRecord
 
 RECORDS_FILE = "records.jsonl"
+_DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT/SIGTERM until the block ends (their Python handlers then run as usual)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @dataclass
@@ -45,19 +62,27 @@ class RecordStore:
         return FileLock(self.path + ".lock", timeout=60)
 
     def append(self, record: RunRecord) -> None:
-        """Append one record atomically with respect to other writers."""
+        """Append one record atomically with respect to other writers and to signals.
+
+        The whole line goes out in one ``write`` on an ``O_APPEND`` descriptor under the file lock, then ``fsync``;
+        SIGINT/SIGTERM are held back meanwhile (in the main thread), so an interrupted sweep never leaves half a line.
+        SIGKILL cannot be held back; a line cut short by it is reported by ``records()`` and the next append starts
+        on a fresh line.
+        """
         os.makedirs(self.directory, exist_ok=True)
-        line = json.dumps(record.to_dict(), sort_keys=True, default=str) + "\n"
-        with self._lock():
-            with open(self.path, "ab+") as handle:
-                handle.seek(0, os.SEEK_END)
-                if handle.tell() > 0:
-                    handle.seek(-1, os.SEEK_END)
-                    if handle.read(1) != b"\n":  # a previous writer died mid-line: start a new one
-                        line = "\n" + line
-                handle.write(line.encode())
-                handle.flush()
-                os.fsync(handle.fileno())
+        data = (json.dumps(record.to_dict(), sort_keys=True, default=str) + "\n").encode()
+        with self._lock(), _signals_deferred():
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                if size > 0 and os.pread(fd, 1, size - 1) != b"\n":  # a previous writer died mid-line
+                    data = b"\n" + data
+                view = memoryview(data)
+                while view:  # a regular file takes the whole write at once; loop only for exotic filesystems
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def records(self) -> list[RunRecord]:
         """Every readable record in file order; unreadable lines are listed in ``problems``."""

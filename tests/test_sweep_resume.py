@@ -1,0 +1,277 @@
+"""Resumable content-hashed sweeps: skip ok runs, retry errors on request, survive kills; the teacher cache."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from grain_bench.harness import Harness, build_specs, run_sweep
+from grain_bench.leaderboard.store import RecordStore
+from grain_bench.types import RunRecord
+
+BACKBONE = "test-bert-tiny"
+GRID = dict(methods=["dense", "random"], tasks=["sst2"], densities=[0.5, 0.3], seeds=[1, 2])  # 6 runs, 2 teachers
+
+
+def write_sst2(folder) -> str:
+    """A small SST-2 folder in the GLUE download layout (96 train rows, 32 dev rows); loads in well under a second,
+    where the tweets corpus takes tens of seconds on a busy 2-core machine."""
+    import random as _random
+
+    rng = _random.Random(0)
+    positive, negative = ["good", "great", "fine", "happy"], ["bad", "awful", "poor", "sad"]
+    filler = ["the", "movie", "was", "plot", "very", "and", "a", "film"]
+
+    def rows(n):
+        out = []
+        for i in range(n):
+            words = [rng.choice(filler) for _ in range(5)] + [rng.choice(positive if i % 2 else negative)] * 2
+            rng.shuffle(words)
+            out.append(f"{' '.join(words)}\t{i % 2}\n")
+        return "sentence\tlabel\n" + "".join(out)
+
+    os.makedirs(os.path.join(folder, "SST-2"), exist_ok=True)
+    for name, n in (("train.tsv", 96), ("dev.tsv", 32)):
+        with open(os.path.join(folder, "SST-2", name), "w") as handle:
+            handle.write(rows(n))
+    return str(folder)
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    """The small SST-2 folder."""
+    return write_sst2(tmp_path / "data")
+
+
+# ---- skip / retry, with a stand-in harness (no training) ----------------------------------------------------------
+class CountingHarness:
+    """Records every spec it is asked to run; fails the ones listed in ``fail``."""
+
+    def __init__(self, regs, fail=()):
+        self.regs = regs
+        self.fail = set(fail)
+        self.ran = []
+
+    def run(self, spec):
+        """Pretend to run ``spec``."""
+        self.ran.append(spec.run_id)
+        status = "error" if spec.run_id in self.fail else "ok"
+        return RunRecord(run_id=spec.run_id, spec=spec.to_dict(), status=status,
+                         error="boom" if status == "error" else None)
+
+
+def test_sweep_skips_ok_and_retries_errors_only_when_asked(regs, results_dir, test_recipe):
+    specs = build_specs(regs, ["dense", "random", "grain"], ["tweets"], [0.5, 0.2], [1, 2], BACKBONE, test_recipe)
+    assert len(specs) == 2 + 4 + 4  # dense once per seed; the pruning methods at both densities
+    store = RecordStore(results_dir)
+    failing = specs[3].run_id
+
+    first = CountingHarness(regs, fail={failing})
+    records = run_sweep(specs, first, store, progress=False)
+    assert first.ran == [s.run_id for s in specs] and sum(not r.ok for r in records) == 1
+
+    again = CountingHarness(regs)
+    assert run_sweep(specs, again, store, progress=False) == [] and again.ran == []  # ok and error both skipped
+
+    retry = CountingHarness(regs)
+    records = run_sweep(specs, retry, store, retry_failed=True, progress=False)
+    assert retry.ran == [failing] and records[0].ok
+    assert store.done() == {s.run_id for s in specs}  # the retried ok record replaces the error
+    assert len(store.records()) == len(specs) + 1  # append-only: the error stays in the file
+
+
+def test_grid_ids_are_content_hashes(regs, test_recipe):
+    a = build_specs(regs, **GRID, backbone=BACKBONE, recipe=test_recipe)
+    b = build_specs(regs, **{**GRID, "seeds": [2, 1]}, backbone=BACKBONE, recipe=test_recipe)
+    assert {s.run_id for s in a} == {s.run_id for s in b} and len(a) == 6
+    d = build_specs(regs, **GRID, backbone=BACKBONE, recipe=test_recipe, data_dir="/elsewhere")
+    assert not {s.run_id for s in a} & {s.run_id for s in d}  # other data, other runs
+    from grain_bench.recipes import get_recipe
+
+    c = build_specs(regs, **GRID, backbone=BACKBONE, recipe=get_recipe("test", {"max_steps": 13}))
+    assert not {s.run_id for s in a} & {s.run_id for s in c}  # any recipe change is a different run
+
+
+# ---- teacher cache ------------------------------------------------------------------------------------------------
+def _teacher_entries(results_dir):
+    folder = os.path.join(results_dir, "teachers")
+    return sorted(name for name in os.listdir(folder) if not name.startswith(".") and ".corrupt-" not in name)
+
+
+@pytest.fixture
+def finetune_calls(monkeypatch):
+    """Count teacher fine-tunings."""
+    import grain_bench.distill as distill
+
+    calls = []
+    real = distill.finetune
+
+    def counting(model, task, data, recipe, seed, progress=True):
+        calls.append(seed)
+        return real(model, task, data, recipe, seed, progress)
+
+    monkeypatch.setattr(distill, "finetune", counting)
+    return calls
+
+
+@pytest.fixture
+def one_thread():
+    """Train with one torch thread: on a shared 2-core machine a second thread mostly spins, several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _harness(results_dir, regs, pm):
+    return Harness(results_dir, regs=regs, pm=pm, progress=False, save_models=False, measure_latency=False)
+
+
+def test_teacher_trained_once_per_seed_and_corrupt_entry_retrained(regs, pm, results_dir, test_recipe, finetune_calls,
+                                                                   data_dir, one_thread):
+    specs = build_specs(regs, ["dense", "random"], ["sst2"], [0.5], [1, 2], BACKBONE, test_recipe, data_dir=data_dir)
+    store = RecordStore(results_dir)
+    records = run_sweep(specs, _harness(results_dir, regs, pm), store, progress=False)
+    assert all(r.ok for r in records), [r.error for r in records]
+    assert sorted(finetune_calls) == [1, 2]  # two methods, one teacher per seed
+    entries = _teacher_entries(results_dir)
+    assert len(entries) == 2
+    teacher_scores = {r.spec["seed"]: r.teacher_scores for r in records}
+
+    # A new process (fresh harness, empty memory cache) loads both teachers from disk.
+    more = build_specs(regs, ["random"], ["sst2"], [0.2], [1, 2], BACKBONE, test_recipe, data_dir=data_dir)
+    records = run_sweep(more, _harness(results_dir, regs, pm), store, progress=False)
+    assert all(r.ok for r in records) and sorted(finetune_calls) == [1, 2]
+    assert {r.spec["seed"]: r.teacher_scores for r in records} == teacher_scores
+
+    # Flip bytes in one cached teacher: the checksum catches it, the entry is moved aside and the teacher retrained.
+    import json
+
+    for name in entries:
+        with open(os.path.join(results_dir, "teachers", name, "meta.json")) as handle:
+            if json.load(handle)["seed"] == 2:
+                corrupt = name
+    weights = os.path.join(results_dir, "teachers", corrupt, "model.safetensors")
+    with open(weights, "r+b") as handle:
+        handle.seek(os.path.getsize(weights) - 64)
+        handle.write(b"\x00" * 64)
+    last = build_specs(regs, ["random"], ["sst2"], [0.3], [1, 2], BACKBONE, test_recipe, data_dir=data_dir)
+    records = run_sweep(last, _harness(results_dir, regs, pm), store, progress=False)
+    assert all(r.ok for r in records)
+    assert sorted(finetune_calls) == [1, 2, 2]  # only the corrupt one again
+    assert _teacher_entries(results_dir) == entries
+    moved = [n for n in os.listdir(os.path.join(results_dir, "teachers")) if n.startswith(corrupt + ".corrupt-")]
+    assert len(moved) == 1
+    assert {r.spec["seed"]: r.teacher_scores for r in records} == teacher_scores  # same seed, same teacher
+
+
+# ---- kill and resume ------------------------------------------------------------------------------------------------
+def _command(results_dir, data_dir):
+    return [sys.executable, "-m", "grain_bench", "run", "--backbone", BACKBONE, "--recipe", "test",
+            "--tasks", "sst2", "--data-dir", data_dir, "--methods", ",".join(GRID["methods"]),
+            "--densities", "0.5,0.3", "--seeds", "1,2", "--results", results_dir, "-q", "--no-latency",
+            "--no-save-models"]
+
+
+def _env():
+    env = dict(os.environ, GRAIN_BENCH_LOAD_PLUGINS="", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _lines(path):
+    if not os.path.exists(path):
+        return 0
+    with open(path, "rb") as handle:
+        return handle.read().count(b"\n")
+
+
+def _start_and_kill(results_dir, data_dir, signum, after_records, extra_delay=0.0, timeout=240):
+    """Start the sweep, send ``signum`` once the store has ``after_records`` lines (plus a delay); return rc, stderr."""
+    path = os.path.join(results_dir, "records.jsonl")
+    proc = subprocess.Popen(_command(results_dir, data_dir), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    while proc.poll() is None and _lines(path) < after_records and time.time() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is None:
+        time.sleep(extra_delay)
+        proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=timeout)
+    return proc.returncode, stderr.decode()
+
+
+def _resume_to_end(results_dir, data_dir):
+    done = subprocess.run(_command(results_dir, data_dir), env=_env(), capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    return done.stderr.decode()
+
+
+def _assert_complete(regs, results_dir, test_recipe, data_dir):
+    expected = {s.run_id for s in build_specs(regs, **GRID, backbone=BACKBONE, recipe=test_recipe, data_dir=data_dir)}
+    store = RecordStore(results_dir)
+    records = store.records()
+    assert store.problems == []
+    ids = [r.run_id for r in records]
+    assert sorted(ids) == sorted(expected)  # every run of the grid exactly once, nothing else
+    assert all(r.ok for r in records), [r.error for r in records]
+
+
+def test_kill_with_each_signal_and_resume(regs, results_dir, test_recipe, data_dir):
+    """SIGTERM, then SIGINT, then SIGKILL, each after one more finished run; the fourth start completes the grid."""
+    path = os.path.join(results_dir, "records.jsonl")
+    rc, stderr = _start_and_kill(results_dir, data_dir, signal.SIGTERM, after_records=1)
+    if rc != 0:  # on a very fast machine the sweep may have finished first
+        assert rc == 128 + signal.SIGTERM, stderr[-2000:]
+        assert "terminated by signal" in stderr and "run the same command to resume" in stderr
+        assert "Traceback" not in stderr
+    rc, stderr = _start_and_kill(results_dir, data_dir, signal.SIGINT, after_records=_lines(path) + 1)
+    if rc != 0:
+        assert rc == 130, stderr[-2000:]
+        assert "interrupted" in stderr and "Traceback" not in stderr
+    rc, stderr = _start_and_kill(results_dir, data_dir, signal.SIGKILL, after_records=_lines(path) + 1, extra_delay=0.3)
+    assert rc in (0, -signal.SIGKILL)
+    killed_at = _lines(path)
+    assert killed_at < 6  # the kills really landed mid-sweep
+    stderr = _resume_to_end(results_dir, data_dir)
+    assert f"{killed_at} already recorded" in stderr
+    _assert_complete(regs, results_dir, test_recipe, data_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_kill_at_random_moments_and_resume(regs, results_dir, test_recipe, data_dir, signum):
+    """Kill at random moments (also during teacher training and appends) until the grid completes."""
+    rng = random.Random(signum)
+    path = os.path.join(results_dir, "records.jsonl")
+    for _ in range(4):
+        rc, _ = _start_and_kill(results_dir, data_dir, signum, after_records=_lines(path),
+                                extra_delay=rng.uniform(3, 12))
+        if rc == 0:
+            break
+    _resume_to_end(results_dir, data_dir)
+    _assert_complete(regs, results_dir, test_recipe, data_dir)
+
+
+def test_executor_mistakes_are_one_line_errors(pm, results_dir, capsys):
+    from grain_bench.cli import main
+
+    base = ["run", "--backbone", BACKBONE, "--recipe", "test", "--methods", "dense", "--results", results_dir, "-q"]
+    assert main([*base, "--ray-address", "127.0.0.1:1"]) == 2
+    assert "--ray-address needs --executor ray" in capsys.readouterr().err
+    assert main([*base, "--executor", "rya"]) == 2
+    assert "Did you mean 'ray'" in capsys.readouterr().err
+    assert main([*base, "-E", "max_retries=2"]) == 2
+    assert "the local executor takes no options, got max_retries" in capsys.readouterr().err
+    assert main([*base, "--executor", "ray", "-E", "max_retry=2"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option 'max_retry'" in err and "Traceback" not in err
+    assert not os.path.exists(os.path.join(results_dir, "records.jsonl"))  # nothing ran
