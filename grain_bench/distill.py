@@ -186,8 +186,43 @@ def layer_pairs(num_layers: int, step: int) -> list[tuple[int, int]]:
     return pairs
 
 
+class TeacherOutputs:
+    """Teacher outputs per step, shared by every student distilled with the same teacher, seed and batches.
+
+    The batch stream depends only on the seed and the recipe, and the teacher is frozen in eval mode, so its outputs
+    at step t are the same for every method; caching them skips a quarter of each step. Only the hidden states the
+    layer map uses are kept, and nothing is cached past ``max_bytes``.
+    """
+
+    def __init__(self, max_bytes: int = 2 << 30):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.steps: dict[int, Any] = {}
+
+    def get(self, step: int):
+        """The cached output of ``step`` or None."""
+        return self.steps.get(step)
+
+    def put(self, step: int, output, keep_hidden: set[int]) -> None:
+        """Keep ``output`` (detached; hidden states outside ``keep_hidden`` dropped) while the budget allows."""
+        if output.get("hidden_states") is not None:
+            output["hidden_states"] = tuple(h if i in keep_hidden else None for i, h in enumerate(output.hidden_states))
+        size = sum(t.numel() * t.element_size() for t in _tensors(output))
+        if self.bytes + size <= self.max_bytes:
+            self.steps[step] = output
+            self.bytes += size
+
+
+def _tensors(output):
+    for value in output.values():
+        if isinstance(value, torch.Tensor):
+            yield value
+        elif isinstance(value, tuple):
+            yield from (v for v in value if isinstance(v, torch.Tensor))
+
+
 def distill(method: Method, task, teacher, student, data, recipe: Recipe, target_density: float, seed: int,
-            progress: bool = True, dev_eval=None) -> DistillResult:
+            progress: bool = True, dev_eval=None, teacher_outputs: TeacherOutputs | None = None) -> DistillResult:
     """Distil ``teacher`` into ``student`` while ``method`` prunes it along the shared cubic schedule."""
     start = time.time()
     device = next(student.parameters()).device
@@ -222,8 +257,12 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
         inputs = task.model_inputs(batch)
         optimizer.zero_grad(set_to_none=True)
         masked.zero_grad()
-        with torch.no_grad():
-            teacher_out = teacher(**inputs, output_hidden_states=recipe.hidden_loss)
+        teacher_out = teacher_outputs.get(step) if teacher_outputs is not None else None
+        if teacher_out is None:
+            with torch.no_grad():
+                teacher_out = teacher(**inputs, output_hidden_states=recipe.hidden_loss)
+            if teacher_outputs is not None:
+                teacher_outputs.put(step, teacher_out, {t for _, t in pairs})
         student_out = student(**inputs, output_hidden_states=recipe.hidden_loss)
         logit_loss = task.kd_loss(student_out, teacher_out, batch, recipe.temperature)
         if recipe.hard_label_weight:

@@ -221,4 +221,8 @@ def prune_to_density(scores: UnitTensors, masks: UnitMasks, space: MaskSpace, de
             low = middle
         else:
             high = middle
-    return coupled(low) if low > already else masks
+    if low <= already:
+        return masks
+    # of the two prefixes around the target, keep the one whose coupled density is closer to it
+    above, below = coupled(low), coupled(high)
+    return below if density - below.density(space) < above.density(space) - density else above

@@ -93,16 +93,22 @@ class Heads(Method):
         attention_total = space.num_layers * space.num_heads * head_cost
         ffn_total = space.num_layers * space.ffn_dim * costs["ffn"]
         budget = (1.0 - density) * space.total_cost()
-        attention_budget = min(self.share(space) * budget, attention_total)
-        attention_budget = max(attention_budget, budget - ffn_total)  # what FFN cannot absorb comes from attention
-
         head_alive = masks.vo.any(-1).reshape(-1)
+        ffn_alive = masks.ffn.reshape(-1)
+        heads_pruned_cost = int((~head_alive).sum()) * head_cost
+        ffn_pruned_cost = int((~ffn_alive).sum()) * costs["ffn"]
+        # The split aims at head_share of the pruned cost, but earlier calls already fixed some of it: never go below
+        # what attention has pruned, nor above what the FFN's pruned neurons leave, and let attention take what the
+        # FFN cannot absorb.
+        attention_budget = min(self.share(space) * budget, attention_total)
+        attention_budget = max(attention_budget, budget - ffn_total, heads_pruned_cost)
+        attention_budget = min(attention_budget, budget - ffn_pruned_cost)
+
         head_scores = self.ema.value["heads"].reshape(-1).clone()
         head_scores[~head_alive] = float("-inf")
         pruned_heads = _prefix_within(head_scores, torch.full_like(head_scores, float(head_cost)), attention_budget)
         # Whole heads rarely fit the attention budget exactly: FFN neurons take the rest of the pruned cost.
         ffn_budget = min(budget - pruned_heads.numel() * head_cost, ffn_total)
-        ffn_alive = masks.ffn.reshape(-1)
         ffn_scores = self.ema.value["ffn"].reshape(-1).clone()
         ffn_scores[~ffn_alive] = float("-inf")
         pruned_ffn = _prefix_within(ffn_scores, torch.full_like(ffn_scores, float(costs["ffn"])), ffn_budget)
