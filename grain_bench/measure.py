@@ -318,8 +318,11 @@ def record_settings(device: str, seq_len: int) -> LatencySettings:
                            warmup=1, runs=7, budget_s=4.0)
 
 
-def measure_and_save(harness, spec, task, result, masks, data, tokenizer, info) -> tuple[list[dict], str | None]:
-    """Compact the student, check it against the masked model on an eval batch, time dense vs compact, save it."""
+def measure_and_save(harness, spec, task, result, masks, data, tokenizer, info):
+    """Compact the student, check it against the masked model on an eval batch, time dense vs compact, save it.
+
+    Returns (latency entries, artifact path or None, the compact model on the student's device).
+    """
     from grain_bench.compact import compact, save_pruned
     from grain_bench.types import Recipe
 
@@ -350,7 +353,8 @@ def measure_and_save(harness, spec, task, result, masks, data, tokenizer, info) 
         metadata = {"run_id": spec.run_id, "spec": spec.to_dict(), "max_abs_logit_diff": diff,
                     "density": masks.density(result.space), "masks": masks.to_dict()}
         artifact = save_pruned(compact_model.to("cpu"), path, tokenizer=tokenizer, metadata=metadata)
-    return latency, artifact
+        compact_model.to(device)
+    return latency, artifact, compact_model
 
 
 def _dense_copy(model):
