@@ -209,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         argv = list(sys.argv[1:] if argv is None else argv)
         if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
             _add_plugin_commands(parser)
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (2, message already printed)
+            return int(exc.code or 0)
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE
