@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${RESULTS:-benchmarks/results/tweets-minilm}
 export OMP_NUM_THREADS=1 GRAIN_BENCH_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-run() { grain-bench run --tasks tweets --backbone minilm-l6 --recipe quick --results "$RESULTS" -q "$@" || true; }
+run() { grain-bench run --tasks tweets --backbone minilm-l6 --recipe quick --results "$RESULTS" --retry-failed -q "$@" || true; }
 
 worker_a() {
   run --methods dense --seeds 1

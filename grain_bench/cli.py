@@ -138,28 +138,17 @@ def cmd_leaderboard(args) -> int:
 
 def cmd_run(args) -> int:
     """Validate the whole grid, run what is not done yet, print the table; exit 1 if any run failed."""
-    from grain_bench.options import parse_assignments
+    from grain_bench.options import parse_assignments, parse_key_values
     from grain_bench.plugins import get_registries
     from grain_bench.recipes import get_recipe
 
     regs = get_registries()
-    recipe_overrides = {}
-    for item in args.recipe_option:
-        if "=" not in item:
-            raise GrainBenchError(f"malformed recipe option {item!r}: expected KEY=VALUE, e.g. max_steps=300")
-        key, value = item.split("=", 1)
-        recipe_overrides[key.strip()] = value
-    recipe = get_recipe(args.recipe, recipe_overrides)
+    recipe = get_recipe(args.recipe, parse_key_values(args.recipe_option, "recipe option", "max_steps=300"))
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         raise GrainBenchError(f"--data-dir {args.data_dir!r} is not a directory")
     if args.executor not in regs.executors:
         regs.executors.get(args.executor)  # raises with the choices
-    executor_options = {}
-    for item in args.executor_option:
-        if "=" not in item:
-            raise GrainBenchError(f"malformed executor option {item!r}: expected KEY=VALUE, e.g. max_retries=2")
-        key, value = item.split("=", 1)
-        executor_options[key.strip()] = value
+    executor_options = parse_key_values(args.executor_option, "executor option", "max_retries=2")
     if args.ray_address is not None:
         if regs.executors.entry(args.executor).name != "ray":
             raise GrainBenchError("--ray-address needs --executor ray")

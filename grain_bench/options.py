@@ -108,6 +108,17 @@ class Options:
         return out
 
 
+def parse_key_values(items: list[str] | None, what: str, example: str) -> dict[str, str]:
+    """Parse ``KEY=VALUE`` strings (``-r``, ``-E``) into a dict; a malformed item raises ``UsageError``."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise UsageError(f"malformed {what} {item!r}: expected KEY=VALUE, e.g. {example}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
 def parse_assignments(items: list[str] | None) -> dict[str, dict[str, str]]:
     """Parse ``-o method.key=value`` strings into {method: {key: value}}."""
     out: dict[str, dict[str, str]] = {}
