@@ -72,6 +72,22 @@ def teacher_group(spec: RunSpec) -> str:
     return canonical_json([spec.task, spec.task_version, spec.data, spec.backbone, recipe, spec.seed])
 
 
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail fast, in one line, when nothing listens at HOST:PORT."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray-address {address!r}: expected auto or HOST:PORT, e.g. 10.0.0.5:6379")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise GrainBenchError(
+            f"no Ray head reachable at {address} ({exc}); start one with "
+            "`RAY_AUTH_MODE=disabled ray start --head --port=6379` and pass --ray-address HOST:6379"
+        ) from None
+
+
 _WORKER_HARNESSES: dict[str, object] = {}
 
 
@@ -101,6 +117,8 @@ class RayExecutor:
         if ray.is_initialized():
             return False
         address = self.options.address or os.environ.get("RAY_ADDRESS")
+        if address and address not in ("local", "auto") and "://" not in address:
+            _check_reachable(address)  # ray.init would retry an unreachable head for minutes
         try:
             if address and address != "local":
                 ray.init(address=address, log_to_driver=False)

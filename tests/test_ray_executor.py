@@ -31,7 +31,7 @@ def ray_session():
     os.environ.setdefault("GRAIN_BENCH_LOAD_PLUGINS", "")  # workers inherit it: built-in plugins only
     os.environ.pop("RAY_ADDRESS", None)
     import_ray()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a running cluster
     yield ray
     ray.shutdown()
 
@@ -157,3 +157,32 @@ def test_bad_options_and_missing_address_are_one_line_errors(tmp_path):
         RayExecutor(max_retries="-1")
     assert RayExecutor(cpus_per_run="2").options.cpus_per_run == 2.0
     assert issubclass(UsageError, GrainBenchError)
+
+
+def test_unreachable_head_fails_fast_in_one_line(results_dir, regs, pm):
+    import socket
+
+    from grain_bench.errors import GrainBenchError, UsageError
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    executor = RayExecutor(address=f"127.0.0.1:{port}")
+    start = time.time()
+    with pytest.raises(GrainBenchError, match=f"no Ray head reachable at 127.0.0.1:{port}"):
+        executor.connect(_FakeRay())
+    assert time.time() - start < 15
+    with pytest.raises(UsageError, match="expected auto or HOST:PORT"):
+        RayExecutor(address="headnode").connect(_FakeRay())
+
+
+class _FakeRay:
+    """Stands in for an uninitialised ``ray`` module (the real session of this module stays untouched)."""
+
+    @staticmethod
+    def is_initialized():
+        return False
+
+    @staticmethod
+    def init(**kwargs):
+        raise AssertionError("init must not be reached")
