@@ -62,14 +62,15 @@ class TweetSentiment(Task):
         missing = {"sentiment", "text"} - set(table.column_names)
         if missing:
             raise DataError(f"tweets: {path} lacks column(s) {', '.join(sorted(missing))}; expected sentiment, text")
+        frame = table.to_pandas()  # column access, not row-by-row iteration
         seen: set[str] = set()
         keep = []
-        for i, (sentiment, text) in enumerate(zip(table["sentiment"], table["text"])):
+        for i, (sentiment, text) in enumerate(zip(frame["sentiment"].tolist(), frame["text"].tolist())):
             if sentiment in ("positive", "negative") and isinstance(text, str) and text.strip() and text not in seen:
                 seen.add(text)
                 keep.append(i)
-        sentiments = table["sentiment"]
-        table = table.select(keep).select_columns(["text"]).add_column("label", [int(sentiments[i] == "positive") for i in keep])
+        labels = [int(frame["sentiment"].iat[i] == "positive") for i in keep]
+        table = table.select(keep).select_columns(["text"]).add_column("label", labels)
         order = np.random.default_rng(SPLIT_SEED).permutation(len(table))
         test, dev, train = order[:TEST_SIZE], order[TEST_SIZE:TEST_SIZE + DEV_SIZE], order[TEST_SIZE + DEV_SIZE:]
         return {"train": table.select(train), "dev": table.select(dev), "test": table.select(test)}
