@@ -150,7 +150,7 @@ def test_measure_and_save_records_latency_and_saves_the_model(tiny_model, result
     harness, spec, task, result, masks, data, tokenizer = _run_parts(tiny_model, results_dir)
     info = {}
     try:
-        latency, artifact = measure_and_save(harness, spec, task, result, masks, data, tokenizer, info)
+        latency, artifact, scored = measure_and_save(harness, spec, task, result, masks, data, tokenizer, info)
     finally:
         result.masked.remove()
     entries = {e["label"]: e for e in latency}
@@ -165,6 +165,7 @@ def test_measure_and_save_records_latency_and_saves_the_model(tiny_model, result
     assert meta["run_id"] == spec.run_id and meta["masks"]["ffn"][1] == [0] * 64
     loaded = load_pruned(artifact)
     assert loaded.config.layer_shapes[1]["ffn_dim"] == 0
+    assert scored is not result.model and scored.config.layer_shapes[1]["ffn_dim"] == 0  # the model that gets scored
 
 
 def test_measure_and_save_honours_the_switches(tiny_model, results_dir):
@@ -172,7 +173,7 @@ def test_measure_and_save_honours_the_switches(tiny_model, results_dir):
 
     parts = _run_parts(tiny_model, results_dir, save_models=False, measure_latency=False)
     try:
-        latency, artifact = measure_and_save(*parts, {})
+        latency, artifact, _ = measure_and_save(*parts, {})
     finally:
         parts[3].masked.remove()
     assert latency == [] and artifact is None
