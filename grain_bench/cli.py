@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--densities", type=_floats, default=[0.2], help="target encoder densities in (0, 1] (default: 0.2)")
     run.add_argument("--seeds", type=_ints, default=[1], help="comma list of seeds (default: 1)")
     run.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"named backbone, hub id or local path (default: {DEFAULT_BACKBONE})")
-    run.add_argument("--recipe", default="quick", help="distillation recipe: quick (default), paper, test")
+    run.add_argument("--recipe", default="demo", help="distillation recipe: demo (default), quick, paper, test")
     run.add_argument("-r", "--recipe-option", action="append", default=[], metavar="KEY=VALUE",
                      help="override one recipe field, e.g. -r max_steps=300 (repeatable)")
     run.add_argument("-o", "--option", action="append", default=[], metavar="METHOD.KEY=VALUE",

@@ -166,10 +166,8 @@ class Harness:
         if meta is None:
             seconds = finetune(model, task, data, recipe, spec.seed, self.progress)
             scores = task.evaluate(model, data.eval, tokenizer, recipe.eval_batch_size, self.progress)
-            dev_scores = scores if data.dev is data.eval else task.evaluate(model, data.dev, tokenizer,
-                                                                            recipe.eval_batch_size, self.progress)
             meta = {"key": key, "task": task.name, "backbone": spec.backbone, "seed": spec.seed, "scores": scores,
-                    "dev_scores": dev_scores, "train_seconds": seconds, "recipe": recipe.teacher_dict()}
+                    "train_seconds": seconds, "recipe": recipe.teacher_dict()}
             save_teacher(self.teacher_cache, key, model, meta)
         model.eval()
         self._teachers[key] = (model, meta)
