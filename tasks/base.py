@@ -154,23 +154,30 @@ class Task:
         return F.cross_entropy(outputs.logits, batch["labels"])
 
     # ---- evaluation ---------------------------------------------------------------------------------------------
-    def predict(self, model, encoded: EncodedSplit, tokenizer, batch_size: int, progress: bool = True):
-        """Logits of every example, concatenated (numpy)."""
-        import numpy as np
+    def model_outputs(self, model, encoded: EncodedSplit, tokenizer, batch_size: int, progress: bool = True):
+        """Yield (batch, model output) over ``encoded`` in order, in eval mode without gradients (train mode restored)."""
         import torch
         from torch.utils.data import DataLoader
         from tqdm.auto import tqdm
 
         loader = DataLoader(encoded.features, batch_size=batch_size, shuffle=False, collate_fn=self.collate(tokenizer))
         device = next(model.parameters()).device
-        outputs = []
         was_training = model.training
         model.eval()
-        with torch.inference_mode():
-            for batch in tqdm(loader, desc=f"eval {self.name}/{encoded.name}", leave=False, disable=not progress):
-                batch = {k: v.to(device) for k, v in batch.items()}
-                outputs.append(model(**self.model_inputs(batch)).logits.float().cpu().numpy())
-        model.train(was_training)
+        try:
+            with torch.inference_mode():
+                for batch in tqdm(loader, desc=f"eval {self.name}/{encoded.name}", leave=False, disable=not progress):
+                    batch = {k: v.to(device) for k, v in batch.items()}
+                    yield batch, model(**self.model_inputs(batch))
+        finally:
+            model.train(was_training)
+
+    def predict(self, model, encoded: EncodedSplit, tokenizer, batch_size: int, progress: bool = True):
+        """Logits of every example, concatenated (numpy)."""
+        import numpy as np
+
+        outputs = [out.logits.float().cpu().numpy()
+                   for _, out in self.model_outputs(model, encoded, tokenizer, batch_size, progress)]
         return np.concatenate(outputs) if outputs else np.zeros((0, self.num_labels))
 
     def score(self, logits, encoded: EncodedSplit) -> dict[str, float]:

@@ -182,22 +182,11 @@ class Conll2003(Task):
     # ---- evaluation ---------------------------------------------------------------------------------------------
     def predict(self, model, encoded: EncodedSplit, tokenizer, batch_size: int, progress: bool = True):
         """Predicted label id of every sub-token of every sentence (unpadded lists)."""
-        import torch
-        from torch.utils.data import DataLoader
-        from tqdm.auto import tqdm
-
-        loader = DataLoader(encoded.features, batch_size=batch_size, shuffle=False, collate_fn=self.collate(tokenizer))
-        device = next(model.parameters()).device
         out: list[list[int]] = []
-        was_training = model.training
-        model.eval()
-        with torch.inference_mode():
-            for batch in tqdm(loader, desc=f"eval {self.name}/{encoded.name}", leave=False, disable=not progress):
-                batch = {k: v.to(device) for k, v in batch.items()}
-                predicted = model(**self.model_inputs(batch)).logits.argmax(-1).cpu()
-                lengths = batch["attention_mask"].sum(-1).tolist()
-                out.extend(row[:n].tolist() for row, n in zip(predicted, lengths))
-        model.train(was_training)
+        for batch, result in self.model_outputs(model, encoded, tokenizer, batch_size, progress):
+            predicted = result.logits.argmax(-1).cpu()
+            lengths = batch["attention_mask"].sum(-1).tolist()
+            out.extend(row[:n].tolist() for row, n in zip(predicted, lengths))
         return out
 
     def word_tags(self, predictions, encoded: EncodedSplit) -> list[list[str]]:

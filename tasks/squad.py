@@ -254,23 +254,11 @@ class SquadV1(Task):
     # ---- evaluation ---------------------------------------------------------------------------------------------
     def predict(self, model, encoded: EncodedSplit, tokenizer, batch_size: int, progress: bool = True):
         """(start logits, end logits) of every window, unpadded (numpy arrays)."""
-        import torch
-        from torch.utils.data import DataLoader
-        from tqdm.auto import tqdm
-
-        loader = DataLoader(encoded.features, batch_size=batch_size, shuffle=False, collate_fn=self.collate(tokenizer))
-        device = next(model.parameters()).device
         out = []
-        was_training = model.training
-        model.eval()
-        with torch.inference_mode():
-            for batch in tqdm(loader, desc=f"eval {self.name}/{encoded.name}", leave=False, disable=not progress):
-                batch = {k: v.to(device) for k, v in batch.items()}
-                result = model(**self.model_inputs(batch))
-                lengths = batch["attention_mask"].sum(-1).tolist()
-                starts, ends = result.start_logits.float().cpu().numpy(), result.end_logits.float().cpu().numpy()
-                out.extend((s[:n], e[:n]) for s, e, n in zip(starts, ends, lengths))
-        model.train(was_training)
+        for batch, result in self.model_outputs(model, encoded, tokenizer, batch_size, progress):
+            lengths = batch["attention_mask"].sum(-1).tolist()
+            starts, ends = result.start_logits.float().cpu().numpy(), result.end_logits.float().cpu().numpy()
+            out.extend((s[:n], e[:n]) for s, e, n in zip(starts, ends, lengths))
         return out
 
     def answers(self, logits, encoded: EncodedSplit) -> list[str]:

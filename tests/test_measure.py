@@ -25,7 +25,7 @@ def _masks(space, seed=0, keep=0.5):
 def test_param_counts_match_model_shape(tiny_model):
     from grain_bench.compact import compact
     from grain_bench.masks import MaskSpace, UnitMasks
-    from grain_bench.measure import check_param_counts, param_counts
+    from grain_bench.measure import check_param_counts
 
     model, _ = tiny_model
     space = MaskSpace.from_config(model.config)
