@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 
 from grain_bench.errors import DataError
 
-
 _TRUE = ("1", "true", "yes", "on")
 
 

@@ -15,10 +15,11 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'grain-bench[ray]' (CI installs it)")
 
+from test_sweep_resume import write_sst2  # noqa: E402  (tests/ is on sys.path: no tests/__init__.py)
+
 from grain_bench.harness import Harness, build_specs, run_sweep  # noqa: E402
 from grain_bench.leaderboard.store import RecordStore  # noqa: E402
 from grain_bench.ray_executor import RayExecutor, import_ray, teacher_group  # noqa: E402
-from test_sweep_resume import write_sst2  # noqa: E402  (tests/ is on sys.path: no tests/__init__.py)
 
 BACKBONE = "test-bert-tiny"
 SCORE_TOL = 1e-9

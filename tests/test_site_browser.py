@@ -19,9 +19,9 @@ from collections import defaultdict
 from statistics import mean
 
 import pytest
+from test_leaderboard import grid, write_store
 
 from grain_bench.cli import main
-from test_leaderboard import grid, write_store
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

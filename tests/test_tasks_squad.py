@@ -100,8 +100,9 @@ def test_postprocessing_respects_max_answer_length(regs, tiny_model):
 
 
 def test_span_kd_ignores_padding(regs):
-    import torch
     from types import SimpleNamespace
+
+    import torch
 
     task = regs.tasks.get("squad")(FIXTURES)
     mask = torch.tensor([[1, 1, 1, 0, 0]])
