@@ -37,9 +37,22 @@ def higher_is_better(metric: str | None) -> bool:
     return not any(word in name for word in _LOWER_IS_BETTER)
 
 
-def options_label(options: dict[str, Any]) -> str:
-    """Stable short label of method options."""
-    return ",".join(f"{k}={v}" for k, v in sorted(options.items())) if options else ""
+def _method_defaults(method: str) -> dict[str, Any]:
+    """Default options of a registered method ({} when it is not installed here); imports no torch."""
+    try:
+        from grain_bench.plugins import get_registries
+
+        cls = get_registries().methods.get(method)
+        return {name: default for name, _, default in cls.Options.describe()}
+    except Exception:  # an unknown or broken plugin only costs the shorter label
+        return {}
+
+
+def options_label(options: dict[str, Any], method: str | None = None) -> str:
+    """Stable short label of method options: those that differ from the method's defaults, sorted."""
+    defaults = _method_defaults(method) if method else {}
+    shown = {k: v for k, v in options.items() if k not in defaults or defaults[k] != v}
+    return ",".join(f"{k}={v}" for k, v in sorted(shown.items())) if shown else ""
 
 
 def recipe_label(recipe: dict[str, Any]) -> str:
@@ -156,7 +169,7 @@ def records_frame(records: list[RunRecord], diffs: dict[str, Counter] | None = N
         density = record.density.get("encoder_params", record.density.get("achieved"))
         rows.append({
             "run_id": record.run_id, "task": spec["task"], "method": spec["method"],
-            "options": options_label(spec.get("method_options", {})), "target_density": float(spec["target_density"]),
+            "options": options_label(spec.get("method_options", {}), spec.get("method")), "target_density": float(spec["target_density"]),
             "setup": ", ".join(values[name] for name in diffs), "seed": spec.get("seed"),
             "backbone": spec["backbone"], "recipe": spec.get("recipe", {}).get("name", "custom"),
             "recipe_json": json.dumps(spec.get("recipe", {}), sort_keys=True), "metric": metric,
