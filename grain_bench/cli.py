@@ -143,7 +143,8 @@ def cmd_run(args) -> int:
     from grain_bench.recipes import get_recipe
 
     regs = get_registries()
-    recipe = get_recipe(args.recipe, parse_key_values(args.recipe_option, "recipe option", "max_steps=300"))
+    overrides = parse_key_values(args.recipe_option, "recipe option", "max_steps=300")
+    get_recipe(args.recipe, overrides)  # validates the name and the overrides before anything else
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         raise GrainBenchError(f"--data-dir {args.data_dir!r} is not a directory")
     if args.executor not in regs.executors:
@@ -156,8 +157,8 @@ def cmd_run(args) -> int:
 
     from grain_bench.harness import build_specs
 
-    specs = build_specs(regs, args.methods, args.tasks, args.densities, args.seeds, args.backbone, recipe,
-                        parse_assignments(args.option), args.data_dir)
+    specs = build_specs(regs, args.methods, args.tasks, args.densities, args.seeds, args.backbone,
+                        lambda task: get_recipe(args.recipe, overrides, task), parse_assignments(args.option), args.data_dir)
 
     from grain_bench.harness import Harness, run_sweep
     from grain_bench.leaderboard.store import RecordStore

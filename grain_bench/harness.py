@@ -11,7 +11,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from grain_bench.errors import GrainBenchError, UsageError
 from grain_bench.types import Recipe, RunRecord, RunSpec
@@ -20,11 +20,13 @@ DEFAULT_RESULTS = "grain-bench-results"
 
 
 def build_specs(regs, methods: list[str], tasks: list[str], densities: list[float], seeds: list[int], backbone: str,
-                recipe: Recipe, method_options: dict[str, dict[str, Any]] | None = None,
+                recipe: Recipe | Callable[[str], Recipe], method_options: dict[str, dict[str, Any]] | None = None,
                 data_dir: str | None = None) -> list[RunSpec]:
     """The grid methods x tasks x densities x seeds as run specs (methods that do not prune get density 1 once).
 
-    Every name and option is validated here, before anything runs or is written.
+    ``recipe`` is one recipe for every task, or a function of the task name (``lambda task: get_recipe(name,
+    overrides, task)`` applies a named recipe's per-task values). Every name and option is validated here, before
+    anything runs or is written.
     """
     method_options = dict(method_options or {})
     methods = regs.resolve_methods(methods)
@@ -47,13 +49,14 @@ def build_specs(regs, methods: list[str], tasks: list[str], densities: list[floa
     specs = []
     for task_name in tasks:
         task_cls = regs.tasks.get(task_name)
+        task_recipe = (recipe(task_name) if callable(recipe) else recipe).to_dict()
         for name in methods:
             cls = regs.methods.get(name)
             method_densities = densities if getattr(cls, "prunes", True) else [1.0]
             for density in method_densities:
                 for seed in seeds:
                     specs.append(RunSpec(method=name, task=task_name, backbone=backbone, target_density=float(density),
-                                         seed=int(seed), recipe=recipe.to_dict(), method_options=options[name],
+                                         seed=int(seed), recipe=task_recipe, method_options=options[name],
                                          task_version=task_cls.version, data=data_dir or "default"))
     return list({spec.run_id: spec for spec in specs}.values())
 
@@ -161,6 +164,10 @@ class Harness:
             return self._teachers[key]
         set_seed(spec.seed)
         model, tokenizer = self.load_model(spec, task)
+        positions = getattr(model.config, "max_position_embeddings", None)
+        if positions and recipe.max_length > positions:
+            raise UsageError(f"recipe max_length {recipe.max_length} is longer than backbone {spec.backbone!r} allows "
+                             f"({positions} positions); give -r max_length={positions} or less")
         data = self.data(spec, task, tokenizer, recipe)
         meta = load_cached_teacher(self.teacher_cache, key, model)
         if meta is None:

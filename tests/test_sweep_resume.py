@@ -275,3 +275,30 @@ def test_executor_mistakes_are_one_line_errors(pm, results_dir, capsys):
     err = capsys.readouterr().err
     assert "unknown option 'max_retry'" in err and "Traceback" not in err
     assert not os.path.exists(os.path.join(results_dir, "records.jsonl"))  # nothing ran
+
+
+def test_named_recipe_per_task_values_and_user_overrides_win(regs):
+    from grain_bench.recipes import get_recipe
+
+    assert get_recipe("paper", task="squad").max_length == 384  # GRAIN-REFERENCE #14
+    assert get_recipe("paper", task="rte").max_length == 128
+    conll = get_recipe("paper", task="conll2003")
+    assert (conll.lr, conll.epochs) == (1e-4, 40.0)
+    assert get_recipe("paper", {"max_length": "256"}, "squad").max_length == 256  # the user's value wins
+    specs = build_specs(regs, ["dense"], ["squad", "rte"], [1.0], [1], BACKBONE,
+                        lambda task: get_recipe("paper", None, task))
+    lengths = {spec.task: spec.recipe["max_length"] for spec in specs}
+    assert lengths == {"squad": 384, "rte": 128}
+    one = build_specs(regs, ["dense"], ["squad", "rte"], [1.0], [1], BACKBONE, get_recipe("paper"))
+    assert {spec.recipe["max_length"] for spec in one} == {128}
+
+
+def test_max_length_beyond_the_backbone_positions_is_a_clear_error(regs, pm, results_dir, test_recipe, tmp_path):
+    from grain_bench.recipes import get_recipe
+
+    data_dir = write_sst2(str(tmp_path / "glue"))
+    long = get_recipe("test", {"max_length": 256})  # the tiny backbone has 128 positions
+    spec = build_specs(regs, ["dense"], ["sst2"], [1.0], [1], BACKBONE, long, data_dir=data_dir)[0]
+    record = Harness(results_dir, regs=regs, pm=pm, progress=False, save_models=False, measure_latency=False).run(spec)
+    assert record.status == "error"
+    assert "max_length 256" in record.error and "128 positions" in record.error
