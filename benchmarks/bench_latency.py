@@ -142,94 +142,61 @@ def machine() -> dict:
 
 
 # ---- attention layouts --------------------------------------------------------------------------------------------
-def _layout_forward(kind: str):
-    """A forward for ``PrunedBertAttention`` using another layout: ``loop`` (one SDPA per head), ``grouped`` (one per
-    distinct (qk, vo) width) or ``padded_weights`` (Q/K/V weights zero-padded to the widest head: no scatter/gather)."""
+def _scatter_forward(self, hidden_states, attention_mask=None):
+    """The first layout (grain-bench 0.1), kept for comparison: one GEMM of exactly the kept widths, Q/K/V scattered
+    (``index_copy_``) into a zero-padded [heads, widest head] layout, one SDPA call, the context gathered back."""
     import torch.nn.functional as F
 
-    def forward(self, hidden_states, attention_mask=None):
-        if self.qkv is None:
-            return self.LayerNorm(hidden_states + self.dense_bias)
-        batch, length, _ = hidden_states.shape
-        if kind == "padded_weights":
-            q, k, v = self._padded_qkv(hidden_states).split(
-                [self.num_heads * self.qk_max, self.num_heads * self.qk_max, self.num_heads * self.vo_max], -1)
-            view = (lambda t, w: t.view(batch, length, self.num_heads, w).transpose(1, 2))
-            context = F.scaled_dot_product_attention(view(q, self.qk_max), view(k, self.qk_max), view(v, self.vo_max),
-                                                     attn_mask=attention_mask, scale=self.scaling)
-            context = context.transpose(1, 2).reshape(batch, length, -1)
-            return self.LayerNorm(self._padded_dense(context) + hidden_states)
-        qkv = self.qkv(hidden_states)
-        q, k, v = qkv.split([self.qk_total, self.qk_total, self.vo_total], dim=-1)
-        outputs = []
-        for group in self._groups(kind):
-            qs, vs, qw, vw, n = group
-            qg = q[..., qs].view(batch, length, n, qw).transpose(1, 2) if qw else q.new_zeros(batch, n, length, 1)
-            kg = k[..., qs].view(batch, length, n, qw).transpose(1, 2) if qw else q.new_zeros(batch, n, length, 1)
-            vg = v[..., vs].view(batch, length, n, vw).transpose(1, 2)
-            ctx = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=attention_mask, scale=self.scaling)
-            outputs.append((vs, ctx.transpose(1, 2).reshape(batch, length, n * vw)))
-        context = torch.cat([c for _, c in outputs], -1)
-        order = torch.cat([torch.as_tensor(s) if not isinstance(s, slice) else torch.arange(self.vo_total)[s]
-                           for s, _ in outputs])
-        if not torch.equal(order, torch.arange(self.vo_total)):
-            context = context[..., torch.argsort(order)]
-        return self.LayerNorm(self.dense(context) + hidden_states)
+    if self.qkv is None:
+        return self.LayerNorm(hidden_states + self.dense_bias)
+    batch, length, _ = hidden_states.shape
+    qk_max, vo_max, heads = max([1, *self.qk_dims]), max(self.vo_dims), self.num_heads
+    q_index = torch.tensor([h * qk_max + j for h, w in enumerate(self.qk_dims) for j in range(w)], dtype=torch.long)
+    v_index = torch.tensor([h * vo_max + j for h, w in enumerate(self.vo_dims) for j in range(w)], dtype=torch.long)
 
-    return forward
+    def pad(flat, index, width):
+        padded = flat.new_zeros(batch, length, heads * width)
+        padded.index_copy_(2, index, flat)
+        return padded.view(batch, length, heads, width).transpose(1, 2)
+
+    q, k, v = self.qkv(hidden_states).split([self.qk_total, self.qk_total, self.vo_total], dim=-1)
+    context = F.scaled_dot_product_attention(pad(q, q_index, qk_max), pad(k, q_index, qk_max), pad(v, v_index, vo_max),
+                                             attn_mask=attention_mask, scale=self.scaling)
+    context = context.transpose(1, 2).reshape(batch, length, heads * vo_max).index_select(2, v_index)
+    return self.LayerNorm(self.dense(context) + hidden_states)
 
 
-def _prepare_layouts(model) -> None:
-    """Precompute what the alternative layouts need on every attention module of ``model``."""
-    for layer in model.bert.encoder.layer:
-        att = layer.attention
-        if att.qkv is None:
-            continue
-        q_starts = [sum(att.qk_dims[:h]) for h in range(att.num_heads)]
-        v_starts = [sum(att.vo_dims[:h]) for h in range(att.num_heads)]
-        per_head = [(slice(q_starts[h], q_starts[h] + att.qk_dims[h]), slice(v_starts[h], v_starts[h] + att.vo_dims[h]),
-                     att.qk_dims[h], att.vo_dims[h], 1) for h in range(att.num_heads)]
-        widths = {}
-        for h in range(att.num_heads):
-            widths.setdefault((att.qk_dims[h], att.vo_dims[h]), []).append(h)
-        grouped = []
-        for (qw, vw), heads in widths.items():
-            qs = torch.tensor([q_starts[h] + j for h in heads for j in range(qw)], dtype=torch.long)
-            vs = torch.tensor([v_starts[h] + j for h in heads for j in range(vw)], dtype=torch.long)
-            grouped.append((qs, vs, qw, vw, len(heads)))
-        groups = {"loop": per_head, "grouped": grouped}
-        att._groups = (lambda kind, g=groups: g[kind])
-        # Zero-padded weights: rows of absent channels are zero, so they add nothing to scores; W_O columns too.
-        q_index, v_index = att._indices(torch.device("cpu"))
-        hidden = att.qkv.in_features
-        nq, nv = att.num_heads * att.qk_max, att.num_heads * att.vo_max
-        weight = torch.zeros(2 * nq + nv, hidden)
-        bias = torch.zeros(2 * nq + nv)
-        w_q, w_k, w_v = att.qkv.weight.detach().split([att.qk_total, att.qk_total, att.vo_total])
-        b_q, b_k, b_v = att.qkv.bias.detach().split([att.qk_total, att.qk_total, att.vo_total])
-        weight[q_index], weight[nq + q_index], weight[2 * nq + v_index] = w_q, w_k, w_v
-        bias[q_index], bias[nq + q_index], bias[2 * nq + v_index] = b_q, b_k, b_v
-        padded_qkv = torch.nn.Linear(hidden, 2 * nq + nv)
-        padded_qkv.weight.data, padded_qkv.bias.data = weight, bias
-        padded_dense = torch.nn.Linear(nv, hidden)
-        padded_dense.weight.data = torch.zeros(hidden, nv)
-        padded_dense.weight.data[:, v_index] = att.dense.weight.detach()
-        padded_dense.bias.data = att.dense.bias.detach().clone()
-        att._padded_qkv, att._padded_dense = padded_qkv, padded_dense
+def _unaligned_ffn_forward(self, hidden_states):
+    if not self.ffn_dim:
+        return self.LayerNorm(hidden_states + self.dense_bias)
+    return self.LayerNorm(self.dense(self.act(self.intermediate(hidden_states))) + hidden_states)
 
 
-def layout_models(compact_model, kinds=("loop", "grouped", "padded_weights")) -> dict:
-    """Copies of a compact model whose attention uses each alternative layout (outputs unchanged)."""
+#: Layouts compared with the default (``plan_buckets`` at the default call cost, GEMM widths aligned to 8):
+#: ``one-bucket`` pads every head of a layer to the widest one; ``per-width`` gives every distinct width its own call;
+#: ``unaligned`` keeps the buckets but pads no GEMM width; ``scatter`` is the first layout (see ``_scatter_forward``).
+LAYOUTS = ("one-bucket", "per-width", "unaligned", "scatter")
+
+
+def layout_models(compact_model, kinds=LAYOUTS) -> dict:
+    """Copies of a compact model whose attention (and FFN) use each alternative layout (outputs unchanged)."""
     import copy
     import types
 
     out = {}
     for kind in kinds:
         model = copy.deepcopy(compact_model)
-        _prepare_layouts(model)
-        forward = _layout_forward(kind)
         for layer in model.bert.encoder.layer:
-            layer.attention.forward = types.MethodType(forward, layer.attention)
+            attention, ffn = layer.attention, layer.ffn
+            if kind == "scatter":
+                attention.forward = types.MethodType(_scatter_forward, attention)
+                ffn.forward = types.MethodType(_unaligned_ffn_forward, ffn)
+            elif attention.qkv is not None or kind == "unaligned":
+                if attention.qkv is not None:
+                    attention.set_layout(**{"one-bucket": dict(call_cost=1e9), "per-width": dict(call_cost=0),
+                                            "unaligned": dict(align=1)}[kind])
+                if kind == "unaligned":
+                    ffn.set_layout(align=1)
         out[kind] = model
     return out
 
@@ -247,7 +214,7 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES) -> 
     models, info = build_models(dense, densities)
     inputs = None
     if layouts:
-        for density in (0.2, 0.05):
+        for density in (0.5, 0.2, 0.1, 0.05):
             label = f"compact@{density:g}"
             if label in models:
                 for kind, model in layout_models(models[label]).items():

@@ -10,10 +10,11 @@ FFN block without neurons is skipped, but its output bias is kept: the block the
 exactly what the masked dense model computes. A head with value units but no query units attends uniformly over the
 non-padding tokens (its scores are all zero), again as the masked model does.
 
-Attention runs as one ``scaled_dot_product_attention`` call per layer: Q, K and V come from one fused GEMM of exactly
-the kept widths and are scattered into a zero-padded [heads, widest head] layout (zero query channels add nothing to
-the scores); the context is gathered back to the kept value widths before W_O. Layers whose heads all have one width
-skip the scatter and gather. See docs/compact-and-latency.md for the layouts that were measured against this one.
+Attention runs on buckets of heads of similar widths (``plan_buckets``; usually one to three per layer): each bucket is
+one ``scaled_dot_product_attention`` call on heads zero-padded to the bucket's widest head (zero query channels add
+nothing to the scores, zero value channels meet zero W_O columns). Q, K and V of every bucket come from one GEMM of a
+padded copy of the kept weights, and one GEMM maps the contexts back, so no activation is scattered or gathered.
+See docs/compact-and-latency.md for the layouts that were measured against this one.
 """
 
 from __future__ import annotations
@@ -57,19 +58,90 @@ class PrunedBertConfig(BertConfig):
         self.pruned_format_version = int(pruned_format_version)
 
 
-def _additive_or_bool_mask(attention_mask, dtype):
-    """The mask in a form SDPA takes: None, a bool mask (True = attend) or an additive float mask, broadcastable."""
+def _additive_mask(attention_mask, dtype):
+    """The mask as SDPA's additive float mask (0 = attend, the dtype's minimum = masked), broadcastable, or None.
+
+    Converted once per forward pass: SDPA would otherwise convert a boolean mask in every call (every bucket of every
+    layer)."""
     if attention_mask is None:
         return None
     if attention_mask.dim() == 2:  # [batch, keys] of 1/0, from attention implementations that keep the raw mask
-        return attention_mask.bool()[:, None, None, :]
+        attention_mask = attention_mask.bool()[:, None, None, :]
     if attention_mask.dtype == torch.bool:
-        return attention_mask
+        additive = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device)
+        return additive.masked_fill_(~attention_mask, torch.finfo(dtype).min)
     return attention_mask.to(dtype)
 
 
+#: GEMM output widths are zero-padded up to a multiple of this: on CPU (oneDNN/MKL), a linear layer whose output width
+#: is not a multiple of 8 runs at about half the FLOP rate (docs/compact-and-latency.md), so a few zero rows pay for
+#: themselves many times over.
+ALIGN = 8
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+class _PaddedWeights:
+    """A padded copy of some parameters, rebuilt (differentiably) whenever gradients are on, and cached otherwise
+    until one of the parameters is replaced or modified in place."""
+
+    def __init__(self):
+        self.key, self.value = None, None
+
+    def get(self, params, build):
+        if torch.is_grad_enabled():
+            return build()
+        key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in params)
+        if self.key != key:
+            self.key, self.value = key, tuple(t.detach() for t in build())
+        return self.value
+
+
+#: The cost of one more attention call per layer, in padded channels per head (see ``plan_buckets``). Measured on a
+#: 2-core CPU at batch 32 x 64 tokens (docs/compact-and-latency.md): a few channels of GEMM work per extra call.
+BUCKET_CALL_COST = 16
+
+
+def plan_buckets(qk_dims, vo_dims, call_cost: float = BUCKET_CALL_COST):
+    """Group a layer's heads into buckets of similar widths: ``[(heads, qk_width, vo_width), ...]``.
+
+    Every head of a bucket is zero-padded to the bucket's widest query/key and value widths, so that a bucket is one
+    plain [batch, heads, length, width] attention call with no scatter or gather of activations. Heads are sorted by
+    width (widest first) and cut into contiguous buckets by dynamic programming, minimising the padded widths
+    ``sum(len(heads) * (qk_width + vo_width))`` (what the GEMMs and the attention cost grow with) plus ``call_cost``
+    per bucket. A bucket whose heads have no query/key units gets width 1 (zero channels: uniform attention).
+    """
+    count = len(qk_dims)
+    order = sorted(range(count), key=lambda h: (qk_dims[h] + vo_dims[h], vo_dims[h], -h), reverse=True)
+    best = [0.0] + [float("inf")] * count
+    cut = [0] * (count + 1)
+    for end in range(1, count + 1):
+        qk_width = vo_width = 0
+        for begin in range(end - 1, -1, -1):  # bucket order[begin:end]
+            qk_width = max(qk_width, qk_dims[order[begin]])
+            vo_width = max(vo_width, vo_dims[order[begin]])
+            cost = best[begin] + (end - begin) * (max(1, qk_width) + vo_width) + call_cost
+            if cost < best[end]:
+                best[end], cut[end] = cost, begin
+    buckets, end = [], count
+    while end:
+        heads = sorted(order[cut[end]:end])
+        buckets.append((heads, max(1, max(qk_dims[h] for h in heads)), max(vo_dims[h] for h in heads)))
+        end = cut[end]
+    return buckets[::-1]
+
+
 class PrunedBertAttention(nn.Module):
-    """Self-attention with heads of individual query/key and value widths, plus BERT's output dense and LayerNorm."""
+    """Self-attention with heads of individual query/key and value widths, plus BERT's output dense and LayerNorm.
+
+    The parameters hold exactly the kept units (``qkv``: the kept query rows, then key rows, then value rows, head by
+    head; ``dense``: W_O's kept columns). The forward pass runs on a padded copy of those weights laid out by
+    ``plan_buckets``: zero rows for the padding channels of Q/K/V and zero columns of W_O, so one GEMM yields every
+    bucket's Q/K/V as views and one GEMM maps the concatenated contexts back. The padded copy is rebuilt from the
+    parameters (differentiably) when gradients are on, and cached otherwise until a parameter changes.
+    """
 
     def __init__(self, config: PrunedBertConfig, heads):
         super().__init__()
@@ -78,61 +150,96 @@ class PrunedBertAttention(nn.Module):
         self.num_heads = len(heads)
         hidden = config.hidden_size
         self.qk_total, self.vo_total = sum(self.qk_dims), sum(self.vo_dims)
-        # Zero-width query/key heads still need one (zero) channel for SDPA; their scores are 0 -> uniform attention.
-        self.qk_max = max([1, *self.qk_dims])
-        self.vo_max = max([0, *self.vo_dims])
-        # Every head the same widths (and no zero-width queries): plain reshapes, no scatter/gather.
-        self.uniform = all(q == self.qk_max for q in self.qk_dims) and all(v == self.vo_max for v in self.vo_dims)
         self.scaling = config.original_head_dim ** -0.5
         self.dropout_p = config.attention_probs_dropout_prob
         if self.num_heads:
             self.qkv = nn.Linear(hidden, 2 * self.qk_total + self.vo_total)
             self.dense = nn.Linear(self.vo_total, hidden)
+            self.set_layout()
         else:
             # Empty block: W_O has no inputs left, but its bias is still added before the LayerNorm.
             self.qkv = None
+            self.buckets = []
             self.dense_bias = nn.Parameter(torch.zeros(hidden))
         self.LayerNorm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         self.hidden_dropout = nn.Dropout(config.hidden_dropout_prob)
-        self._index_cache = {}
 
-    def _indices(self, device):
-        # Plain attributes, not buffers: derived from the config, so nothing to load and nothing left on meta.
-        if device not in self._index_cache:
-            q_index = [h * self.qk_max + j for h, width in enumerate(self.qk_dims) for j in range(width)]
-            v_index = [h * self.vo_max + j for h, width in enumerate(self.vo_dims) for j in range(width)]
-            self._index_cache[device] = (torch.tensor(q_index, dtype=torch.long, device=device),
-                                         torch.tensor(v_index, dtype=torch.long, device=device))
-        return self._index_cache[device]
+    def set_layout(self, call_cost: float = BUCKET_CALL_COST, align: int = ALIGN) -> None:
+        """Plan the buckets (``plan_buckets`` with ``call_cost``) and the padded layout (GEMM widths a multiple of
+        ``align``). The outputs do not depend on either; the defaults are the measured best (benchmarks compare)."""
+        self.buckets = plan_buckets(self.qk_dims, self.vo_dims, call_cost)
+        self.align = int(align)
+        self._weights = _PaddedWeights()
+        # Where each kept row of ``qkv`` (and column of ``dense``) goes in the padded layout. Plain lists, not
+        # buffers: derived from the config, so nothing to save or load.
+        q_start = [sum(self.qk_dims[:h]) for h in range(self.num_heads)]
+        v_start = [sum(self.vo_dims[:h]) for h in range(self.num_heads)]
+        rows = [0] * (2 * self.qk_total + self.vo_total)
+        columns = [0] * self.vo_total
+        position = context = 0
+        for heads, qk_width, vo_width in self.buckets:
+            for part, (widths, starts, width, offset) in enumerate(((self.qk_dims, q_start, qk_width, 0),
+                                                                    (self.qk_dims, q_start, qk_width, self.qk_total),
+                                                                    (self.vo_dims, v_start, vo_width,
+                                                                     2 * self.qk_total))):
+                for slot, head in enumerate(heads):
+                    for j in range(widths[head]):
+                        rows[offset + starts[head] + j] = position + slot * width + j
+                        if part == 2:
+                            columns[starts[head] + j] = context + slot * width + j
+                position += len(heads) * width
+            context += len(heads) * vo_width
+        # Trailing zero rows round the GEMM output width up to ALIGN (they are never read).
+        self.padded_rows, self.padded_columns = _round_up(position, self.align), context
+        # No padding and no reordering: the parameters already are the layout.
+        self.identity = (rows == list(range(len(rows))) and self.padded_rows == len(rows)
+                         and columns == list(range(context)))
+        self._rows, self._columns = rows, columns
 
-    def _pad(self, flat, index, width):
-        batch, length, _ = flat.shape
-        padded = flat.new_zeros(batch, length, self.num_heads * width)
-        padded.index_copy_(2, index, flat)
-        return padded.view(batch, length, self.num_heads, width).transpose(1, 2)
+    def _padded(self):
+        """(W_qkv, b_qkv, W_O) in the bucket layout."""
+        weight, bias, out_weight = params = self.qkv.weight, self.qkv.bias, self.dense.weight
+        if self.identity:
+            return params
+
+        def build():
+            rows = torch.tensor(self._rows, dtype=torch.long, device=weight.device)
+            columns = torch.tensor(self._columns, dtype=torch.long, device=weight.device)
+            return (weight.new_zeros(self.padded_rows, weight.shape[1]).index_copy(0, rows, weight),
+                    bias.new_zeros(self.padded_rows).index_copy(0, rows, bias),
+                    out_weight.new_zeros(out_weight.shape[0], self.padded_columns).index_copy(1, columns, out_weight))
+
+        return self._weights.get(params, build)
 
     def forward(self, hidden_states, attention_mask=None):
         """LayerNorm(x + W_O attention(x) + b_O), with ``attention_mask`` in SDPA form (or None)."""
         if self.qkv is None:
             return self.LayerNorm(hidden_states + self.dense_bias)
         batch, length, _ = hidden_states.shape
-        qkv = self.qkv(hidden_states)
-        q, k, v = qkv.split([self.qk_total, self.qk_total, self.vo_total], dim=-1)
-        if self.uniform:
-            q = q.view(batch, length, self.num_heads, self.qk_max).transpose(1, 2)
-            k = k.view(batch, length, self.num_heads, self.qk_max).transpose(1, 2)
-            v = v.view(batch, length, self.num_heads, self.vo_max).transpose(1, 2)
-        else:
-            q_index, v_index = self._indices(hidden_states.device)
-            q = self._pad(q, q_index, self.qk_max)
-            k = self._pad(k, q_index, self.qk_max)
-            v = self._pad(v, v_index, self.vo_max)
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=self.scaling,
-                                                 dropout_p=self.dropout_p if self.training else 0.0)
-        context = context.transpose(1, 2).reshape(batch, length, self.num_heads * self.vo_max)
-        if not self.uniform:
-            context = context.index_select(2, self._indices(hidden_states.device)[1])
-        out = self.hidden_dropout(self.dense(context))
+        weight, bias, out_weight = self._padded()
+        qkv = F.linear(hidden_states, weight, bias)
+        contexts, position = [], 0
+        dropout = self.dropout_p if self.training else 0.0
+        for heads, qk_width, vo_width in self.buckets:
+            count = len(heads)
+            q, k, v = (qkv[..., begin: begin + count * width].view(batch, length, count, width).transpose(1, 2)
+                       for begin, width in ((position, qk_width), (position + count * qk_width, qk_width),
+                                            (position + 2 * count * qk_width, vo_width)))
+            position += count * (2 * qk_width + vo_width)
+            # SDPA's fused (flash) CPU kernel needs one head width for Q, K and V; unequal widths fall back to a much
+            # slower path. Zero-pad the narrower side here (a small copy) rather than in the GEMM.
+            width = max(qk_width, vo_width)
+            if qk_width < width:
+                q, k = F.pad(q, (0, width - qk_width)), F.pad(k, (0, width - qk_width))
+            if vo_width < width:
+                v = F.pad(v, (0, width - vo_width))
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=self.scaling,
+                                                     dropout_p=dropout)
+            if vo_width < width:
+                context = context[..., :vo_width]
+            contexts.append(context.transpose(1, 2).reshape(batch, length, count * vo_width))
+        context = contexts[0] if len(contexts) == 1 else torch.cat(contexts, dim=-1)
+        out = self.hidden_dropout(F.linear(context, out_weight, self.dense.bias))
         return self.LayerNorm(out + hidden_states)
 
 
@@ -151,12 +258,29 @@ class PrunedBertFeedForward(nn.Module):
             self.dense_bias = nn.Parameter(torch.zeros(hidden))
         self.LayerNorm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         self.hidden_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.set_layout()
+
+    def set_layout(self, align: int = ALIGN) -> None:
+        """Pad the FFN width up to a multiple of ``align`` at run time (outputs unchanged)."""
+        self.align = int(align)
+        self._weights = _PaddedWeights()
+
+    def _padded(self):
+        """(W_1, b_1, W_2) with the FFN width zero-padded up to ALIGN (zero neurons meet zero W_2 columns)."""
+        params = self.intermediate.weight, self.intermediate.bias, self.dense.weight
+        extra = _round_up(self.ffn_dim, self.align) - self.ffn_dim
+        if not extra:
+            return params
+        return self._weights.get(params, lambda: (F.pad(params[0], (0, 0, 0, extra)), F.pad(params[1], (0, extra)),
+                                                  F.pad(params[2], (0, extra))))
 
     def forward(self, hidden_states):
         """LayerNorm(x + W_2 act(W_1 x + b_1) + b_2)."""
         if not self.ffn_dim:
             return self.LayerNorm(hidden_states + self.dense_bias)
-        out = self.hidden_dropout(self.dense(self.act(self.intermediate(hidden_states))))
+        weight, bias, out_weight = self._padded()
+        inner = self.act(F.linear(hidden_states, weight, bias))
+        out = self.hidden_dropout(F.linear(inner, out_weight, self.dense.bias))
         return self.LayerNorm(out + hidden_states)
 
 
@@ -184,7 +308,7 @@ class PrunedBertEncoder(nn.Module):
     def forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
                 cache=None, use_cache=None, **kwargs):
         """Run every layer; returns transformers' encoder output type."""
-        mask = _additive_or_bool_mask(attention_mask, hidden_states.dtype)
+        mask = _additive_mask(attention_mask, hidden_states.dtype)
         for layer in self.layer:
             hidden_states = layer(hidden_states, mask)
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden_states)

@@ -345,3 +345,69 @@ def test_compact_equals_masked_on_minilm(regs):
         masks = _method_masks(regs, name, model, 0.1)
         expected, got, _, _ = _masked_vs_compact(model, masks, inputs)
         assert (expected - got).abs().max().item() <= ATOL, name
+
+
+# ---- the run-time layout: buckets of heads, aligned GEMM widths, the padded-weight cache -------------------------
+def test_plan_buckets_covers_every_head_and_trades_padding_for_calls():
+    from grain_bench.modeling_pruned_bert import plan_buckets
+
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(50):
+        heads = int(torch.randint(1, 13, (1,), generator=generator))
+        qk = torch.randint(0, 33, (heads,), generator=generator).tolist()
+        vo = torch.randint(1, 33, (heads,), generator=generator).tolist()
+        for cost in (0.0, 16.0, 1e9):
+            buckets = plan_buckets(qk, vo, cost)
+            members = sorted(h for bucket, _, _ in buckets for h in bucket)
+            assert members == list(range(heads))  # every head exactly once
+            for bucket, qk_width, vo_width in buckets:
+                assert qk_width == max(1, max(qk[h] for h in bucket)) and vo_width == max(vo[h] for h in bucket)
+            if cost == 1e9:
+                assert len(buckets) == 1  # calls are expensive: everything padded into one
+            if cost == 0.0:  # calls are free: no head is padded at all
+                assert all(qk_width == max(1, qk[h]) and vo_width == vo[h]
+                           for bucket, qk_width, vo_width in buckets for h in bucket)
+
+
+@pytest.mark.parametrize("layout", [dict(call_cost=0.0), dict(call_cost=1e9), dict(align=1), dict(align=16)])
+def test_every_layout_gives_the_same_outputs(tiny_model, layout):
+    from grain_bench.compact import compact
+    from grain_bench.masks import MaskSpace
+
+    model, _ = tiny_model
+    space = MaskSpace.from_config(model.config)
+    small = compact(model, _random_masks(space, seed=4)).eval()
+    inputs = _inputs(model.config.vocab_size)
+    with torch.no_grad():
+        before = _logits(small(**inputs))
+        for layer in small.bert.encoder.layer:
+            if layer.attention.qkv is not None:
+                layer.attention.set_layout(**layout)
+            if "align" in layout:
+                layer.ffn.set_layout(align=layout["align"])
+        after = _logits(small(**inputs))
+    assert (before - after).abs().max().item() <= 1e-5
+
+
+def test_padded_weight_cache_follows_parameter_changes_and_gradients_flow(tiny_model):
+    from grain_bench.compact import compact
+    from grain_bench.masks import MaskSpace
+
+    model, _ = tiny_model
+    space = MaskSpace.from_config(model.config)
+    small = compact(model, _random_masks(space, seed=5)).eval()
+    inputs = _inputs(model.config.vocab_size)
+    layer = next(layer for layer in small.bert.encoder.layer if layer.attention.qkv is not None)
+    assert not layer.attention.identity and layer.ffn.ffn_dim % layer.ffn.align  # both paddings are exercised
+    with torch.no_grad():
+        first = _logits(small(**inputs))
+        layer.attention.qkv.weight.mul_(1.5)  # in place: the cached padded copy must be rebuilt
+        layer.ffn.intermediate.weight.mul_(0.5)
+        second = _logits(small(**inputs))
+    assert (first - second).abs().max().item() > 1e-3
+    # With gradients on, the padded copies are rebuilt differentiably: same outputs, gradients reach the parameters.
+    out = _logits(small(**inputs))
+    assert (out.detach() - second).abs().max().item() <= 1e-5
+    out.square().sum().backward()
+    for param in (layer.attention.qkv.weight, layer.attention.dense.weight, layer.ffn.intermediate.weight):
+        assert param.grad is not None and param.grad.abs().sum() > 0
