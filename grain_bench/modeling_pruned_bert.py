@@ -111,26 +111,31 @@ def plan_buckets(qk_dims, vo_dims, call_cost: float = BUCKET_CALL_COST):
     plain [batch, heads, length, width] attention call with no scatter or gather of activations. Heads are sorted by
     width (widest first) and cut into contiguous buckets by dynamic programming, minimising the padded widths
     ``sum(len(heads) * (qk_width + vo_width))`` (what the GEMMs and the attention cost grow with) plus ``call_cost``
-    per bucket. A bucket whose heads have no query/key units gets width 1 (zero channels: uniform attention).
+    per bucket. Heads without query/key units attend uniformly whatever the input; they are planned apart, in buckets
+    of ``qk_width`` 0 that need no scores at all (``PrunedBertAttention._uniform``).
     """
-    count = len(qk_dims)
-    order = sorted(range(count), key=lambda h: (qk_dims[h] + vo_dims[h], vo_dims[h], -h), reverse=True)
-    best = [0.0] + [float("inf")] * count
-    cut = [0] * (count + 1)
-    for end in range(1, count + 1):
-        qk_width = vo_width = 0
-        for begin in range(end - 1, -1, -1):  # bucket order[begin:end]
-            qk_width = max(qk_width, qk_dims[order[begin]])
-            vo_width = max(vo_width, vo_dims[order[begin]])
-            cost = best[begin] + (end - begin) * (max(1, qk_width) + vo_width) + call_cost
-            if cost < best[end]:
-                best[end], cut[end] = cost, begin
-    buckets, end = [], count
-    while end:
-        heads = sorted(order[cut[end]:end])
-        buckets.append((heads, max(1, max(qk_dims[h] for h in heads)), max(vo_dims[h] for h in heads)))
-        end = cut[end]
-    return buckets[::-1]
+    def plan(group, qk_cost):
+        order = sorted(group, key=lambda h: (qk_dims[h] + vo_dims[h], vo_dims[h], -h), reverse=True)
+        best = [0.0] + [float("inf")] * len(order)
+        cut = [0] * (len(order) + 1)
+        for end in range(1, len(order) + 1):
+            qk_width = vo_width = 0
+            for begin in range(end - 1, -1, -1):  # bucket order[begin:end]
+                qk_width = max(qk_width, qk_dims[order[begin]])
+                vo_width = max(vo_width, vo_dims[order[begin]])
+                cost = best[begin] + (end - begin) * (qk_cost(qk_width) + vo_width) + call_cost
+                if cost < best[end]:
+                    best[end], cut[end] = cost, begin
+        buckets, end = [], len(order)
+        while end:
+            heads = sorted(order[cut[end]:end])
+            buckets.append((heads, max(qk_dims[h] for h in heads), max(vo_dims[h] for h in heads)))
+            end = cut[end]
+        return buckets[::-1]
+
+    heads = range(len(qk_dims))
+    return (plan([h for h in heads if qk_dims[h]], lambda width: width)
+            + plan([h for h in heads if not qk_dims[h]], lambda width: 0))
 
 
 class PrunedBertAttention(nn.Module):
@@ -211,6 +216,29 @@ class PrunedBertAttention(nn.Module):
 
         return self._weights.get(params, build)
 
+    def _attend(self, q, k, v, attention_mask, dropout: float):
+        """SDPA of one bucket; [batch, heads, length, vo_width]."""
+        # SDPA's fused (flash) CPU kernel needs one head width for Q, K and V; unequal widths fall back to a much
+        # slower path. Zero-pad the narrower side here (a small copy) rather than in the GEMM.
+        qk_width, vo_width = q.shape[-1], v.shape[-1]
+        width = max(1, qk_width, vo_width)
+        if qk_width < width:
+            q, k = F.pad(q, (0, width - qk_width)), F.pad(k, (0, width - qk_width))
+        if vo_width < width:
+            v = F.pad(v, (0, width - vo_width))
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=self.scaling,
+                                                 dropout_p=dropout)
+        return context[..., :vo_width] if vo_width < width else context
+
+    @staticmethod
+    def _uniform(v, attention_mask):
+        """Attention of heads without query units: every score is 0, so each query takes softmax(mask) of the values
+        (the mean over the tokens it may attend to); [batch, heads, length, vo_width] (an expanded view)."""
+        if attention_mask is None:
+            return v.mean(dim=2, keepdim=True).expand_as(v)
+        context = torch.matmul(torch.softmax(attention_mask.to(v.dtype), dim=-1), v)  # [b, h, 1 or length, width]
+        return context.expand(-1, -1, v.shape[2], -1)
+
     def forward(self, hidden_states, attention_mask=None):
         """LayerNorm(x + W_O attention(x) + b_O), with ``attention_mask`` in SDPA form (or None)."""
         if self.qkv is None:
@@ -226,21 +254,14 @@ class PrunedBertAttention(nn.Module):
                        for begin, width in ((position, qk_width), (position + count * qk_width, qk_width),
                                             (position + 2 * count * qk_width, vo_width)))
             position += count * (2 * qk_width + vo_width)
-            # SDPA's fused (flash) CPU kernel needs one head width for Q, K and V; unequal widths fall back to a much
-            # slower path. Zero-pad the narrower side here (a small copy) rather than in the GEMM.
-            width = max(qk_width, vo_width)
-            if qk_width < width:
-                q, k = F.pad(q, (0, width - qk_width)), F.pad(k, (0, width - qk_width))
-            if vo_width < width:
-                v = F.pad(v, (0, width - vo_width))
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=self.scaling,
-                                                     dropout_p=dropout)
-            if vo_width < width:
-                context = context[..., :vo_width]
+            if not qk_width and not dropout:
+                context = self._uniform(v, attention_mask)
+            else:
+                context = self._attend(q, k, v, attention_mask, dropout)
             contexts.append(context.transpose(1, 2).reshape(batch, length, count * vo_width))
         context = contexts[0] if len(contexts) == 1 else torch.cat(contexts, dim=-1)
         out = self.hidden_dropout(F.linear(context, out_weight, self.dense.bias))
-        return self.LayerNorm(out + hidden_states)
+        return self.LayerNorm(out.add_(hidden_states))  # in place: one 3-D buffer fewer per block
 
 
 class PrunedBertFeedForward(nn.Module):
@@ -281,7 +302,7 @@ class PrunedBertFeedForward(nn.Module):
         weight, bias, out_weight = self._padded()
         inner = self.act(F.linear(hidden_states, weight, bias))
         out = self.hidden_dropout(F.linear(inner, out_weight, self.dense.bias))
-        return self.LayerNorm(out + hidden_states)
+        return self.LayerNorm(out.add_(hidden_states))
 
 
 class PrunedBertLayer(nn.Module):

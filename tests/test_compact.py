@@ -361,12 +361,13 @@ def test_plan_buckets_covers_every_head_and_trades_padding_for_calls():
             members = sorted(h for bucket, _, _ in buckets for h in bucket)
             assert members == list(range(heads))  # every head exactly once
             for bucket, qk_width, vo_width in buckets:
-                assert qk_width == max(1, max(qk[h] for h in bucket)) and vo_width == max(vo[h] for h in bucket)
-            if cost == 1e9:
-                assert len(buckets) == 1  # calls are expensive: everything padded into one
+                assert qk_width == max(qk[h] for h in bucket) and vo_width == max(vo[h] for h in bucket)
+                # heads without query units (uniform attention, no scores needed) never share a bucket with others
+                assert len({qk[h] == 0 for h in bucket}) == 1
+            if cost == 1e9:  # calls are expensive: one bucket with queries, one without
+                assert len(buckets) == len({q == 0 for q in qk})
             if cost == 0.0:  # calls are free: no head is padded at all
-                assert all(qk_width == max(1, qk[h]) and vo_width == vo[h]
-                           for bucket, qk_width, vo_width in buckets for h in bucket)
+                assert all(qk_width == qk[h] and vo_width == vo[h] for bucket, qk_width, vo_width in buckets for h in bucket)
 
 
 @pytest.mark.parametrize("layout", [dict(call_cost=0.0), dict(call_cost=1e9), dict(align=1), dict(align=16)])
@@ -411,3 +412,15 @@ def test_padded_weight_cache_follows_parameter_changes_and_gradients_flow(tiny_m
     out.square().sum().backward()
     for param in (layer.attention.qkv.weight, layer.attention.dense.weight, layer.ffn.intermediate.weight):
         assert param.grad is not None and param.grad.abs().sum() > 0
+
+
+def test_heads_without_queries_without_an_attention_mask(tiny_model):
+    """No mask at all (the encoder then gets None): heads without query units take the plain mean of the values."""
+    from grain_bench.masks import MaskSpace
+
+    model, _ = tiny_model
+    space = MaskSpace.from_config(model.config)
+    inputs = {k: v for k, v in _inputs(model.config.vocab_size).items() if k != "attention_mask"}
+    expected, got, _, small = _masked_vs_compact(model, _edge_masks(space, "layer_all_heads_without_queries"), inputs)
+    assert any(qk == 0 for layer in small.bert.encoder.layer for _, qk, _ in layer.attention.buckets)
+    assert (expected - got).abs().max().item() <= ATOL
