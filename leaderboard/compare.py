@@ -255,7 +255,8 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
     teacher_rows["run_ids"] = ""
     out = pd.concat([teacher_rows, out], ignore_index=True)
     out = out.merge(teachers[["task", "setup", "teacher_mean"]], on=["task", "setup"], how="left")
-    out["relative"] = out["score_mean"] / out["teacher_mean"]
+    # A share of the teacher's score means something only for a positive teacher score (a correlation can be <= 0).
+    out["relative"] = (out["score_mean"] / out["teacher_mean"]).where(out["teacher_mean"] > 0)
     for column in ("pareto_density", "pareto_flops", "pareto_latency"):
         out[column] = False
     for _, group in out[out["method"] != "teacher"].groupby(["task", "setup"], sort=False):

@@ -102,6 +102,17 @@ def test_summary_means_stds_seeds_teacher_and_relative(board_dir):
     assert grain["speedup"] == pytest.approx(8.0)
 
 
+def test_relative_score_needs_a_positive_teacher_score(tmp_path):
+    from grain_bench.leaderboard.tables import build_report, show_table
+
+    records = [make_record("stsb", "dense", 1.0, 1, 0.25, -0.15, metric="pearson"),
+               make_record("stsb", "grain", 0.5, 1, 0.58, -0.15, metric="pearson")]
+    directory = write_store(tmp_path / "results", records)
+    table = build_report(directory).comparison.table
+    assert table["relative"].isna().all()
+    assert "-163" not in show_table(directory, "markdown")
+
+
 def test_pareto_fronts(board_dir):
     from grain_bench.leaderboard.tables import build_report
 
