@@ -7,7 +7,8 @@ Two entry points:
 - ``python benchmarks/bench_latency.py --out benchmarks/results/latency-cpu.json``: the ratios that the targets are
   about, measured side by side in one process (``grain_bench.measure.time_models``: every model once per round, in a
   shuffled order), with the machine described in the JSON. ``--layouts`` also times the attention layouts that were
-  considered for the compact encoder.
+  considered for the compact encoder. The script re-executes itself with tuned glibc malloc settings
+  (``MALLOC_TUNED``; ``--allocator default`` keeps the system's), recorded in the JSON.
 
 Masks are GRAIN-like: one global ranking of all units (query, value, FFN) by their weight norm
 (``grain_bench.masked.unit_weight_norms``) pruned with ``grain_bench.masks.prune_to_density`` -- the same ranking and
@@ -202,14 +203,15 @@ def layout_models(compact_model, kinds=LAYOUTS) -> dict:
 
 
 # ---- the side-by-side script ------------------------------------------------------------------------------------
-def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES) -> dict:
+def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, malloc: dict | None = None) -> dict:
     """Measure everything side by side; print a table; write JSON to ``out_path``."""
     from grain_bench.measure import LatencySettings, time_models
 
     torch.manual_seed(0)
     started = time.time()
     report = {"machine": machine(), "settings": {"batch": BATCH, "seq_len": SEQ_LEN, "dtype": "fp32", "threads": THREADS,
-                                                 "runs": runs, "masks": "global weight-norm ranking (prune_to_density)"}}
+                                                 "runs": runs, "masks": "global weight-norm ranking (prune_to_density)",
+                                                 "malloc": malloc or {}}}
     dense = load_dense()
     models, info = build_models(dense, densities)
     inputs = None
@@ -323,16 +325,35 @@ if pytest is not None:
             benchmark.pedantic(call, rounds=5, warmup_rounds=1, iterations=1)
 
 
+#: glibc malloc tunables that keep freed activation buffers in the heap instead of returning them to the OS: by default
+#: every fresh tensor over the mmap threshold is a new mapping whose pages fault in on first touch, which on the VM this
+#: was measured on made LayerNorm and copies 2-3x slower inside a model than alone. The same role as the jemalloc or
+#: tcmalloc preload that CPU inference guides recommend, without installing anything. Dense and compact share them.
+MALLOC_TUNED = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000",
+                "MALLOC_TOP_PAD_": "100000000"}
+
+
+def _allocator(choice: str, argv) -> dict:
+    """Re-exec with the tuned allocator settings when asked for and not yet in effect; the settings in effect."""
+    if choice == "tuned" and any(os.environ.get(k) != v for k, v in MALLOC_TUNED.items()):
+        env = {**os.environ, **MALLOC_TUNED}
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *(argv or sys.argv[1:])], env)
+    return {k: os.environ.get(k) for k in MALLOC_TUNED}
+
+
 def main(argv=None) -> int:
     """Command-line entry point of the side-by-side measurement."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
+                        help="glibc malloc settings: tuned (default; see MALLOC_TUNED) or the system default")
     parser.add_argument("--out", default=None, help="write the JSON report here")
     parser.add_argument("--runs", type=int, default=15, help="timed rounds (every model once per round)")
     parser.add_argument("--layouts", action="store_true", help="also time alternative attention layouts")
     parser.add_argument("--densities", default=",".join(f"{d:g}" for d in DENSITIES))
     args = parser.parse_args(argv)
+    malloc = _allocator(args.allocator, argv)
     densities = tuple(float(d) for d in args.densities.split(","))
-    run(args.out, args.runs, args.layouts, densities)
+    run(args.out, args.runs, args.layouts, densities, malloc={"allocator": args.allocator, **malloc})
     return 0
 
 
