@@ -85,17 +85,20 @@ def _round_up(value: int, multiple: int) -> int:
 
 class _PaddedWeights:
     """A padded copy of some parameters, rebuilt (differentiably) whenever gradients are on, and cached otherwise
-    until one of the parameters is replaced or modified in place."""
+    until one of the parameters is replaced, moved or modified in place (its version counter). Changes made through
+    ``param.data`` bypass version counters: call ``set_layout()`` on the module after such edits."""
 
     def __init__(self):
-        self.key, self.value = None, None
+        self.params, self.key, self.value = (), None, None
 
     def get(self, params, build):
         if torch.is_grad_enabled():
             return build()
         key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in params)
-        if self.key != key:
-            self.key, self.value = key, tuple(t.detach() for t in build())
+        # The parameter objects themselves are compared (and held) too, so freed memory reused at the same address by
+        # a new tensor can never pass for the old one.
+        if self.key != key or len(self.params) != len(params) or any(a is not b for a, b in zip(self.params, params)):
+            self.params, self.key, self.value = tuple(params), key, tuple(t.detach() for t in build())
         return self.value
 
 
