@@ -270,7 +270,7 @@ def _targets(rows, densities) -> dict:
                                     "met": rows["compact@0.05"]["speedup_vs_dense"] >= 6.0}
     for density in densities:
         row = rows.get(f"compact@{density:g}")
-        if row and density >= 0.1:
+        if row and 0.1 <= density < 1:
             out[f"{density:g}: speedup >= 70% of FLOPs-predicted"] = {
                 "measured": row["speedup_vs_dense"], "predicted": row["flops_predicted_speedup"],
                 "fraction": row["fraction_of_flops_predicted"], "met": row["fraction_of_flops_predicted"] >= 0.7}
