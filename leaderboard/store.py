@@ -24,15 +24,34 @@ _DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 @contextlib.contextmanager
 def _signals_deferred():
-    """Hold SIGINT/SIGTERM until the block ends (their Python handlers then run as usual)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
-        yield
+    """Hold SIGINT/SIGTERM until the block ends; their previous handlers then run as usual.
+
+    Blocking the signals in the main thread is not enough in a process with other threads (torch's, tqdm's): the
+    kernel may hand a process-directed signal to any thread that does not block it, and Python then runs the handler
+    in the main thread at the next bytecode, mid-append. So for the duration the Python-level handlers only note the
+    signal, and it is raised again once the block is done.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread runs Python signal handlers
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
+    pending: list[int] = []
+    previous = {}
+    for signum in _DEFERRED_SIGNALS:
+        handler = signal.getsignal(signum)
+        if handler is None:  # installed from C: leave it alone
+            continue
+        previous[signum] = handler
+        signal.signal(signum, lambda number, frame: pending.append(number))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS) if hasattr(signal, "pthread_sigmask") else None
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a signal blocked meanwhile is delivered here
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
 
 
 @dataclass

@@ -8,6 +8,8 @@ import os
 import signal
 import threading
 
+import pytest
+
 from grain_bench.leaderboard.store import RecordStore
 from grain_bench.types import RunRecord
 
@@ -70,8 +72,13 @@ def test_cut_off_line_is_reported_and_next_append_starts_fresh(results_dir):
     assert store.done() == {"w0-0000", "w0-0002"}
 
 
-def test_sigterm_during_append_waits_for_the_whole_line(results_dir):
-    """A signal that arrives while a line is being written is delivered only after the line is complete."""
+@pytest.mark.parametrize("other_thread", [False, True])
+def test_sigterm_during_append_waits_for_the_whole_line(results_dir, other_thread):
+    """A signal that arrives while a line is being written is delivered only after the line is complete, also when
+    another thread (torch's, tqdm's) could take the process-directed signal while the main thread blocks it."""
+    stop = threading.Event()
+    if other_thread:
+        threading.Thread(target=stop.wait, daemon=True).start()
     store = RecordStore(results_dir)
     received = []
 
@@ -96,6 +103,7 @@ def test_sigterm_during_append_waits_for_the_whole_line(results_dir):
     finally:
         os.write = real_write
         signal.signal(signal.SIGTERM, previous)
+        stop.set()
     assert raised and received  # the handler did run, after the append
     assert received[0] == os.path.getsize(store.path)  # ... when the whole line was already on disk
     assert [r.run_id for r in store.records()] == ["w1-0001"] and store.problems == []
