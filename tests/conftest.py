@@ -59,6 +59,18 @@ def tiny_model():
     return model.eval(), tokenizer
 
 
+@pytest.fixture
+def one_thread():
+    """Train with one torch thread: on a shared 2-core machine a second thread mostly spins, several times slower (and
+    each 1-CPU Ray worker runs with one thread too)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def datapack_path(*parts: str) -> str:
     """Path inside ../shared/datapack; tests that need it skip with a reason when it is absent."""
     path = os.path.join(DATAPACK, *parts)

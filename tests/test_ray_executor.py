@@ -15,9 +15,9 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'grain-bench[ray]' (CI installs it)")
 
-from test_sweep_resume import write_sst2  # noqa: E402  (tests/ is on sys.path: no tests/__init__.py)
+from test_sweep_resume import _harness, write_sst2  # noqa: E402  (tests/ is on sys.path: no tests/__init__.py)
 
-from grain_bench.harness import Harness, build_specs, run_sweep  # noqa: E402
+from grain_bench.harness import build_specs, run_sweep  # noqa: E402
 from grain_bench.leaderboard.store import RecordStore  # noqa: E402
 from grain_bench.ray_executor import RayExecutor, import_ray, teacher_group  # noqa: E402
 
@@ -35,21 +35,6 @@ def ray_session():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a running cluster
     yield ray
     ray.shutdown()
-
-
-def _harness(results_dir, regs, pm):
-    return Harness(results_dir, regs=regs, pm=pm, progress=False, save_models=False, measure_latency=False)
-
-
-@pytest.fixture
-def one_thread():
-    """Local runs with one torch thread, like each 1-CPU Ray worker (and far faster on a busy 2-core machine)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_ray_grid_matches_local(ray_session, regs, pm, tmp_path, test_recipe, one_thread):

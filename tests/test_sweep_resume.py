@@ -120,17 +120,6 @@ def finetune_calls(monkeypatch):
     return calls
 
 
-@pytest.fixture
-def one_thread():
-    """Train with one torch thread: on a shared 2-core machine a second thread mostly spins, several times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _harness(results_dir, regs, pm):
     return Harness(results_dir, regs=regs, pm=pm, progress=False, save_models=False, measure_latency=False)
 
