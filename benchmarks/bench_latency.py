@@ -167,16 +167,12 @@ def _scatter_forward(self, hidden_states, attention_mask=None):
     return self.LayerNorm(self.dense(context) + hidden_states)
 
 
-def _unaligned_ffn_forward(self, hidden_states):
-    if not self.ffn_dim:
-        return self.LayerNorm(hidden_states + self.dense_bias)
-    return self.LayerNorm(self.dense(self.act(self.intermediate(hidden_states))) + hidden_states)
-
-
-#: Layouts compared with the default (``plan_buckets`` at the default call cost, GEMM widths aligned to 8):
-#: ``one-bucket`` pads every head of a layer to the widest one; ``per-width`` gives every distinct width its own call;
-#: ``unaligned`` keeps the buckets but pads no GEMM width; ``scatter`` is the first layout (see ``_scatter_forward``).
-LAYOUTS = ("one-bucket", "per-width", "unaligned", "scatter")
+#: Layouts compared with the default (``plan_buckets`` at the default call cost, GEMM widths aligned to 8), as the
+#: ``set_layout`` arguments of the attention and the FFN: ``one-bucket`` pads every head of a layer to the widest one;
+#: ``per-width`` gives every distinct width its own call; ``unaligned`` keeps the buckets but pads no GEMM width;
+#: ``scatter`` is the first layout (see ``_scatter_forward``), with unaligned FFN widths as it had.
+LAYOUTS = {"one-bucket": (dict(call_cost=1e9), {}), "per-width": (dict(call_cost=0), {}),
+           "unaligned": (dict(align=1), dict(align=1)), "scatter": (None, dict(align=1))}
 
 
 def layout_models(compact_model, kinds=LAYOUTS) -> dict:
@@ -186,18 +182,14 @@ def layout_models(compact_model, kinds=LAYOUTS) -> dict:
 
     out = {}
     for kind in kinds:
+        attention_layout, ffn_layout = LAYOUTS[kind]
         model = copy.deepcopy(compact_model)
         for layer in model.bert.encoder.layer:
-            attention, ffn = layer.attention, layer.ffn
-            if kind == "scatter":
-                attention.forward = types.MethodType(_scatter_forward, attention)
-                ffn.forward = types.MethodType(_unaligned_ffn_forward, ffn)
-            elif attention.qkv is not None or kind == "unaligned":
-                if attention.qkv is not None:
-                    attention.set_layout(**{"one-bucket": dict(call_cost=1e9), "per-width": dict(call_cost=0),
-                                            "unaligned": dict(align=1)}[kind])
-                if kind == "unaligned":
-                    ffn.set_layout(align=1)
+            if attention_layout is None:
+                layer.attention.forward = types.MethodType(_scatter_forward, layer.attention)
+            elif layer.attention.qkv is not None:
+                layer.attention.set_layout(**attention_layout)
+            layer.ffn.set_layout(**ffn_layout)
         out[kind] = model
     return out
 
