@@ -51,6 +51,14 @@ def test_recipe():
 
 
 @pytest.fixture
+def data_dir(tmp_path):
+    """A small SST-2 folder in the GLUE layout that the tiny backbone's teacher learns (unlike tweets)."""
+    from helpers import write_sst2
+
+    return write_sst2(tmp_path / "data")
+
+
+@pytest.fixture
 def tiny_model():
     """A tiny random-init BertForSequenceClassification (hidden 32, 2 layers, 4 heads, FFN 64) and its tokenizer."""
     from grain_bench.backbones import load_tiny

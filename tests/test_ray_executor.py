@@ -15,7 +15,8 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'grain-bench[ray]' (CI installs it)")
 
-from test_sweep_resume import _harness, write_sst2  # noqa: E402  (tests/ is on sys.path: no tests/__init__.py)
+from helpers import write_sst2  # noqa: E402  (tests/ is on sys.path: no tests/__init__.py)
+from test_sweep_resume import _harness  # noqa: E402
 
 from grain_bench.harness import build_specs, run_sweep  # noqa: E402
 from grain_bench.leaderboard.store import RecordStore  # noqa: E402

@@ -9,44 +9,17 @@ import subprocess
 import sys
 import time
 
+import gate_plugin
 import pytest
+from helpers import write_sst2
 
 from grain_bench.harness import Harness, build_specs, run_sweep
 from grain_bench.leaderboard.store import RecordStore
+from grain_bench.plugins import get_registries
 from grain_bench.types import RunRecord
 
 BACKBONE = "test-bert-tiny"
 GRID = dict(methods=["dense", "random"], tasks=["sst2"], densities=[0.5, 0.3], seeds=[1, 2])  # 6 runs, 2 teachers
-
-
-def write_sst2(folder) -> str:
-    """A small SST-2 folder in the GLUE download layout (96 train rows, 32 dev rows); loads in well under a second,
-    where the tweets corpus takes tens of seconds on a busy 2-core machine."""
-    import random as _random
-
-    rng = _random.Random(0)
-    positive, negative = ["good", "great", "fine", "happy"], ["bad", "awful", "poor", "sad"]
-    filler = ["the", "movie", "was", "plot", "very", "and", "a", "film"]
-
-    def rows(n):
-        out = []
-        for i in range(n):
-            words = [rng.choice(filler) for _ in range(5)] + [rng.choice(positive if i % 2 else negative)] * 2
-            rng.shuffle(words)
-            out.append(f"{' '.join(words)}\t{i % 2}\n")
-        return "sentence\tlabel\n" + "".join(out)
-
-    os.makedirs(os.path.join(folder, "SST-2"), exist_ok=True)
-    for name, n in (("train.tsv", 96), ("dev.tsv", 32)):
-        with open(os.path.join(folder, "SST-2", name), "w") as handle:
-            handle.write(rows(n))
-    return str(folder)
-
-
-@pytest.fixture
-def data_dir(tmp_path):
-    """The small SST-2 folder."""
-    return write_sst2(tmp_path / "data")
 
 
 # ---- skip / retry, with a stand-in harness (no training) ----------------------------------------------------------
@@ -163,11 +136,11 @@ def test_teacher_trained_once_per_seed_and_corrupt_entry_retrained(regs, pm, res
 
 
 # ---- kill and resume ------------------------------------------------------------------------------------------------
-def _command(results_dir, data_dir):
-    return [sys.executable, "-m", "grain_bench", "run", "--backbone", BACKBONE, "--recipe", "test",
-            "--tasks", "sst2", "--data-dir", data_dir, "--methods", ",".join(GRID["methods"]),
-            "--densities", "0.5,0.3", "--seeds", "1,2", "--results", results_dir, "-q", "--no-latency",
-            "--no-save-models"]
+def _command(results_dir, data_dir, grid=GRID, launcher=(sys.executable, "-m", "grain_bench")):
+    return [*launcher, "run", "--backbone", BACKBONE, "--recipe", "test", "--tasks", ",".join(grid["tasks"]),
+            "--data-dir", data_dir, "--methods", ",".join(grid["methods"]),
+            "--densities", ",".join(map(str, grid["densities"])), "--seeds", ",".join(map(str, grid["seeds"])),
+            "--results", results_dir, "-q", "--no-latency", "--no-save-models"]
 
 
 def _env():
@@ -214,25 +187,63 @@ def _assert_complete(regs, results_dir, test_recipe, data_dir):
     assert all(r.ok for r in records), [r.error for r in records]
 
 
-def test_kill_with_each_signal_and_resume(regs, results_dir, test_recipe, data_dir):
-    """SIGTERM, then SIGINT, then SIGKILL, each after one more finished run; the fourth start completes the grid."""
+GATED_GRID = dict(methods=["gated"], tasks=["sst2"], densities=[0.5, 0.3], seeds=[1, 2])  # 4 runs, 2 teachers
+
+
+def _gated_command(results_dir, data_dir):
+    return _command(results_dir, data_dir, GATED_GRID, gate_plugin.COMMAND)
+
+
+def _start_gated(results_dir, data_dir, gate):
+    env = dict(_env(), GRAIN_BENCH_TEST_GATE=str(gate), PYTHONPATH=os.path.dirname(__file__))
+    return subprocess.Popen(_gated_command(results_dir, data_dir), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def _signal_at_run(results_dir, data_dir, gate, signum, run):
+    """Start the sweep, let its first ``run - 1`` gated runs finish, send ``signum`` while run ``run`` waits at the
+    gate (after its teacher, before training); returns rc and stderr."""
+    proc = _start_gated(results_dir, data_dir, gate)
+    try:
+        for n in range(1, run):
+            gate_plugin.wait_for(os.path.join(gate, f"entered-{proc.pid}-{n}"), proc)
+            open(os.path.join(gate, f"release-{proc.pid}-{n}"), "w").close()
+        gate_plugin.wait_for(os.path.join(gate, f"entered-{proc.pid}-{run}"), proc)
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, stderr.decode()
+
+
+def test_kill_with_each_signal_and_resume(pm, results_dir, test_recipe, data_dir, tmp_path):
+    """SIGTERM, SIGINT and SIGKILL, each while a run is in progress and after one more run finished; the fourth start
+    completes the grid. The kill points are gates the runs wait at, so the outcome does not depend on machine speed."""
+    pm.register(gate_plugin)
+    regs = get_registries(pm)
     path = os.path.join(results_dir, "records.jsonl")
-    rc, stderr = _start_and_kill(results_dir, data_dir, signal.SIGTERM, after_records=1)
-    if rc != 0:  # on a very fast machine the sweep may have finished first
-        assert rc == 128 + signal.SIGTERM, stderr[-2000:]
-        assert "terminated by signal" in stderr and "run the same command to resume" in stderr
-        assert "Traceback" not in stderr
-    rc, stderr = _start_and_kill(results_dir, data_dir, signal.SIGINT, after_records=_lines(path) + 1)
-    if rc != 0:
-        assert rc == 130, stderr[-2000:]
-        assert "interrupted" in stderr and "Traceback" not in stderr
-    rc, stderr = _start_and_kill(results_dir, data_dir, signal.SIGKILL, after_records=_lines(path) + 1, extra_delay=0.3)
-    assert rc in (0, -signal.SIGKILL)
-    killed_at = _lines(path)
-    assert killed_at < 6  # the kills really landed mid-sweep
-    stderr = _resume_to_end(results_dir, data_dir)
-    assert f"{killed_at} already recorded" in stderr
-    _assert_complete(regs, results_dir, test_recipe, data_dir)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    rc, stderr = _signal_at_run(results_dir, data_dir, str(gate), signal.SIGTERM, run=1)
+    assert rc == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "terminated by signal" in stderr and "run the same command to resume" in stderr
+    assert "Traceback" not in stderr and _lines(path) == 0
+    rc, stderr = _signal_at_run(results_dir, data_dir, str(gate), signal.SIGINT, run=2)
+    assert rc == 130, stderr[-2000:]
+    assert "interrupted" in stderr and "Traceback" not in stderr and _lines(path) == 1
+    rc, stderr = _signal_at_run(results_dir, data_dir, str(gate), signal.SIGKILL, run=2)
+    assert rc == -signal.SIGKILL and _lines(path) == 2
+    done = subprocess.run(_gated_command(results_dir, data_dir), capture_output=True, timeout=300,
+                          env=dict(_env(), PYTHONPATH=os.path.dirname(__file__)))  # no gate: runs to the end
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert "4 runs in the grid, 2 already recorded" in done.stderr.decode()
+    expected = {s.run_id for s in build_specs(regs, **GATED_GRID, backbone=BACKBONE, recipe=test_recipe,
+                                              data_dir=data_dir)}
+    store = RecordStore(results_dir)
+    records = store.records()
+    assert store.problems == [] and all(r.ok for r in records), [r.error for r in records]
+    assert sorted(r.run_id for r in records) == sorted(expected)  # every run of the grid exactly once
 
 
 @pytest.mark.slow
