@@ -16,20 +16,32 @@ from grain_bench.errors import GrainBenchError
 EXIT_USAGE = 2
 
 
-def _csv(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
+def _items(value: str, what: str, example: str) -> list[str]:
+    items = [item.strip() for item in value.split(",")]
+    if not any(items):
+        raise argparse.ArgumentTypeError(f"expected at least one {what}, e.g. {example}; got {value!r}")
+    if "" in items:
+        raise argparse.ArgumentTypeError(f"empty item in {value!r}: expected {what}s separated by single commas, "
+                                         f"e.g. {example}")
+    return items
+
+
+def _names(what: str, example: str):
+    def parse(value: str) -> list[str]:
+        return _items(value, what, example)
+    return parse
 
 
 def _floats(value: str) -> list[float]:
     try:
-        return [float(item) for item in _csv(value)]
+        return [float(item) for item in _items(value, "density", "0.05,0.1")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.05,0.1, got {value!r}") from None
 
 
 def _ints(value: str) -> list[int]:
     try:
-        return [int(item) for item in _csv(value)]
+        return [int(item) for item in _items(value, "seed", "1,2,3")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,2,3, got {value!r}") from None
 
@@ -49,9 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a grid of methods x tasks x densities x seeds and print the comparison")
-    run.add_argument("--methods", type=_csv, default=["dense", "random", "magnitude", "grain", "heads"],
+    run.add_argument("--methods", type=_names("method", "grain,heads"),
+                     default=["dense", "random", "magnitude", "grain", "heads"],
                      help="comma list of methods (default: dense,random,magnitude,grain,heads)")
-    run.add_argument("--tasks", type=_csv, default=["tweets"], help="comma list of tasks or suites, e.g. glue (default: tweets)")
+    run.add_argument("--tasks", type=_names("task", "tweets or glue"), default=["tweets"],
+                     help="comma list of tasks or suites, e.g. glue (default: tweets)")
     run.add_argument("--densities", type=_floats, default=[0.2], help="target encoder densities in (0, 1] (default: 0.2)")
     run.add_argument("--seeds", type=_ints, default=[1], help="comma list of seeds (default: 1)")
     run.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"named backbone, hub id or local path (default: {DEFAULT_BACKBONE})")
@@ -100,8 +114,10 @@ def cmd_methods(args) -> int:
     for entry in regs.methods.entries.values():
         aliases = f" (aliases: {', '.join(entry.aliases)})" if entry.aliases else ""
         print(f"{entry.name}{aliases} [{entry.plugin}]\n    {entry.description}")
+        ranges = entry.obj.Options.ranges()
         for name, type_name, default in entry.obj.Options.describe():
-            print(f"    -o {entry.name}.{name}=<{type_name}>  (default: {default})")
+            valid = f"  valid: {ranges[name]}" if name in ranges else ""
+            print(f"    -o {entry.name}.{name}=<{type_name}>  (default: {default}){valid}")
     return 0
 
 
@@ -156,18 +172,34 @@ def cmd_run(args) -> int:
         executor_options["address"] = args.ray_address
 
     from grain_bench.harness import build_specs
+    from grain_bench.preflight import check_backbones, check_device
 
+    check_device(args.device)
     specs = build_specs(regs, args.methods, args.tasks, args.densities, args.seeds, args.backbone,
-                        lambda task: get_recipe(args.recipe, overrides, task), parse_assignments(args.option), args.data_dir)
+                        lambda task: get_recipe(args.recipe, overrides, task), parse_assignments(args.option),
+                        args.data_dir)
 
     from grain_bench.harness import Harness, run_sweep
+    from grain_bench.leaderboard.commands import print_notes
     from grain_bench.leaderboard.store import RecordStore
     from grain_bench.leaderboard.tables import show_table
 
     store = RecordStore(args.results)
+    store.check_writable()
+    check_backbones(specs, regs)
+    recovered = store.recover_aside()  # records an earlier sweep could not append (disk full, lock held)
+    if recovered:
+        print(f"grain-bench: appended {recovered} record(s) that an earlier run had to keep aside", file=sys.stderr)
     existing = store.latest()
-    skipped = sum(1 for s in specs if s.run_id in existing and (existing[s.run_id].ok or not args.retry_failed))
-    print(f"grain-bench: {len(specs)} runs in the grid, {skipped} already recorded in {store.path}", file=sys.stderr)
+    done = [s for s in specs if s.run_id in existing]
+    failed_before = sum(1 for s in done if not existing[s.run_id].ok)
+    skipped = len(done) - (failed_before if args.retry_failed else 0)
+    hint = ""
+    if failed_before:
+        hint = (f" ({failed_before} of them failed: rerunning them)" if args.retry_failed else
+                f" ({failed_before} of them failed and are skipped: rerun them with --retry-failed)")
+    print(f"grain-bench: {len(specs)} runs in the grid, {skipped} already recorded in {store.path}{hint}",
+          file=sys.stderr)
     harness = Harness(args.results, regs=regs, progress=not args.quiet, device=args.device,
                       save_models=not args.no_save_models, measure_latency=not args.no_latency)
     from grain_bench.executors import SweepTerminated
@@ -179,13 +211,17 @@ def cmd_run(args) -> int:
         print(f"grain-bench: {exc}; finished runs are stored in {store.path}, run the same command to resume",
               file=sys.stderr)
         return 128 + exc.signum
-    tasks = regs.expand_tasks(args.tasks)
-    for task in tasks:
-        print(show_table(args.results, args.format, task=task, run_ids={s.run_id for s in specs}))
+    for task in regs.expand_tasks(args.tasks):
+        text, notes = show_table(args.results, args.format, task=task, run_ids={s.run_id for s in specs})
+        print(text, end="" if args.format == "csv" else "\n")
+        print_notes(notes)
     failed = [r for r in records if not r.ok]
     for record in failed:
         print(f"grain-bench: run {record.run_id} failed: {record.error}", file=sys.stderr)
-    return 1 if failed else 0
+    for run_id, path in store.aside:
+        print(f"grain-bench: error: run {run_id} could not be appended to {store.path}; its record is kept in {path} "
+              f"and is appended by the next `grain-bench run` with the same --results", file=sys.stderr)
+    return 1 if failed or store.aside else 0
 
 
 COMMANDS = {"run": cmd_run, "methods": cmd_methods, "tasks": cmd_tasks, "plugins": cmd_plugins,

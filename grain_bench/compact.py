@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from grain_bench.errors import UsageError
+from grain_bench.files import ordinary_permissions
 from grain_bench.masks import MaskSpace, UnitMasks
 from grain_bench.shape import ModelShape
 
@@ -178,6 +179,7 @@ def save_pruned(model, path: str, tokenizer=None, metadata: dict[str, Any] | Non
                 "shape": model_shape_of(model).to_dict(), **(metadata or {})}
         with open(os.path.join(tmp, METADATA_FILE), "w") as handle:
             json.dump(meta, handle, indent=2, sort_keys=True, default=str)
+        ordinary_permissions(tmp)
         if os.path.exists(path):  # replace an older copy without ever leaving a half-written directory at ``path``
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
             os.rename(path, os.path.join(old, "model"))

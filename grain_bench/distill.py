@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from grain_bench.errors import GrainBenchError
+from grain_bench.errors import GrainBenchError, TrainingDiverged
+from grain_bench.files import ordinary_permissions
 from grain_bench.losses import hidden_mse
 from grain_bench.masked import MaskedModel
 from grain_bench.masks import MaskSpace, UnitMasks
@@ -104,18 +106,22 @@ def load_cached_teacher(cache_dir: str, key: str, model) -> dict | None:
     folder = os.path.join(cache_dir, key)
     meta_path = os.path.join(folder, "meta.json")
     weights = os.path.join(folder, "model.safetensors")
-    if not (os.path.isfile(meta_path) and os.path.isfile(weights)):
+    if not os.path.lexists(folder):
         return None
     try:
+        missing = [os.path.basename(p) for p in (meta_path, weights) if not os.path.isfile(p)]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} missing")
         with open(meta_path) as handle:
             meta = json.load(handle)
         if meta.get("sha256") != _file_sha256(weights):
             raise ValueError("checksum mismatch")
         model.load_state_dict(load_file(weights), strict=True)
-    except Exception as exc:  # a corrupt entry is moved aside, never trusted
+        check_finite_weights(model, "the cached teacher")
+    except Exception as exc:  # a corrupt or incomplete entry is moved aside (so it can be rebuilt), never trusted
         bad = folder + f".corrupt-{int(time.time())}"
         os.replace(folder, bad)
-        tqdm.write(f"teacher cache {folder} is corrupt ({exc}); moved to {bad}, retraining")
+        tqdm.write(f"teacher cache {folder} is corrupt ({exc}); moved to {bad}, retraining", file=sys.stderr)
         return None
     return meta
 
@@ -132,6 +138,7 @@ def save_teacher(cache_dir: str, key: str, model, meta: dict) -> None:
         meta = {**meta, "sha256": _file_sha256(weights)}
         with open(os.path.join(tmp, "meta.json"), "w") as handle:
             json.dump(meta, handle, indent=1)
+        ordinary_permissions(tmp)
         final = os.path.join(cache_dir, key)
         if os.path.exists(final):  # another worker finished first: keep theirs
             shutil.rmtree(tmp)
@@ -151,9 +158,10 @@ def finetune(model, task, data, recipe: Recipe, seed: int, progress: bool = True
     model.train()
     bar = tqdm(batches(data.train.features, data.collate, recipe.teacher_batch_size, seed, total), total=total,
                desc=f"teacher {task.name}", disable=not progress)
-    for batch in bar:
+    for step, batch in enumerate(bar, start=1):
         batch = _to(batch, device)
         loss = task.hard_loss(model(**task.model_inputs(batch)), batch)
+        check_finite_loss({"loss": loss}, step, "teacher fine-tuning", f"teacher_lr (now {recipe.teacher_lr:g})")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip)
         optimizer.step()
@@ -161,7 +169,24 @@ def finetune(model, task, data, recipe: Recipe, seed: int, progress: bool = True
         optimizer.zero_grad(set_to_none=True)
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     model.eval()
+    check_finite_weights(model, "teacher fine-tuning", f"teacher_lr (now {recipe.teacher_lr:g})")
     return time.time() - start
+
+
+def check_finite_loss(losses: dict[str, torch.Tensor], step: int, what: str, lr_field: str) -> None:
+    """Raise ``TrainingDiverged`` when a loss is NaN or infinite (checked before it is backpropagated)."""
+    for name, value in losses.items():
+        if not bool(torch.isfinite(value.detach()).all()):
+            raise TrainingDiverged(f"{what} diverged at step {step} ({name} {float(value.detach()):g}); lower the "
+                                   f"learning rate: -r {lr_field}")
+
+
+def check_finite_weights(model, what: str, lr_field: str | None = None) -> None:
+    """Raise ``TrainingDiverged`` when a parameter of ``model`` holds NaN or infinite values."""
+    for name, param in model.named_parameters():
+        if not bool(torch.isfinite(param.detach()).all()):
+            advice = f"; lower the learning rate: -r {lr_field}" if lr_field else ""
+            raise TrainingDiverged(f"{what} diverged: parameter {name} holds non-finite values{advice}")
 
 
 # ---- student ------------------------------------------------------------------------------------------------------
@@ -244,6 +269,7 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
     optimizer, scheduler = make_optimizer(params, recipe.lr, recipe, total)
     clip_params = [p for _, p in params]
 
+    lr_field = f"lr (now {recipe.lr:g})"
     teacher.eval()
     student.train()
     state = TrainState(step=0, total_steps=total, model=student, space=space, masks=masked.masks, seed=seed,
@@ -267,6 +293,7 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
         logit_loss = task.kd_loss(student_out, teacher_out, batch, recipe.temperature)
         if recipe.hard_label_weight:
             logit_loss = logit_loss + recipe.hard_label_weight * task.hard_loss(student_out, batch)
+        check_finite_loss({"logit loss": logit_loss}, step, "training", lr_field)
         logit_loss.backward(retain_graph=recipe.hidden_loss)
         state.step, state.masks = step, masked.masks
         if method.gradient_source == "logit":
@@ -276,6 +303,7 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
         if recipe.hidden_loss:
             hidden_loss = recipe.hidden_weight * hidden_mse(student_out.hidden_states, teacher_out.hidden_states,
                                                             projections, pairs, inputs["attention_mask"])
+            check_finite_loss({"hidden loss": hidden_loss}, step, "training", lr_field)
             hidden_loss.backward()
         if method.gradient_source == "total":
             state.unit_grads, state.loss_name = masked.unit_grads(), "total"
@@ -298,4 +326,5 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
             bar.set_postfix(kd=f"{record['logit_loss']:.3f}", hid=f"{record['hidden_loss']:.3f}",
                             dens=f"{record['density']:.3f}", refresh=False)
     student.eval()
+    check_finite_weights(student, "training", lr_field)
     return DistillResult(student, masked, masked.masks, space, total, time.time() - start, history)

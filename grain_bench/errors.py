@@ -18,6 +18,10 @@ class DataError(GrainBenchError):
     """A data file is missing or malformed, or a hub download failed."""
 
 
+class TrainingDiverged(GrainBenchError):
+    """A loss or a weight became NaN or infinite during training (the run is recorded as an error)."""
+
+
 class DuplicateNameError(GrainBenchError):
     """Two plugins registered the same name."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 
 from tqdm.auto import tqdm
@@ -56,11 +57,19 @@ class LocalExecutor:
         for spec in bar:
             bar.set_postfix_str(spec.label(), refresh=True)
             record = harness.run(spec)
-            store.append(record)
+            store_record(store, record, spec)
             records.append(record)
-            if not record.ok:
-                tqdm.write(f"run {spec.label()} failed: {record.error}")
         return records
+
+
+def store_record(store, record, spec) -> None:
+    """Append ``record`` to ``store`` and say on stderr when the run failed or its record had to be written aside."""
+    aside = store.append(record)
+    if aside is not None:
+        tqdm.write(f"grain-bench: could not append run {spec.label()} to {store.path}; its record is kept in {aside} "
+                   f"and goes into the store at the next `grain-bench run` with the same --results", file=sys.stderr)
+    if not record.ok:
+        tqdm.write(f"run {spec.label()} failed: {record.error}", file=sys.stderr)
 
 
 def ray_executor(**options):

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
+import numbers
 import os
 import platform
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from tqdm.auto import tqdm
 
 from grain_bench.errors import GrainBenchError, UsageError
 from grain_bench.types import Recipe, RunRecord, RunSpec
@@ -28,6 +31,12 @@ def build_specs(regs, methods: list[str], tasks: list[str], densities: list[floa
     overrides, task)`` applies a named recipe's per-task values). Every name and option is validated here, before
     anything runs or is written.
     """
+    for what, given in (("methods", methods), ("tasks", tasks), ("densities", densities), ("seeds", seeds)):
+        if not given:
+            raise UsageError(f"no {what} given: the grid needs at least one")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+            raise UsageError(f"seed {seed!r} is not an integer in [0, 2^32), the range numpy's random seed takes")
     method_options = dict(method_options or {})
     methods = regs.resolve_methods(methods)
     tasks = regs.expand_tasks(tasks)
@@ -35,7 +44,7 @@ def build_specs(regs, methods: list[str], tasks: list[str], densities: list[floa
         if regs.methods.entry(key).name not in methods:
             raise UsageError(f"options given for method {key!r}, which is not in --methods ({', '.join(methods)})")
     for density in densities:
-        if not 0 < density <= 1:
+        if not 0 < density <= 1:  # also refuses NaN
             raise UsageError(f"density {density:g} is outside (0, 1]; give fractions such as 0.05,0.1")
     options = {}
     for name in methods:
@@ -93,6 +102,8 @@ class TaskData:
     dev: Any
     eval: Any
     collate: Any
+    #: a trivial predictor's scores on the eval split ({} when the task defines none)
+    chance: dict[str, float] = field(default_factory=dict)
 
 
 class Harness:
@@ -152,30 +163,39 @@ class Harness:
             dev = task.encode("dev", tokenizer, recipe.max_length, recipe.max_eval_examples)
             evaluation = dev if task.eval_split == "dev" else task.encode(task.eval_split, tokenizer, recipe.max_length,
                                                                          recipe.max_eval_examples)
-            self._data[key] = TaskData(task, tokenizer, train, dev, evaluation, task.collate(tokenizer))
+            self._data[key] = TaskData(task, tokenizer, train, dev, evaluation, task.collate(tokenizer),
+                                       task.chance_scores(evaluation))
         return self._data[key]
 
     def teacher(self, spec: RunSpec, task, recipe: Recipe):
         """The fine-tuned teacher (trained once per task, backbone, teacher recipe and seed) with its scores."""
+        from grain_bench.backbones import check_max_length
         from grain_bench.distill import finetune, load_cached_teacher, save_teacher, set_seed, teacher_key
+        from grain_bench.files import STORAGE_ERRORS, storage_error_text
 
         key = teacher_key(task, spec.backbone, recipe, spec.seed)
         if key in self._teachers:
             return self._teachers[key]
         set_seed(spec.seed)
         model, tokenizer = self.load_model(spec, task)
-        positions = getattr(model.config, "max_position_embeddings", None)
-        if positions and recipe.max_length > positions:
-            raise UsageError(f"recipe max_length {recipe.max_length} is longer than backbone {spec.backbone!r} allows "
-                             f"({positions} positions); give -r max_length={positions} or less")
+        check_max_length(spec.backbone, model.config, recipe.max_length)  # preflight checks it too; the API may not
         data = self.data(spec, task, tokenizer, recipe)
         meta = load_cached_teacher(self.teacher_cache, key, model)
         if meta is None:
-            seconds = finetune(model, task, data, recipe, spec.seed, self.progress)
+            seconds = finetune(model, task, data, recipe, spec.seed, self.progress)  # raises if it diverged
             scores = task.evaluate(model, data.eval, tokenizer, recipe.eval_batch_size, self.progress)
             meta = {"key": key, "task": task.name, "backbone": spec.backbone, "seed": spec.seed, "scores": scores,
-                    "train_seconds": seconds, "recipe": recipe.teacher_dict()}
-            save_teacher(self.teacher_cache, key, model, meta)
+                    "train_seconds": seconds, "recipe": recipe.teacher_dict(), "warnings": []}
+            problem = _not_learned(task, scores, data.chance)
+            if problem:  # kept for this process's runs, never cached: the next sweep trains it again
+                meta["warnings"].append(f"{problem}; the teacher was not cached")
+                tqdm.write(f"grain-bench: warning: {task.name} seed {spec.seed}: {problem}; not caching it "
+                           f"(give the teacher more steps or another teacher_lr)", file=sys.stderr)
+            else:
+                try:
+                    save_teacher(self.teacher_cache, key, model, meta)
+                except STORAGE_ERRORS as exc:  # a full or read-only disk costs the cache, not the run
+                    meta["warnings"].append(f"the teacher could not be cached ({storage_error_text(exc)})")
         model.eval()
         self._teachers[key] = (model, meta)
         return model, meta
@@ -256,11 +276,14 @@ class Harness:
                  "dense_encoder": dense_shape.encoder_flops(seq), "dense_total": dense_shape.total_flops(seq)}
         flops["predicted_speedup"] = flops["dense_total"] / flops["total"]
 
+        warnings = [*teacher_meta.get("warnings", []), *info.pop("warnings", [])]
         versions = package_versions()
         versions.update({f"plugin:{k}": v for k, v in plugin_versions(self.pm).items() if not k.startswith("grain_bench.")})
         return RunRecord(
             run_id=spec.run_id, spec=spec.to_dict(), status="ok", scores=scores, primary_metric=task.primary_metric,
-            teacher_scores=teacher_meta["scores"], density=density, params=params, flops=flops, latency=latency,
+            teacher_scores=teacher_meta["scores"], chance_scores=data.chance,
+            warnings=warnings,
+            density=density, params=params, flops=flops, latency=latency,
             shape={**shape.summary(), "heads_kept": masks.heads_kept(), "units": masks.counts()},
             method_info={**info, "train_seconds": result.seconds, "steps": result.steps,
                          "final_losses": result.history[-1] if result.history else {}},
@@ -274,6 +297,18 @@ class Harness:
         except ImportError:
             return [], None, result.model
         return measure.measure_and_save(self, spec, task, result, masks, data, tokenizer, info)
+
+
+def _not_learned(task, scores: dict[str, float], chance: dict[str, float]) -> str | None:
+    """Why a fine-tuned teacher's score says it learned nothing (not better than a trivial predictor), or None."""
+    metric = task.primary_metric
+    if metric not in chance or metric not in scores:
+        return None
+    score, floor = scores[metric], chance[metric]
+    learned = score > floor if task.higher_is_better(metric) else score < floor
+    if learned:
+        return None
+    return f"the teacher scores {metric} {score:.4f}, no better than a trivial predictor ({floor:.4f})"
 
 
 def _better(task, candidate: dict[str, float], incumbent: dict[str, float]) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from grain_bench.errors import GrainBenchError
+from grain_bench.errors import GrainBenchError, TrainingDiverged
 from grain_bench.shape import ModelShape
 
 SCHEMA_VERSION = 1
@@ -275,6 +275,9 @@ def max_output_diff(reference, candidate, inputs: dict[str, torch.Tensor]) -> fl
         candidate.train(modes[1])
     if set(ref) != set(out):
         raise GrainBenchError(f"compact model outputs {sorted(out)} but the masked model outputs {sorted(ref)}")
+    if not all(bool(torch.isfinite(t).all()) for t in ref.values()):
+        raise TrainingDiverged("the trained student's outputs are not finite (NaN or infinite logits): training "
+                               "diverged; lower the learning rate")
     return max(float((ref[k].float() - out[k].float()).abs().max()) for k in ref)
 
 
@@ -324,6 +327,7 @@ def measure_and_save(harness, spec, task, result, masks, data, tokenizer, info):
     Returns (latency entries, artifact path or None, the compact model on the student's device).
     """
     from grain_bench.compact import compact, save_pruned
+    from grain_bench.files import STORAGE_ERRORS, storage_error_text
     from grain_bench.types import Recipe
 
     student = result.model
@@ -352,7 +356,11 @@ def measure_and_save(harness, spec, task, result, masks, data, tokenizer, info):
         path = os.path.join(harness.results_dir, "models", spec.run_id)
         metadata = {"run_id": spec.run_id, "spec": spec.to_dict(), "max_abs_logit_diff": diff,
                     "density": masks.density(result.space), "masks": masks.to_dict()}
-        artifact = save_pruned(compact_model.to("cpu"), path, tokenizer=tokenizer, metadata=metadata)
+        try:
+            artifact = save_pruned(compact_model.to("cpu"), path, tokenizer=tokenizer, metadata=metadata)
+        except STORAGE_ERRORS as exc:  # a full or read-only disk costs the saved model, not the trained result
+            info.setdefault("warnings", []).append(f"the compact model could not be saved to {path} "
+                                                   f"({storage_error_text(exc)})")
         compact_model.to(device)
     return latency, artifact, compact_model
 

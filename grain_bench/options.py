@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from typing import Any, ClassVar, Literal, get_args, get_origin
 
@@ -59,6 +60,46 @@ def _coerce(owner: str, key: str, value: Any, annotation: Any) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric option: optional bounds (open or closed); numbers must always be finite."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    hint: str = ""  # what to do instead, e.g. "or none to train for `epochs`"
+
+    def __str__(self) -> str:
+        low = f">= {self.ge:g}" if self.ge is not None else f"> {self.gt:g}" if self.gt is not None else ""
+        high = f"<= {self.le:g}" if self.le is not None else f"< {self.lt:g}" if self.lt is not None else ""
+        if low and high:
+            left = "[" if self.ge is not None else "("
+            right = "]" if self.le is not None else ")"
+            return f"in {left}{(self.ge if self.ge is not None else self.gt):g}, " \
+                   f"{(self.le if self.le is not None else self.lt):g}{right}"
+        return low or high or "finite"
+
+    def contains(self, value: float) -> bool:
+        """True when ``value`` is finite and within the bounds."""
+        return (math.isfinite(value)
+                and (self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
+                and (self.lt is None or value < self.lt) and (self.le is None or value <= self.le))
+
+
+FINITE = Range()
+
+
+def option(default: Any, *, gt: float | None = None, ge: float | None = None, lt: float | None = None,
+           le: float | None = None, hint: str = "") -> Any:
+    """A dataclass field with a declared valid range, checked by ``Options.parse`` before anything runs."""
+    return dataclasses.field(default=default, metadata={"range": Range(gt, ge, lt, le, hint)})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
 class Options:
     """Base of every options class: subclasses are frozen dataclasses with typed, defaulted fields."""
 
@@ -79,11 +120,26 @@ class Options:
             raise UsageError(f"{cls.owner}: unknown option {key!r}.{hint} Valid options: {valid}")
         kwargs = {k: _coerce(cls.owner, k, v, hints[k]) for k, v in values.items()}
         obj = cls(**kwargs)
+        obj.check_ranges()
         obj.validate()
         return obj
 
+    def check_ranges(self) -> None:
+        """Every number finite and every field with a declared ``Range`` (see ``option``) within it."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            bounds = f.metadata.get("range", FINITE)
+            for item in values:
+                if _is_number(item) and not bounds.contains(item):
+                    finite = "a finite number" + ("" if bounds is FINITE else " ")
+                    wanted = (finite if not math.isfinite(item) else "") + ("" if bounds is FINITE else str(bounds))
+                    hint = f" ({bounds.hint})" if bounds.hint else ""
+                    raise UsageError(f"{self.owner}: option {f.name}={item!r} must be {wanted}{hint}")
+
     def validate(self) -> None:
-        """Check value ranges; raise ``UsageError`` on a bad value. Subclasses extend this."""
+        """Check relations between fields; raise ``UsageError`` on a bad value. Single-field ranges are declared
+        with ``option(default, ge=..., ...)`` and checked before this."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field."""
@@ -106,6 +162,11 @@ class Options:
                 type_name = getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
             out.append((f.name, type_name, f.default))
         return out
+
+    @classmethod
+    def ranges(cls) -> dict[str, Range]:
+        """Declared valid ranges by field name (fields without one only need to be finite when numeric)."""
+        return {f.name: f.metadata["range"] for f in dataclasses.fields(cls) if "range" in f.metadata}
 
 
 def parse_key_values(items: list[str] | None, what: str, example: str) -> dict[str, str]:

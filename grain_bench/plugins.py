@@ -49,6 +49,12 @@ def make_plugin_manager(load_entry_points: bool = True, extra_plugins=()) -> plu
         pm.register(module, name=module_name)
     if load_entry_points:
         allowed = _allowed_entry_points()
+        available = {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+        unknown = sorted((allowed or set()) - available)
+        if unknown:
+            raise GrainBenchError(f"{ENV_LOAD_PLUGINS} names {', '.join(map(repr, unknown))}, which no installed "
+                                  f"package provides; installed plugins: {', '.join(sorted(available)) or '(none)'} "
+                                  f"(leave {ENV_LOAD_PLUGINS} unset to load them all, or empty to load none)")
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if allowed is not None and ep.name not in allowed:
                 continue

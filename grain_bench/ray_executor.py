@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from tqdm.auto import tqdm
 
 from grain_bench.errors import GrainBenchError, UsageError
+from grain_bench.executors import store_record
 from grain_bench.options import Options
 from grain_bench.types import Recipe, RunRecord, RunSpec, canonical_json
 
@@ -181,12 +182,10 @@ class RayExecutor:
                 for ref in ready:
                     spec, group = pending.pop(ref)
                     record = self._result(ray, ref, spec, harness)
-                    store.append(record)
+                    store_record(store, record, spec)
                     records.append(record)
                     bar.update(1)
                     bar.set_postfix_str(spec.label(), refresh=True)
-                    if not record.ok:
-                        tqdm.write(f"run {spec.label()} failed: {record.error}")
                     if group is not None:  # the teacher is in the cache now (or failed: the others try again)
                         for member in groups[group][1:]:
                             submit(member)

@@ -24,7 +24,7 @@ RECIPES: dict[str, dict] = {
                  eval_batch_size=64),
     # Seconds: for tests and smoke checks on the tiny backbone.
     "test": dict(temperature=2.0, hidden_loss=True, hidden_layer_step=1, lr=1e-3, batch_size=8, max_steps=12,
-                 max_length=32, prune_start=0.2, prune_end=0.6, teacher_lr=1e-3, teacher_max_steps=8,
+                 max_length=32, prune_start=0.2, prune_end=0.6, teacher_lr=3e-3, teacher_max_steps=60,
                  teacher_batch_size=8, max_train_examples=64, max_eval_examples=32, eval_batch_size=16),
 }
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from grain_bench.errors import UsageError
-from grain_bench.options import Options
+from grain_bench.options import Options, option
 
 SCHEMA_VERSION = 1
+#: The shortest ``max_length`` a recipe accepts: a sentence pair's special tokens alone take three positions.
+MIN_MAX_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -22,45 +25,40 @@ class Recipe(Options):
 
     name: str = "custom"
     # distillation losses
-    temperature: float = 8.0
-    hard_label_weight: float = 0.0
+    temperature: float = option(8.0, gt=0)
+    hard_label_weight: float = option(0.0, ge=0)
     hidden_loss: bool = True
-    hidden_layer_step: int = 2
-    hidden_weight: float = 1.0
+    hidden_layer_step: int = option(2, ge=1)
+    hidden_weight: float = option(1.0, ge=0)
     # student optimisation
-    lr: float = 3e-5
-    adam_eps: float = 1e-6
-    weight_decay: float = 0.01
-    warmup: float = 0.1
-    clip: float = 1.0
-    batch_size: int = 32
-    epochs: float = 20.0
-    max_steps: int | None = None
-    max_length: int = 128
+    lr: float = option(3e-5, gt=0)
+    adam_eps: float = option(1e-6, gt=0)
+    weight_decay: float = option(0.01, ge=0)
+    warmup: float = option(0.1, ge=0, le=1)  # fraction of training
+    clip: float = option(1.0, gt=0)  # max gradient norm
+    batch_size: int = option(32, ge=1)
+    epochs: float = option(20.0, gt=0)
+    max_steps: int | None = option(None, ge=1, hint="or none to train for `epochs`")
+    max_length: int = option(128, ge=MIN_MAX_LENGTH, hint="shorter inputs leave no room for text beside the special "
+                                                           "tokens; the backbone's positions bound it from above")
     # density schedule (fractions of training)
-    prune_start: float = 0.2
-    prune_end: float = 0.4
+    prune_start: float = option(0.2, ge=0, le=1)
+    prune_end: float = option(0.4, ge=0, le=1)
     # teacher fine-tuning
-    teacher_lr: float = 2e-5
-    teacher_epochs: float = 3.0
-    teacher_max_steps: int | None = None
-    teacher_batch_size: int = 32
+    teacher_lr: float = option(2e-5, gt=0)
+    teacher_epochs: float = option(3.0, gt=0)
+    teacher_max_steps: int | None = option(None, ge=1, hint="or none to train for `teacher_epochs`")
+    teacher_batch_size: int = option(32, ge=1)
     # data and evaluation
-    max_train_examples: int | None = None
-    max_eval_examples: int | None = None
-    eval_batch_size: int = 64
+    max_train_examples: int | None = option(None, ge=1, hint="or none for the whole split")
+    max_eval_examples: int | None = option(None, ge=1, hint="or none for the whole split")
+    eval_batch_size: int = option(64, ge=1)
 
     def validate(self) -> None:
-        """Reject values that make no sense."""
-        if not 0 <= self.prune_start <= self.prune_end <= 1:
-            raise UsageError(f"recipe: need 0 <= prune_start <= prune_end <= 1, got {self.prune_start}, {self.prune_end}")
-        if self.temperature <= 0:
-            raise UsageError(f"recipe: temperature must be > 0, got {self.temperature}")
-        for key in ("lr", "teacher_lr", "batch_size", "teacher_batch_size", "max_length", "eval_batch_size"):
-            if getattr(self, key) <= 0:
-                raise UsageError(f"recipe: {key} must be > 0, got {getattr(self, key)}")
-        if self.hidden_layer_step < 1:
-            raise UsageError(f"recipe: hidden_layer_step must be >= 1, got {self.hidden_layer_step}")
+        """Relations between fields (single-field ranges are declared above and checked first)."""
+        if not self.prune_start <= self.prune_end:
+            raise UsageError(f"recipe: need 0 <= prune_start <= prune_end <= 1, got {self.prune_start}, "
+                             f"{self.prune_end}")
 
     def teacher_dict(self) -> dict[str, Any]:
         """The fields that define the fine-tuned teacher (its cache key)."""
@@ -121,7 +119,12 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """The outcome of one run, as stored in ``records.jsonl``."""
+    """The outcome of one run, as stored in ``records.jsonl``.
+
+    Non-finite numbers (NaN, infinities) anywhere in a record are replaced by ``None`` when the record is made, and
+    their places are listed in ``nonfinite`` (e.g. ``scores.pearson``): stored JSON stays strict and no table ranks
+    such a value. ``warnings`` says what a reader of an ``ok`` record should know (a teacher not cached, a model
+    not saved)."""
 
     run_id: str
     spec: dict[str, Any]
@@ -142,6 +145,16 @@ class RunRecord:
     artifact: str | None = None
     created: str = ""
     schema_version: int = SCHEMA_VERSION
+    chance_scores: dict[str, float] = field(default_factory=dict)  # a trivial predictor on the scored split
+    warnings: list[str] = field(default_factory=list)
+    nonfinite: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        found = list(self.nonfinite or [])
+        for f in dataclasses.fields(self):
+            if f.name != "nonfinite":
+                object.__setattr__(self, f.name, _finite_or_none(getattr(self, f.name), f.name, found))
+        object.__setattr__(self, "nonfinite", sorted(set(found)))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
@@ -149,14 +162,63 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
-        """Inverse of ``to_dict``; raises ``ValueError`` when required keys are missing."""
+        """Inverse of ``to_dict``; raises ``ValueError`` when a required key is missing or a field has a wrong type."""
         names = {f.name for f in dataclasses.fields(cls)}
         missing = [k for k in ("run_id", "spec", "status") if k not in data]
         if missing:
             raise ValueError(f"record lacks {', '.join(missing)}")
-        return cls(**{k: v for k, v in data.items() if k in names})
+        values = {k: v for k, v in data.items() if k in names}
+        for name, value in values.items():
+            expected = _RECORD_TYPES[name]
+            if not _has_type(value, expected):
+                raise ValueError(f"field {name} is {type(value).__name__} {_short(value)}, expected "
+                                 f"{' or '.join(_TYPE_NAMES[t] for t in expected)}")
+        if values["status"] not in ("ok", "error"):
+            raise ValueError(f"field status is {_short(values['status'])}, expected 'ok' or 'error'")
+        if not values["run_id"]:
+            raise ValueError("field run_id is empty")
+        for name in ("scores", "teacher_scores", "chance_scores"):
+            for key, score in values.get(name, {}).items():
+                if score is not None and not _has_type(score, (float,)):
+                    raise ValueError(f"{name}.{key} is {type(score).__name__} {_short(score)}, expected a number")
+        return cls(**values)
 
     @property
     def ok(self) -> bool:
         """True when the run finished."""
         return self.status == "ok"
+
+
+_NUMBER = float  # in the table below: an int or a float, never a bool
+_RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "run_id": (str,), "spec": (dict,), "status": (str,), "error": (str, type(None)), "scores": (dict,),
+    "primary_metric": (str, type(None)), "teacher_scores": (dict,), "density": (dict,), "params": (dict,),
+    "flops": (dict,), "latency": (list,), "shape": (dict,), "method_info": (dict,), "wall_time_s": (_NUMBER,),
+    "versions": (dict,), "environment": (dict,), "artifact": (str, type(None)), "created": (str,),
+    "schema_version": (int,), "chance_scores": (dict,), "warnings": (list,), "nonfinite": (list,),
+}
+_TYPE_NAMES = {str: "a string", dict: "an object", list: "a list", float: "a number", int: "an integer",
+               type(None): "null"}
+
+
+def _has_type(value: Any, expected: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):  # JSON true/false is no number
+        return False
+    return any(isinstance(value, (int, float)) if t is float else isinstance(value, t) for t in expected)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _finite_or_none(value: Any, path: str, found: list[str]) -> Any:
+    """``value`` with every non-finite float replaced by None (its path appended to ``found``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        found.append(path)
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v, f"{path}.{k}", found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v, f"{path}[{i}]", found) for i, v in enumerate(value)]
+    return value

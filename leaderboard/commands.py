@@ -42,7 +42,8 @@ def add_parser(sub, parser_class, default_results: str) -> None:
     plot.add_argument("--stem", default="leaderboard", help="file name without extension (default: leaderboard)")
 
 
-def _print_notes(notes: list[str]) -> None:
+def print_notes(notes: list[str]) -> None:
+    """Notes go to stderr, so a table on stdout stays a clean Markdown/CSV/LaTeX/JSON document."""
     for note in notes:
         print(f"grain-bench: note: {note}", file=sys.stderr)
 
@@ -52,7 +53,9 @@ def run(args) -> int:
     if args.board_command == "show":
         from grain_bench.leaderboard.tables import show_table
 
-        print(show_table(args.results, args.format, task=args.task, allow_mixed=args.allow_mixed), end="")
+        text, notes = show_table(args.results, args.format, task=args.task, allow_mixed=args.allow_mixed)
+        print(text, end="")
+        print_notes(notes)
         return 0
     if args.board_command == "export":
         from grain_bench.leaderboard.tables import export_table
@@ -62,7 +65,7 @@ def run(args) -> int:
             print(text, end="")
         else:
             print(f"grain-bench: wrote {args.out}", file=sys.stderr)
-        _print_notes(notes)
+        print_notes(notes)
         return 0
     if args.board_command == "publish":
         from grain_bench.leaderboard.site import publish
@@ -78,6 +81,6 @@ def run(args) -> int:
         report = build_report(args.results, args.task, allow_mixed=args.allow_mixed)
         for path in write_plots(report.comparison.table, args.out, args.stem):
             print(path)
-        _print_notes(report.notes)
+        print_notes(report.notes)
         return 0
     raise GrainBenchError("leaderboard needs an action: show, export, publish or plot")

@@ -81,7 +81,9 @@ def problem_with(record: RunRecord) -> str | None:
     if record.ok:
         if record.primary_metric not in record.scores:
             return f"primary metric {record.primary_metric!r} is not among the scores"
-        if not isinstance(record.scores[record.primary_metric], (int, float)):
+        value = record.scores[record.primary_metric]
+        nonfinite = value is None and f"scores.{record.primary_metric}" in record.nonfinite  # shown, never ranked
+        if not nonfinite and (isinstance(value, bool) or not isinstance(value, (int, float))):
             return "the primary score is not a number"
     return None
 
@@ -152,7 +154,10 @@ def _compact_latency(record: RunRecord) -> dict[str, Any]:
 
 
 def _number(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    """A finite number as float; anything else (missing, null, a non-finite value) as NaN, which no table ranks."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return math.nan
 
 
 def records_frame(records: list[RunRecord], diffs: dict[str, Counter] | None = None) -> pd.DataFrame:
@@ -236,8 +241,13 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
             notes.append(f"{task}: measured speedups of {int(others.sum())} run(s) from other environments "
                          f"({'; '.join(sorted(set(group.loc[others, 'latency_env'])))}) are left out; "
                          f"speedups are compared only within {chosen}")
+    unscored = frame[frame["score"].isna()]
+    if not unscored.empty:
+        notes.append(f"{len(unscored)} run(s) have no finite score ({', '.join(sorted(unscored['run_id']))}); "
+                     f"they are left out of means, seed counts and fronts")
     grouped = frame.groupby(GROUP_KEYS, dropna=False, sort=False)
-    out = grouped.agg(score_mean=("score", "mean"), score_std=("score", "std"), seeds=("seed", "nunique"),
+    # ``seeds`` counts the runs with a finite score: the ones the mean is over
+    out = grouped.agg(score_mean=("score", "mean"), score_std=("score", "std"), seeds=("score", "count"),
                       density=("density", "mean"), encoder_params=("encoder_params", "mean"),
                       flops_speedup=("flops_speedup", "mean"), speedup=("speedup", "mean"),
                       speedup_std=("speedup", "std"), metric=("metric", "first"),

@@ -1,24 +1,39 @@
 """The append-only record store: one JSON record per line in ``records.jsonl``.
 
-Appends take a file lock and write a whole line in one call, so several processes can share one store. A corrupt
-or half-written line is reported in ``problems`` and skipped on read, never fatal and never silently dropped; a
-later append starts on a fresh line so it cannot glue itself onto a truncated one.
+Appends take a file lock and write a whole line in one call, so several processes can share one store. A corrupt,
+half-written or wrongly typed line is reported in ``problems`` and skipped on read, never fatal and never silently
+dropped; a later append starts on a fresh line so it cannot glue itself onto a truncated one.
+
+A trained result is never lost to storage: ``check_writable`` refuses an unusable location before anything runs; an
+append that fails (full disk, read-only filesystem, a lock held too long) is rolled back to the previous end of the
+file, retried, and then written aside to a file outside the results directory (``aside_path``), from which the next
+``grain-bench run`` on the same results directory appends it (``recover_aside``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
+import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
+from grain_bench.errors import GrainBenchError, UsageError
 from grain_bench.types import SCHEMA_VERSION, RunRecord
 
 RECORDS_FILE = "records.jsonl"
+#: Seconds an append waits for the store lock (env ``GRAIN_BENCH_LOCK_TIMEOUT``); other writers hold it for a write.
+DEFAULT_LOCK_TIMEOUT = 60.0
+LOCK_TIMEOUT_ENV = "GRAIN_BENCH_LOCK_TIMEOUT"
+#: Where records that could not be appended are kept (env ``GRAIN_BENCH_HOME``, else the user's cache folder).
+HOME_ENV = "GRAIN_BENCH_HOME"
+APPEND_ATTEMPTS = 3
 _DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
@@ -65,46 +80,196 @@ class StoreProblem:
         return f"line {self.line}: {self.reason}"
 
 
+class StoreError(GrainBenchError):
+    """A record could not be written to the store (the message says why and where it was kept instead)."""
+
+
+def lock_timeout() -> float:
+    """The store-lock timeout in seconds (``GRAIN_BENCH_LOCK_TIMEOUT``, default 60)."""
+    value = os.environ.get(LOCK_TIMEOUT_ENV)
+    if not value:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise UsageError(f"{LOCK_TIMEOUT_ENV}={value!r} is not a number of seconds >= 0")
+    return seconds
+
+
+def grain_bench_home() -> str:
+    """grain-bench's own folder for this user (``GRAIN_BENCH_HOME``, else ``$XDG_CACHE_HOME/grain-bench``)."""
+    if os.environ.get(HOME_ENV):
+        return os.environ[HOME_ENV]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "grain-bench")
+
+
+def encode_record(record: RunRecord) -> bytes:
+    """One strict JSON line (``RunRecord`` has already replaced non-finite numbers by null, listed in ``nonfinite``)."""
+    return (json.dumps(record.to_dict(), sort_keys=True, default=str, allow_nan=False) + "\n").encode()
+
+
 @dataclass
 class RecordStore:
     """Records of one results directory."""
 
     directory: str
     problems: list[StoreProblem] = field(default_factory=list)
+    #: (run id, path) of every record this store object had to write aside instead of appending
+    aside: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def path(self) -> str:
         """Path of ``records.jsonl``."""
         return os.path.join(self.directory, RECORDS_FILE)
 
-    def _lock(self) -> FileLock:
-        return FileLock(self.path + ".lock", timeout=60)
+    def _lock(self, timeout: float | None = None) -> FileLock:
+        return FileLock(self.path + ".lock", timeout=lock_timeout() if timeout is None else timeout)
 
-    def append(self, record: RunRecord) -> None:
-        """Append one record atomically with respect to other writers and to signals.
+    # ---- before a sweep -----------------------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Raise ``UsageError`` unless records can be appended here: a directory (or one that can be created), a
+        regular records file, write access, and the lock obtainable. Writes nothing that stays."""
+        directory = os.path.abspath(self.directory)
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise UsageError(f"--results {self.directory!r} is a file; expected a results directory (or a new path)")
+        if not os.path.isdir(directory):
+            parent = directory
+            while not os.path.exists(parent):
+                parent = os.path.dirname(parent)
+            if not os.path.isdir(parent):
+                raise UsageError(f"cannot create results directory {self.directory!r}: {parent!r} is not a directory")
+            _probe_write(parent, f"cannot create results directory {self.directory!r}")
+            return
+        if os.path.lexists(self.path) and not os.path.isfile(self.path):
+            raise UsageError(f"{self.path!r} is not a regular file (a directory?); the store needs it to be the "
+                             f"records file: move it away or choose another --results")
+        _probe_write(directory, f"results directory {self.directory!r} is not writable")
+        if os.path.exists(self.path):
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND))
+            except OSError as exc:
+                raise UsageError(f"cannot append to {self.path!r}: {exc.strerror or exc}") from None
+        timeout = min(lock_timeout(), 10.0)
+        try:
+            with self._lock(timeout):
+                pass
+        except Timeout:
+            raise UsageError(f"the store lock {self.path}.lock is held by another process for more than {timeout:g} s; "
+                             f"if no other grain-bench writes to {self.directory!r}, that process is stuck: stop it "
+                             f"(the lock is freed when it exits)") from None
+        except OSError as exc:
+            raise UsageError(f"cannot take the store lock {self.path}.lock: {exc.strerror or exc}") from None
 
-        The whole line goes out in one ``write`` on an ``O_APPEND`` descriptor under the file lock, then ``fsync``;
-        SIGINT/SIGTERM are held back meanwhile (in the main thread), so an interrupted sweep never leaves half a line.
+    # ---- writing ------------------------------------------------------------------------------------------------
+    def append(self, record: RunRecord) -> str | None:
+        """Append one record; never loses it. Returns None when it is in the store, else the path it was written to.
+
+        Each attempt writes the whole line in one ``write`` on an ``O_APPEND`` descriptor under the file lock, then
+        ``fsync``s; SIGINT/SIGTERM are held back meanwhile (in the main thread), so an interrupted sweep never leaves
+        half a line. A failed write (full disk, read-only filesystem) is cut back to the previous end of the file.
+        After ``APPEND_ATTEMPTS`` failed attempts (a lock held too long counts) the record goes to ``aside_path``
+        and is listed in ``aside``; raises ``StoreError`` only when even that fails (the message holds the record).
         SIGKILL cannot be held back; a line cut short by it is reported by ``records()`` and the next append starts
         on a fresh line.
         """
+        data = encode_record(record)
+        error: Exception | None = None
+        for attempt in range(APPEND_ATTEMPTS):
+            try:
+                self._append_line(data)
+                return None
+            except (OSError, Timeout) as exc:
+                error = exc
+                if attempt + 1 < APPEND_ATTEMPTS:
+                    time.sleep(0.5 * (attempt + 1))  # a transient failure (a lock, an NFS hiccup) may pass
+        return self._write_aside(record, data, error)
+
+    def _append_line(self, data: bytes) -> None:
         os.makedirs(self.directory, exist_ok=True)
-        data = (json.dumps(record.to_dict(), sort_keys=True, default=str) + "\n").encode()
         with self._lock(), _signals_deferred():
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 size = os.fstat(fd).st_size
                 if size > 0 and os.pread(fd, 1, size - 1) != b"\n":  # a previous writer died mid-line
                     data = b"\n" + data
-                view = memoryview(data)
-                while view:  # a regular file takes the whole write at once; loop only for exotic filesystems
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
+                try:
+                    view = memoryview(data)
+                    while view:  # a regular file takes the whole write at once; loop only for exotic filesystems
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)  # roll back a partial line (ENOSPC mid-write)
+                    raise
             finally:
                 os.close(fd)
 
+    @property
+    def aside_path(self) -> str:
+        """Where records go that cannot be appended: one file per results directory, outside it."""
+        return self._aside_paths()[0]
+
+    def _aside_paths(self) -> tuple[str, str]:
+        # grain-bench's own folder first; the temporary folder when that one is on the full or read-only disk too
+        name = hashlib.sha256(os.path.abspath(self.directory).encode()).hexdigest()[:16] + ".jsonl"
+        return (os.path.join(grain_bench_home(), "unsaved", name),
+                os.path.join(tempfile.gettempdir(), "grain-bench-unsaved", name))
+
+    def _write_aside(self, record: RunRecord, data: bytes, error: Exception | None) -> str:
+        reason = (f"the store lock was held by another process for more than {lock_timeout():g} s"
+                  if isinstance(error, Timeout) else getattr(error, "strerror", None) or str(error))
+        entry = json.dumps({"results": os.path.abspath(self.directory), "error": reason, "record": record.to_dict()},
+                           sort_keys=True, default=str, allow_nan=False) + "\n"
+        tried = []
+        for path in self._aside_paths():
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "a", encoding="utf-8") as handle:
+                    handle.write(entry)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError as exc:
+                tried.append(f"{path}: {exc.strerror or exc}")
+                continue
+            self.aside.append((record.run_id, path))
+            return path
+        raise StoreError(f"could not append run {record.run_id} to {self.path} ({reason}) nor write it aside "
+                         f"({'; '.join(tried)}); the record follows, append it by hand: {data.decode().strip()}")
+
+    def recover_aside(self) -> int:
+        """Append the records an earlier sweep wrote aside for this results directory (each once); returns how many.
+
+        Raises ``StoreError`` (the aside file kept) when they cannot be appended."""
+        recovered = 0
+        for path in self._aside_paths():
+            if not os.path.isfile(path):
+                continue
+            known = {(r.run_id, r.created) for r in self.records()}
+            with open(path, "rb") as handle:
+                lines = handle.read().splitlines()
+            for raw in lines:
+                try:
+                    record = RunRecord.from_dict(json.loads(raw)["record"])
+                except (ValueError, TypeError, KeyError):
+                    continue  # a line cut short while it was written aside: nothing to recover from it
+                if (record.run_id, record.created) in known:
+                    continue
+                try:
+                    self._append_line(encode_record(record))
+                except (OSError, Timeout) as exc:
+                    raise StoreError(f"cannot append the records saved aside in {path} to {self.path}: "
+                                     f"{getattr(exc, 'strerror', None) or exc}") from None
+                known.add((record.run_id, record.created))
+                recovered += 1
+            os.remove(path)
+        return recovered
+
+    # ---- reading ------------------------------------------------------------------------------------------------
     def records(self) -> list[RunRecord]:
-        """Every readable record in file order; unreadable lines are listed in ``problems``."""
+        """Every readable record in file order; unreadable or wrongly typed lines are listed in ``problems``."""
         self.problems = []
         if not os.path.exists(self.path):
             return []
@@ -141,3 +306,12 @@ class RecordStore:
     def done(self) -> set[str]:
         """Run ids with an ``ok`` record."""
         return {run_id for run_id, record in self.latest().items() if record.ok}
+
+
+def _probe_write(directory: str, what: str) -> None:
+    """Create and remove a temporary file in ``directory``; ``UsageError`` with ``what`` when that fails."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".grain-bench-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{what}: {exc.strerror or exc}") from None

@@ -97,19 +97,23 @@ def build_report(results_dir: str, task: str | None = None, run_ids=None, allow_
 
 
 def show_table(results_dir: str, fmt: str = "markdown", task: str | None = None, run_ids=None,
-               allow_mixed: bool = False) -> str:
-    """Render the comparison of ``results_dir`` (optionally one task, or only ``run_ids``)."""
+               allow_mixed: bool = False) -> tuple[str, list[str]]:
+    """The rendered comparison of ``results_dir`` (optionally one task, or only ``run_ids``) and its notes.
+
+    The notes are returned apart (callers print them on stderr) so that the text stays a clean document; JSON and
+    LaTeX also carry them inside."""
     if fmt not in FORMATS:
         raise GrainBenchError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     report = build_report(results_dir, task, run_ids, allow_mixed)
     table = report.comparison.table
+    notes = list(report.notes)
     if table.empty and fmt != "json":
-        text = "(no successful runs" + (f" for task {task}" if task else "") + ")\n"
+        empty = "no successful runs" + (f" for task {task}" if task else "")
+        text = "" if fmt == "csv" else f"({empty})\n"  # a CSV on stdout stays a CSV: the note goes to stderr
+        notes.append(empty)
     else:
         text = render(table, fmt, report.caption, report.notes if fmt in ("json", "latex") else None)
-    if fmt in ("json", "latex") and not table.empty:
-        return text
-    return text + "".join(f"note: {n}\n" for n in report.notes)
+    return text, notes
 
 
 def export_table(results_dir: str, fmt: str, out: str | None = None, task: str | None = None,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from grain_bench.hookspecs import hookimpl
 from grain_bench.method import Method, MethodOptions
 from grain_bench.methods._common import GlobalRankingMethod, ScoreEMA, has_nan, random_unit_scores
+from grain_bench.options import option
 
 
 class Dense(Method):
@@ -49,7 +50,7 @@ class Magnitude(GlobalRankingMethod):
 class FfnOnlyOptions(MethodOptions):
     """Options of ``ffn-only``."""
 
-    beta: float = 0.998
+    beta: float = option(0.998, ge=0, lt=1)  # EMA factor
 
 
 class FfnOnly(GlobalRankingMethod):

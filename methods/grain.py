@@ -23,30 +23,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from grain_bench.errors import UsageError
 from grain_bench.hookspecs import hookimpl
 from grain_bench.method import MethodOptions
 from grain_bench.methods._common import GlobalRankingMethod, ScoreEMA, has_nan, random_unit_scores
+from grain_bench.options import option
 
 
 @dataclass(frozen=True)
 class GrainOptions(MethodOptions):
     """Options of ``grain``."""
 
-    alpha: float = 0.3  # structure regularisation strength; 0 disables
-    beta: float = 0.998  # EMA factor
+    alpha: float = option(0.3, ge=0)  # structure regularisation strength; 0 disables
+    beta: float = option(0.998, ge=0, lt=1)  # EMA factor
     score: Literal["grad", "random", "magnitude"] = "grad"
     gradient_separation: bool = True
-    embedding_rank: int | None = None  # truncated SVD of the word embeddings after training
-
-    def validate(self) -> None:
-        """Range checks."""
-        if self.alpha < 0:
-            raise UsageError(f"{self.owner}: alpha must be >= 0, got {self.alpha}")
-        if not 0 <= self.beta < 1:
-            raise UsageError(f"{self.owner}: beta must be in [0, 1), got {self.beta}")
-        if self.embedding_rank is not None and self.embedding_rank < 1:
-            raise UsageError(f"{self.owner}: embedding_rank must be >= 1, got {self.embedding_rank}")
+    embedding_rank: int | None = option(None, ge=1)  # truncated SVD of the word embeddings after training
 
 
 def structure_factor(vo_masks, alpha: float):

@@ -15,6 +15,7 @@ from grain_bench.errors import UsageError
 from grain_bench.hookspecs import hookimpl
 from grain_bench.method import Method, MethodOptions
 from grain_bench.methods._common import ScoreEMA, has_nan
+from grain_bench.options import option
 
 AUTO_SHARES = ("0.2", "proportional", "0.5", "0.7")
 
@@ -24,7 +25,7 @@ class HeadsOptions(MethodOptions):
     """Options of ``heads``."""
 
     head_share: str = "proportional"  # a fraction in [0, 1], "proportional" or "auto"
-    beta: float = 0.998
+    beta: float = option(0.998, ge=0, lt=1)  # EMA factor
 
     def validate(self) -> None:
         """``head_share`` must be a fraction, proportional or auto."""

@@ -7,6 +7,7 @@ This module imports no torch at import time.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -99,7 +100,28 @@ class Task:
             missing = {"train", "dev", self.eval_split} - set(self._raw)
             if missing:
                 raise DataError(f"task {self.name!r}: data has no {', '.join(sorted(missing))} split")
+            for name, split in self._raw.items():
+                self.check_labels(name, split)
         return self._raw
+
+    def check_labels(self, split_name: str, split) -> None:
+        """Raise ``DataError`` when a sequence-level label is not a class id (classification) or not a finite number
+        (regression): one NaN label makes every loss NaN. Token and span tasks check their labels when reading."""
+        import numpy as np
+
+        if self.head not in ("sequence", "regression") or self.label_field not in split.column_names:
+            return
+        labels = np.asarray(split[self.label_field], dtype=float)
+        if self.head == "regression":
+            bad = np.flatnonzero(~np.isfinite(labels))
+            expected = "a finite number"
+        else:
+            bad = np.flatnonzero(~np.isfinite(labels) | (labels < 0) | (labels >= self.num_labels)
+                                 | (labels != np.round(labels)))
+            expected = f"a class id in 0..{self.num_labels - 1}"
+        if len(bad):
+            raise DataError(f"task {self.name!r}: split {split_name!r} row {int(bad[0])} has label {labels[bad[0]]!r}"
+                            f" ({len(bad)} such row(s)); expected {expected}")
 
     def encode(self, split: str, tokenizer, max_length: int, limit: int | None = None) -> EncodedSplit:
         """Tokenise ``split`` (the first ``limit`` examples when given) for a sequence-level head."""
@@ -195,6 +217,34 @@ class Task:
     def metric_modules(self) -> tuple[str, ...]:
         """Names of the local ``evaluate`` modules that produce ``metrics``."""
         return self.metrics
+
+    def chance_predictions(self, encoded: EncodedSplit):
+        """What a trivial predictor outputs on ``encoded``, in the form ``score`` takes, or None when the task defines
+        none: the split's most frequent class (classification) or its mean label (regression)."""
+        import numpy as np
+
+        if self.head not in ("sequence", "regression") or "labels" not in encoded.features.column_names:
+            return None
+        labels = np.asarray(encoded.features["labels"])
+        if len(labels) == 0:
+            return None
+        if self.head == "regression":
+            return np.full((len(labels), 1), float(labels.mean()))
+        logits = np.zeros((len(labels), self.num_labels))
+        logits[:, np.bincount(labels, minlength=self.num_labels).argmax()] = 1.0
+        return logits
+
+    def chance_scores(self, encoded: EncodedSplit) -> dict[str, float]:
+        """Scores of ``chance_predictions`` ({} when there are none); a correlation of a constant prediction is 0."""
+        import warnings
+
+        predictions = self.chance_predictions(encoded)
+        if predictions is None:
+            return {}
+        with warnings.catch_warnings():  # correlations of a constant warn and return NaN
+            warnings.simplefilter("ignore")
+            scores = self.score(predictions, encoded)
+        return {k: v if math.isfinite(v) else 0.0 for k, v in scores.items()}
 
     def evaluate(self, model, encoded: EncodedSplit, tokenizer, batch_size: int, progress: bool = True) -> dict[str, float]:
         """Predict and score one encoded split."""

@@ -211,6 +211,10 @@ class Conll2003(Task):
         scores = load_metric("conlleval").compute(predictions=predictions, references=references)
         return {k: float(scores[k]) for k in self.metrics}
 
+    def chance_predictions(self, encoded: EncodedSplit):
+        """Every token ``O`` (no entity found: entity F1 0, token accuracy the share of ``O``)."""
+        return [[LABEL_IDS["O"]] * len(ids) for ids in encoded.extra["word_ids"]]
+
     def metric_modules(self) -> tuple[str, ...]:
         """The conlleval scorer."""
         return ("conlleval",)

@@ -15,6 +15,7 @@ TSV files are read as GLUE's own processors read them: tab-separated, no quoting
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, ClassVar
 
@@ -90,10 +91,13 @@ class GlueTask(Task):
             if self.label_map is not None:
                 return self.label_map[value]
             if self.head == "regression":
-                return float(value)
+                number = float(value)
+                if not math.isfinite(number):
+                    raise ValueError(value)
+                return number
             label = int(value)
         except (KeyError, ValueError):
-            allowed = ", ".join(self.label_map) if self.label_map else ("a number" if self.head == "regression"
+            allowed = ", ".join(self.label_map) if self.label_map else ("a finite number" if self.head == "regression"
                                                                         else "an integer class id")
             raise DataError(f"{self.name}: {path} line {line}: label {value!r} is not {allowed}") from None
         if not 0 <= label < self.num_labels:

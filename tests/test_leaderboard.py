@@ -110,7 +110,7 @@ def test_relative_score_needs_a_positive_teacher_score(tmp_path):
     directory = write_store(tmp_path / "results", records)
     table = build_report(directory).comparison.table
     assert table["relative"].isna().all()
-    assert "-163" not in show_table(directory, "markdown")
+    assert "-163" not in show_table(directory, "markdown")[0]
 
 
 def test_pareto_fronts(board_dir):
@@ -208,9 +208,9 @@ def test_export_refuses_to_write_into_results(board_dir):
 def test_show_keeps_working_and_json_is_strict(board_dir):
     from grain_bench.leaderboard.tables import show_table
 
-    text = show_table(board_dir, "markdown", task="tweets", run_ids=None)
+    text, _ = show_table(board_dir, "markdown", task="tweets", run_ids=None)
     assert "teacher" in text and "grain" in text
-    json.loads(show_table(board_dir, "json"))
+    json.loads(show_table(board_dir, "json")[0])
 
 
 # ---------------------------------------------------------------- corrupt and missing directories

@@ -129,11 +129,29 @@ def test_teacher_cache_round_trip_and_corruption(tmp_path):
     assert not os.path.exists(os.path.join(tmp_path, "abc"))
 
 
-def test_teacher_is_trained_once_per_seed_and_shared(regs, pm, results_dir, test_recipe):
-    specs = build_specs(regs, ["dense", "random"], ["tweets"], [0.5], [1], "test-bert-tiny", test_recipe)
+def test_teacher_is_trained_once_per_seed_and_shared(regs, pm, results_dir, test_recipe, data_dir):
+    specs = build_specs(regs, ["dense", "random"], ["sst2"], [0.5], [1], "test-bert-tiny", test_recipe,
+                        data_dir=data_dir)
     harness = Harness(results_dir, regs=regs, pm=pm, progress=False, save_models=False, measure_latency=False)
     records = [harness.run(spec) for spec in specs]
     assert all(r.ok for r in records), [r.error for r in records]
     assert len([d for d in os.listdir(harness.teacher_cache) if not d.startswith(".")]) == 1
     assert records[0].teacher_scores == records[1].teacher_scores
+    assert records[0].teacher_scores["accuracy"] > records[0].chance_scores["accuracy"] == 0.5  # it learned
+    assert records[0].warnings == []
     assert 0.0 <= records[0].scores["accuracy"] <= 1.0
+
+
+def test_a_teacher_no_better_than_chance_is_used_but_never_cached(regs, pm, results_dir, test_recipe):
+    """The tiny character-level model cannot learn tweet sentiment from 64 rows: its teacher predicts the majority
+    class. The runs of this process share it, the records say so, and nothing is cached for later sweeps."""
+    specs = build_specs(regs, ["dense", "random"], ["tweets"], [0.5], [1], "test-bert-tiny", test_recipe)
+    harness = Harness(results_dir, regs=regs, pm=pm, progress=False, save_models=False, measure_latency=False)
+    records = [harness.run(spec) for spec in specs]
+    assert all(r.ok for r in records), [r.error for r in records]
+    teacher, chance = records[0].teacher_scores["accuracy"], records[0].chance_scores["accuracy"]
+    assert teacher <= chance
+    assert not os.path.exists(harness.teacher_cache)
+    for record in records:
+        assert record.teacher_scores == records[0].teacher_scores
+        assert any("no better than a trivial predictor" in w and "not cached" in w for w in record.warnings)

@@ -1,0 +1,36 @@
+"""Small filesystem helpers shared by the writers of the results directory (teacher cache, saved models)."""
+
+from __future__ import annotations
+
+import os
+
+from safetensors import SafetensorError
+
+#: What a full or read-only disk raises while a model is written (safetensors wraps the OS error in its own type).
+STORAGE_ERRORS = (OSError, SafetensorError)
+
+
+def storage_error_text(exc: BaseException) -> str:
+    """The short reason of a ``STORAGE_ERRORS`` exception, e.g. "No space left on device"."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.removeprefix("Error while serializing: ")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def ordinary_permissions(folder: str) -> None:
+    """Give ``folder`` and everything in it the modes of an ordinary ``mkdir``/``open`` (0777 / 0666 minus the umask).
+
+    ``tempfile.mkdtemp`` makes its folder 0700 and safetensors writes its files 0600; a folder built that way and
+    renamed into place (a cached teacher, a saved model) would be unreadable to the other users of a shared results
+    directory.
+    """
+    mask = _umask()
+    for root, dirs, files in os.walk(folder):
+        os.chmod(root, 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~mask)

@@ -1,0 +1,46 @@
+"""Checks that run before a sweep trains or writes anything: the device and the backbones of the grid (each resolved
+once: it exists, is a BERT-family encoder with a tokenizer that knows words, and is long enough for every task's
+recipe). The grid's names, options and recipe values are checked where they are parsed (``harness.build_specs``,
+``Options.parse``) and the results location by ``RecordStore.check_writable``. Every failure raises a
+``GrainBenchError`` with what was wrong and what is expected: one line and exit code 2 from the CLI.
+"""
+
+from __future__ import annotations
+
+from grain_bench.errors import UsageError
+from grain_bench.types import Recipe, RunSpec
+
+
+def check_device(device: str | None) -> None:
+    """Raise ``UsageError`` unless ``device`` is None (automatic), ``cpu``, or a CUDA device this machine has."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {device!r} is not a device name: expected cpu, cuda or cuda:N") from None
+    if parsed.type == "cpu":
+        return
+    if parsed.type != "cuda":
+        raise UsageError(f"--device {device!r}: grain-bench trains and times on cpu or cuda (cuda:N), "
+                         f"not {parsed.type}")
+    if not torch.cuda.is_available():
+        raise UsageError(f"--device {device!r}: no CUDA device is available on this machine; use --device cpu")
+    if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+
+
+def check_backbones(specs: list[RunSpec], regs=None, pm=None) -> None:
+    """Resolve and check every backbone of ``specs`` once, and every task's ``max_length`` against it."""
+    from grain_bench.backbones import check_max_length, inspect_backbone
+
+    lengths: dict[str, set[int]] = {}
+    for spec in specs:
+        lengths.setdefault(spec.backbone, set()).add(Recipe.parse(spec.recipe).max_length)
+    for backbone, wanted in lengths.items():
+        info = inspect_backbone(backbone, pm=pm, regs=regs)
+        for max_length in sorted(wanted, reverse=True):
+            check_max_length(backbone, info.config, max_length)
