@@ -242,13 +242,17 @@ class RecordStore:
     def recover_aside(self) -> int:
         """Append the records an earlier sweep wrote aside for this results directory (each once); returns how many.
 
-        Raises ``StoreError`` (the aside file kept) when they cannot be appended."""
+        The aside file is first claimed by renaming it, so two sweeps starting at once do not both append it. Raises
+        ``StoreError`` when the records cannot be appended; the file is then put back for the next attempt."""
         recovered = 0
         for path in self._aside_paths():
-            if not os.path.isfile(path):
+            claimed = f"{path}.recovering-{os.getpid()}"
+            try:
+                os.replace(path, claimed)
+            except FileNotFoundError:
                 continue
             known = {(r.run_id, r.created) for r in self.records()}
-            with open(path, "rb") as handle:
+            with open(claimed, "rb") as handle:
                 lines = handle.read().splitlines()
             for raw in lines:
                 try:
@@ -260,11 +264,12 @@ class RecordStore:
                 try:
                     self._append_line(encode_record(record))
                 except (OSError, Timeout) as exc:
-                    raise StoreError(f"cannot append the records saved aside in {path} to {self.path}: "
+                    _put_back(claimed, path)
+                    raise StoreError(f"cannot append the records kept aside in {path} to {self.path}: "
                                      f"{getattr(exc, 'strerror', None) or exc}") from None
                 known.add((record.run_id, record.created))
                 recovered += 1
-            os.remove(path)
+            os.remove(claimed)
         return recovered
 
     # ---- reading ------------------------------------------------------------------------------------------------
@@ -306,6 +311,13 @@ class RecordStore:
     def done(self) -> set[str]:
         """Run ids with an ``ok`` record."""
         return {run_id for run_id, record in self.latest().items() if record.ok}
+
+
+def _put_back(claimed: str, path: str) -> None:
+    """Return a claimed aside file to ``path``, after anything written aside there meanwhile."""
+    with open(claimed, "rb") as source, open(path, "ab") as target:
+        target.write(source.read())
+    os.remove(claimed)
 
 
 def _probe_write(directory: str, what: str) -> None:
