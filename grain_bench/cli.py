@@ -21,7 +21,7 @@ def _items(value: str, what: str, example: str) -> list[str]:
     if not any(items):
         raise argparse.ArgumentTypeError(f"expected at least one {what}, e.g. {example}; got {value!r}")
     if "" in items:
-        raise argparse.ArgumentTypeError(f"empty item in {value!r}: expected {what}s separated by single commas, "
+        raise argparse.ArgumentTypeError(f"empty item in {value!r}: separate the values by single commas, "
                                          f"e.g. {example}")
     return items
 
