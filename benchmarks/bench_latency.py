@@ -101,7 +101,7 @@ def uniform_stock_model(model, shape):
 
 def build_models(dense, densities=DENSITIES, uniform: bool = True):
     """{label: model} plus {label: info} for dense, compact at each density and the uniform stock twins."""
-    from grain_bench.compact import compact
+    from grain_bench.compaction import compact
     from grain_bench.masks import MaskSpace, UnitMasks
 
     space = MaskSpace.from_config(dense.config)

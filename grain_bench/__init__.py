@@ -1,22 +1,33 @@
-"""grain-bench: a pluggable benchmark for structured pruning of pre-trained transformer encoders."""
+"""grain-bench: a pluggable benchmark for structured pruning of pre-trained transformer encoders.
+
+The Python API (imported lazily, so ``grain-bench --help`` does not import torch):
+
+- ``run(methods=..., tasks=..., ...)`` runs a grid and returns its records as a pandas DataFrame;
+  ``load_results(results)`` reads any results directory into the same frame;
+- ``compact(model, masks)``, ``save_pruned(model, path)``, ``load_pruned(path)``: physically pruned models;
+- ``hookimpl``: the marker for plugin hooks.
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-__all__ = ["__version__", "compact", "load_pruned", "run", "hookimpl"]
+import importlib
 
 from grain_bench.hookspecs import hookimpl
+from grain_bench.version import __version__
+
+__all__ = ["__version__", "compact", "hookimpl", "load_pruned", "load_results", "run", "save_pruned"]
+
+# public name -> module that defines it (imported on first use)
+_LAZY = {"compact": "grain_bench.compaction", "save_pruned": "grain_bench.compaction",
+         "load_pruned": "grain_bench.compaction", "run": "grain_bench.api", "load_results": "grain_bench.api"}
 
 
 def __getattr__(name: str):
-    # Heavy entry points are imported lazily so ``grain-bench --help`` does not import torch.
-    if name in ("compact", "load_pruned"):
-        from grain_bench import compact as _compact
-
-        return getattr(_compact, name)
-    if name == "run":
-        from grain_bench.harness import run_sweep
-
-        return run_sweep
+    if name in _LAZY:
+        # import_module, not ``from grain_bench import ...``: the latter would call this function again
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'grain_bench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -106,7 +106,7 @@ def load_minilm(head: str, num_labels: int):
     return load_pretrained(minilm_path(), head, num_labels)
 
 
-#: ``model_type`` values whose models grain-bench can mask and compact (``grain_bench.compact``).
+#: ``model_type`` values whose models grain-bench can mask and compact (``grain_bench.compaction``).
 SUPPORTED_MODEL_TYPES = ("bert",)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",

@@ -7,7 +7,6 @@ Every user mistake becomes one line on stderr and exit code 2; ``--help``, ``met
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from grain_bench import __version__
@@ -56,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     from grain_bench.backbones import DEFAULT_BACKBONE
     from grain_bench.harness import DEFAULT_RESULTS
 
-    parser = _Parser(prog="grain-bench", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="grain-bench", description=__doc__.splitlines()[0],
+                     epilog="Run options without a command mean `run`: grain-bench --methods grain,heads --tasks glue")
     parser.add_argument("--version", action="version", version=f"grain-bench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -154,65 +154,38 @@ def cmd_leaderboard(args) -> int:
 
 def cmd_run(args) -> int:
     """Validate the whole grid, run what is not done yet, print the table; exit 1 if any run failed."""
+    from grain_bench.api import prepare_sweep
+    from grain_bench.errors import UsageError
+    from grain_bench.executors import SweepTerminated
+    from grain_bench.leaderboard.commands import print_notes
+    from grain_bench.leaderboard.tables import show_table
     from grain_bench.options import parse_assignments, parse_key_values
     from grain_bench.plugins import get_registries
-    from grain_bench.recipes import get_recipe
 
     regs = get_registries()
-    overrides = parse_key_values(args.recipe_option, "recipe option", "max_steps=300")
-    get_recipe(args.recipe, overrides)  # validates the name and the overrides before anything else
-    if args.data_dir is not None and not os.path.isdir(args.data_dir):
-        raise GrainBenchError(f"--data-dir {args.data_dir!r} is not a directory")
-    if args.executor not in regs.executors:
-        regs.executors.get(args.executor)  # raises with the choices
     executor_options = parse_key_values(args.executor_option, "executor option", "max_retries=2")
     if args.ray_address is not None:
-        if regs.executors.entry(args.executor).name != "ray":
-            raise GrainBenchError("--ray-address needs --executor ray")
+        if args.executor not in regs.executors or regs.executors.entry(args.executor).name != "ray":
+            raise UsageError("--ray-address needs --executor ray")
         executor_options["address"] = args.ray_address
-
-    from grain_bench.harness import build_specs
-    from grain_bench.preflight import check_backbones, check_device
-
-    check_device(args.device)
-    specs = build_specs(regs, args.methods, args.tasks, args.densities, args.seeds, args.backbone,
-                        lambda task: get_recipe(args.recipe, overrides, task), parse_assignments(args.option),
-                        args.data_dir)
-
-    from grain_bench.harness import Harness, run_sweep
-    from grain_bench.leaderboard.commands import print_notes
-    from grain_bench.leaderboard.store import RecordStore
-    from grain_bench.leaderboard.tables import show_table
-
-    store = RecordStore(args.results)
-    store.check_writable()
-    check_backbones(specs, regs)
-    recovered = store.recover_aside()  # records an earlier sweep could not append (disk full, lock held)
-    if recovered:
-        print(f"grain-bench: appended {recovered} record(s) that an earlier run had to keep aside", file=sys.stderr)
-    existing = store.latest()
-    done = [s for s in specs if s.run_id in existing]
-    failed_before = sum(1 for s in done if not existing[s.run_id].ok)
-    skipped = len(done) - (failed_before if args.retry_failed else 0)
-    hint = ""
-    if failed_before:
-        hint = (f" ({failed_before} of them failed: rerunning them)" if args.retry_failed else
-                f" ({failed_before} of them failed and are skipped: rerun them with --retry-failed)")
-    print(f"grain-bench: {len(specs)} runs in the grid, {skipped} already recorded in {store.path}{hint}",
-          file=sys.stderr)
-    harness = Harness(args.results, regs=regs, progress=not args.quiet, device=args.device,
-                      save_models=not args.no_save_models, measure_latency=not args.no_latency)
-    from grain_bench.executors import SweepTerminated
-
+    sweep = prepare_sweep(args.methods, args.tasks, args.densities, args.seeds, args.backbone, args.recipe,
+                          parse_key_values(args.recipe_option, "recipe option", "max_steps=300"),
+                          parse_assignments(args.option), args.results, args.data_dir, args.device, args.executor,
+                          executor_options, args.retry_failed, save_models=not args.no_save_models,
+                          measure_latency=not args.no_latency, progress=not args.quiet, regs=regs)
+    store = sweep.store
+    if sweep.recovered:
+        print(f"grain-bench: appended {sweep.recovered} record(s) that an earlier run had to keep aside",
+              file=sys.stderr)
+    print(f"grain-bench: {sweep.status()}", file=sys.stderr)
     try:
-        records = run_sweep(specs, harness, store, retry_failed=args.retry_failed, progress=not args.quiet,
-                            executor=args.executor, executor_options=executor_options)
+        records = sweep.execute()
     except SweepTerminated as exc:
         print(f"grain-bench: {exc}; finished runs are stored in {store.path}, run the same command to resume",
               file=sys.stderr)
         return 128 + exc.signum
     for task in regs.expand_tasks(args.tasks):
-        text, notes = show_table(args.results, args.format, task=task, run_ids={s.run_id for s in specs})
+        text, notes = show_table(args.results, args.format, task=task, run_ids=sweep.run_ids)
         print(text, end="" if args.format == "csv" else "\n")
         print_notes(notes)
     failed = [r for r in records if not r.ok]
@@ -233,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
+        if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+            argv = ["run", *argv]  # `grain-bench --methods grain,heads --tasks glue` is `grain-bench run ...`
         if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
             _add_plugin_commands(parser)
         try:

@@ -83,4 +83,4 @@ def ray_executor(**options):
 def register_executors(register):
     """Built-in executors."""
     register("local", LocalExecutor, "in-process, one run after another (default)")
-    register("ray", ray_executor, "one Ray task per run on a local or existing Ray cluster (pip install 'grain-bench[ray]')")
+    register("ray", ray_executor, "one Ray task per run on a local or existing Ray cluster (needs the ray extra)")

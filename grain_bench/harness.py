@@ -53,8 +53,7 @@ def build_specs(regs, methods: list[str], tasks: list[str], densities: list[floa
         for key, values in method_options.items():
             if regs.methods.entry(key).name == name:
                 given.update(values)
-        options[name] = cls.from_options(given).options.to_dict() if given else {}
-        cls.from_options(given)  # validates
+        options[name] = cls.canonical_options(given)  # validates; defaults left out, so equal runs share one id
     specs = []
     for task_name in tasks:
         task_cls = regs.tasks.get(task_name)

@@ -10,6 +10,7 @@ sequence length, mode and threads.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import random
 import statistics
@@ -149,8 +150,14 @@ def synthetic_inputs(config, batch: int, seq_len: int, device, seed: int = 0) ->
 
 
 def _prepare(model, settings: LatencySettings):
-    model = model.eval().to(device=settings.device, dtype=DTYPES[settings.dtype])
-    return model
+    """``model`` in eval mode on the timing device and dtype: a copy when either differs, so that timing never
+    changes the weights that are scored and saved (an fp16 cast and back rounds them)."""
+    reference = next(model.parameters())
+    target = torch.device(settings.device)
+    same_device = reference.device.type == target.type and target.index in (None, reference.device.index)
+    if reference.dtype != DTYPES[settings.dtype] or not same_device:
+        model = copy.deepcopy(model)
+    return model.eval().to(device=settings.device, dtype=DTYPES[settings.dtype])
 
 
 def _cpu_call(model, inputs) -> Callable[[], float]:
@@ -287,7 +294,7 @@ def check_equivalence(masked_model, compact_model, inputs: dict[str, torch.Tenso
     diff = max_output_diff(masked_model, compact_model, inputs)
     if not diff <= atol:  # also catches NaN
         raise GrainBenchError(f"compact model does not match the masked model: max |logit difference| {diff:.3g} > "
-                              f"{atol:g}; no latency recorded. This is a bug in grain_bench.compact: please report it "
+                              f"{atol:g}; no latency recorded. This is a bug in grain_bench.compaction: please report it "
                               f"with the run spec")
     return diff
 
@@ -326,7 +333,7 @@ def measure_and_save(harness, spec, task, result, masks, data, tokenizer, info):
 
     Returns (latency entries, artifact path or None, the compact model on the student's device).
     """
-    from grain_bench.compact import compact, save_pruned
+    from grain_bench.compaction import compact, save_pruned
     from grain_bench.files import STORAGE_ERRORS, storage_error_text
     from grain_bench.types import Recipe
 
@@ -349,7 +356,6 @@ def measure_and_save(harness, spec, task, result, masks, data, tokenizer, info):
         predicted = dense_shape.total_flops(settings.seq_len) / shape.total_flops(settings.seq_len)
         latency = speedup_entries(results, "dense", {"compact": predicted, "dense": 1.0})
         del dense
-        compact_model.to(dtype=torch.float32)  # timing may have cast it; the artifact is saved in fp32
 
     artifact = None
     if harness.save_models:

@@ -62,6 +62,13 @@ class Method:
         options_cls.owner = f"method {cls.name!r}"
         return cls(options_cls.parse(values), seed=seed)
 
+    @classmethod
+    def canonical_options(cls, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The one stored form of an option set: parsed (validated, typed) and without the values that equal the
+        defaults, so ``-o grain.alpha=0.3`` (the default) and no ``-o`` name the same run."""
+        options = cls.from_options(values).options
+        return without_defaults(options.to_dict(), {f: getattr(type(options)(), f) for f in options.to_dict()})
+
     def setup(self, state: TrainState) -> None:
         """Called once before the first step."""
 
@@ -79,3 +86,22 @@ class Method:
     def variants(self) -> list[dict[str, Any]]:
         """Option sets to try and select among on the dev split (``[]`` = just this one)."""
         return []
+
+
+def registered_defaults(method: str | None) -> dict[str, Any] | None:
+    """Default options of a registered method (None when no installed plugin registers it); imports no torch."""
+    try:
+        from grain_bench.plugins import get_registries
+
+        cls = get_registries().methods.get(method)
+    except Exception:  # an unknown or broken plugin: the caller keeps what it has
+        return None
+    return {name: default for name, _, default in cls.Options.describe()}
+
+
+def without_defaults(options: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``options`` minus the entries that equal their default (a stored list equals a default tuple)."""
+    def same(value, default):
+        return value == default or (isinstance(value, list) and isinstance(default, tuple) and tuple(value) == default)
+
+    return {k: v for k, v in options.items() if not (k in defaults and same(v, defaults[k]))}

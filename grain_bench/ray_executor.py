@@ -1,6 +1,7 @@
 """The ``ray`` sweep executor: one Ray task per run spec, on a local Ray instance or an existing cluster.
 
-Ray is an optional extra (``pip install 'grain-bench[ray]'``) and is imported only when a sweep uses this executor.
+Ray is an optional extra (``ray[default]``; ``scripts/setup.sh`` installs it), imported only when a sweep uses this
+executor.
 
 - Each task asks for one GPU when the cluster has GPUs, one CPU otherwise (``gpus_per_run`` / ``cpus_per_run``).
 - Teachers before students: specs are grouped by teacher (task, data, backbone, teacher recipe, seed); the first spec
@@ -63,7 +64,8 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise GrainBenchError("the ray executor needs Ray: pip install 'grain-bench[ray]'") from None
+        raise GrainBenchError("the ray executor needs Ray: pip install 'ray[default]>=2.9' "
+                              "(the ray extra of grain-bench)") from None
     return ray
 
 

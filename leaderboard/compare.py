@@ -1,9 +1,9 @@
 """Comparisons over run records: one row per task x method x options x density, mean +- std over seeds.
 
-Records are only compared when they were made the same way. ``differences`` finds the spec fields and versions that
-vary (grain-bench version, recipe, backbone, task version, data); ``check_comparable`` refuses such a selection with a
-message that says what differs, unless the caller allows mixing, in which case every row carries a ``setup`` label and
-rows of different setups are never averaged together. Measured latency is compared only within one environment (the
+Records of one task are only compared when they were made the same way. ``differences`` finds the spec fields and
+versions that vary within a task (grain-bench version, recipe, backbone, task version, data); ``check_comparable``
+refuses such a selection with a message that says what differs, unless the caller allows mixing, in which case every
+row carries a ``setup`` label and rows of different setups are never averaged together. Measured latency is compared only within one environment (the
 machine plus the measurement settings): the most common one per task; the others are left out with a note.
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from grain_bench.errors import GrainBenchError
+from grain_bench.method import registered_defaults, without_defaults
 from grain_bench.types import RunRecord
 
 GROUP_KEYS = ["task", "setup", "method", "options", "target_density"]
@@ -37,21 +38,9 @@ def higher_is_better(metric: str | None) -> bool:
     return not any(word in name for word in _LOWER_IS_BETTER)
 
 
-def _method_defaults(method: str) -> dict[str, Any]:
-    """Default options of a registered method ({} when it is not installed here); imports no torch."""
-    try:
-        from grain_bench.plugins import get_registries
-
-        cls = get_registries().methods.get(method)
-        return {name: default for name, _, default in cls.Options.describe()}
-    except Exception:  # an unknown or broken plugin only costs the shorter label
-        return {}
-
-
 def options_label(options: dict[str, Any], method: str | None = None) -> str:
     """Stable short label of method options: those that differ from the method's defaults, sorted."""
-    defaults = _method_defaults(method) if method else {}
-    shown = {k: v for k, v in options.items() if k not in defaults or defaults[k] != v}
+    shown = without_defaults(options, (registered_defaults(method) if method else None) or {})
     return ",".join(f"{k}={v}" for k, v in sorted(shown.items())) if shown else ""
 
 
@@ -97,23 +86,21 @@ def setup_values(record: RunRecord) -> dict[str, str]:
 
 
 def differences(records: list[RunRecord]) -> dict[str, Counter]:
-    """Setup fields with more than one value among ``records`` (task versions and data per task), with run counts."""
+    """Setup fields with more than one value among the records of one task, with run counts.
+
+    Comparability is a per-task question: rows of different tasks never compete, so tasks run with their own recipe
+    values (a longer ``max_length`` for SQuAD, say) or different versions do not make a selection mixed."""
     out: dict[str, Counter] = {}
     for name in SETUP_FIELDS:
-        if name in ("task_version", "data"):
-            by_task: dict[str, Counter] = {}
-            for record in records:
-                by_task.setdefault(record.spec["task"], Counter())[setup_values(record)[name]] += 1
-            merged = Counter()
-            for counts in by_task.values():
-                if len(counts) > 1:
-                    merged.update(counts)
-            if merged:
-                out[name] = merged
-            continue
-        counts = Counter(setup_values(record)[name] for record in records)
-        if len(counts) > 1:
-            out[name] = counts
+        by_task: dict[str, Counter] = {}
+        for record in records:
+            by_task.setdefault(record.spec["task"], Counter())[setup_values(record)[name]] += 1
+        merged: Counter = Counter()
+        for counts in by_task.values():
+            if len(counts) > 1:
+                merged.update(counts)
+        if merged:
+            out[name] = merged
     return out
 
 

@@ -13,6 +13,7 @@ file, retried, and then written aside to a file outside the results directory (`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,7 +26,8 @@ from dataclasses import dataclass, field
 from filelock import FileLock, Timeout
 
 from grain_bench.errors import GrainBenchError, UsageError
-from grain_bench.types import SCHEMA_VERSION, RunRecord
+from grain_bench.method import registered_defaults, without_defaults
+from grain_bench.types import SCHEMA_VERSION, RunRecord, RunSpec
 
 RECORDS_FILE = "records.jsonl"
 #: Seconds an append waits for the store lock (env ``GRAIN_BENCH_LOCK_TIMEOUT``); other writers hold it for a write.
@@ -292,6 +294,7 @@ class RecordStore:
                 except (ValueError, TypeError) as exc:
                     self.problems.append(StoreProblem(number, f"unreadable record ({exc})"))
                     continue
+                record = current_form(record)
                 if record.schema_version > SCHEMA_VERSION:
                     self.problems.append(StoreProblem(number, f"schema version {record.schema_version} is newer than "
                                                               f"this grain-bench ({SCHEMA_VERSION}); upgrade to read it"))
@@ -311,6 +314,29 @@ class RecordStore:
     def done(self) -> set[str]:
         """Run ids with an ``ok`` record."""
         return {run_id for run_id, record in self.latest().items() if record.ok}
+
+
+def current_form(record: RunRecord) -> RunRecord:
+    """A record written by an older grain-bench, read as today's writer would write it (a read-time migration).
+
+    Method options equal to their defaults were once stored (``-o grain.alpha=0.3`` named another run than no ``-o``);
+    they are dropped now, which changes the spec's run id. The record is read under the new id, the old one kept in
+    ``method_info["previous_run_id"]``, so a sweep of the same command finds it and does not run it again."""
+    spec = record.spec
+    options = spec.get("method_options")
+    if not options or not isinstance(options, dict):
+        return record
+    defaults = registered_defaults(spec.get("method"))
+    canonical = without_defaults(options, defaults or {})
+    if canonical == options:
+        return record
+    new_spec = {**spec, "method_options": canonical}
+    try:
+        run_id = RunSpec.from_dict(new_spec).run_id
+    except (TypeError, ValueError):
+        return record
+    return dataclasses.replace(record, run_id=run_id, spec=new_spec,
+                               method_info={**record.method_info, "previous_run_id": record.run_id})
 
 
 def _put_back(claimed: str, path: str) -> None:

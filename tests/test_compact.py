@@ -50,7 +50,7 @@ def _logits(outputs) -> torch.Tensor:
 
 def _masked_vs_compact(model, masks, inputs):
     """(masked logits, compact logits, dense logits, compact model)."""
-    from grain_bench.compact import compact
+    from grain_bench.compaction import compact
     from grain_bench.masked import MaskedModel
 
     model.eval()
@@ -206,7 +206,7 @@ def test_compact_equals_masked_for_every_registered_method(regs, tiny_model):
 
 
 def test_compact_rejects_wrong_inputs(tiny_model):
-    from grain_bench.compact import compact
+    from grain_bench.compaction import compact
     from grain_bench.masks import MaskSpace, UnitMasks
 
     model, _ = tiny_model
@@ -222,7 +222,7 @@ def test_compact_rejects_wrong_inputs(tiny_model):
 # ---- save and load ----------------------------------------------------------------------------------------------
 def _saved(tmp_path, tiny_model, head="sequence"):
     from grain_bench.backbones import load_tiny
-    from grain_bench.compact import compact, save_pruned
+    from grain_bench.compaction import compact, save_pruned
     from grain_bench.masks import MaskSpace
 
     model, tokenizer = (load_tiny(head, 2) if head != "sequence" else tiny_model)
@@ -262,7 +262,7 @@ def test_load_pruned_round_trip(tmp_path, tiny_model):
 
 
 def test_save_replaces_an_existing_model(tmp_path, tiny_model):
-    from grain_bench.compact import save_pruned
+    from grain_bench.compaction import save_pruned
 
     small, path, _ = _saved(tmp_path, tiny_model)
     save_pruned(small, path, metadata={"note": "second"})
@@ -372,7 +372,7 @@ def test_plan_buckets_covers_every_head_and_trades_padding_for_calls():
 
 @pytest.mark.parametrize("layout", [dict(call_cost=0.0), dict(call_cost=1e9), dict(align=1), dict(align=16)])
 def test_every_layout_gives_the_same_outputs(tiny_model, layout):
-    from grain_bench.compact import compact
+    from grain_bench.compaction import compact
     from grain_bench.masks import MaskSpace
 
     model, _ = tiny_model
@@ -391,7 +391,7 @@ def test_every_layout_gives_the_same_outputs(tiny_model, layout):
 
 
 def test_padded_weight_cache_follows_parameter_changes_and_gradients_flow(tiny_model):
-    from grain_bench.compact import compact
+    from grain_bench.compaction import compact
     from grain_bench.masks import MaskSpace
 
     model, _ = tiny_model

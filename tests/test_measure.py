@@ -23,7 +23,7 @@ def _masks(space, seed=0, keep=0.5):
 
 
 def test_param_counts_match_model_shape(tiny_model):
-    from grain_bench.compact import compact
+    from grain_bench.compaction import compact
     from grain_bench.masks import MaskSpace, UnitMasks
     from grain_bench.measure import check_param_counts
 
@@ -62,7 +62,7 @@ def test_settings_reject_gpu_modes_on_cpu():
 
 
 def test_time_models_names_every_setting(tiny_model):
-    from grain_bench.compact import compact
+    from grain_bench.compaction import compact
     from grain_bench.masks import MaskSpace
     from grain_bench.measure import LatencySettings, speedup_entries, time_models
 
@@ -84,7 +84,7 @@ def test_time_models_names_every_setting(tiny_model):
 
 
 def test_check_equivalence_catches_a_wrong_model(tiny_model):
-    from grain_bench.compact import compact
+    from grain_bench.compaction import compact
     from grain_bench.masked import MaskedModel
     from grain_bench.masks import MaskSpace
     from grain_bench.measure import check_equivalence
@@ -181,7 +181,7 @@ def test_measure_and_save_honours_the_switches(tiny_model, results_dir):
 
 
 def test_measure_and_save_refuses_to_time_a_wrong_model(tiny_model, results_dir, monkeypatch):
-    import grain_bench.compact as compact_module
+    import grain_bench.compaction as compact_module
     from grain_bench import measure
 
     real = compact_module.compact
@@ -211,7 +211,7 @@ def test_measure_and_save_refuses_to_time_a_wrong_model(tiny_model, results_dir,
 def test_gpu_latency_modes(tiny_model, mode):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    from grain_bench.compact import compact
+    from grain_bench.compaction import compact
     from grain_bench.masks import MaskSpace
     from grain_bench.measure import LatencySettings, time_models
 

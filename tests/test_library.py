@@ -1,0 +1,149 @@
+"""grain-bench as a library (issue 13): the command form it is specified by, what the wheel ships, the Python API in
+a fresh interpreter, timing that leaves the scored model alone, per-task comparability, one id per run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import tomllib
+
+from grain_bench.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_run_options_without_a_command_mean_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GRAIN_BENCH_LOAD_PLUGINS", "")
+    results = tmp_path / "results"
+    assert main(["--methods", "grian,heads", "--tasks", "glue", "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'grian'. Did you mean 'grain'" in err and "invalid choice" not in err
+    assert not results.exists()
+    assert main(["--help"]) == 0 and "Run options without a command mean `run`" in capsys.readouterr().out
+
+
+def test_every_package_folder_is_in_the_wheel():
+    """Each folder with an ``__init__.py`` must be listed in pyproject.toml, or a regular install leaves it out
+    (``grain_bench.metrics`` once was: every evaluation of a non-editable install failed)."""
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as handle:
+        config = tomllib.load(handle)["tool"]["setuptools"]
+    listed = set(config["packages"])
+    folders = {"grain_bench": "grain_bench", **config["package-dir"]}
+    found = set()
+    for package, folder in folders.items():
+        for root, _, files in os.walk(os.path.join(ROOT, folder)):
+            if "__init__.py" in files and "__pycache__" not in root:
+                relative = os.path.relpath(root, os.path.join(ROOT, folder))
+                found.add(package if relative == "." else f"{package}.{relative.replace(os.sep, '.')}")
+    assert found <= listed, f"not in [tool.setuptools] packages: {sorted(found - listed)}"
+
+
+@pytest.mark.parametrize("code", [
+    "from grain_bench import load_pruned, compact, save_pruned; print(callable(load_pruned) and callable(compact))",
+    "import grain_bench; print(callable(grain_bench.compact) and callable(grain_bench.load_pruned))",
+    "import grain_bench.compaction, grain_bench; print(callable(grain_bench.compact))",
+    "import grain_bench; print(callable(grain_bench.run) and callable(grain_bench.load_results))",
+])
+def test_documented_imports_work_in_a_fresh_interpreter(code):
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "True"
+
+
+def test_timing_in_another_dtype_leaves_the_model_untouched(tiny_model):
+    """Timing in another dtype (fp16 on a GPU, bf16 here) times a copy: the weights that are scored and saved are
+    bit-for-bit those of before, still fp32."""
+    import torch
+
+    from grain_bench.measure import LatencySettings, time_models
+
+    model, _ = tiny_model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    settings = LatencySettings(device="cpu", dtype="bf16", batch=2, seq_len=8, threads=1, warmup=1, runs=2)
+    results = time_models({"tiny": model}, settings)
+    assert results["tiny"].dtype == "bf16" and results["tiny"].runs == 2
+    for name, value in model.state_dict().items():
+        assert value.dtype == torch.float32 and torch.equal(value, before[name]), name
+
+
+def test_comparability_is_a_per_task_question():
+    from test_leaderboard import RECIPE, make_record
+
+    from grain_bench.leaderboard.compare import MixedRecordsError, compare
+
+    long = {**RECIPE, "max_length": 256}
+    records = [make_record("sst2", "dense", 1.0), make_record("sst2", "grain", 0.2),
+               make_record("squad", "dense", 1.0, recipe=long), make_record("squad", "grain", 0.2, recipe=long)]
+    table = compare(records).table
+    assert set(table["task"]) == {"sst2", "squad"} and (table["setup"] == "").all()
+    with pytest.raises(MixedRecordsError, match="recipe"):
+        compare([*records, make_record("squad", "heads", 0.2)])  # squad now mixes two recipes
+
+
+def test_default_valued_options_name_the_same_run(regs, test_recipe):
+    from grain_bench.harness import build_specs
+
+    def run_id(options):
+        return build_specs(regs, ["grain"], ["tweets"], [0.2], [1], "test-bert-tiny", test_recipe, options)[0].run_id
+
+    plain = run_id(None)
+    assert run_id({"grain": {"alpha": "0.3"}}) == plain
+    assert run_id({"grain": {"alpha": "0.3", "beta": "0.998", "gradient_separation": "true"}}) == plain
+    assert run_id({"grain": {"alpha": "0"}}) != plain
+    spec = build_specs(regs, ["grain"], ["tweets"], [0.2], [1], "test-bert-tiny", test_recipe,
+                       {"grain": {"alpha": "0", "beta": "0.998"}})[0]
+    assert spec.method_options == {"alpha": 0.0}
+
+
+def test_records_stored_with_default_options_are_read_under_the_canonical_id(regs, test_recipe, tmp_path):
+    """Older writers stored every option; such a record is read under today's id, so resuming skips its run."""
+    from grain_bench.harness import build_specs
+    from grain_bench.leaderboard.store import RecordStore
+    from grain_bench.types import RunRecord, RunSpec
+
+    (new,) = build_specs(regs, ["grain"], ["tweets"], [0.05], [1], "test-bert-tiny", test_recipe,
+                         {"grain": {"alpha": "0"}})
+    full = {"alpha": 0.0, "beta": 0.998, "score": "grad", "gradient_separation": True, "embedding_rank": None}
+    old = RunSpec.from_dict({**new.to_dict(), "method_options": full})
+    assert old.run_id != new.run_id
+    store = RecordStore(str(tmp_path / "results"))
+    store.append(RunRecord(run_id=old.run_id, spec=old.to_dict(), status="ok", scores={"accuracy": 0.8},
+                           primary_metric="accuracy"))
+    (record,) = store.records()
+    assert record.run_id == new.run_id and record.spec["method_options"] == {"alpha": 0.0}
+    assert record.method_info["previous_run_id"] == old.run_id
+    assert store.done() == {new.run_id}
+
+
+def test_python_api_runs_a_grid_and_loads_it_back(tmp_path, data_dir, monkeypatch, one_thread):
+    import grain_bench
+    from grain_bench import plugins
+
+    monkeypatch.setenv("GRAIN_BENCH_LOAD_PLUGINS", "")
+    plugins.reset()
+    results = str(tmp_path / "results")
+    frame = grain_bench.run(methods=["dense", "grain"], tasks=["sst2"], densities=[0.5], seeds=[1],
+                            backbone="test-bert-tiny", recipe="test", method_options={"grain": {"alpha": 0.1}},
+                            data_dir=data_dir, results=results, measure_latency=False, progress=False)
+    assert sorted(frame["method"]) == ["dense", "grain"] and (frame["status"] == "ok").all()
+    grain = frame.set_index("method").loc["grain"]
+    assert grain["options"] == {"alpha": 0.1} and grain["target_density"] == 0.5
+    assert grain["metric"] == "accuracy" and grain["score"] == grain["score.accuracy"]
+    assert grain["achieved_density"] == pytest.approx(0.5, abs=0.01) and os.path.isdir(grain["artifact"])
+    assert grain["chance.accuracy"] == 0.5 and grain["teacher.accuracy"] > 0.5
+    again = grain_bench.load_results(results)
+    assert again.sort_values("run_id").reset_index(drop=True).equals(frame.sort_values("run_id").reset_index(drop=True))
+    again = grain_bench.run(methods=["dense"], tasks=["sst2"], densities=[0.5], seeds=[1], backbone="test-bert-tiny",
+                            recipe="test", data_dir=data_dir, results=results, progress=False)
+    assert list(again["run_id"]) == list(frame.set_index("method").loc[["dense"], "run_id"])  # nothing re-ran
+    with pytest.raises(grain_bench_errors().UsageError, match="option alpha=-1.0 must be >= 0"):
+        grain_bench.run(methods=["grain"], method_options={"grain": {"alpha": -1}}, results=results)
+
+
+def grain_bench_errors():
+    import grain_bench.errors
+
+    return grain_bench.errors
