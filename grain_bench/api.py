@@ -65,7 +65,7 @@ def prepare_sweep(methods: Iterable[str] = DEFAULT_METHODS, tasks: Iterable[str]
                   data_dir: str | None = None, device: str | None = None, executor: str = "local",
                   executor_options: dict[str, Any] | None = None, retry_failed: bool = False,
                   save_models: bool = True, measure_latency: bool = True, progress: bool = True,
-                  regs=None) -> Sweep:
+                  data_revisions: dict[str, str] | None = None, regs=None) -> Sweep:
     """Validate everything about a grid (raises ``GrainBenchError``) and return the ``Sweep`` that runs it."""
     import os
 
@@ -84,7 +84,8 @@ def prepare_sweep(methods: Iterable[str] = DEFAULT_METHODS, tasks: Iterable[str]
     regs.executors.get(executor)  # raises with the choices
     check_device(device)
     specs = build_specs(regs, list(methods), list(tasks), list(densities), list(seeds), backbone,
-                        lambda task: get_recipe(recipe, overrides, task), method_options, data_dir)
+                        lambda task: get_recipe(recipe, overrides, task), method_options, data_dir,
+                        _expand_revisions(regs, data_revisions))
     store = RecordStore(results)
     store.check_writable()
     check_backbones(specs, regs)
@@ -94,21 +95,31 @@ def prepare_sweep(methods: Iterable[str] = DEFAULT_METHODS, tasks: Iterable[str]
     return Sweep(specs, store, harness, executor, dict(executor_options or {}), retry_failed, progress, recovered)
 
 
+def _expand_revisions(regs, revisions: dict[str, str] | None) -> dict[str, str]:
+    """{task, suite or "*": revision} with suites expanded to their tasks (unknown names raise)."""
+    out: dict[str, str] = {}
+    for name, revision in (revisions or {}).items():
+        for task in (["*"] if name == "*" else regs.expand_tasks([name])):
+            out[task] = revision
+    return out
+
+
 def run(methods: Iterable[str] = DEFAULT_METHODS, tasks: Iterable[str] = ("tweets",),
         densities: Iterable[float] = (0.2,), seeds: Iterable[int] = (1,), backbone: str = DEFAULT_BACKBONE,
         recipe: str = "demo", recipe_options: dict[str, Any] | None = None,
         method_options: dict[str, dict[str, Any]] | None = None, results: str = DEFAULT_RESULTS,
         data_dir: str | None = None, device: str | None = None, executor: str = "local",
         executor_options: dict[str, Any] | None = None, retry_failed: bool = False, save_models: bool = True,
-        measure_latency: bool = True, progress: bool = True):
+        measure_latency: bool = True, progress: bool = True, data_revisions: dict[str, str] | None = None):
     """Run the grid methods × tasks × densities × seeds (what is not recorded yet) and return the records of the
     whole grid as a DataFrame, one row per run (see ``load_results`` for the columns).
 
     The same grid as ``grain-bench run``: ``recipe_options`` is ``-r`` ({"max_steps": 300}), ``method_options`` is
-    ``-o`` ({"grain": {"alpha": 0.0}}). A failed run is a row with ``status == "error"`` and its message."""
+    ``-o`` ({"grain": {"alpha": 0.0}}), ``data_revisions`` is ``--data-revision`` ({"glue": "main"} or {"*": ...}).
+    A failed run is a row with ``status == "error"`` and its message."""
     sweep = prepare_sweep(methods, tasks, densities, seeds, backbone, recipe, recipe_options, method_options, results,
                           data_dir, device, executor, executor_options, retry_failed, save_models, measure_latency,
-                          progress)
+                          progress, data_revisions)
     if progress:
         print(f"grain-bench: {sweep.status()}", file=sys.stderr)
     sweep.execute()

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="method option, e.g. -o grain.alpha=0.3 (repeatable)")
     run.add_argument("--results", default=DEFAULT_RESULTS, help=f"results directory (default: {DEFAULT_RESULTS})")
     run.add_argument("--data-dir", default=None, help="local task files in the task's canonical format (default: hub/package)")
+    run.add_argument("--data-revision", action="append", default=[], metavar="[TASK=]REVISION",
+                     help="hub data: the branch, tag or commit to load (default: each task's pinned ref, resolved to "
+                          "its commit when the grid is planned); TASK may be a suite, e.g. glue=main (repeatable)")
     run.add_argument("--retry-failed", action="store_true", help="re-run specs whose last record is an error")
     run.add_argument("--no-save-models", action="store_true", help="do not write the compact model of each run")
     run.add_argument("--no-latency", action="store_true", help="skip latency measurement")
@@ -172,7 +175,9 @@ def cmd_run(args) -> int:
                           parse_key_values(args.recipe_option, "recipe option", "max_steps=300"),
                           parse_assignments(args.option), args.results, args.data_dir, args.device, args.executor,
                           executor_options, args.retry_failed, save_models=not args.no_save_models,
-                          measure_latency=not args.no_latency, progress=not args.quiet, regs=regs)
+                          measure_latency=not args.no_latency, progress=not args.quiet,
+                          data_revisions=dict(item.split("=", 1) if "=" in item else ("*", item)
+                                              for item in args.data_revision), regs=regs)
     store = sweep.store
     if sweep.recovered:
         print(f"grain-bench: appended {sweep.recovered} record(s) that an earlier run had to keep aside",

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from grain_bench.errors import UsageError
+from grain_bench.version import __version__
 from grain_bench.files import ordinary_permissions
 from grain_bench.masks import MaskSpace, UnitMasks
 from grain_bench.shape import ModelShape
@@ -204,6 +205,12 @@ def load_pruned(path: str, device: str | torch.device | None = None):
     if config.get("model_type") != modeling.PrunedBertConfig.model_type:
         raise UsageError(f"{path!r} holds a {config.get('model_type')!r} model, not a grain-bench compact model "
                          f"(model_type {modeling.PrunedBertConfig.model_type!r})")
+    version = config.get("pruned_format_version", 1)
+    if not isinstance(version, int) or version != modeling.FORMAT_VERSION:
+        raise UsageError(f"{path!r} holds a compact model in format version {version!r}; this grain-bench "
+                         f"{__version__} reads format {modeling.FORMAT_VERSION}: load it with the grain-bench that "
+                         f"wrote it (its {MODELING_FILE} is in the folder: AutoModel.from_pretrained(path, "
+                         f"trust_remote_code=True) uses that one)")
     names = config.get("architectures") or ["PrunedBertModel"]
     cls = getattr(modeling, names[0], None)
     if cls is None:

@@ -84,9 +84,10 @@ def _to(batch: dict[str, Any], device) -> dict[str, Any]:
 
 
 # ---- teacher ------------------------------------------------------------------------------------------------------
-def teacher_key(task, backbone: str, recipe: Recipe, seed: int) -> str:
-    """Cache key of a fine-tuned teacher: task (and version, data), backbone, teacher recipe, seed."""
-    content = {"task": task.name, "version": task.version, "data": task.data_dir or "default", "backbone": backbone,
+def teacher_key(task, data: str, backbone: str, recipe: Recipe, seed: int) -> str:
+    """Cache key of a fine-tuned teacher: task (and version), data identity (``RunSpec.data``: a content hash or a hub
+    commit, so an edited data file trains a new teacher), backbone, teacher recipe, seed."""
+    content = {"task": task.name, "version": task.version, "data": data, "backbone": backbone,
                "recipe": recipe.teacher_dict(), "seed": seed}
     return hashlib.sha256(canonical_json(content).encode()).hexdigest()[:16]
 

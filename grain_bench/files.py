@@ -22,6 +22,11 @@ def _umask() -> int:
     return mask
 
 
+def ordinary_file_mode() -> int:
+    """The mode ``open`` gives a new file: 0666 minus the umask."""
+    return 0o666 & ~_umask()
+
+
 def ordinary_permissions(folder: str) -> None:
     """Give ``folder`` and everything in it the modes of an ordinary ``mkdir``/``open`` (0777 / 0666 minus the umask).
 

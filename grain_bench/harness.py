@@ -3,6 +3,7 @@ and turns it into a ``RunRecord``. A failed run becomes an ``error`` record and 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import importlib.metadata
 import numbers
@@ -24,12 +25,14 @@ DEFAULT_RESULTS = "grain-bench-results"
 
 def build_specs(regs, methods: list[str], tasks: list[str], densities: list[float], seeds: list[int], backbone: str,
                 recipe: Recipe | Callable[[str], Recipe], method_options: dict[str, dict[str, Any]] | None = None,
-                data_dir: str | None = None) -> list[RunSpec]:
+                data_dir: str | None = None, data_revisions: dict[str, str] | None = None) -> list[RunSpec]:
     """The grid methods x tasks x densities x seeds as run specs (methods that do not prune get density 1 once).
 
     ``recipe`` is one recipe for every task, or a function of the task name (``lambda task: get_recipe(name,
-    overrides, task)`` applies a named recipe's per-task values). Every name and option is validated here, before
-    anything runs or is written.
+    overrides, task)`` applies a named recipe's per-task values). Each task's data is identified here (``RunSpec.data``:
+    a content hash of the files it reads from ``data_dir`` or its package, or the hub commit that ``data_revisions``
+    ({task or "*": branch, tag or commit}, default each task's ``hub_ref``) names now). Every name and option is
+    validated here, before anything runs or is written.
     """
     for what, given in (("methods", methods), ("tasks", tasks), ("densities", densities), ("seeds", seeds)):
         if not given:
@@ -57,6 +60,9 @@ def build_specs(regs, methods: list[str], tasks: list[str], densities: list[floa
     specs = []
     for task_name in tasks:
         task_cls = regs.tasks.get(task_name)
+        revisions = data_revisions or {}
+        revision = revisions.get(task_name, revisions.get("*"))  # for hub data: a branch, tag or commit
+        data = task_cls(data_dir, revision).data_identity().key  # content hash or hub commit; DataError if unreadable
         task_recipe = (recipe(task_name) if callable(recipe) else recipe).to_dict()
         for name in methods:
             cls = regs.methods.get(name)
@@ -65,7 +71,8 @@ def build_specs(regs, methods: list[str], tasks: list[str], densities: list[floa
                 for seed in seeds:
                     specs.append(RunSpec(method=name, task=task_name, backbone=backbone, target_density=float(density),
                                          seed=int(seed), recipe=task_recipe, method_options=options[name],
-                                         task_version=task_cls.version, data=data_dir or "default"))
+                                         task_version=task_cls.version, data=data,
+                                         data_dir=os.path.abspath(data_dir) if data_dir else None))
     return list({spec.run_id: spec for spec in specs}.values())
 
 
@@ -127,11 +134,26 @@ class Harness:
         self._teachers: dict[str, tuple[Any, dict]] = {}
         self._teacher_outputs: tuple[tuple, Any] | None = None  # (key, TeacherOutputs) of the latest stream
 
+    def task_for(self, spec: RunSpec):
+        """The task adapter of ``spec``, reading ``spec.data_dir`` (or the hub commit in ``spec.data``), and its data
+        provenance; ``DataError`` when the data is no longer what the spec was planned with."""
+        from grain_bench.errors import DataError
+
+        cls = self.regs.tasks.get(spec.task)
+        hub = spec.data.startswith("hub:")
+        task = cls(None if hub else spec.data_dir, spec.data.rpartition("@")[2] if hub else None)
+        identity = task.data_identity()
+        if identity.key != spec.data:
+            raise DataError(f"{spec.task}: the data read from {identity.source} ({identity.key}) is not the data "
+                            f"this run was planned with ({spec.data}): a file changed meanwhile; start the command "
+                            f"again to plan the runs with the data as it is now")
+        return task, {**identity.to_dict(), "data_dir": spec.data_dir}
+
     def teacher_outputs(self, spec: RunSpec, task, recipe: Recipe):
         """The shared cache of teacher outputs for this teacher, seed and batch stream (one stream kept at a time)."""
         from grain_bench.distill import TeacherOutputs, teacher_key
 
-        key = (teacher_key(task, spec.backbone, recipe, spec.seed), spec.seed, recipe.batch_size, recipe.max_steps,
+        key = (teacher_key(task, spec.data, spec.backbone, recipe, spec.seed), spec.seed, recipe.batch_size, recipe.max_steps,
                recipe.epochs, recipe.max_length, recipe.max_train_examples, recipe.hidden_loss, recipe.hidden_layer_step)
         if self._teacher_outputs is None or self._teacher_outputs[0] != key:
             self._teacher_outputs = (key, TeacherOutputs())
@@ -152,6 +174,9 @@ class Harness:
         from grain_bench.backbones import load_backbone
 
         model, tokenizer = load_backbone(spec.backbone, task.head, task.num_labels, pm=self.pm, regs=self.regs)
+        if task.label_names:  # saved models print entity and class names, not LABEL_3
+            model.config.id2label = dict(enumerate(task.label_names))
+            model.config.label2id = {name: i for i, name in enumerate(task.label_names)}
         return model.to(self._device()), tokenizer
 
     def data(self, spec: RunSpec, task, tokenizer, recipe: Recipe) -> TaskData:
@@ -172,7 +197,7 @@ class Harness:
         from grain_bench.distill import finetune, load_cached_teacher, save_teacher, set_seed, teacher_key
         from grain_bench.files import STORAGE_ERRORS, storage_error_text
 
-        key = teacher_key(task, spec.backbone, recipe, spec.seed)
+        key = teacher_key(task, spec.data, spec.backbone, recipe, spec.seed)
         if key in self._teachers:
             return self._teachers[key]
         set_seed(spec.seed)
@@ -219,7 +244,7 @@ class Harness:
         from grain_bench.plugins import plugin_versions
 
         start = time.time()
-        task = self.regs.tasks.get(spec.task)(None if spec.data == "default" else spec.data)
+        task, provenance = self.task_for(spec)
         recipe = Recipe.parse(spec.recipe)
         teacher, teacher_meta = self.teacher(spec, task, recipe)
         method_cls = self.regs.methods.get(spec.method)
@@ -278,9 +303,9 @@ class Harness:
         warnings = [*teacher_meta.get("warnings", []), *info.pop("warnings", [])]
         versions = package_versions()
         versions.update({f"plugin:{k}": v for k, v in plugin_versions(self.pm).items() if not k.startswith("grain_bench.")})
-        return RunRecord(
+        record = RunRecord(
             run_id=spec.run_id, spec=spec.to_dict(), status="ok", scores=scores, primary_metric=task.primary_metric,
-            teacher_scores=teacher_meta["scores"], chance_scores=data.chance,
+            teacher_scores=teacher_meta["scores"], chance_scores=data.chance, data=provenance,
             warnings=warnings,
             density=density, params=params, flops=flops, latency=latency,
             shape={**shape.summary(), "heads_kept": masks.heads_kept(), "units": masks.counts()},
@@ -288,6 +313,23 @@ class Harness:
                          "final_losses": result.history[-1] if result.history else {}},
             wall_time_s=time.time() - start, versions=versions, environment=environment(self._device()),
             artifact=artifact, created=_now())
+        return self._with_model_card(record, task)
+
+    def _with_model_card(self, record: RunRecord, task) -> RunRecord:
+        """Write the saved model's README.md from the finished record; a storage failure becomes a warning."""
+        if record.artifact is None:
+            return record
+        from grain_bench.files import STORAGE_ERRORS, storage_error_text
+        from grain_bench.model_card import base_model, write_model_card
+
+        backbone = record.spec["backbone"]
+        try:
+            base = base_model(backbone, backbone in self.regs.backbones)
+            write_model_card(record.artifact, record, task.head, base)
+        except STORAGE_ERRORS as exc:
+            return dataclasses.replace(record, warnings=[*record.warnings, f"the model card could not be written "
+                                                                           f"({storage_error_text(exc)})"])
+        return record
 
     def _measure_and_save(self, spec, task, result, masks, data, tokenizer, info):
         """Compact the student, check it against the masked model, time it, save it; returns the model to score."""

@@ -93,13 +93,17 @@ class RunSpec:
     recipe: dict[str, Any]
     method_options: dict[str, Any] = field(default_factory=dict)
     task_version: str = "0"
-    data: str = "default"
+    data: str = "default"  # what the data is: "sha256:<hash>" of the files read, or "hub:<repo>@<commit>"
     schema_version: int = SCHEMA_VERSION
+    data_dir: str | None = None  # where the files were found: stored, but not part of the run id
 
     @property
     def run_id(self) -> str:
-        """Content hash of the spec (first 16 hex digits of SHA-256)."""
-        return hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()[:16]
+        """Content hash of the spec (first 16 hex digits of SHA-256); the data's location is left out, so the same
+        data reached through two paths is one run."""
+        content = self.to_dict()
+        del content["data_dir"]
+        return hashlib.sha256(canonical_json(content).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
@@ -146,6 +150,7 @@ class RunRecord:
     created: str = ""
     schema_version: int = SCHEMA_VERSION
     chance_scores: dict[str, float] = field(default_factory=dict)  # a trivial predictor on the scored split
+    data: dict[str, Any] = field(default_factory=dict)  # provenance: identity key, source, hub commit, file hashes
     warnings: list[str] = field(default_factory=list)
     nonfinite: list[str] = field(default_factory=list)
 
@@ -195,7 +200,7 @@ _RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "primary_metric": (str, type(None)), "teacher_scores": (dict,), "density": (dict,), "params": (dict,),
     "flops": (dict,), "latency": (list,), "shape": (dict,), "method_info": (dict,), "wall_time_s": (_NUMBER,),
     "versions": (dict,), "environment": (dict,), "artifact": (str, type(None)), "created": (str,),
-    "schema_version": (int,), "chance_scores": (dict,), "warnings": (list,), "nonfinite": (list,),
+    "schema_version": (int,), "chance_scores": (dict,), "warnings": (list,), "nonfinite": (list,), "data": (dict,),
 }
 _TYPE_NAMES = {str: "a string", dict: "an object", list: "a list", float: "a number", int: "an integer",
                type(None): "null"}

@@ -27,6 +27,7 @@ from filelock import FileLock, Timeout
 
 from grain_bench.errors import GrainBenchError, UsageError
 from grain_bench.method import registered_defaults, without_defaults
+from grain_bench.tasks.base import is_identity
 from grain_bench.types import SCHEMA_VERSION, RunRecord, RunSpec
 
 RECORDS_FILE = "records.jsonl"
@@ -319,24 +320,46 @@ class RecordStore:
 def current_form(record: RunRecord) -> RunRecord:
     """A record written by an older grain-bench, read as today's writer would write it (a read-time migration).
 
-    Method options equal to their defaults were once stored (``-o grain.alpha=0.3`` named another run than no ``-o``);
-    they are dropped now, which changes the spec's run id. The record is read under the new id, the old one kept in
+    - Method options equal to their defaults were once stored (``-o grain.alpha=0.3`` named another run than no
+      ``-o``); they are dropped now.
+    - ``spec.data`` once held the data's location (a folder, or ``default``); it holds the data's identity now (a
+      content hash of the files, or a hub commit), computed here when the data can still be read.
+
+    Both change the spec's run id: the record is read under the new id, the old one kept in
     ``method_info["previous_run_id"]``, so a sweep of the same command finds it and does not run it again."""
-    spec = record.spec
+    spec = dict(record.spec)
     options = spec.get("method_options")
-    if not options or not isinstance(options, dict):
+    if options and isinstance(options, dict):
+        spec["method_options"] = without_defaults(options, registered_defaults(spec.get("method")) or {})
+    data = spec.get("data")
+    if isinstance(data, str) and not is_identity(data):
+        identity = _identity_of(spec.get("task"), data)
+        if identity is not None:
+            spec["data"], spec["data_dir"] = identity, None if data == "default" else data
+    if spec == record.spec:
         return record
-    defaults = registered_defaults(spec.get("method"))
-    canonical = without_defaults(options, defaults or {})
-    if canonical == options:
-        return record
-    new_spec = {**spec, "method_options": canonical}
     try:
-        run_id = RunSpec.from_dict(new_spec).run_id
+        run_id = RunSpec.from_dict(spec).run_id
     except (TypeError, ValueError):
         return record
-    return dataclasses.replace(record, run_id=run_id, spec=new_spec,
+    return dataclasses.replace(record, run_id=run_id, spec=spec,
                                method_info={**record.method_info, "previous_run_id": record.run_id})
+
+
+_IDENTITIES: dict[tuple, str | None] = {}
+
+
+def _identity_of(task: str | None, data: str) -> str | None:
+    """The identity key of an old spec's data (``default`` or a folder), or None when it cannot be read here."""
+    if (task, data) not in _IDENTITIES:
+        try:
+            from grain_bench.plugins import get_registries
+
+            cls = get_registries().tasks.get(task)
+            _IDENTITIES[(task, data)] = cls(None if data == "default" else data).data_identity().key
+        except Exception:  # an unknown task, files that moved, an offline hub: the record keeps its old form
+            _IDENTITIES[(task, data)] = None
+    return _IDENTITIES[(task, data)]
 
 
 def _put_back(claimed: str, path: str) -> None:

@@ -7,9 +7,10 @@ This module imports no torch at import time.
 
 from __future__ import annotations
 
+import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from grain_bench.errors import DataError
@@ -35,6 +36,88 @@ def hub_reachable(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+#: content hashes of files already read in this process: (path, size, mtime) -> sha256
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str) -> str:
+    """SHA-256 of a file's bytes (remembered per path, size and modification time)."""
+    import hashlib
+
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        _FILE_HASHES[key] = digest.hexdigest()
+    return _FILE_HASHES[key]
+
+
+@dataclass(frozen=True)
+class DataIdentity:
+    """What a task's data is, for run ids and teacher-cache keys: a content hash of the local files it reads (the
+    same bytes reached through two paths are one identity; an edited file is another), or a hub dataset at a
+    resolved commit. ``key`` is what specs store; the rest goes into records as provenance."""
+
+    key: str  # "sha256:<16 hex>" or "hub:<repo>@<commit>"
+    source: str  # the folder, file or hub repository it was read from
+    revision: str | None = None  # hub commit
+    files: dict[str, str] = field(default_factory=dict)  # role (e.g. "train") -> sha256 of that file
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict."""
+        return {"key": self.key, "source": self.source, "revision": self.revision, "files": dict(self.files)}
+
+    @classmethod
+    def of_files(cls, files: dict[str, str], source: str) -> DataIdentity:
+        """The identity of local files given as role -> path (roles, not paths, go into the hash)."""
+        import hashlib
+
+        missing = [path for path in files.values() if not os.path.isfile(path)]
+        if missing:
+            raise DataError(f"{missing[0]} not found (data files expected under {source})")
+        hashes = {role: file_sha256(path) for role, path in sorted(files.items())}
+        digest = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
+        return cls(f"sha256:{digest}", source, None, hashes)
+
+
+def is_identity(data: str) -> bool:
+    """True for a spec's ``data`` value written by this version (older ones hold a path or ``default``)."""
+    return data.startswith(("sha256:", "hub:"))
+
+
+def hub_cache_dir() -> str:
+    """The Hugging Face hub cache (``HF_HUB_CACHE``, ``HF_HOME/hub`` or ``~/.cache/huggingface/hub``)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return os.path.join(home, "hub")
+
+
+def resolve_hub_revision(task: str, repo: str, ref: str) -> str:
+    """The commit that ``ref`` (a branch, tag or commit) of hub dataset ``repo`` names now: asked from the hub, or,
+    offline, read from the local hub cache. Raises ``DataError`` when neither can say."""
+    if len(ref) == 40 and all(c in "0123456789abcdef" for c in ref):
+        return ref  # already a commit
+    hint = "point --data-dir at local files in the task's canonical format (see docs/tasks.md)"
+    if hub_offline() or not hub_reachable():
+        cached = os.path.join(hub_cache_dir(), f"datasets--{repo.replace('/', '--')}", "refs", ref)
+        if os.path.isfile(cached):
+            with open(cached) as handle:
+                return handle.read().strip()
+        why = "offline mode is on" if hub_offline() else "the hub is unreachable"
+        raise DataError(f"{task}: {why} and the hub cache has no copy of {repo} ({ref}); {hint}, or run once online")
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(repo, revision=ref).sha
+    except Exception as exc:  # a bad id, a private repository, a network error: one clear message
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{task}: could not resolve {repo}@{ref} on the hub: {first}; {hint}") from None
 
 
 def load_hub_dataset(task: str, path: str, config: str | None = None, **kwargs):
@@ -76,6 +159,8 @@ class Task:
     description: ClassVar[str] = ""
     head: ClassVar[str] = "sequence"  # sequence | regression | token | span
     num_labels: ClassVar[int] = 2
+    #: class names by label id (saved models get them as ``id2label``); None for regression and span heads
+    label_names: ClassVar[tuple[str, ...] | None] = None
     metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
     primary_metric: ClassVar[str] = "accuracy"
     lower_is_better: ClassVar[tuple[str, ...]] = ()
@@ -83,10 +168,33 @@ class Task:
     eval_split: ClassVar[str] = "test"
     text_fields: ClassVar[tuple[str, ...]] = ("text",)
     label_field: ClassVar[str] = "label"
+    #: hub dataset the task loads without --data-dir (None: it has no hub source), and the ref it follows
+    hub_id: ClassVar[str | None] = None
+    hub_ref: ClassVar[str] = "main"
 
-    def __init__(self, data_dir: str | None = None):
+    def __init__(self, data_dir: str | None = None, revision: str | None = None):
         self.data_dir = data_dir
+        self.revision = revision  # the hub branch, tag or commit to load (None: ``hub_ref``)
+        self._commit: str | None = None
         self._raw: dict[str, Any] | None = None
+
+    # ---- data identity ------------------------------------------------------------------------------------------
+    def local_files(self) -> dict[str, str]:
+        """Role (e.g. "train") -> path of every file the task reads from ``data_dir`` (or its packaged data)."""
+        raise DataError(f"task {self.name!r} reads no local files; it loads {self.hub_id or 'nothing'} from the hub")
+
+    def hub_revision(self) -> str:
+        """The hub commit this task loads: what ``revision`` (default ``hub_ref``) names when first asked, then fixed."""
+        if self._commit is None:
+            self._commit = resolve_hub_revision(self.name, self.hub_id, self.revision or self.hub_ref)
+        return self._commit
+
+    def data_identity(self) -> DataIdentity:
+        """What data this task reads: local files by content, or the hub dataset at a commit."""
+        if self.data_dir is not None or self.hub_id is None:
+            return DataIdentity.of_files(self.local_files(), self.data_dir or "(packaged data)")
+        revision = self.hub_revision()
+        return DataIdentity(f"hub:{self.hub_id}@{revision}", self.hub_id, revision)
 
     # ---- data ---------------------------------------------------------------------------------------------------
     def load_raw(self) -> dict[str, Any]:

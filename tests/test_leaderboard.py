@@ -24,7 +24,8 @@ def make_record(task="tweets", method="grain", density=0.2, seed=1, score=0.8, t
                 status="ok", flops_speedup=None, metric="accuracy") -> RunRecord:
     """A synthetic record shaped like the harness's (latency only when ``speedup`` is given)."""
     spec = RunSpec(method=method, task=task, backbone=backbone, target_density=density, seed=seed,
-                   recipe=dict(recipe or RECIPE), method_options=dict(options or {}), task_version=task_version)
+                   recipe=dict(recipe or RECIPE), method_options=dict(options or {}), task_version=task_version,
+                   data=f"sha256:{task:0>16}"[:23])  # an identity, as today's writer stores
     latency = []
     if speedup is not None:
         common = {"device": "cpu", "dtype": "float32", "batch": 32, "seq_len": 64, "mode": "eager", "threads": 2}

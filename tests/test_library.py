@@ -147,3 +147,110 @@ def grain_bench_errors():
     import grain_bench.errors
 
     return grain_bench.errors
+
+
+def test_saved_models_carry_label_names_and_a_model_card(tmp_path, data_dir, monkeypatch, one_thread):
+    import json
+
+    import grain_bench
+    from grain_bench import plugins
+
+    monkeypatch.setenv("GRAIN_BENCH_LOAD_PLUGINS", "")
+    plugins.reset()
+    frame = grain_bench.run(methods=["grain"], tasks=["sst2"], densities=[0.5], seeds=[1], backbone="test-bert-tiny",
+                            recipe="test", data_dir=data_dir, results=str(tmp_path / "results"), progress=False)
+    folder = frame["artifact"].iloc[0]
+    with open(os.path.join(folder, "config.json")) as handle:
+        config = json.load(handle)
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    assert config["label2id"] == {"negative": 0, "positive": 1}
+    with open(os.path.join(folder, "README.md")) as handle:
+        card = handle.read()
+    assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-classification\n")
+    assert "base_model" not in card.split("---")[1]  # the tiny test backbone has no hub id
+    score = frame["score"].iloc[0]
+    assert f"accuracy {score:.4f}" in card and "`grain` (defaults)" in card and "target 0.5" in card
+    assert "AutoModelForSequenceClassification.from_pretrained" in card and frame["run_id"].iloc[0] in card
+    model = grain_bench.load_pruned(folder)
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+
+
+def test_conll_models_name_their_entity_tags(regs, pm, results_dir, test_recipe):
+    from grain_bench.harness import Harness, build_specs
+
+    (spec,) = build_specs(regs, ["dense"], ["conll2003"], [1.0], [1], "test-bert-tiny", test_recipe,
+                          data_dir=os.path.join(ROOT, "tests", "data"))
+    harness = Harness(results_dir, regs=regs, pm=pm, progress=False)
+    model, _ = harness.load_model(spec, regs.tasks.get("conll2003")(spec.data))
+    assert model.config.id2label[0] == "O" and model.config.id2label[1] == "B-PER"
+    assert len(model.config.id2label) == model.config.num_labels
+
+
+def test_a_compact_model_of_another_format_version_is_refused_clearly(tmp_path, tiny_model):
+    import json
+
+    from grain_bench.compaction import compact, load_pruned, save_pruned
+    from grain_bench.errors import UsageError
+    from grain_bench.masks import MaskSpace, UnitMasks
+
+    model, tokenizer = tiny_model
+    space = MaskSpace.from_config(model.config)
+    folder = save_pruned(compact(model, UnitMasks.full(space), space), str(tmp_path / "m"), tokenizer=tokenizer)
+    with open(os.path.join(folder, "config.json")) as handle:
+        config = json.load(handle)
+    config["pruned_format_version"] = 99
+    with open(os.path.join(folder, "config.json"), "w") as handle:
+        json.dump(config, handle)
+    with pytest.raises(UsageError, match="format version 99; this grain-bench .* reads format 1"):
+        load_pruned(folder)
+
+
+def test_every_task_names_as_many_labels_as_its_head_has(regs):
+    for entry in regs.tasks.entries.values():
+        task = entry.obj
+        if task.label_names is not None:
+            assert len(task.label_names) == task.num_labels, task.name
+            assert task.head in ("sequence", "token"), task.name
+
+
+# ---- data provenance ------------------------------------------------------------------------------------------
+def test_an_edited_data_file_trains_a_new_teacher_and_records_its_provenance(regs, pm, tmp_path, data_dir,
+                                                                             test_recipe, one_thread):
+    from grain_bench.harness import Harness, build_specs
+
+    results = str(tmp_path / "results")
+    harness = Harness(results, regs=regs, pm=pm, progress=False, save_models=False, measure_latency=False)
+    (first,) = build_specs(regs, ["dense"], ["sst2"], [1.0], [1], "test-bert-tiny", test_recipe, data_dir=data_dir)
+    record = harness.run(first)
+    assert record.ok, record.error
+    assert record.data["key"] == first.data and first.data.startswith("sha256:")
+    assert record.data["data_dir"] == data_dir and set(record.data["files"]) == {"train", "validation"}
+    dev = os.path.join(data_dir, "SST-2", "dev.tsv")
+    with open(dev, "a") as handle:
+        handle.write("a brand new review\t1\n")
+    record = harness.run(first)  # planned before the edit: refused, not run on other data
+    assert record.status == "error" and "is not the data this run was planned with" in record.error
+    (second,) = build_specs(regs, ["dense"], ["sst2"], [1.0], [1], "test-bert-tiny", test_recipe, data_dir=data_dir)
+    assert second.data != first.data and second.run_id != first.run_id
+    assert harness.run(second).ok
+    teachers = [n for n in os.listdir(os.path.join(results, "teachers")) if not n.startswith(".")]
+    assert len(teachers) == 2  # a new teacher for the new data, never the stale one
+
+
+def test_hub_data_is_pinned_to_the_commit_its_ref_names(tmp_path, monkeypatch):
+    """Offline, the commit comes from the hub cache (its layout: datasets--ORG--NAME/refs/REF holds the commit)."""
+    from grain_bench.errors import DataError
+    from grain_bench.tasks.glue import SST2
+    from grain_bench.tasks.squad import SquadV1
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    refs = tmp_path / "hub" / "datasets--nyu-mll--glue" / "refs"
+    refs.mkdir(parents=True)
+    (refs / "main").write_text(commit + "\n")
+    identity = SST2().data_identity()
+    assert identity.key == f"hub:nyu-mll/glue@{commit}" and identity.revision == commit
+    assert SST2(revision="f" * 40).data_identity().key == f"hub:nyu-mll/glue@{'f' * 40}"  # a chosen commit
+    with pytest.raises(DataError, match="the hub cache has no copy of rajpurkar/squad"):
+        SquadV1().data_identity()

@@ -430,7 +430,8 @@ def test_csv_on_stdout_stays_csv_when_runs_fail_and_notes_exist(tmp_path, data_d
         handle.write('{"run_id": "torn", "spe\n')  # a note: an unreadable line
     broken = tmp_path / "broken"
     (broken / "RTE").mkdir(parents=True)
-    (broken / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n")
+    for name in ("train.tsv", "dev.tsv"):  # present (so planned), but malformed: an error record at run time
+        (broken / "RTE" / name).write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n")
     code, out, err = run_cli("--tasks", "sst2", "--data-dir", data_dir, "--methods", "dense", "--format", "csv",
                              results=str(results), capsys=capsys)
     assert code == 0, err

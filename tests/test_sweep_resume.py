@@ -59,15 +59,20 @@ def test_sweep_skips_ok_and_retries_errors_only_when_asked(regs, results_dir, te
     assert len(store.records()) == len(specs) + 1  # append-only: the error stays in the file
 
 
-def test_grid_ids_are_content_hashes(regs, test_recipe):
-    a = build_specs(regs, **GRID, backbone=BACKBONE, recipe=test_recipe)
-    b = build_specs(regs, **{**GRID, "seeds": [2, 1]}, backbone=BACKBONE, recipe=test_recipe)
+def test_grid_ids_are_content_hashes(regs, test_recipe, data_dir, tmp_path):
+    a = build_specs(regs, **GRID, backbone=BACKBONE, recipe=test_recipe, data_dir=data_dir)
+    b = build_specs(regs, **{**GRID, "seeds": [2, 1]}, backbone=BACKBONE, recipe=test_recipe, data_dir=data_dir)
     assert {s.run_id for s in a} == {s.run_id for s in b} and len(a) == 6
-    d = build_specs(regs, **GRID, backbone=BACKBONE, recipe=test_recipe, data_dir="/elsewhere")
+    other = write_sst2(tmp_path / "other")  # the same bytes elsewhere: the same runs
+    assert {s.run_id for s in a} == {s.run_id for s in build_specs(regs, **GRID, backbone=BACKBONE,
+                                                                   recipe=test_recipe, data_dir=other)}
+    with open(os.path.join(other, "SST-2", "dev.tsv"), "a") as handle:
+        handle.write("one more row\t1\n")
+    d = build_specs(regs, **GRID, backbone=BACKBONE, recipe=test_recipe, data_dir=other)
     assert not {s.run_id for s in a} & {s.run_id for s in d}  # other data, other runs
     from grain_bench.recipes import get_recipe
 
-    c = build_specs(regs, **GRID, backbone=BACKBONE, recipe=get_recipe("test", {"max_steps": 13}))
+    c = build_specs(regs, **GRID, backbone=BACKBONE, recipe=get_recipe("test", {"max_steps": 13}), data_dir=data_dir)
     assert not {s.run_id for s in a} & {s.run_id for s in c}  # any recipe change is a different run
 
 
@@ -285,11 +290,12 @@ def test_named_recipe_per_task_values_and_user_overrides_win(regs):
     conll = get_recipe("paper", task="conll2003")
     assert (conll.lr, conll.epochs) == (1e-4, 40.0)
     assert get_recipe("paper", {"max_length": "256"}, "squad").max_length == 256  # the user's value wins
+    fixtures = os.path.join(os.path.dirname(__file__), "data")  # SQuAD JSON and GLUE TSV files
     specs = build_specs(regs, ["dense"], ["squad", "rte"], [1.0], [1], BACKBONE,
-                        lambda task: get_recipe("paper", None, task))
+                        lambda task: get_recipe("paper", None, task), data_dir=fixtures)
     lengths = {spec.task: spec.recipe["max_length"] for spec in specs}
     assert lengths == {"squad": 384, "rte": 128}
-    one = build_specs(regs, ["dense"], ["squad", "rte"], [1.0], [1], BACKBONE, get_recipe("paper"))
+    one = build_specs(regs, ["dense"], ["squad", "rte"], [1.0], [1], BACKBONE, get_recipe("paper"), data_dir=fixtures)
     assert {spec.recipe["max_length"] for spec in one} == {128}
 
 

@@ -1,0 +1,104 @@
+"""The model card (``README.md``) of a saved compact model, written from its run record after scoring."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+from grain_bench.files import ordinary_file_mode
+from grain_bench.types import Recipe, RunRecord
+from grain_bench.version import __version__
+
+PIPELINE_TAGS = {"sequence": "text-classification", "regression": "text-classification",
+                 "token": "token-classification", "span": "question-answering"}
+AUTO_CLASSES = {"sequence": "AutoModelForSequenceClassification", "regression": "AutoModelForSequenceClassification",
+                "token": "AutoModelForTokenClassification", "span": "AutoModelForQuestionAnswering"}
+#: hub ids of the named backbones' weights, for the card's ``base_model``
+BASE_MODELS = {"minilm-l6": "sentence-transformers/all-MiniLM-L6-v2"}
+CARD_FILE = "README.md"
+
+
+def base_model(backbone: str, named: bool) -> str | None:
+    """The hub id a card names as ``base_model``: a named backbone's weights, a hub id itself, None for a folder."""
+    if named:
+        return BASE_MODELS.get(backbone)
+    return None if os.path.exists(os.path.expanduser(backbone)) else backbone
+
+
+def _scores(scores: dict, digits: int = 4) -> str:
+    return ", ".join(f"{k} {v:.{digits}f}" if isinstance(v, (int, float)) else f"{k} -" for k, v in scores.items())
+
+
+def model_card(record: RunRecord, head: str, base: str | None = None) -> str:
+    """The Markdown card (with Hugging Face front matter) of the model a run saved; ``base`` is its hub base model."""
+    spec = record.spec
+    method, task, backbone = spec["method"], spec["task"], spec["backbone"]
+    options = spec.get("method_options") or {}
+    options_text = ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "defaults"
+    front = ["---", "library_name: transformers", f"pipeline_tag: {PIPELINE_TAGS.get(head, 'feature-extraction')}",
+             "tags:", "- grain-bench", "- structured-pruning", f"- {method}"]
+    if base:
+        front.append(f"base_model: {base}")
+    front.append("---")
+    density, params = record.density, record.params
+    rows = [
+        ("task", f"{task} v{spec.get('task_version', '?')} (data: {spec.get('data', 'default')}); primary metric "
+                 f"{record.primary_metric}"),
+        ("backbone", backbone + (f" ({base})" if base and base != backbone else "")),
+        ("method", f"`{method}` ({options_text})"),
+        ("density", f"target {spec['target_density']:g}, achieved {density.get('achieved', float('nan')):.4f} of "
+                    f"the unit cost; {density.get('encoder_params', float('nan')) * 100:.1f}% of the encoder's "
+                    f"parameters kept"),
+        ("parameters", f"{params.get('total', 0):,} in all; encoder {params.get('encoder', 0):,} of "
+                       f"{params.get('dense_encoder', 0):,}"),
+        ("scores", _scores(record.scores) + f" (teacher: {_scores(record.teacher_scores)}"
+                   + (f"; trivial predictor: {_scores(record.chance_scores)}" if record.chance_scores else "") + ")"),
+        ("FLOPs", f"{record.flops.get('predicted_speedup', float('nan')):.2f}x fewer than the dense model at "
+                  f"{record.flops.get('seq_len', '?')} tokens"),
+    ]
+    compact = next((e for e in record.latency if e.get("label") == "compact"), None)
+    if compact:
+        rows.append(("latency", f"{compact['median_ms']:.1f} ms per batch, {compact.get('speedup', 0):.2f}x faster "
+                                f"than the dense model, timed side by side in the run ({compact['device']}, {compact['dtype']}, "
+                                f"batch {compact['batch']} x {compact['seq_len']}, {compact.get('threads')} threads)"))
+    try:
+        caption = Recipe.parse(spec["recipe"]).caption()
+    except Exception:  # a recipe field this version does not know
+        caption = json.dumps(spec["recipe"], sort_keys=True)
+    rows += [("recipe", caption), ("run", f"`{record.run_id}`, {record.created}, grain-bench {__version__}")]
+    table = ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
+    auto = AUTO_CLASSES.get(head, "AutoModel")
+    body = [
+        f"# {method} at {spec['target_density']:g} density: compact {backbone} for {task}", "",
+        f"A physically pruned encoder made with grain-bench, a benchmark for structured pruning (GRAIN, Yang et al., "
+        f"ACL 2023, and its rivals), by the `{method}` method under grain-bench's shared distillation: every pruned "
+        f"attention unit and FFN neuron is removed, each layer keeps its own heads and widths. Its outputs were "
+        f"checked against the masked model before it was timed and scored (max |logit difference| "
+        f"{record.method_info.get('compact', {}).get('max_abs_logit_diff', '?')}).",
+        "", *table, "", "## Use", "", "```python",
+        f"from transformers import {auto}", "",
+        f"model = {auto}.from_pretrained(\"path/to/this/folder\", trust_remote_code=True)  # grain-bench not needed",
+        "# or, with grain-bench installed: grain_bench.load_pruned(\"path/to/this/folder\")", "```", "",
+        "`trust_remote_code=True` runs `modeling_pruned_bert.py` from this folder: it imports only torch and "
+        "transformers.", "",
+    ]
+    if record.warnings:
+        body += ["## Warnings", "", *(f"- {w}" for w in record.warnings), ""]
+    return "\n".join(front + [""] + body)
+
+
+def write_model_card(folder: str, record: RunRecord, head: str, base: str | None = None) -> str:
+    """Write ``README.md`` into a saved model's folder (atomically); returns its path."""
+    path = os.path.join(folder, CARD_FILE)
+    handle, tmp = tempfile.mkstemp(prefix=".README-", dir=folder)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(model_card(record, head, base))
+        os.chmod(tmp, ordinary_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
