@@ -65,7 +65,7 @@ def prepare_sweep(methods: Iterable[str] = DEFAULT_METHODS, tasks: Iterable[str]
                   data_dir: str | None = None, device: str | None = None, executor: str = "local",
                   executor_options: dict[str, Any] | None = None, retry_failed: bool = False,
                   save_models: bool = True, measure_latency: bool = True, progress: bool = True,
-                  data_revisions: dict[str, str] | None = None, regs=None) -> Sweep:
+                  data_revisions: dict[str, str] | None = None, save_predictions: bool = True, regs=None) -> Sweep:
     """Validate everything about a grid (raises ``GrainBenchError``) and return the ``Sweep`` that runs it."""
     import os
 
@@ -91,7 +91,7 @@ def prepare_sweep(methods: Iterable[str] = DEFAULT_METHODS, tasks: Iterable[str]
     check_backbones(specs, regs)
     recovered = store.recover_aside()
     harness = Harness(results, regs=regs, progress=progress, device=device, save_models=save_models,
-                      measure_latency=measure_latency)
+                      measure_latency=measure_latency, save_predictions=save_predictions)
     return Sweep(specs, store, harness, executor, dict(executor_options or {}), retry_failed, progress, recovered)
 
 
@@ -110,7 +110,8 @@ def run(methods: Iterable[str] = DEFAULT_METHODS, tasks: Iterable[str] = ("tweet
         method_options: dict[str, dict[str, Any]] | None = None, results: str = DEFAULT_RESULTS,
         data_dir: str | None = None, device: str | None = None, executor: str = "local",
         executor_options: dict[str, Any] | None = None, retry_failed: bool = False, save_models: bool = True,
-        measure_latency: bool = True, progress: bool = True, data_revisions: dict[str, str] | None = None):
+        measure_latency: bool = True, progress: bool = True, data_revisions: dict[str, str] | None = None,
+        save_predictions: bool = True):
     """Run the grid methods × tasks × densities × seeds (what is not recorded yet) and return the records of the
     whole grid as a DataFrame, one row per run (see ``load_results`` for the columns).
 
@@ -119,7 +120,7 @@ def run(methods: Iterable[str] = DEFAULT_METHODS, tasks: Iterable[str] = ("tweet
     A failed run is a row with ``status == "error"`` and its message."""
     sweep = prepare_sweep(methods, tasks, densities, seeds, backbone, recipe, recipe_options, method_options, results,
                           data_dir, device, executor, executor_options, retry_failed, save_models, measure_latency,
-                          progress, data_revisions)
+                          progress, data_revisions, save_predictions)
     if progress:
         print(f"grain-bench: {sweep.status()}", file=sys.stderr)
     sweep.execute()
@@ -165,6 +166,7 @@ def record_row(record: RunRecord) -> dict[str, Any]:
         "encoder_params": record.params.get("encoder"),
         "flops_speedup": record.flops.get("predicted_speedup"), "speedup": compact.get("speedup"),
         "latency_device": compact.get("device"), "wall_time_s": record.wall_time_s, "artifact": record.artifact,
-        "warnings": list(record.warnings), "nonfinite": list(record.nonfinite), "created": record.created,
+        "predictions": record.predictions, "warnings": list(record.warnings), "nonfinite": list(record.nonfinite),
+        "created": record.created,
     })
     return row

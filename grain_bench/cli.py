@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-failed", action="store_true", help="re-run specs whose last record is an error")
     run.add_argument("--no-save-models", action="store_true", help="do not write the compact model of each run")
     run.add_argument("--no-latency", action="store_true", help="skip latency measurement")
+    run.add_argument("--no-predictions", action="store_true",
+                     help="do not store per-example predictions (then no paired confidence intervals)")
     run.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     run.add_argument("--executor", default="local", help="where runs execute: local (default), ray, or a plugin's executor")
     run.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
@@ -89,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-E", "--executor-option", action="append", default=[], metavar="KEY=VALUE",
                      help="executor option, e.g. -E max_retries=2 or -E cpus_per_run=2 (repeatable)")
     run.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"], help="table format")
+    run.add_argument("--versus", default=None, metavar="METHOD",
+                     help="compare every row with METHOD by a paired 95%% confidence interval of the score difference "
+                          "(default: the first method of --methods; none: no comparison)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     sub.add_parser("methods", help="list registered methods and their options")
@@ -177,7 +182,8 @@ def cmd_run(args) -> int:
                           executor_options, args.retry_failed, save_models=not args.no_save_models,
                           measure_latency=not args.no_latency, progress=not args.quiet,
                           data_revisions=dict(item.split("=", 1) if "=" in item else ("*", item)
-                                              for item in args.data_revision), regs=regs)
+                                              for item in args.data_revision),
+                          save_predictions=not args.no_predictions, regs=regs)
     store = sweep.store
     if sweep.recovered:
         print(f"grain-bench: appended {sweep.recovered} record(s) that an earlier run had to keep aside",
@@ -189,8 +195,10 @@ def cmd_run(args) -> int:
         print(f"grain-bench: {exc}; finished runs are stored in {store.path}, run the same command to resume",
               file=sys.stderr)
         return 128 + exc.signum
+    versus = regs.resolve_methods(args.methods)[0] if args.versus is None else args.versus
+    versus = None if versus.lower() == "none" else versus
     for task in regs.expand_tasks(args.tasks):
-        text, notes = show_table(args.results, args.format, task=task, run_ids=sweep.run_ids)
+        text, notes = show_table(args.results, args.format, task=task, run_ids=sweep.run_ids, versus=versus)
         print(text, end="" if args.format == "csv" else "\n")
         print_notes(notes)
     failed = [r for r in records if not r.ok]

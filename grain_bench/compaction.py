@@ -16,10 +16,10 @@ from typing import Any
 import torch
 
 from grain_bench.errors import UsageError
-from grain_bench.version import __version__
 from grain_bench.files import ordinary_permissions
 from grain_bench.masks import MaskSpace, UnitMasks
 from grain_bench.shape import ModelShape
+from grain_bench.version import __version__
 
 MODELING_FILE = "modeling_pruned_bert.py"
 METADATA_FILE = "grain_bench.json"

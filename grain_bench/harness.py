@@ -116,7 +116,8 @@ class Harness:
     """Runs specs one at a time, caching task data and teachers in memory (and teachers on disk)."""
 
     def __init__(self, results_dir: str = DEFAULT_RESULTS, regs=None, pm=None, progress: bool = True,
-                 device: str | None = None, save_models: bool = True, measure_latency: bool = True):
+                 device: str | None = None, save_models: bool = True, measure_latency: bool = True,
+                 save_predictions: bool = True):
         from grain_bench.plugins import get_plugin_manager, get_registries
 
         self.results_dir = results_dir
@@ -129,6 +130,7 @@ class Harness:
         self.progress = progress
         self.device = device
         self.save_models = save_models
+        self.save_predictions = save_predictions
         self.measure_latency = measure_latency
         self._data: dict[tuple, TaskData] = {}
         self._teachers: dict[str, tuple[Any, dict]] = {}
@@ -276,7 +278,9 @@ class Harness:
         # Compact, check against the masked model, time and save first: the scores are then those of the compact
         # model that is saved (it equals the masked one within 1e-4 on the logits, checked before any timing).
         latency, artifact, eval_model = self._measure_and_save(spec, task, result, result.masks, data, tokenizer, info)
-        scores = task.evaluate(eval_model, data.eval, tokenizer, recipe.eval_batch_size, self.progress)
+        predictions = task.predict(eval_model, data.eval, tokenizer, recipe.eval_batch_size, self.progress)
+        scores = task.score(predictions, data.eval)
+        prediction_file = self._save_predictions(spec, task, data.eval, predictions, info)
         if tried:
             info["selected_options"] = best["options"]
             info["candidates"] = tried
@@ -312,8 +316,21 @@ class Harness:
             method_info={**info, "train_seconds": result.seconds, "steps": result.steps,
                          "final_losses": result.history[-1] if result.history else {}},
             wall_time_s=time.time() - start, versions=versions, environment=environment(self._device()),
-            artifact=artifact, created=_now())
+            artifact=artifact, predictions=prediction_file, created=_now())
         return self._with_model_card(record, task)
+
+    def _save_predictions(self, spec: RunSpec, task, encoded, predictions, info: dict) -> str | None:
+        """Store the run's per-example predictions (``grain_bench.predictions``); a storage failure is a warning."""
+        if not self.save_predictions:
+            return None
+        from grain_bench.files import STORAGE_ERRORS, storage_error_text
+        from grain_bench.predictions import save_predictions
+
+        try:
+            return save_predictions(self.results_dir, spec.run_id, task, encoded, predictions)
+        except STORAGE_ERRORS as exc:
+            info.setdefault("warnings", []).append(f"the predictions could not be saved ({storage_error_text(exc)})")
+            return None
 
     def _with_model_card(self, record: RunRecord, task) -> RunRecord:
         """Write the saved model's README.md from the finished record; a storage failure becomes a warning."""

@@ -164,7 +164,8 @@ class RayExecutor:
     def _run(self, ray, specs, harness, store, progress):
         remote = ray.remote(self.worker_function).options(**self._task_options(ray))
         config = {"results_dir": os.path.abspath(harness.results_dir), "progress": False, "device": harness.device,
-                  "save_models": harness.save_models, "measure_latency": harness.measure_latency}
+                  "save_models": harness.save_models, "measure_latency": harness.measure_latency,
+                  "save_predictions": harness.save_predictions}
         groups: dict[str, list[RunSpec]] = {}
         for spec in specs:
             groups.setdefault(teacher_group(spec), []).append(spec)

@@ -147,6 +147,7 @@ class RunRecord:
     versions: dict[str, str] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     artifact: str | None = None
+    predictions: str | None = None  # per-example predictions, relative to the results directory
     created: str = ""
     schema_version: int = SCHEMA_VERSION
     chance_scores: dict[str, float] = field(default_factory=dict)  # a trivial predictor on the scored split
@@ -200,6 +201,7 @@ _RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "primary_metric": (str, type(None)), "teacher_scores": (dict,), "density": (dict,), "params": (dict,),
     "flops": (dict,), "latency": (list,), "shape": (dict,), "method_info": (dict,), "wall_time_s": (_NUMBER,),
     "versions": (dict,), "environment": (dict,), "artifact": (str, type(None)), "created": (str,),
+    "predictions": (str, type(None)),
     "schema_version": (int,), "chance_scores": (dict,), "warnings": (list,), "nonfinite": (list,), "data": (dict,),
 }
 _TYPE_NAMES = {str: "a string", dict: "an object", list: "a list", float: "a number", int: "an integer",

@@ -16,6 +16,9 @@ EXPORT_FORMATS = ["markdown", "latex", "csv", "json"]
 def _common(parser, default_results: str) -> None:
     parser.add_argument("--results", default=default_results, help=f"results directory (default: {default_results})")
     parser.add_argument("--task", default=None, help="only this task")
+    parser.add_argument("--versus", default="auto", metavar="METHOD",
+                        help="compare every row with METHOD by a paired 95%% confidence interval of the score "
+                             "difference (default: grain when present; none: no comparison)")
     parser.add_argument("--allow-mixed", action="store_true",
                         help="compare records from different grain-bench versions, recipes, backbones or task versions "
                              "as separate setups instead of refusing")
@@ -48,19 +51,25 @@ def print_notes(notes: list[str]) -> None:
         print(f"grain-bench: note: {note}", file=sys.stderr)
 
 
+def _versus(args) -> str | None:
+    return None if args.versus.lower() == "none" else args.versus
+
+
 def run(args) -> int:
     """Dispatch a leaderboard action."""
     if args.board_command == "show":
         from grain_bench.leaderboard.tables import show_table
 
-        text, notes = show_table(args.results, args.format, task=args.task, allow_mixed=args.allow_mixed)
+        text, notes = show_table(args.results, args.format, task=args.task, allow_mixed=args.allow_mixed,
+                                 versus=_versus(args))
         print(text, end="")
         print_notes(notes)
         return 0
     if args.board_command == "export":
         from grain_bench.leaderboard.tables import export_table
 
-        text, notes = export_table(args.results, args.format, args.out, task=args.task, allow_mixed=args.allow_mixed)
+        text, notes = export_table(args.results, args.format, args.out, task=args.task, allow_mixed=args.allow_mixed,
+                                   versus=_versus(args))
         if args.out is None:
             print(text, end="")
         else:
@@ -70,7 +79,8 @@ def run(args) -> int:
     if args.board_command == "publish":
         from grain_bench.leaderboard.site import publish
 
-        index = publish(args.results, args.out, task=args.task, allow_mixed=args.allow_mixed, title=args.title)
+        index = publish(args.results, args.out, task=args.task, allow_mixed=args.allow_mixed, title=args.title,
+                        versus=_versus(args))
         print(f"grain-bench: wrote {index} (open it in a browser; no network needed)", file=sys.stderr)
         return 0
     if args.board_command == "plot":
@@ -78,7 +88,7 @@ def run(args) -> int:
         from grain_bench.leaderboard.tables import build_report, guard_output
 
         guard_output(args.out, args.results)
-        report = build_report(args.results, args.task, allow_mixed=args.allow_mixed)
+        report = build_report(args.results, args.task, allow_mixed=args.allow_mixed, versus=None)
         for path in write_plots(report.comparison.table, args.out, args.stem):
             print(path)
         print_notes(report.notes)

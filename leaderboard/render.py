@@ -78,6 +78,7 @@ def display_frame(summary: pd.DataFrame, latex: bool = False, bold: bool = True)
     """The columns a reader wants, formatted (best values bold when ``bold``)."""
     best = best_mask(summary) if bold else pd.DataFrame(False, index=summary.index, columns=list(BEST_COLUMNS))
     one_metric = summary["metric"].nunique() == 1
+    versus = paired_reference(summary)
     mixed = summary["setup"].astype(str).str.len().gt(0).any() if "setup" in summary else False
     esc = latex_escape if latex else str
     rows = []
@@ -100,11 +101,31 @@ def display_frame(summary: pd.DataFrame, latex: bool = False, bold: bool = True)
             "speedup": _times(row.get("speedup"), bool(best.loc[index, "speedup"]), latex),
             "front": _front(row),
         })
+        if versus:
+            out[f"vs {esc(versus)} (pts)"] = difference_text(row, latex)
         rows.append(out)
     frame = pd.DataFrame(rows)
     if latex:
         frame.columns = [c.replace("%", r"\%") for c in frame.columns]
     return frame
+
+
+def paired_reference(summary: pd.DataFrame) -> str | None:
+    """The method the table's paired intervals compare with, or None when it has none."""
+    if "versus" not in summary:
+        return None
+    named = [v for v in summary["versus"].dropna() if v != "reference"]
+    return named[0] if named else None
+
+
+def difference_text(row, latex: bool = False) -> str:
+    """Score difference against the reference in points (x100) with its 95% interval: ``+8.7 [6.1, 11.2]``."""
+    if row.get("versus") == "reference":
+        return "ref."
+    if _missing(row.get("diff")):
+        return "-"
+    text = f"{row['diff'] * 100:+.1f} [{row['diff_low'] * 100:.1f}, {row['diff_high'] * 100:.1f}]"
+    return f"${text}$" if latex else text
 
 
 def render_latex(summary: pd.DataFrame, caption: str = "", notes: list[str] | None = None,

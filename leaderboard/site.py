@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 
 from grain_bench.errors import GrainBenchError
-from grain_bench.leaderboard.render import best_mask, render_json
-from grain_bench.leaderboard.tables import Report, build_report, guard_output
+from grain_bench.leaderboard.render import best_mask, difference_text, paired_reference, render_json
+from grain_bench.leaderboard.tables import AUTO, Report, build_report, guard_output
 
 CSS = """
 :root { --fg: #1d2330; --muted: #5b6475; --line: #d9dee8; --accent: #2f5fb3; --best: #e8f0ff; --head: #f4f6fa; }
@@ -174,8 +174,10 @@ def _dl(items: list[tuple[str, str]]) -> str:
 
 def _table(group: pd.DataFrame, best: pd.DataFrame, records_by_id, table_id: str) -> str:
     metric = group["metric"].iloc[0]
+    versus = paired_reference(group)
+    columns = [*COLUMNS[:-1], *([(f"vs {versus} (pts, 95% CI)", "paired", True)] if versus else []), COLUMNS[-1]]
     head = "".join(f'<th class="{cls}" scope="col">{_esc(metric if name == "score" else name)}</th>'
-                   for name, cls, _ in COLUMNS)
+                   for name, cls, _ in columns)
     rows = []
     for index, row in group.iterrows():
         def cell(text, sort=None, cls="", best_column=None):
@@ -200,6 +202,7 @@ def _table(group: pd.DataFrame, best: pd.DataFrame, records_by_id, table_id: str
             cell(_fmt(row["flops_speedup"], "{:.2f}x"), _num(row["flops_speedup"]), best_column="flops_speedup"),
             cell(_fmt(row["speedup"], "{:.2f}x"), _num(row["speedup"]), best_column="speedup"),
             cell(front_html, "".join(m for m, _ in fronts), cls="text front"),
+            *([cell(_esc(difference_text(row)), _num(row.get("diff")), cls="paired")] if versus else []),
             cell(_details(row, records_by_id), "", cls="text"),
         ]
         method_class = ' class="teacher"' if row["method"] == "teacher" else ""
@@ -263,10 +266,10 @@ of score vs d = encoder density, f = FLOPs speedup, l = measured speedup.</p>
 
 
 def publish(results_dir: str, out_dir: str, task: str | None = None, allow_mixed: bool = False,
-            title: str = "grain-bench leaderboard") -> str:
+            title: str = "grain-bench leaderboard", versus: str | None = AUTO) -> str:
     """Write the page, its plots and ``leaderboard.json`` to ``out_dir``; returns the path of ``index.html``."""
     guard_output(out_dir, results_dir)
-    report = build_report(results_dir, task, allow_mixed=allow_mixed)
+    report = build_report(results_dir, task, allow_mixed=allow_mixed, versus=versus)
     if report.comparison.table.empty:
         raise GrainBenchError(f"no successful runs in {results_dir!r}" + (f" for task {task!r}" if task else "")
                               + "; nothing to publish")

@@ -11,6 +11,8 @@ from grain_bench.leaderboard.render import FORMATS, render
 from grain_bench.leaderboard.store import RecordStore
 from grain_bench.types import Recipe, RunRecord
 
+AUTO = "auto"  # ``versus``: grain when the records have it
+
 
 @dataclass
 class Report:
@@ -85,26 +87,35 @@ def caption_for(records, comparison: Comparison | None = None) -> str:
     return "; ".join(parts)
 
 
-def build_report(results_dir: str, task: str | None = None, run_ids=None, allow_mixed: bool = False) -> Report:
-    """Load, check and compare the records of ``results_dir``; raises ``GrainBenchError`` on unusable input."""
+def build_report(results_dir: str, task: str | None = None, run_ids=None, allow_mixed: bool = False,
+                 versus: str | None = AUTO) -> Report:
+    """Load, check and compare the records of ``results_dir``; raises ``GrainBenchError`` on unusable input.
+
+    ``versus``: the method every row is compared with by a paired confidence interval (``leaderboard.paired``);
+    ``AUTO`` picks ``grain`` when present, None leaves the comparison out."""
+    from grain_bench.leaderboard.paired import add_paired_intervals, default_reference
+
     records, notes = load_records(results_dir, task, run_ids)
     errors = [r for r in records if not r.ok]
     comparison = compare(records, allow_mixed=allow_mixed)
     notes = notes + comparison.notes
+    reference = default_reference(comparison.table) if versus == AUTO else versus
+    comparison.table, paired_notes = add_paired_intervals(comparison.table, records, results_dir, reference)
+    notes += paired_notes
     if errors:
         notes.append(f"{len(errors)} run(s) ended in error (see records.jsonl)")
     return Report(results_dir, records, comparison, caption_for(records, comparison), notes, errors)
 
 
 def show_table(results_dir: str, fmt: str = "markdown", task: str | None = None, run_ids=None,
-               allow_mixed: bool = False) -> tuple[str, list[str]]:
+               allow_mixed: bool = False, versus: str | None = AUTO) -> tuple[str, list[str]]:
     """The rendered comparison of ``results_dir`` (optionally one task, or only ``run_ids``) and its notes.
 
     The notes are returned apart (callers print them on stderr) so that the text stays a clean document; JSON and
     LaTeX also carry them inside."""
     if fmt not in FORMATS:
         raise GrainBenchError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    report = build_report(results_dir, task, run_ids, allow_mixed)
+    report = build_report(results_dir, task, run_ids, allow_mixed, versus)
     table = report.comparison.table
     notes = list(report.notes)
     if table.empty and fmt != "json":
@@ -117,11 +128,11 @@ def show_table(results_dir: str, fmt: str = "markdown", task: str | None = None,
 
 
 def export_table(results_dir: str, fmt: str, out: str | None = None, task: str | None = None,
-                 allow_mixed: bool = False) -> tuple[str, list[str]]:
+                 allow_mixed: bool = False, versus: str | None = AUTO) -> tuple[str, list[str]]:
     """The rendered table (written to ``out`` when given, never inside the records file) and the notes."""
     if fmt not in FORMATS:
         raise GrainBenchError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    report = build_report(results_dir, task, allow_mixed=allow_mixed)
+    report = build_report(results_dir, task, allow_mixed=allow_mixed, versus=versus)
     if report.comparison.table.empty:
         raise GrainBenchError(f"no successful runs in {results_dir!r}" + (f" for task {task!r}" if task else ""))
     text = render(report.comparison.table, fmt, report.caption, report.notes if fmt != "markdown" else None)

@@ -184,7 +184,7 @@ class Task:
         raise DataError(f"task {self.name!r} reads no local files; it loads {self.hub_id or 'nothing'} from the hub")
 
     def hub_revision(self) -> str:
-        """The hub commit this task loads: what ``revision`` (default ``hub_ref``) names when first asked, then fixed."""
+        """The hub commit this task loads: what ``revision`` (default ``hub_ref``) names when first asked."""
         if self._commit is None:
             self._commit = resolve_hub_revision(self.name, self.hub_id, self.revision or self.hub_ref)
         return self._commit
@@ -325,6 +325,27 @@ class Task:
     def metric_modules(self) -> tuple[str, ...]:
         """Names of the local ``evaluate`` modules that produce ``metrics``."""
         return self.metrics
+
+    def example_stats(self, predictions, encoded: EncodedSplit):
+        """(kind, rows): per-example statistics of the primary metric (see ``grain_bench.significance``) for the
+        output of ``predict``, so paired runs can be compared by resampling examples; None when there are none."""
+        import numpy as np
+
+        from grain_bench.significance import classification_stats, correlation_stats
+
+        references = np.asarray(encoded.features["labels"])
+        if self.head == "regression":
+            return correlation_stats(self.primary_metric, np.asarray(predictions)[:, 0], references)
+        if self.head == "sequence":
+            return classification_stats(self.primary_metric, np.asarray(predictions).argmax(-1), references)
+        return None
+
+    def prediction_values(self, predictions, encoded: EncodedSplit) -> list:
+        """The per-example predictions of ``predict``'s output as JSON values (class ids, numbers, tags, answers)."""
+        import numpy as np
+
+        values = np.asarray(predictions)
+        return values[:, 0].tolist() if self.head == "regression" else values.argmax(-1).tolist()
 
     def chance_predictions(self, encoded: EncodedSplit):
         """What a trivial predictor outputs on ``encoded``, in the form ``score`` takes, or None when the task defines

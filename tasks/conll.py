@@ -218,6 +218,23 @@ class Conll2003(Task):
         scores = load_metric("conlleval").compute(predictions=predictions, references=references)
         return {k: float(scores[k]) for k in self.metrics}
 
+    def example_stats(self, predictions, encoded: EncodedSplit):
+        """Entity F1: per sentence [correct, predicted only, reference only] conlleval chunks (micro F1 of the sums)."""
+        import numpy as np
+
+        from grain_bench.metrics import metric_module
+
+        chunks = metric_module("conlleval").chunks
+        rows = []
+        for predicted, tags in zip(self.word_tags(predictions, encoded), list(encoded.raw["ner_tags"])):
+            guessed, gold = chunks(predicted), chunks([LABELS[t] for t in tags])
+            rows.append([len(guessed & gold), len(guessed - gold), len(gold - guessed)])
+        return "f1", np.asarray(rows, dtype=float).reshape(-1, 3)
+
+    def prediction_values(self, predictions, encoded: EncodedSplit) -> list:
+        """Word-level tags of every sentence."""
+        return self.word_tags(predictions, encoded)
+
     def chance_predictions(self, encoded: EncodedSplit):
         """Every token ``O`` (no entity found: entity F1 0, token accuracy the share of ``O``)."""
         return [[LABEL_IDS["O"]] * len(ids) for ids in encoded.extra["word_ids"]]

@@ -325,14 +325,29 @@ class MNLI(GlueTask):
         take_m = min(len(matched), limit - take_mm)
         return raw.select(matched[:take_m] + mismatched[:take_mm])
 
+    def example_stats(self, predictions, encoded):
+        """Accuracy on the matched rows: each row is [correct and matched, matched]."""
+        import numpy as np
+
+        matched = self._subset(encoded) == (0 if self.primary_metric == "accuracy_matched" else 1)
+        correct = np.asarray(predictions).argmax(-1) == np.asarray(encoded.features["labels"])
+        return "mean", np.stack([correct & matched, matched], axis=1).astype(float)
+
+    @staticmethod
+    def _subset(encoded):
+        import numpy as np
+
+        if "subset" in encoded.raw.column_names:
+            return np.asarray(list(encoded.raw["subset"]))
+        return np.zeros(len(encoded.features), dtype=int)
+
     def score(self, logits, encoded):
         """Accuracy on the matched and the mismatched rows (a split without ``subset`` counts as matched)."""
         import numpy as np
 
         predictions = logits.argmax(-1)
         references = np.asarray(encoded.features["labels"])
-        has_subset = "subset" in encoded.raw.column_names
-        subset = np.asarray(list(encoded.raw["subset"])) if has_subset else np.zeros(len(references))
+        subset = self._subset(encoded)
         out = {}
         for key, value in (("accuracy_matched", 0), ("accuracy_mismatched", 1)):
             rows = subset == value

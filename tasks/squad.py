@@ -298,6 +298,23 @@ class SquadV1(Task):
         scores = load_metric("squad").compute(predictions=predictions, references=references)
         return {k: float(scores[k]) for k in self.metrics}
 
+    def example_stats(self, predictions, encoded: EncodedSplit):
+        """Per question [best F1 (or exact match) against its references, 1]: the metric is their mean."""
+        import numpy as np
+
+        from grain_bench.metrics import metric_module
+
+        squad = metric_module("squad")
+        score = squad.f1_score if self.primary_metric == "f1" else squad.exact_match_score
+        references = [answers["text"] for answers in list(encoded.raw["answers"])]
+        values = [squad.max_over_ground_truths(score, answer, truths)
+                  for answer, truths in zip(self.answers(predictions, encoded), references)]
+        return "mean", np.stack([np.asarray(values, dtype=float), np.ones(len(values))], axis=1).reshape(-1, 2)
+
+    def prediction_values(self, predictions, encoded: EncodedSplit) -> list:
+        """The answer text of every question."""
+        return self.answers(predictions, encoded)
+
     def metric_modules(self) -> tuple[str, ...]:
         """The official SQuAD v1.1 scorer."""
         return ("squad",)

@@ -62,3 +62,12 @@ def test_task_contract(task_name, regs, pm, results_dir, test_recipe):
     assert record.method_info["steps"] == test_recipe.max_steps
     losses = record.method_info["final_losses"]
     assert math.isfinite(losses["logit_loss"]) and losses["logit_loss"] >= 0
+    # per-example predictions: one per scored example, and statistics that give back the primary score exactly
+    from grain_bench.predictions import load_predictions
+    from grain_bench.significance import metric_from_sums
+
+    doc = load_predictions(results_dir, record.predictions)
+    assert doc["run_id"] == record.run_id and doc["metric"] == record.primary_metric
+    assert len(doc["predictions"]) == len(doc["stats"]) > 0
+    assert metric_from_sums(doc["stat_kind"], doc["stats"].sum(0)) == pytest.approx(
+        record.scores[record.primary_metric], abs=1e-9)

@@ -14,6 +14,23 @@ def available_metrics() -> list[str]:
     return sorted(n for n in os.listdir(METRICS_DIR) if os.path.isfile(os.path.join(METRICS_DIR, n, f"{n}.py")))
 
 
+def metric_module(name: str):
+    """The Python module of a local metric, imported from its file (for its helper functions; not cached by
+    ``evaluate``)."""
+    import importlib.util
+    import sys
+
+    if name not in available_metrics():
+        raise UsageError(f"unknown metric {name!r}; available: {', '.join(available_metrics())}")
+    qualified = f"grain_bench.metrics._{name}"
+    if qualified not in sys.modules:
+        spec = importlib.util.spec_from_file_location(qualified, os.path.join(METRICS_DIR, name, f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[qualified] = module
+    return sys.modules[qualified]
+
+
 def load_metric(name: str):
     """The ``evaluate.Metric`` for ``name``, loaded from grain-bench's local module (no network)."""
     import evaluate

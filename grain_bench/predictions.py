@@ -1,0 +1,75 @@
+"""Per-example predictions of a run, stored beside its record: ``RESULTS/predictions/<run_id>.json.gz``.
+
+Each file holds the run's predictions on the scored split (class ids, regression values, word tags or answer texts)
+and the per-example statistics of the task's primary metric (``grain_bench.significance``), from which the leaderboard
+computes paired confidence intervals between methods. Imports no torch.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+
+FOLDER = "predictions"
+FORMAT = "grain-bench-predictions"
+FORMAT_VERSION = 1
+
+
+def relative_path(run_id: str) -> str:
+    """Where a run's predictions live, relative to the results directory."""
+    return os.path.join(FOLDER, f"{run_id}.json.gz")
+
+
+def save_predictions(results_dir: str, run_id: str, task, encoded, predictions) -> str:
+    """Write the predictions of ``task.predict`` on ``encoded`` (atomically); returns the path relative to
+    ``results_dir``. Storage errors propagate (``OSError``)."""
+    from grain_bench.files import ordinary_file_mode
+
+    stats = task.example_stats(predictions, encoded)
+    doc: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, "run_id": run_id, "task": task.name,
+                           "split": encoded.name, "metric": task.primary_metric,
+                           "predictions": task.prediction_values(predictions, encoded)}
+    if stats is not None:
+        kind, rows = stats
+        doc.update(stat_kind=kind, stats=np.asarray(rows, dtype=float).tolist())
+    relative = relative_path(run_id)
+    folder = os.path.join(results_dir, FOLDER)
+    os.makedirs(folder, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{run_id}-", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+            out.write(json.dumps(doc, allow_nan=False, default=_plain).encode())
+        os.chmod(tmp, ordinary_file_mode())
+        os.replace(tmp, os.path.join(results_dir, relative))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return relative
+
+
+def _plain(value):
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def load_predictions(results_dir: str, relative: str) -> dict[str, Any] | None:
+    """The predictions document of a run (``stats`` as a numpy array), or None when the file is missing or unreadable
+    (the caller says so in a note)."""
+    path = os.path.join(results_dir, relative)
+    try:
+        with gzip.open(path, "rb") as handle:
+            doc = json.loads(handle.read())
+    except (OSError, ValueError, EOFError):
+        return None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        return None
+    if "stats" in doc:
+        doc["stats"] = np.asarray(doc["stats"], dtype=float)
+    return doc
