@@ -254,3 +254,20 @@ def test_hub_data_is_pinned_to_the_commit_its_ref_names(tmp_path, monkeypatch):
     assert SST2(revision="f" * 40).data_identity().key == f"hub:nyu-mll/glue@{'f' * 40}"  # a chosen commit
     with pytest.raises(DataError, match="the hub cache has no copy of rajpurkar/squad"):
         SquadV1().data_identity()
+
+
+def test_docs_link_only_to_files_that_exist_and_install_only_what_installs():
+    """Every relative link of README.md and docs/ resolves, and no page tells a user to install grain-bench from an
+    index it is not on (``pip install 'grain-bench[ray]'``)."""
+    import glob
+    import re
+
+    pages = [os.path.join(ROOT, "README.md"), *glob.glob(os.path.join(ROOT, "docs", "*.md"))]
+    for page in pages:
+        with open(page, encoding="utf-8") as handle:
+            text = handle.read()
+        assert "pip install 'grain-bench" not in text and 'pip install "grain-bench' not in text, page
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if "://" in target:
+                continue
+            assert os.path.exists(os.path.join(os.path.dirname(page), target)), f"{page} links to missing {target}"
