@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from grain_bench.errors import GrainBenchError, TrainingDiverged
 from grain_bench.files import ordinary_permissions
 from grain_bench.losses import hidden_mse
-from grain_bench.masked import MaskedModel
+from grain_bench.masked import MaskedModel, fold_unit_scales
 from grain_bench.masks import MaskSpace, UnitMasks
 from grain_bench.method import Method, TrainState
 from grain_bench.schedule import CubicSchedule
@@ -247,6 +247,25 @@ def _tensors(output):
             yield from (v for v in value if isinstance(v, torch.Tensor))
 
 
+def _apply(method: Method, masked: MaskedModel, new_masks, step: int, may_grow: bool = False) -> None:
+    """Set the method's masks after checking them (masks only shrink, unless the structure is being fixed)."""
+    if not isinstance(new_masks, UnitMasks):
+        raise GrainBenchError(f"method {method.name!r}: masks_for must return UnitMasks, got {type(new_masks).__name__}")
+    if not may_grow and not new_masks.is_subset_of(masked.masks):
+        raise GrainBenchError(f"method {method.name!r} re-grew pruned units at step {step}; masks may only shrink")
+    masked.apply(new_masks)
+
+
+def _check_reaches(method: Method, masks, space: MaskSpace, target: float) -> None:
+    """A learned-mask method's final masks must keep the run's target density within one unit's cost."""
+    if not isinstance(masks, UnitMasks):
+        raise GrainBenchError(f"method {method.name!r}: masks_for must return UnitMasks, got {type(masks).__name__}")
+    one_unit = max(space.unit_costs.values()) / space.total_cost()
+    if abs(masks.density(space) - target) > one_unit + 1e-12:
+        raise GrainBenchError(f"method {method.name!r} fixed its structure at density {masks.density(space):.4f}, "
+                              f"not the run's target {target:g} (within one unit, {one_unit:.2g})")
+
+
 def distill(method: Method, task, teacher, student, data, recipe: Recipe, target_density: float, seed: int,
             progress: bool = True, dev_eval=None, teacher_outputs: TeacherOutputs | None = None) -> DistillResult:
     """Distil ``teacher`` into ``student`` while ``method`` prunes it along the shared cubic schedule."""
@@ -274,8 +293,12 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
     teacher.eval()
     student.train()
     state = TrainState(step=0, total_steps=total, model=student, space=space, masks=masked.masks, seed=seed,
-                       dev_eval=dev_eval)
+                       dev_eval=dev_eval, target_density=target_density, prune_start_step=schedule.start,
+                       prune_end_step=schedule.end)
     method.setup(state)
+    method_optimizers = [torch.optim.AdamW(group.params, lr=group.lr, weight_decay=group.weight_decay,
+                                           maximize=group.maximize) for group in method.parameters(state)]
+    freeze = method.freeze_step(state) if method.owns_density and method.prunes else None
     history = []
     bar = tqdm(batches(data.train.features, data.collate, recipe.batch_size, seed, total), total=total,
                desc=f"{method.name} {task.name} @{target_density:g}", disable=not progress)
@@ -283,7 +306,11 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
         batch = _to(batch, device)
         inputs = task.model_inputs(batch)
         optimizer.zero_grad(set_to_none=True)
+        for method_optimizer in method_optimizers:
+            method_optimizer.zero_grad(set_to_none=True)
         masked.zero_grad()
+        state.step, state.masks, state.scheduled_density = step, masked.masks, schedule.density(step)
+        masked.set_values(method.gates(state))
         teacher_out = teacher_outputs.get(step) if teacher_outputs is not None else None
         if teacher_out is None:
             with torch.no_grad():
@@ -295,37 +322,51 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
         if recipe.hard_label_weight:
             logit_loss = logit_loss + recipe.hard_label_weight * task.hard_loss(student_out, batch)
         check_finite_loss({"logit loss": logit_loss}, step, "training", lr_field)
-        logit_loss.backward(retain_graph=recipe.hidden_loss)
-        state.step, state.masks = step, masked.masks
+        method_loss = method.loss(state)  # backpropagated after observe, with the hidden loss
+        logit_loss.backward(retain_graph=recipe.hidden_loss or method_loss is not None)
         if method.gradient_source == "logit":
             state.unit_grads, state.loss_name = masked.unit_grads(), "logit"
             method.observe(state)
         hidden_loss = torch.zeros((), device=device)
+        rest = []
         if recipe.hidden_loss:
             hidden_loss = recipe.hidden_weight * hidden_mse(student_out.hidden_states, teacher_out.hidden_states,
                                                             projections, pairs, inputs["attention_mask"])
             check_finite_loss({"hidden loss": hidden_loss}, step, "training", lr_field)
-            hidden_loss.backward()
+            rest.append(hidden_loss)
+        if method_loss is not None:
+            check_finite_loss({f"{method.name} loss": method_loss}, step, "training", lr_field)
+            rest.append(method_loss)
+        if rest:
+            sum(rest).backward()
         if method.gradient_source == "total":
             state.unit_grads, state.loss_name = masked.unit_grads(), "total"
             method.observe(state)
-        if method.prunes and schedule.is_pruning_step(step):
-            density = schedule.density(step)
-            new_masks = method.masks_for(state, density)
-            if not isinstance(new_masks, UnitMasks):
-                raise GrainBenchError(f"method {method.name!r}: masks_for must return UnitMasks, got {type(new_masks).__name__}")
-            if not new_masks.is_subset_of(masked.masks):
-                raise GrainBenchError(f"method {method.name!r} re-grew pruned units at step {step}; masks may only shrink")
-            masked.apply(new_masks)
+        if method.prunes and not method.owns_density and schedule.is_pruning_step(step):
+            _apply(method, masked, method.masks_for(state, state.scheduled_density), step)
+        elif freeze is not None and not state.frozen and step >= freeze:
+            final = method.masks_for(state, target_density)
+            _check_reaches(method, final, space, target_density)
+            _apply(method, masked, final, step, may_grow=True)
+            state.frozen, state.masks = True, masked.masks
         torch.nn.utils.clip_grad_norm_(clip_params, recipe.clip)
         optimizer.step()
         scheduler.step()
+        for method_optimizer in method_optimizers:
+            method_optimizer.step()
         if step % 10 == 0 or step == total:
             record = {"step": step, "logit_loss": logit_loss.item(), "hidden_loss": hidden_loss.item(),
                       "density": masked.masks.density(space)}
+            if method_loss is not None:
+                record["method_loss"] = method_loss.item()
             history.append(record)
             bar.set_postfix(kd=f"{record['logit_loss']:.3f}", hid=f"{record['hidden_loss']:.3f}",
                             dens=f"{record['density']:.3f}", refresh=False)
+    state.masks = masked.masks
+    scales = method.unit_scales(state)
+    masked.set_values(None)
+    if scales is not None:
+        fold_unit_scales(student, space, masked.masks, scales)
     student.eval()
     check_finite_weights(student, "training", lr_field)
     return DistillResult(student, masked, masked.masks, space, total, time.time() - start, history)

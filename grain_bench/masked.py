@@ -32,6 +32,7 @@ class MaskedModel:
         self.vo = torch.ones(s.num_layers, s.num_heads * s.head_dim, device=device, requires_grad=True)
         self.ffn = torch.ones(s.num_layers, s.ffn_dim, device=device, requires_grad=True)
         self.masks = UnitMasks.full(s)
+        self.values: dict[str, torch.Tensor] | None = None  # real gate values of a learned-mask method, per kind
         self._handles = []
         for index, layer in enumerate(encoder_layers(model, self.arch)):
             self._handles += [
@@ -41,18 +42,37 @@ class MaskedModel:
                 resolve(layer, self.arch.ffn_out).register_forward_pre_hook(self._in_hook(self.ffn, index)),
             ]
 
-    @staticmethod
-    def _out_hook(gate: torch.Tensor, index: int, detach: bool):
+    def _gate(self, kind: str, gate: torch.Tensor, index: int) -> torch.Tensor:
+        """The multiplier of one layer's units: the 0/1 gate, times the method's real values when it set some."""
+        if self.values is None:
+            return gate[index]
+        return gate[index] * self.values[kind][index]
+
+    def _out_hook(self, gate: torch.Tensor, index: int, detach: bool):
         def hook(module, inputs, output):
-            g = gate[index].detach() if detach else gate[index]
+            g = self._gate("qk", gate, index)
+            g = g.detach() if detach else g
             return output * g.to(output.dtype)
         return hook
 
-    @staticmethod
-    def _in_hook(gate: torch.Tensor, index: int):
+    def _in_hook(self, gate: torch.Tensor, index: int):
+        kind = "vo" if gate is self.vo else "ffn"
+
         def hook(module, inputs):
-            return (inputs[0] * gate[index].to(inputs[0].dtype), *inputs[1:])
+            return (inputs[0] * self._gate(kind, gate, index).to(inputs[0].dtype), *inputs[1:])
         return hook
+
+    def set_values(self, values: UnitTensors | None) -> None:
+        """Multiply the gates by real values (a learned-mask method's sampled or deterministic gates; they may carry
+        gradients to the method's parameters), or stop doing so (None). The 0/1 masks still apply on top."""
+        if values is None:
+            self.values = None
+            return
+        s = self.space
+        device = self.qk.device
+        self.values = {"qk": values.qk.reshape(s.num_layers, -1).to(device, torch.float32),
+                       "vo": values.vo.reshape(s.num_layers, -1).to(device, torch.float32),
+                       "ffn": values.ffn.reshape(s.num_layers, -1).to(device, torch.float32)}
 
     def apply(self, masks: UnitMasks) -> None:
         """Set the gates to ``masks``."""
@@ -101,3 +121,24 @@ def unit_weight_norms(model: torch.nn.Module, space: MaskSpace | None = None) ->
     return UnitTensors(torch.stack(qk).sqrt().reshape(s.num_layers, s.num_heads, s.head_dim).float().cpu(),
                        torch.stack(vo).sqrt().reshape(s.num_layers, s.num_heads, s.head_dim).float().cpu(),
                        torch.stack(ffn).sqrt().float().cpu())
+
+
+def fold_unit_scales(model: torch.nn.Module, space: MaskSpace, masks: UnitMasks, scales: UnitTensors) -> None:
+    """Multiply each kept unit's weights by its scale, where its gate acts: a query unit's Q and K rows and biases
+    (the gate scales both, as the masked model does), a value unit's W_O column, an FFN neuron's W_2 column. A model
+    with the gates at these values computes what the folded model computes with 0/1 gates."""
+    arch = get_arch(model.config)
+    kept = masks.map(lambda t: t.float())
+    with torch.no_grad():
+        for index, layer in enumerate(encoder_layers(model, arch)):
+            qk = (scales.qk[index].reshape(-1) * kept.qk[index].reshape(-1) + (1 - kept.qk[index].reshape(-1)))
+            vo = (scales.vo[index].reshape(-1) * kept.vo[index].reshape(-1) + (1 - kept.vo[index].reshape(-1)))
+            ffn = scales.ffn[index] * kept.ffn[index] + (1 - kept.ffn[index])
+            for path in (arch.query, arch.key):
+                linear = resolve(layer, path)
+                factor = qk.to(linear.weight)
+                linear.weight.mul_(factor[:, None])
+                linear.bias.mul_(factor)
+            for path, factor in ((arch.attn_out, vo), (arch.ffn_out, ffn)):
+                linear = resolve(layer, path)
+                linear.weight.mul_(factor.to(linear.weight)[None, :])

@@ -1,6 +1,8 @@
 """The interface every pruning method implements (built-in or third-party).
 
-A method sees the training through two callbacks of the shared distillation trainer:
+Two kinds of method share the trainer (``grain_bench.distill``):
+
+**Score-and-cut** methods (GRAIN, heads, magnitude, movement) see the training through two callbacks:
 
 - ``observe(state)`` every step, right after the backward pass of the logit-KD loss (gradient separation), or after
   the backward of the summed loss when the method sets ``gradient_source = "total"``; ``state.unit_grads`` holds
@@ -8,12 +10,27 @@ A method sees the training through two callbacks of the shared distillation trai
 - ``masks_for(state, density)`` on pruning steps, with the trainer's scheduled density; it returns ``UnitMasks`` that
   keep no more than ``density`` of the unit cost and never re-grow a pruned unit.
 
+**Learned-mask** methods (CoFi) also use:
+
+- ``parameters(state)``: trainable tensors the method owns (gate logits, Lagrange multipliers), as ``ParamGroup``s
+  with their own learning rate; a group with ``maximize=True`` is trained by gradient ascent;
+- ``gates(state)``: before each forward pass, real-valued (sampled or deterministic) gate values the forward
+  multiplies every unit by, on top of the 0/1 masks; gradients reach the method's parameters through them;
+- ``loss(state)``: a term added to the student objective, backpropagated with the hidden-state loss, after
+  ``observe`` (so gradient separation is unchanged);
+- ``owns_density = True``: the trainer's cubic schedule does not cut; ``state.scheduled_density`` still shows it.
+  At ``freeze_step(state)`` (default: where the schedule reaches the target) the trainer calls
+  ``masks_for(state, state.target_density)`` once: 0/1 masks at the run's target within one unit's cost. Units may
+  come back before that; from then on the structure is fixed and masks only shrink;
+- ``unit_scales(state)``: after training, one real scale per kept unit, folded into the weights before compaction
+  (CoFi's deterministic gate values).
+
 This module imports no torch, so listing methods stays fast.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from grain_bench.options import Options
@@ -37,6 +54,22 @@ class TrainState:
     loss_name: str = "logit"  # which loss produced unit_grads: "logit" or "total"
     dev_eval: Any = None  # callable(model) -> primary dev score, for methods that select on the dev split
     seed: int = 0
+    target_density: float = 1.0  # the run's target
+    scheduled_density: float = 1.0  # the trainer's cubic schedule at this step (what score-and-cut methods cut to)
+    prune_start_step: int = 0  # the schedule's first and last pruning steps (1-based)
+    prune_end_step: int = 0
+    frozen: bool = False  # True once a learned-mask method's structure is fixed
+
+
+@dataclass
+class ParamGroup:
+    """Trainable tensors a method owns and how the trainer optimises them (AdamW in its own optimizer, constant lr)."""
+
+    params: list = field(default_factory=list)
+    lr: float = 0.01
+    maximize: bool = False  # gradient ascent, e.g. for Lagrange multipliers
+    weight_decay: float = 0.0
+    name: str = ""
 
 
 class Method:
@@ -49,6 +82,8 @@ class Method:
     gradient_source: str = "logit"
     #: False for methods that never prune (the trainer then skips the schedule).
     prunes: ClassVar[bool] = True
+    #: True for learned-mask methods that reach the target themselves (see the module docstring).
+    owns_density: ClassVar[bool] = False
 
     def __init__(self, options: MethodOptions | None = None, seed: int = 0):
         self.options = options if options is not None else self.Options()
@@ -78,6 +113,26 @@ class Method:
     def masks_for(self, state: TrainState, density: float):
         """Masks for the scheduled ``density``; the default keeps everything."""
         return state.masks
+
+    def parameters(self, state: TrainState) -> list[ParamGroup]:
+        """Trainable tensors the method owns, called once after ``setup`` (default: none)."""
+        return []
+
+    def gates(self, state: TrainState):
+        """Real gate values (``UnitTensors``) for this step's forward pass, or None for the 0/1 masks alone."""
+        return None
+
+    def loss(self, state: TrainState):
+        """A term added to the student loss this step (a scalar tensor), or None."""
+        return None
+
+    def freeze_step(self, state: TrainState) -> int:
+        """For ``owns_density`` methods: the step at which the structure is fixed (default: the schedule's end)."""
+        return state.prune_end_step
+
+    def unit_scales(self, state: TrainState):
+        """After training: one scale per unit (``UnitTensors``) to fold into the kept units' weights, or None."""
+        return None
 
     def finalize(self, model) -> dict[str, Any]:
         """Called once after training (masks fixed); returns extra ``ModelShape`` fields (e.g. embedding_rank)."""

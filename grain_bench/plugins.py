@@ -18,6 +18,8 @@ DEFAULT_PLUGINS = (
     "grain_bench.methods.baselines",
     "grain_bench.methods.grain",
     "grain_bench.methods.heads",
+    "grain_bench.methods.movement",
+    "grain_bench.methods.cofi",
     "grain_bench.tasks.tweets",
     "grain_bench.tasks.glue",
     "grain_bench.tasks.squad",

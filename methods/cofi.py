@@ -1,0 +1,230 @@
+"""CoFi (Xia, Zhong and Chen, ACL 2022): L0 gates at several granularities, trained with a Lagrangian density
+constraint; here on grain-bench's units and under its shared distillation, without hidden-dimension pruning.
+
+What follows the paper and its code (princeton-nlp/CoFiPruning, ``models/l0_module.py``):
+
+- **Hard-concrete gates** (Louizos et al. 2018): temperature 2/3, stretched to (−0.1, 1.1) and clipped to [0, 1];
+  log-alpha initialised N(mean, 0.01²) with mean 10 for the coarse gates (attention layer, head, FFN layer) and
+  log((1 − p)/p) for FFN neurons (p = ``droprate_init`` = 0.5, so 0), clamped to [log 0.01, log 100] before each use.
+- **Granularities mapped onto our units**: attention layer ``z_att[l]`` and head ``z_head[l, h]`` cover the head's
+  query and value units; FFN layer ``z_ffn[l]`` and neuron ``z_int[l, k]`` cover FFN neurons. A unit's gate is the
+  product of the gates that cover it. In the forward pass the gate values multiply the value units (the head's
+  context, as CoFi scales the context by ``head_z``) and the FFN neurons; query units carry no real-valued gate
+  (scaling Q and K would square it in the scores) and follow their head's final decision. CoFi scales the attention
+  and FFN *outputs* by the layer gates, bias included; ours gate the inputs of W_O and W_2, so an emptied block keeps
+  its output bias, as every method's does.
+- **Expected density in closed form**, in our unit costs: Σ cost(unit) · Π P(gate > 0) over the covering gates, with
+  P(z > 0) = 1 − Q(0) from the hard-concrete CDF; divided by the total unit cost. It is the density every other method
+  is held to.
+- **Lagrangian** λ1(ŝ − t) + λ2(ŝ − t)², ŝ the expected density; λ1 and λ2 start at 0 and are trained by gradient
+  ascent (their own AdamW, ``maximize``); gates and λ share the learning rate ``lr`` (0.01).
+- **Target warm-up**: t = 1 until the schedule's first pruning step, then linear to the run's target over ``warmup``
+  of training (CoFi's GLUE scripts warm up over 2 of 20 epochs: 0.1), then the target.
+- **Deterministic gates at the freeze point** (the schedule's last pruning step, as for every method): per layer and
+  granularity, the expected number of zero gates (rounded) is set to 0, the others to sigmoid(log-alpha / temperature
+  × 0.8). The final 0/1 masks are the units whose gate product is positive, adjusted to the run's target within one
+  unit: whole heads and neurons are pruned in the order of their gate values (CoFi's zeros first) while they fit in
+  the pruned budget, so the zeros with the largest soft values come back, or the lowest-valued kept units go; a head
+  is kept or pruned whole. The gate values of the kept units scale them while the distillation goes on, and are
+  folded into the weights before compaction.
+
+Not done: hidden-dimension pruning (a fourth unit kind, with embedding and LayerNorm slicing), and CoFi's own
+layer-matching distillation, which is a recipe choice: every method here is distilled the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from grain_bench.hookspecs import hookimpl
+from grain_bench.method import Method, MethodOptions, ParamGroup
+from grain_bench.options import option
+
+LIMIT_LOW, LIMIT_HIGH, EPSILON = -0.1, 1.1, 1e-6
+LOG_ALPHA_RANGE = (math.log(1e-2), math.log(1e2))
+MAGICAL_NUMBER = 0.8  # CoFi's (from Wang et al. 2020): the soft deterministic gate is sigmoid(log_alpha/β · 0.8)
+COARSE_INIT = 10.0
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def prob_nonzero(log_alpha, temperature: float):
+    """P(z > 0) of a stretched hard-concrete gate: 1 − Q(0) with Q its CDF (clamped to [ε, 1 − ε] as CoFi does)."""
+    torch = _torch()
+    x = (0 - LIMIT_LOW) / (LIMIT_HIGH - LIMIT_LOW)
+    logits = math.log(x) - math.log(1 - x)
+    return 1 - torch.sigmoid(logits * temperature - log_alpha).clamp(min=EPSILON, max=1 - EPSILON)
+
+
+def sample_gates(log_alpha, temperature: float, generator=None):
+    """One hard-concrete sample per gate: u ~ U(ε, 1 − ε), s = σ((log u − log(1 − u) + log α)/β), stretched and
+    clipped to [0, 1]; differentiable in ``log_alpha``."""
+    torch = _torch()
+    u = torch.rand(log_alpha.shape, generator=generator, dtype=torch.float32).clamp(EPSILON, 1 - EPSILON)
+    u = u.to(log_alpha.device)
+    s = torch.sigmoid((torch.log(u) - torch.log(1 - u) + log_alpha) / temperature)
+    return (s * (LIMIT_HIGH - LIMIT_LOW) + LIMIT_LOW).clamp(0.0, 1.0)
+
+
+def deterministic_gates(log_alpha, temperature: float):
+    """CoFi's inference gates over the last axis (one group per leading index): the expected number of zeros,
+    rounded, is set to 0; the others get sigmoid(log α / β · 0.8). A scalar group is 0 or its soft value."""
+    torch = _torch()
+    with torch.no_grad():
+        soft = torch.sigmoid(log_alpha / temperature * MAGICAL_NUMBER)
+        groups = soft.reshape(-1, soft.shape[-1]) if soft.dim() else soft.reshape(1, 1)
+        expected = prob_nonzero(log_alpha, temperature).reshape(groups.shape)
+        out = groups.clone()
+        for row in range(groups.shape[0]):
+            zeros = round(groups.shape[1] - float(expected[row].sum()))
+            if zeros > 0:
+                out[row, torch.topk(groups[row], k=zeros, largest=False).indices] = 0.0
+        return out.reshape(soft.shape)
+
+
+@dataclass(frozen=True)
+class CofiOptions(MethodOptions):
+    """Options of ``cofi``."""
+
+    lr: float = option(0.01, gt=0)  # learning rate of the gate logits and of the Lagrange multipliers
+    warmup: float = option(0.1, ge=0, le=1)  # fraction of training over which the target goes from 1 to the run's
+    temperature: float = option(2 / 3, gt=0)  # hard-concrete temperature β
+    droprate_init: float = option(0.5, gt=0, lt=1)  # initial drop probability of FFN neurons
+
+
+class Cofi(Method):
+    """CoFi: L0 gates on attention layers, heads, FFN layers and neurons with a Lagrangian density constraint."""
+
+    name = "cofi"
+    description = "CoFi: hard-concrete L0 gates (layer, head, FFN layer, neuron), Lagrangian to the target density"
+    Options = CofiOptions
+    owns_density = True
+
+    def __init__(self, options=None, seed: int = 0):
+        super().__init__(options, seed)
+        self.log_alpha: dict = {}
+        self.lambdas = None
+        self.generator = None
+        self.final_values = None  # UnitTensors of the deterministic gate values, once the structure is fixed
+
+    # ---- set-up ----------------------------------------------------------------------------------------------
+    def setup(self, state) -> None:
+        """Gate logits on the student's device, initialised as CoFi does (seeded, apart from the global RNG)."""
+        torch = _torch()
+        space = state.space
+        device = next(state.model.parameters()).device
+        self.generator = torch.Generator().manual_seed(20_000 + self.seed)
+        neuron_mean = math.log(1 - self.options.droprate_init) - math.log(self.options.droprate_init)
+        shapes = {"att": ((space.num_layers,), COARSE_INIT), "head": ((space.num_layers, space.num_heads), COARSE_INIT),
+                  "ffn": ((space.num_layers,), COARSE_INIT), "int": ((space.num_layers, space.ffn_dim), neuron_mean)}
+        for name, (shape, mean) in shapes.items():
+            values = mean + 0.01 * torch.randn(shape, generator=self.generator)
+            self.log_alpha[name] = values.to(device).requires_grad_(True)
+        self.lambdas = torch.zeros(2, device=device, requires_grad=True)
+
+    def parameters(self, state) -> list[ParamGroup]:
+        """Gate logits (descent) and the Lagrange multipliers (ascent), both at ``lr``."""
+        return [ParamGroup(list(self.log_alpha.values()), lr=self.options.lr, name="gates"),
+                ParamGroup([self.lambdas], lr=self.options.lr, maximize=True, name="lagrangian")]
+
+    # ---- training ----------------------------------------------------------------------------------------------
+    def _clamp(self) -> None:
+        with _torch().no_grad():
+            for log_alpha in self.log_alpha.values():
+                log_alpha.clamp_(*LOG_ALPHA_RANGE)
+
+    def unit_gates(self, z: dict, space):
+        """``UnitTensors`` of unit gate values from per-granularity gates ``z`` (products over the covering gates)."""
+        from grain_bench.masks import UnitTensors
+
+        torch = _torch()
+        vo = (z["att"][:, None] * z["head"])[:, :, None].expand(space.num_layers, space.num_heads, space.head_dim)
+        qk = torch.ones_like(vo)
+        return UnitTensors(qk, vo, z["ffn"][:, None] * z["int"])
+
+    def gates(self, state):
+        """Sampled gates while learning; the fixed deterministic values after the freeze point."""
+        if state.frozen:
+            return self.final_values
+        self._clamp()
+        beta = self.options.temperature
+        z = {name: sample_gates(log_alpha, beta, self.generator) for name, log_alpha in self.log_alpha.items()}
+        return self.unit_gates(z, state.space)
+
+    def expected_density(self, space):
+        """Expected kept unit cost / total unit cost under the current gate distributions (differentiable)."""
+        beta = self.options.temperature
+        p = {name: prob_nonzero(log_alpha, beta) for name, log_alpha in self.log_alpha.items()}
+        costs = space.unit_costs
+        heads = (p["att"][:, None] * p["head"]).sum() * space.head_dim * (costs["qk"] + costs["vo"])
+        neurons = (p["ffn"][:, None] * p["int"]).sum() * costs["ffn"]
+        return (heads + neurons) / space.total_cost()
+
+    def target_at(self, state) -> float:
+        """The Lagrangian's target density at this step: 1, then linear to the run's target over ``warmup``."""
+        start = state.prune_start_step
+        length = max(1.0, self.options.warmup * state.total_steps)
+        progress = min(1.0, max(0.0, (state.step - start) / length))
+        return 1.0 + (state.target_density - 1.0) * progress
+
+    def loss(self, state):
+        """λ1 (ŝ − t) + λ2 (ŝ − t)² while the gates learn; nothing after the freeze point."""
+        if state.frozen:
+            return None
+        gap = self.expected_density(state.space) - self.target_at(state)
+        self.info["expected_density"] = float(gap.detach()) + self.target_at(state)
+        return self.lambdas[0] * gap + self.lambdas[1] * gap * gap
+
+    # ---- the final structure -----------------------------------------------------------------------------------
+    def masks_for(self, state, density: float):
+        """The deterministic gates at the freeze point, adjusted to ``density`` within one unit: whole heads and FFN
+        neurons are ranked by their gate value (CoFi's zeros first, by soft value) and pruned in that order while
+        the pruned cost fits in 1 − density; a head too large for what is left is kept, and neurons fill the rest."""
+        from grain_bench.masks import UnitMasks, UnitTensors
+
+        torch = _torch()
+        self._clamp()
+        beta, space = self.options.temperature, state.space
+        values = self.unit_gates({name: deterministic_gates(log_alpha, beta).cpu()
+                                  for name, log_alpha in self.log_alpha.items()}, space)
+        with torch.no_grad():
+            soft = self.unit_gates({name: torch.sigmoid(log_alpha / beta * MAGICAL_NUMBER).cpu()
+                                    for name, log_alpha in self.log_alpha.items()}, space)
+        head_value, head_soft = values.vo[:, :, 0], soft.vo[:, :, 0]
+        costs = space.unit_costs
+        items = torch.cat([torch.where(head_value > 0, head_soft, head_soft - 2.0).reshape(-1),
+                           torch.where(values.ffn > 0, soft.ffn, soft.ffn - 2.0).reshape(-1)]).double()
+        item_costs = torch.cat([torch.full((head_value.numel(),), space.head_dim * (costs["qk"] + costs["vo"])),
+                                torch.full((values.ffn.numel(),), costs["ffn"])]).double()
+        budget = (1.0 - density) * space.total_cost() + 1e-6
+        keep = torch.ones(len(items), dtype=torch.bool)
+        for index in torch.argsort(items, stable=True).tolist():
+            if item_costs[index] <= budget:
+                keep[index] = False
+                budget -= float(item_costs[index])
+        heads = keep[:head_value.numel()].reshape(head_value.shape)
+        units = heads[:, :, None].expand(-1, -1, space.head_dim).clone()
+        masks = UnitMasks(units, units.clone(), keep[head_value.numel():].reshape(values.ffn.shape).clone())
+        kept_values = UnitTensors(*(torch.where(v > 0, v, s) for (_, v), (_, s) in zip(values.items(), soft.items())))
+        self.final_values = UnitTensors(torch.ones_like(kept_values.qk), kept_values.vo.float(),
+                                        kept_values.ffn.float())
+        self.info.update(cofi_zeros={kind: int((v == 0).sum()) for kind, v in (("heads", head_value),
+                                                                                 ("neurons", values.ffn))},
+                         lambdas=[float(x) for x in self.lambdas.detach().cpu()],
+                         heads_kept=masks.heads_kept(), density_at_freeze=masks.density(space))
+        return masks
+
+    def unit_scales(self, state):
+        """The deterministic gate values of the kept units, folded into the weights before compaction."""
+        return self.final_values
+
+
+@hookimpl
+def register_methods(register):
+    """Register CoFi."""
+    register(Cofi)

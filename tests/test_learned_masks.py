@@ -1,0 +1,209 @@
+"""The learned-mask method API and its two rivals of GRAIN: CoFi's hard-concrete gates and Lagrangian, structured
+movement's signed scores, folding scales into weights, and GRAIN's per-step behaviour through the extended trainer."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from grain_bench.backbones import load_tiny
+from grain_bench.masks import MaskSpace, UnitMasks, UnitTensors
+from grain_bench.method import TrainState
+from grain_bench.methods.cofi import Cofi, deterministic_gates, prob_nonzero, sample_gates
+from grain_bench.methods.movement import Movement
+
+BETA = 2 / 3
+MINILM = MaskSpace(num_layers=6, num_heads=12, head_dim=32, ffn_dim=1536, hidden=384)
+
+
+def p_nonzero_by_hand(log_alpha: float, beta: float = BETA) -> float:
+    """1 − Q(0) of the stretched hard concrete on (−0.1, 1.1): Q(0) = σ(β·logit(0.1/1.2) − log α)."""
+    logit = math.log((0.1 / 1.2) / (1 - 0.1 / 1.2))
+    return 1 - 1 / (1 + math.exp(-(logit * beta - log_alpha)))
+
+
+def test_hard_concrete_sampling_matches_its_probability_of_being_nonzero():
+    generator = torch.Generator().manual_seed(0)
+    for log_alpha in (-2.0, 0.0, 2.0):
+        z = sample_gates(torch.full((200_000,), log_alpha), BETA, generator)
+        assert z.min() >= 0 and z.max() <= 1
+        assert float((z > 0).float().mean()) == pytest.approx(p_nonzero_by_hand(log_alpha), abs=0.005)
+        assert float(prob_nonzero(torch.tensor(log_alpha), BETA)) == pytest.approx(p_nonzero_by_hand(log_alpha))
+    assert p_nonzero_by_hand(0.0) == pytest.approx(0.8318, abs=1e-4)  # by hand: 1 − σ(−1.5986)
+
+
+def test_deterministic_gates_zero_the_expected_number_of_lowest_gates():
+    log_alpha = torch.tensor([[-3.0, -1.0, 1.0, 3.0], [4.0, 4.0, 4.0, -4.0]])
+    gates = deterministic_gates(log_alpha, BETA)
+    for row in range(2):
+        expected_zeros = round(4 - sum(p_nonzero_by_hand(float(a)) for a in log_alpha[row]))
+        soft = [1 / (1 + math.exp(-float(a) / BETA * 0.8)) for a in log_alpha[row]]
+        order = sorted(range(4), key=lambda i: soft[i])
+        for i in range(4):
+            want = 0.0 if i in order[:expected_zeros] else soft[i]
+            assert float(gates[row, i]) == pytest.approx(want), (row, i)
+    # by hand: P(z > 0) = 0.198, 0.645, 0.931, 0.990 (sum 2.764: 1 zero) and 0.996 x3, 0.003 (1 zero)
+    assert [round(4 - sum(p_nonzero_by_hand(float(a)) for a in r)) for r in log_alpha] == [1, 1]
+    assert float(deterministic_gates(torch.tensor(-4.0), BETA)) == 0.0  # a layer gate: one expected zero
+
+
+def _cofi(space: MaskSpace, target: float = 0.3, seed: int = 0) -> tuple[Cofi, TrainState]:
+    model, _ = load_tiny("sequence", 2)
+    method = Cofi.from_options({}, seed=seed)
+    state = TrainState(step=1, total_steps=100, model=model, space=space, masks=UnitMasks.full(space),
+                       target_density=target, prune_start_step=20, prune_end_step=40)
+    method.setup(state)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # spread the gates out, so the expectation is not trivially 1
+        for log_alpha in method.log_alpha.values():
+            log_alpha.copy_(torch.randn(log_alpha.shape, generator=generator) * 2)
+    return method, state
+
+
+def test_closed_form_expected_density_agrees_with_monte_carlo():
+    method, _ = _cofi(MINILM)
+    costs = MINILM.unit_costs
+    generator = torch.Generator().manual_seed(1)
+    samples = []
+    for _ in range(4000):
+        z = {name: sample_gates(a.detach(), BETA, generator) for name, a in method.log_alpha.items()}
+        heads = ((z["att"][:, None] * z["head"]) > 0).sum() * MINILM.head_dim * (costs["qk"] + costs["vo"])
+        neurons = ((z["ffn"][:, None] * z["int"]) > 0).sum() * costs["ffn"]
+        samples.append(float(heads + neurons) / MINILM.total_cost())
+    expected = float(method.expected_density(MINILM).detach())
+    assert 0.2 < expected < 0.9
+    assert sum(samples) / len(samples) == pytest.approx(expected, abs=0.005)
+
+
+def test_lagrangian_pushes_the_density_down_when_it_is_above_the_target():
+    method, state = _cofi(MINILM, target=0.1)
+    state.step = state.prune_start_step + 1000  # past the warm-up: t is the run's target
+    optimizers = [torch.optim.AdamW(g.params, lr=g.lr, weight_decay=g.weight_decay, maximize=g.maximize)
+                  for g in method.parameters(state)]
+    before = float(method.expected_density(MINILM).detach())
+    assert before > 0.1
+    for _ in range(2):  # step 1: λ rises by ascent (the gap is positive); step 2: the gates descend on λ·gap
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        method.loss(state).backward()
+        for optimizer in optimizers:
+            optimizer.step()
+    assert float(method.lambdas[0].detach()) > 0
+    assert float(method.expected_density(MINILM).detach()) < before
+
+
+def test_target_warms_up_linearly_from_dense():
+    method, state = _cofi(MINILM, target=0.2)
+    for step, want in ((1, 1.0), (20, 1.0), (25, 1.0 - 0.8 * 5 / 10), (30, 0.2), (90, 0.2)):
+        state.step = step
+        assert method.target_at(state) == pytest.approx(want)
+
+
+def test_final_masks_reach_the_target_within_one_unit():
+    one_unit = max(MINILM.unit_costs.values()) / MINILM.total_cost()
+    for target in (0.05, 0.2, 0.5):
+        method, state = _cofi(MINILM, target=target, seed=int(target * 100))
+        masks = method.masks_for(state, target)
+        assert abs(masks.density(MINILM) - target) <= one_unit
+        assert torch.equal(masks.qk.any(-1), masks.vo.any(-1))  # a head keeps both kinds or neither
+        scales = method.unit_scales(state)
+        assert bool((scales.vo[masks.vo] > 0).all()) and bool((scales.ffn[masks.ffn] > 0).all())
+
+
+def test_folded_scales_keep_the_outputs_through_compaction(tiny_model):
+    from grain_bench.compaction import compact
+    from grain_bench.masked import MaskedModel, fold_unit_scales
+
+    model, tokenizer = tiny_model
+    space = MaskSpace.from_config(model.config)
+    generator = torch.Generator().manual_seed(3)
+    masks = UnitMasks.from_tensors(UnitTensors(*(torch.rand(s, generator=generator) > 0.3
+                                                 for s in space.shapes().values()))).coupled()
+    scales = UnitTensors(*(0.2 + torch.rand(s, generator=generator) for s in space.shapes().values()))
+    inputs = tokenizer(["a short sentence", "and another, longer one"], return_tensors="pt", padding=True)
+    masked = MaskedModel(model, space)
+    masked.apply(masks)
+    masked.set_values(scales)
+    with torch.no_grad():
+        gated = model(**inputs).logits
+    masked.set_values(None)
+    fold_unit_scales(model, space, masks, scales)
+    with torch.no_grad():
+        folded = model(**inputs).logits
+        small = compact(model, masks, space).eval()(**inputs).logits
+    assert torch.allclose(gated, folded, atol=1e-5)
+    assert torch.allclose(folded, small, atol=1e-4)
+
+
+def test_movement_accumulates_the_signed_negative_gradient():
+    space = MaskSpace(num_layers=1, num_heads=2, head_dim=2, ffn_dim=3, hidden=4)
+    method = Movement.from_options({}, seed=0)
+    state = TrainState(step=1, total_steps=10, model=None, space=space, masks=UnitMasks.full(space))
+    g1 = UnitTensors(torch.tensor([[[1.0, -2.0], [0.5, 0.0]]]), torch.tensor([[[-1.0, 3.0], [2.0, 2.0]]]),
+                     torch.tensor([[0.1, -0.2, 0.3]]))
+    g2 = g1.map(lambda t: 2 * t)
+    nan = g1.map(lambda t: t * float("nan"))
+    for grads in (g1, nan, g2):
+        state.unit_grads = grads
+        method.observe(state)
+    scores = method.unit_scores(state)
+    for (_, got), (_, one) in zip(scores.items(), g1.items()):
+        assert torch.equal(got, -3 * one.double())  # −(g1 + 2·g1); the NaN step adds nothing
+    assert method.skipped == 1 and method.gradient_source == "logit"
+
+
+def test_grain_per_step_scores_ema_and_masks_through_the_trainer():
+    """GRAIN's behaviour pinned on a fixed tiny case: at every step the EMA equals the one recomputed from the
+    observed gradients (|grad|, value scores × tanh(kept share / α) with the previous masks, β = 0.998, from 0), and
+    each pruning step's masks equal ``prune_to_density`` of that EMA at the scheduled density."""
+    from grain_bench.distill import distill, set_seed
+    from grain_bench.harness import TaskData
+    from grain_bench.masks import prune_to_density
+    from grain_bench.methods.grain import Grain, structure_factor
+    from grain_bench.recipes import get_recipe
+    from grain_bench.tasks.tweets import TweetSentiment
+
+    task = TweetSentiment()
+    teacher, tokenizer = load_tiny("sequence", 2)
+    train = task.encode("train", tokenizer, 32, limit=48)
+    data = TaskData(task, tokenizer, train, train, train, task.collate(tokenizer))
+    seen = []
+
+    class Recording(Grain):
+        def observe(self, state):
+            previous = None if self.ema.value is None else self.ema.value.clone()
+            super().observe(state)
+            seen.append(("observe", state.step, state.unit_grads.clone(), state.masks.clone(), previous,
+                         self.ema.value.clone()))
+
+        def masks_for(self, state, density):
+            result = super().masks_for(state, density)
+            seen.append(("masks", state.step, density, self.ema.value.clone(), state.masks.clone(), result.clone()))
+            return result
+
+    method = Recording.from_options({}, seed=1)
+    set_seed(1)
+    student, _ = load_tiny("sequence", 2)
+    recipe = get_recipe("test", {"max_steps": 15})
+    result = distill(method, task, teacher.eval(), student, data, recipe, 0.4, seed=1, progress=False)
+    space = result.space
+    ema = None
+    cuts = 0
+    for event in seen:
+        if event[0] == "observe":
+            _, step, grads, masks, previous, after = event
+            scores = grads.map(lambda t: t.double().abs())
+            scores.vo = scores.vo * structure_factor(masks.vo, 0.3)
+            ema = scores.map(lambda t: (1 - 0.998) * t) if ema is None else UnitTensors(
+                *(0.998 * e + (1 - 0.998) * s for (_, e), (_, s) in zip(ema.items(), scores.items())))
+            for (_, mine), (_, theirs) in zip(ema.items(), after.items()):
+                assert torch.allclose(mine, theirs, rtol=1e-12, atol=0), step
+        else:
+            _, step, density, current, before, got = event
+            want = prune_to_density(current, before, space, density)
+            assert all(torch.equal(a, b) for (_, a), (_, b) in zip(want.items(), got.items())), step
+            cuts += 1
+    assert cuts >= 3 and sum(e[0] == "observe" for e in seen) == 15
+    assert abs(result.masks.density(space) - 0.4) < 0.1
