@@ -250,7 +250,8 @@ def _tensors(output):
 def _apply(method: Method, masked: MaskedModel, new_masks, step: int, may_grow: bool = False) -> None:
     """Set the method's masks after checking them (masks only shrink, unless the structure is being fixed)."""
     if not isinstance(new_masks, UnitMasks):
-        raise GrainBenchError(f"method {method.name!r}: masks_for must return UnitMasks, got {type(new_masks).__name__}")
+        raise GrainBenchError(f"method {method.name!r}: masks_for must return UnitMasks, "
+                              f"got {type(new_masks).__name__}")
     if not may_grow and not new_masks.is_subset_of(masked.masks):
         raise GrainBenchError(f"method {method.name!r} re-grew pruned units at step {step}; masks may only shrink")
     masked.apply(new_masks)
