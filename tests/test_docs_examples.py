@@ -1,0 +1,65 @@
+"""The method plugins printed in docs/writing-a-method.md run: each code block that defines a plugin is executed,
+registered through its hook like an installed plugin, and distilled on the tiny backbone to its target density."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+import torch
+
+DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "writing-a-method.md")
+
+
+def plugin_blocks() -> list[str]:
+    with open(DOC, encoding="utf-8") as handle:
+        blocks = re.findall(r"```python\n(.*?)```", handle.read(), flags=re.S)
+    return [block for block in blocks if "class plugin" in block]
+
+
+def test_the_page_has_both_kinds_of_method():
+    blocks = plugin_blocks()
+    assert len(blocks) == 2
+    assert "masks_for" in blocks[0] and "owns_density = True" in blocks[1]
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_doc_plugin_distils_to_its_target(index, one_thread):
+    import pluggy
+
+    from grain_bench import hookspecs
+    from grain_bench.backbones import load_tiny
+    from grain_bench.distill import distill, set_seed
+    from grain_bench.harness import TaskData
+    from grain_bench.recipes import get_recipe
+    from grain_bench.registry import build_registries
+    from grain_bench.tasks.tweets import TweetSentiment
+
+    import sys
+    import types
+
+    module = types.ModuleType(f"doc_plugin_{index}")  # a real module: dataclasses look their module up
+    sys.modules[module.__name__] = module
+    exec(compile(plugin_blocks()[index], DOC, "exec"), module.__dict__)
+    namespace = module.__dict__
+    pm = pluggy.PluginManager("grain_bench")
+    pm.add_hookspecs(hookspecs)
+    pm.register(namespace["plugin"], name="doc-plugin")
+    (name,) = build_registries(pm).methods.names()
+    method = build_registries(pm).methods.get(name).from_options({}, seed=1)
+
+    task = TweetSentiment()
+    teacher, tokenizer = load_tiny("sequence", 2)
+    train = task.encode("train", tokenizer, 32, limit=48)
+    data = TaskData(task, tokenizer, train, train, train, task.collate(tokenizer))
+    set_seed(1)
+    student, _ = load_tiny("sequence", 2)
+    result = distill(method, task, teacher.eval(), student, data, get_recipe("test", {"max_steps": 15}), 0.5, seed=1,
+                     progress=False)
+    space = result.space
+    head = space.head_dim * (space.unit_costs["qk"] + space.unit_costs["vo"]) / space.total_cost()
+    assert abs(result.masks.density(space) - 0.5) <= head
+    batch = data.collate([train.features[i] for i in range(4)])
+    with torch.no_grad():
+        assert torch.isfinite(result.model(**task.model_inputs(batch)).logits).all()
