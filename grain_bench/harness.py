@@ -198,6 +198,7 @@ class Harness:
         from grain_bench.backbones import check_max_length
         from grain_bench.distill import finetune, load_cached_teacher, save_teacher, set_seed, teacher_key
         from grain_bench.files import STORAGE_ERRORS, storage_error_text
+        from grain_bench.quality import assess
 
         key = teacher_key(task, spec.data, spec.backbone, recipe, spec.seed)
         if key in self._teachers:
@@ -209,9 +210,11 @@ class Harness:
         meta = load_cached_teacher(self.teacher_cache, key, model)
         if meta is None:
             seconds = finetune(model, task, data, recipe, spec.seed, self.progress)  # raises if it diverged
-            scores = task.evaluate(model, data.eval, tokenizer, recipe.eval_batch_size, self.progress)
+            predictions = task.predict(model, data.eval, tokenizer, recipe.eval_batch_size, self.progress)
+            scores = task.score(predictions, data.eval)
             meta = {"key": key, "task": task.name, "backbone": spec.backbone, "seed": spec.seed, "scores": scores,
-                    "train_seconds": seconds, "recipe": recipe.teacher_dict(), "warnings": []}
+                    "train_seconds": seconds, "recipe": recipe.teacher_dict(), "warnings": [],
+                    "quality": assess(task, predictions, data.eval)}
             problem = _not_learned(task, scores, data.chance)
             if problem:  # kept for this process's runs, never cached: the next sweep trains it again
                 meta["warnings"].append(f"{problem}; the teacher was not cached")
@@ -222,6 +225,9 @@ class Harness:
                     save_teacher(self.teacher_cache, key, model, meta)
                 except STORAGE_ERRORS as exc:  # a full or read-only disk costs the cache, not the run
                     meta["warnings"].append(f"the teacher could not be cached ({storage_error_text(exc)})")
+        if "quality" not in meta:  # a teacher cached before quality was recorded: one pass over the scored split
+            predictions = task.predict(model, data.eval, tokenizer, recipe.eval_batch_size, self.progress)
+            meta["quality"] = assess(task, predictions, data.eval)
         model.eval()
         self._teachers[key] = (model, meta)
         return model, meta
@@ -244,6 +250,7 @@ class Harness:
     def _run(self, spec: RunSpec) -> RunRecord:
         from grain_bench.distill import distill, set_seed
         from grain_bench.plugins import plugin_versions
+        from grain_bench.quality import assess
 
         start = time.time()
         task, provenance = self.task_for(spec)
@@ -280,6 +287,7 @@ class Harness:
         latency, artifact, eval_model = self._measure_and_save(spec, task, result, result.masks, data, tokenizer, info)
         predictions = task.predict(eval_model, data.eval, tokenizer, recipe.eval_batch_size, self.progress)
         scores = task.score(predictions, data.eval)
+        quality = assess(task, predictions, data.eval)
         prediction_file = self._save_predictions(spec, task, data.eval, predictions, info)
         if tried:
             info["selected_options"] = best["options"]
@@ -309,7 +317,8 @@ class Harness:
         versions.update({f"plugin:{k}": v for k, v in plugin_versions(self.pm).items() if not k.startswith("grain_bench.")})
         record = RunRecord(
             run_id=spec.run_id, spec=spec.to_dict(), status="ok", scores=scores, primary_metric=task.primary_metric,
-            teacher_scores=teacher_meta["scores"], chance_scores=data.chance, data=provenance,
+            teacher_scores=teacher_meta["scores"], chance_scores=data.chance, data=provenance, quality=quality,
+            teacher_quality=teacher_meta.get("quality", {}),
             warnings=warnings,
             density=density, params=params, flops=flops, latency=latency,
             shape={**shape.summary(), "heads_kept": masks.heads_kept(), "units": masks.counts()},

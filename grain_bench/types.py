@@ -152,6 +152,8 @@ class RunRecord:
     schema_version: int = SCHEMA_VERSION
     chance_scores: dict[str, float] = field(default_factory=dict)  # a trivial predictor on the scored split
     data: dict[str, Any] = field(default_factory=dict)  # provenance: identity key, source, hub commit, file hashes
+    quality: dict[str, Any] = field(default_factory=dict)  # collapse verdict and evidence (grain_bench.quality)
+    teacher_quality: dict[str, Any] = field(default_factory=dict)  # the same for the run's teacher
     warnings: list[str] = field(default_factory=list)
     nonfinite: list[str] = field(default_factory=list)
 
@@ -201,7 +203,7 @@ _RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "primary_metric": (str, type(None)), "teacher_scores": (dict,), "density": (dict,), "params": (dict,),
     "flops": (dict,), "latency": (list,), "shape": (dict,), "method_info": (dict,), "wall_time_s": (_NUMBER,),
     "versions": (dict,), "environment": (dict,), "artifact": (str, type(None)), "created": (str,),
-    "predictions": (str, type(None)),
+    "predictions": (str, type(None)), "quality": (dict,), "teacher_quality": (dict,),
     "schema_version": (int,), "chance_scores": (dict,), "warnings": (list,), "nonfinite": (list,), "data": (dict,),
 }
 _TYPE_NAMES = {str: "a string", dict: "an object", list: "a list", float: "a number", int: "an integer",

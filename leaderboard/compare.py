@@ -23,6 +23,9 @@ from grain_bench.method import registered_defaults, without_defaults
 from grain_bench.types import RunRecord
 
 GROUP_KEYS = ["task", "setup", "method", "options", "target_density"]
+#: rows that are references, never contenders (no bold, no fronts)
+REFERENCE_ROWS = ("teacher", "chance")
+TEACHER_WARNING = "the teacher did not learn this task under this recipe: rows do not compare methods"
 # what must be equal across a comparison: field name -> where it comes from
 SETUP_FIELDS = ("grain-bench", "recipe", "backbone", "task_version", "data")
 _LOWER_IS_BETTER = ("loss", "error", "perplexity", "mse", "mae", "rmse", "wer", "cer")
@@ -166,6 +169,9 @@ def records_frame(records: list[RunRecord], diffs: dict[str, Counter] | None = N
             "backbone": spec["backbone"], "recipe": spec.get("recipe", {}).get("name", "custom"),
             "recipe_json": json.dumps(spec.get("recipe", {}), sort_keys=True), "metric": metric,
             "score": _number(record.scores.get(metric)), "teacher": _number(record.teacher_scores.get(metric)),
+            "chance": _number(record.chance_scores.get(metric)),
+            "collapsed": bool(record.quality.get("collapsed", False)),
+            "teacher_collapsed": bool(record.teacher_quality.get("collapsed", False)),
             "density": _number(density), "encoder_params": _number(record.params.get("encoder")),
             "flops_speedup": _number(record.flops.get("predicted_speedup")),
             "speedup": _number(compact.get("speedup")),
@@ -184,6 +190,7 @@ class Comparison:
     differences: dict[str, Counter] = field(default_factory=dict)
     latency_environments: dict[str, str] = field(default_factory=dict)  # task -> the environment compared
     notes: list[str] = field(default_factory=list)
+    teacher_warnings: list[str] = field(default_factory=list)  # "task: the teacher did not learn ..." (captions)
 
 
 def _pareto(points: list[tuple[float, float]], lower_x: bool, higher_y: bool) -> list[bool]:
@@ -214,7 +221,7 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
     notes: list[str] = []
     envs: dict[str, str] = {}
     if frame.empty:
-        return Comparison(frame, frame, diffs, envs, notes)
+        return Comparison(frame, frame, diffs, envs, notes, [])
     # latency: keep only the most common measurement environment per task
     for task, group in frame.groupby("task", sort=True):
         counts = Counter(e for e in group["latency_env"] if e)
@@ -235,6 +242,7 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
     grouped = frame.groupby(GROUP_KEYS, dropna=False, sort=False)
     # ``seeds`` counts the runs with a finite score: the ones the mean is over
     out = grouped.agg(score_mean=("score", "mean"), score_std=("score", "std"), seeds=("score", "count"),
+                      collapsed_seeds=("collapsed", "sum"),
                       density=("density", "mean"), encoder_params=("encoder_params", "mean"),
                       flops_speedup=("flops_speedup", "mean"), speedup=("speedup", "mean"),
                       speedup_std=("speedup", "std"), metric=("metric", "first"),
@@ -250,26 +258,38 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
     teacher_rows["density"] = 1.0
     teacher_rows["flops_speedup"] = 1.0
     teacher_rows["run_ids"] = ""
-    out = pd.concat([teacher_rows, out], ignore_index=True)
+    teacher_rows["collapsed_seeds"] = 0
+    # the trivial predictor on the scored split (majority class, mean label, all O, first context token)
+    chance_rows = frame.groupby(["task", "setup"], sort=False).agg(
+        score_mean=("chance", "mean"), metric=("metric", "first")).reset_index().dropna(subset=["score_mean"])
+    chance_rows = chance_rows.assign(method="chance", options="", target_density=1.0, density=math.nan,
+                                     flops_speedup=math.nan, run_ids="", seeds=0, collapsed_seeds=0)
+    out = pd.concat([teacher_rows, chance_rows, out], ignore_index=True)
     out = out.merge(teachers[["task", "setup", "teacher_mean"]], on=["task", "setup"], how="left")
     # A share of the teacher's score means something only for a positive teacher score (a correlation can be <= 0).
     out["relative"] = (out["score_mean"] / out["teacher_mean"]).where(out["teacher_mean"] > 0)
     for column in ("pareto_density", "pareto_flops", "pareto_latency"):
         out[column] = False
-    for _, group in out[out["method"] != "teacher"].groupby(["task", "setup"], sort=False):
+    contenders = out[~out["method"].isin(REFERENCE_ROWS)]
+    for _, group in contenders.groupby(["task", "setup"], sort=False):
         higher = higher_is_better(group["metric"].iloc[0])
-        scores = group["score_mean"].tolist()
+        # a collapsed row is not a result: never on a front
+        scores = group["score_mean"].where(group["collapsed_seeds"] == 0).tolist()
         for column, xs, lower in (("pareto_density", group["density"], True),
                                   ("pareto_flops", group["flops_speedup"], False),
                                   ("pareto_latency", group["speedup"], False)):
             front = _pareto(list(zip(xs.astype(float).tolist(), scores)), lower_x=lower, higher_y=higher)
             out.loc[group.index, column] = front
-    order = {"teacher": 0, "dense": 1}
-    out["_order"] = out["method"].map(lambda m: order.get(m, 2))
+    order = {"teacher": 0, "chance": 1, "dense": 2}
+    out["_order"] = out["method"].map(lambda m: order.get(m, 3))
     out = out.sort_values(["task", "setup", "_order", "target_density", "method", "options"],
                           ascending=[True, True, True, False, True, True], kind="stable")
     table = out.drop(columns=["_order", "teacher_mean"]).reset_index(drop=True)
-    return Comparison(table, frame, diffs, envs, notes)
+    table["collapsed_seeds"] = table["collapsed_seeds"].fillna(0).astype(int)
+    warnings = [f"{task}" + (f" ({setup})" if setup else "") + f": {TEACHER_WARNING}"
+                for (task, setup), group in frame.groupby(["task", "setup"], sort=True)
+                if group["teacher_collapsed"].any()]
+    return Comparison(table, frame, diffs, envs, notes, warnings)
 
 
 def summary(records: list[RunRecord], allow_mixed: bool = False) -> pd.DataFrame:

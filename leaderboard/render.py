@@ -45,7 +45,11 @@ def best_mask(summary: pd.DataFrame) -> pd.DataFrame:
     from grain_bench.leaderboard.compare import higher_is_better
 
     mask = pd.DataFrame(False, index=summary.index, columns=list(BEST_COLUMNS))
-    contenders = summary[summary["method"] != "teacher"]
+    from grain_bench.leaderboard.compare import REFERENCE_ROWS
+
+    contenders = summary[~summary["method"].isin(REFERENCE_ROWS)]
+    if "collapsed_seeds" in contenders:
+        contenders = contenders[contenders["collapsed_seeds"].fillna(0) == 0]  # a collapse is never the best
     for _, group in contenders.groupby(["task", "setup"], sort=False):
         higher_score = higher_is_better(group["metric"].iloc[0])
         for column, higher in BEST_COLUMNS.items():
@@ -96,10 +100,10 @@ def display_frame(summary: pd.DataFrame, latex: bool = False, bold: bool = True)
             "density": "-" if _missing(row["density"]) else f"{row['density']:.4f}",
             esc(row["metric"]) if one_metric else "score": _pm(row["score_mean"], row["score_std"], latex=latex,
                                                                bold=bool(best.loc[index, "score_mean"])),
-            "seeds": int(row["seeds"]), "rel. teacher": rel_text,
+            "seeds": "-" if row["method"] == "chance" else int(row["seeds"]), "rel. teacher": rel_text,
             "FLOPs speedup": _times(row.get("flops_speedup"), bool(best.loc[index, "flops_speedup"]), latex),
             "speedup": _times(row.get("speedup"), bool(best.loc[index, "speedup"]), latex),
-            "front": _front(row),
+            "front": _front(row), "flag": flag_text(row),
         })
         if versus:
             out[f"vs {esc(versus)} (pts)"] = difference_text(row, latex)
@@ -108,6 +112,15 @@ def display_frame(summary: pd.DataFrame, latex: bool = False, bold: bool = True)
     if latex:
         frame.columns = [c.replace("%", r"\%") for c in frame.columns]
     return frame
+
+
+def flag_text(row) -> str:
+    """``collapsed`` (all seeds) or ``collapsed k/n``, for a row whose runs collapsed; empty otherwise."""
+    collapsed = int(row.get("collapsed_seeds", 0) or 0)
+    if not collapsed:
+        return ""
+    seeds = int(row.get("seeds", 0) or 0)
+    return "collapsed" if collapsed >= seeds else f"collapsed {collapsed}/{seeds}"
 
 
 def paired_reference(summary: pd.DataFrame) -> str | None:

@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 
 from grain_bench.errors import GrainBenchError
-from grain_bench.leaderboard.render import best_mask, difference_text, paired_reference, render_json
+from grain_bench.leaderboard.render import best_mask, difference_text, flag_text, paired_reference, render_json
+from grain_bench.leaderboard.compare import TEACHER_WARNING
 from grain_bench.leaderboard.tables import AUTO, Report, build_report, guard_output
 
 CSS = """
@@ -43,6 +44,9 @@ table.board th[aria-sort="descending"]::after { content: " \\25BC"; color: var(-
 table.board th.nosort { cursor: default; }
 table.board th.nosort::after { content: ""; }
 table.board tr.teacher td { color: var(--muted); font-style: italic; }
+table.board tr.collapsed td { color: #9a3b2f; }
+table.board td.flag { font-weight: 600; color: #9a3b2f; }
+p.warning { color: #9a3b2f; font-weight: 600; margin: 4px 0; }
 td.best { font-weight: 700; background: var(--best); }
 td.front span { display: inline-block; min-width: 16px; padding: 0 4px; margin-right: 2px; border-radius: 3px;
                 background: #e3f4e8; color: #1f6b35; font-size: 12px; text-align: center; }
@@ -104,7 +108,7 @@ JS = """
 COLUMNS = [  # header, css class, sortable
     ("method", "text", True), ("options", "text", True), ("target", "", True), ("density", "", True),
     ("score", "", True), ("seeds", "", True), ("rel. teacher", "", True), ("FLOPs speedup", "", True),
-    ("speedup", "", True), ("front", "text", True), ("details", "text nosort", False),
+    ("speedup", "", True), ("front", "text", True), ("flag", "text", True), ("details", "text nosort", False),
 ]
 
 
@@ -196,16 +200,18 @@ def _table(group: pd.DataFrame, best: pd.DataFrame, records_by_id, table_id: str
             cell(f"{row['target_density']:g}", _num(row["target_density"])),
             cell(_fmt(row["density"], "{:.4f}"), _num(row["density"])),
             cell(score, _num(row["score_mean"]), best_column="score_mean"),
-            cell(str(int(row["seeds"])), _num(row["seeds"])),
+            cell("-" if row["method"] == "chance" else str(int(row["seeds"])), _num(row["seeds"])),
             cell(_fmt(row["relative"] * 100 if not pd.isna(row["relative"]) else None, "{:.1f}%"),
                  _num(row["relative"]), best_column="relative"),
             cell(_fmt(row["flops_speedup"], "{:.2f}x"), _num(row["flops_speedup"]), best_column="flops_speedup"),
             cell(_fmt(row["speedup"], "{:.2f}x"), _num(row["speedup"]), best_column="speedup"),
             cell(front_html, "".join(m for m, _ in fronts), cls="text front"),
+            cell(_esc(flag_text(row)), flag_text(row), cls="text flag"),
             *([cell(_esc(difference_text(row)), _num(row.get("diff")), cls="paired")] if versus else []),
             cell(_details(row, records_by_id), "", cls="text"),
         ]
-        method_class = ' class="teacher"' if row["method"] == "teacher" else ""
+        kind = "teacher" if row["method"] in ("teacher", "chance") else "collapsed" if flag_text(row) else ""
+        method_class = f' class="{kind}"' if kind else ""
         rows.append(f'<tr{method_class} data-method="{_esc(row["method"])}" data-options="{_esc(row["options"])}" '
                     f'data-target="{_esc(_num(row["target_density"]))}" data-run-ids="{_esc(row.get("run_ids") or "")}">'
                     + "".join(cells) + "</tr>")
@@ -229,10 +235,13 @@ def render_page(report: Report, plot_files: list[str] | None = None, title: str 
         heading = _esc(task) + (f" <small>({_esc(setup)})</small>" if setup else "")
         speed_note = (f"measured speedup: {_esc(env)}" if env else
                       "no latency measured: the speedup column is empty; FLOPs speedup is predicted from shapes")
-        runs = int(group.loc[group["method"] != "teacher", "seeds"].sum())
+        runs = int(group.loc[~group["method"].isin(("teacher", "chance")), "seeds"].sum())
+        where = task + (f" ({setup})" if setup else "")
+        warning = (f'<p class="warning">{_esc(TEACHER_WARNING)}</p>'
+                   if f"{where}: {TEACHER_WARNING}" in report.comparison.teacher_warnings else "")
         sections.append(
             f'<section class="task" data-task="{_esc(task)}"><h2>{heading}</h2>'
-            f'<p class="meta">{runs} runs · metric {_esc(group["metric"].iloc[0])} · {speed_note}</p>'
+            f'<p class="meta">{runs} runs · metric {_esc(group["metric"].iloc[0])} · {speed_note}</p>{warning}'
             + _table(group, best, records_by_id, f"table-{number}") + "</section>")
     figures = []
     for path in plot_files or []:

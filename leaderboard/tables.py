@@ -84,6 +84,8 @@ def caption_for(records, comparison: Comparison | None = None) -> str:
             parts.append("run on " + "; ".join(envs) + " (no latency measured: speedups are FLOPs-predicted)")
     if comparison is not None and comparison.differences:
         parts.append("setups differ in " + describe_differences(comparison.differences))
+    if comparison is not None:
+        parts += [f"WARNING {warning}" for warning in comparison.teacher_warnings]
     return "; ".join(parts)
 
 

@@ -25,7 +25,7 @@ What follows the paper and its code (princeton-nlp/CoFiPruning, ``models/l0_modu
   × 0.8). The final 0/1 masks are the units whose gate product is positive, adjusted to the run's target within one
   unit: whole heads and neurons are pruned in the order of their gate values (CoFi's zeros first) while they fit in
   the pruned budget, so the zeros with the largest soft values come back, or the lowest-valued kept units go; a head
-  is kept or pruned whole. The gate values of the kept units scale them while the distillation goes on, and are
+  is kept or pruned whole, but for the last units when no FFN neuron is left to fill the budget. The gate values of the kept units scale them while the distillation goes on, and are
   folded into the weights before compaction.
 
 Not done: hidden-dimension pruning (a fourth unit kind, with embedding and LayerNorm slicing), and CoFi's own
@@ -210,6 +210,14 @@ class Cofi(Method):
         heads = keep[:head_value.numel()].reshape(head_value.shape)
         units = heads[:, :, None].expand(-1, -1, space.head_dim).clone()
         masks = UnitMasks(units, units.clone(), keep[head_value.numel():].reshape(values.ffn.shape).clone())
+        if budget >= costs["qk"] and heads.any():  # no neuron left to prune: trim the weakest kept head unit by unit
+            head_scores = items[:heads.numel()].reshape(heads.shape).masked_fill(~heads, float("inf"))
+            layer, head = divmod(int(head_scores.argmin()), space.num_heads)
+            for unit in range(space.head_dim - 1):  # value and query unit pairs, one pair of each kind kept
+                for kind in ("qk", "vo"):
+                    if budget >= costs[kind]:
+                        getattr(masks, kind)[layer, head, unit] = False
+                        budget -= costs[kind]
         kept_values = UnitTensors(*(torch.where(v > 0, v, s) for (_, v), (_, s) in zip(values.items(), soft.items())))
         self.final_values = UnitTensors(torch.ones_like(kept_values.qk), kept_values.vo.float(),
                                         kept_values.ffn.float())

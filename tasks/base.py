@@ -363,6 +363,28 @@ class Task:
         logits[:, np.bincount(labels, minlength=self.num_labels).argmax()] = 1.0
         return logits
 
+    def chance_stats(self, encoded: EncodedSplit):
+        """``example_stats`` of ``chance_predictions`` (None when the task defines no trivial predictor)."""
+        predictions = self.chance_predictions(encoded)
+        return None if predictions is None else self.example_stats(predictions, encoded)
+
+    def prediction_summary(self, predictions, encoded: EncodedSplit) -> dict[str, Any]:
+        """What the predictions look like, for collapse checks (``grain_bench.quality``): a class histogram
+        (classification) or the spread of the predictions and of the labels (regression)."""
+        import numpy as np
+
+        values = np.asarray(predictions)
+        if self.head == "regression":
+            return {"std": float(values[:, 0].std()), "mean": float(values[:, 0].mean()),
+                    "reference_std": float(np.asarray(encoded.features["labels"], dtype=float).std())}
+        counts = np.bincount(values.argmax(-1), minlength=self.num_labels) if len(values) else np.zeros(0, int)
+        names = self.label_names or tuple(str(i) for i in range(len(counts)))
+        out: dict[str, Any] = {"histogram": {names[i]: int(c) for i, c in enumerate(counts)},
+                               "distinct_predictions": int((counts > 0).sum())}
+        if out["distinct_predictions"] == 1:
+            out["only"] = f"class {names[int(counts.argmax())]!r}"
+        return out
+
     def chance_scores(self, encoded: EncodedSplit) -> dict[str, float]:
         """Scores of ``chance_predictions`` ({} when there are none); a correlation of a constant prediction is 0."""
         import warnings

@@ -231,6 +231,16 @@ class Conll2003(Task):
             rows.append([len(guessed & gold), len(guessed - gold), len(gold - guessed)])
         return "f1", np.asarray(rows, dtype=float).reshape(-1, 3)
 
+    def prediction_summary(self, predictions, encoded: EncodedSplit) -> dict:
+        """A histogram of the predicted word tags."""
+        from collections import Counter
+
+        counts = Counter(tag for tags in self.word_tags(predictions, encoded) for tag in tags)
+        out = {"histogram": {tag: counts.get(tag, 0) for tag in LABELS}, "distinct_predictions": len(counts)}
+        if len(counts) == 1:
+            out["only"] = f"tag {next(iter(counts))!r}"
+        return out
+
     def prediction_values(self, predictions, encoded: EncodedSplit) -> list:
         """Word-level tags of every sentence."""
         return self.word_tags(predictions, encoded)

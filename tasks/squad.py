@@ -311,6 +311,27 @@ class SquadV1(Task):
                   for answer, truths in zip(self.answers(predictions, encoded), references)]
         return "mean", np.stack([np.asarray(values, dtype=float), np.ones(len(values))], axis=1).reshape(-1, 2)
 
+    def chance_predictions(self, encoded: EncodedSplit):
+        """The trivial reader: every question answered with the first token of its context (window logits that peak
+        there)."""
+        import numpy as np
+
+        out = []
+        for offsets in encoded.extra["offsets"]:
+            logits = np.full(len(offsets), -1e4, dtype=np.float32)
+            logits[next((i for i, o in enumerate(offsets) if o is not None), 0)] = 0.0
+            out.append((logits, logits.copy()))
+        return out
+
+    def prediction_summary(self, predictions, encoded: EncodedSplit) -> dict:
+        """How many distinct answers, and how many empty ones."""
+        answers = self.answers(predictions, encoded)
+        distinct = set(answers)
+        out = {"distinct_predictions": len(distinct), "empty": sum(1 for a in answers if not a.strip())}
+        if len(distinct) == 1:
+            out["only"] = f"the answer {next(iter(distinct))!r}"
+        return out
+
     def prediction_values(self, predictions, encoded: EncodedSplit) -> list:
         """The answer text of every question."""
         return self.answers(predictions, encoded)

@@ -110,6 +110,12 @@ def test_final_masks_reach_the_target_within_one_unit():
         assert torch.equal(masks.qk.any(-1), masks.vo.any(-1))  # a head keeps both kinds or neither
         scales = method.unit_scales(state)
         assert bool((scales.vo[masks.vo] > 0).all()) and bool((scales.ffn[masks.ffn] > 0).all())
+    # every neuron a CoFi zero at 5%: whole heads cannot land within one unit, so the weakest kept head is trimmed
+    method, state = _cofi(MINILM, target=0.05)
+    with torch.no_grad():
+        method.log_alpha["int"].fill_(-4.0)
+    masks = method.masks_for(state, 0.05)
+    assert abs(masks.density(MINILM) - 0.05) <= one_unit and int(masks.ffn.sum()) == 0
 
 
 def test_folded_scales_keep_the_outputs_through_compaction(tiny_model):

@@ -436,7 +436,7 @@ def test_csv_on_stdout_stays_csv_when_runs_fail_and_notes_exist(tmp_path, data_d
                              results=str(results), capsys=capsys)
     assert code == 0, err
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert [r["method"] for r in rows] == ["teacher", "dense"]
+    assert [r["method"] for r in rows] == ["teacher", "chance", "dense"]
     assert "skipped unreadable line 1" in err
     code, out, err = run_cli("--tasks", "rte", "--data-dir", str(broken), "--methods", "dense", "--format", "csv",
                              results=str(results), capsys=capsys)
