@@ -89,7 +89,7 @@ def run(args) -> int:
 
         guard_output(args.out, args.results)
         report = build_report(args.results, args.task, allow_mixed=args.allow_mixed, versus=None)
-        for path in write_plots(report.comparison.table, args.out, args.stem):
+        for path in write_plots(report.comparison.table, args.out, args.stem, records=report.records):
             print(path)
         print_notes(report.notes)
         return 0

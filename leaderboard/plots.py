@@ -58,14 +58,15 @@ def plot_comparison(table: pd.DataFrame, title: str = ""):
     panels = list(table.groupby(["task", "setup"], sort=True)) if not table.empty else []
     if not panels:
         raise GrainBenchError("nothing to plot: no successful runs")
-    labels = sorted({_label(r) for _, r in table[table["method"] != "teacher"].iterrows()})
+    labels = sorted({_label(r) for _, r in table[~table["method"].isin(("teacher", "chance"))].iterrows()})
     markers = {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(labels)}
     colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}
     fig, axes = plt.subplots(len(panels), 2, figsize=(11, 4.0 * len(panels)), squeeze=False)
     for row_axes, ((task, setup), group) in zip(axes, panels):
         metric = group["metric"].iloc[0]
         teacher = group[group["method"] == "teacher"]
-        contenders = group[group["method"] != "teacher"]
+        chance = group[group["method"] == "chance"]
+        contenders = group[~group["method"].isin(("teacher", "chance"))]
         speed_column, speed_label = speedup_axis(group)
         for ax, x_column, x_label in ((row_axes[0], "density", "encoder density (fraction of parameters, log)"),
                                       (row_axes[1], speed_column, speed_label)):
@@ -81,6 +82,14 @@ def plot_comparison(table: pd.DataFrame, title: str = ""):
             if not teacher.empty and not math.isnan(float(teacher["score_mean"].iloc[0])):
                 value = float(teacher["score_mean"].iloc[0])
                 ax.axhline(value, color="0.3", linestyle="--", linewidth=1, label=f"teacher ({value:.3f})")
+            if not chance.empty and not math.isnan(float(chance["score_mean"].iloc[0])):
+                value = float(chance["score_mean"].iloc[0])
+                ax.axhline(value, color="#9a3b2f", linestyle=":", linewidth=1, label=f"trivial predictor ({value:.3f})")
+            collapsed = contenders[contenders.get("collapsed_seeds", 0) > 0] if "collapsed_seeds" in contenders \
+                else contenders.iloc[0:0]
+            if not collapsed.empty:  # ringed: these points are collapses, not results
+                ax.scatter(collapsed[x_column].astype(float), collapsed["score_mean"].astype(float), s=160,
+                           facecolors="none", edgecolors="#9a3b2f", linewidths=1.2, label="collapsed")
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(_plain))
             ax.xaxis.set_minor_formatter(ticker.FuncFormatter(_plain_minor))
@@ -96,17 +105,84 @@ def plot_comparison(table: pd.DataFrame, title: str = ""):
     return fig
 
 
-def write_plots(table: pd.DataFrame, out_dir: str, stem: str = "leaderboard", title: str = "") -> list[str]:
-    """Write ``<stem>.svg`` and ``<stem>.png`` into ``out_dir``; returns their paths."""
+def write_plots(table: pd.DataFrame, out_dir: str, stem: str = "leaderboard", title: str = "",
+                records=None) -> list[str]:
+    """Write ``<stem>.svg`` and ``<stem>.png`` into ``out_dir``, and ``<stem>-structure.{svg,png}`` (the pruned
+    structures, ``plot_structures``) when ``records`` describe them; returns the paths."""
     plt = _pyplot()
-    fig = plot_comparison(table, title)
     os.makedirs(out_dir, exist_ok=True)
+    figures = [(stem, plot_comparison(table, title))]
+    structures = plot_structures(table, records or [])
+    if structures is not None:
+        figures.append((f"{stem}-structure", structures))
     paths = []
-    try:
-        for ext, kwargs in (("svg", {"metadata": {"Date": None}}), ("png", {"dpi": 110, "metadata": {"Software": None}})):
-            path = os.path.join(out_dir, f"{stem}.{ext}")
-            fig.savefig(path, format=ext, **kwargs)
-            paths.append(path)
-    finally:
-        plt.close(fig)
+    for name, fig in figures:
+        try:
+            for ext, kwargs in (("svg", {"metadata": {"Date": None}}),
+                                ("png", {"dpi": 110, "metadata": {"Software": None}})):
+                path = os.path.join(out_dir, f"{name}.{ext}")
+                fig.savefig(path, format=ext, **kwargs)
+                paths.append(path)
+        finally:
+            plt.close(fig)
     return paths
+
+
+def structure_rows(table: pd.DataFrame, records) -> list[tuple[str, dict]]:
+    """(label, record.shape) of each pruned row's first run that recorded its per-head widths."""
+    by_id = {r.run_id: r for r in records}
+    out = []
+    for _, row in table.iterrows():
+        if row["method"] in ("teacher", "chance", "dense") or not row.get("run_ids"):
+            continue
+        for run_id in str(row["run_ids"]).split(","):
+            shape = by_id[run_id].shape if run_id in by_id else {}
+            if shape.get("head_widths") and shape.get("dense"):
+                options = f" [{row['options']}]" if row["options"] else ""
+                seed = by_id[run_id].spec.get("seed")
+                out.append((f"{row['task']}: {row['method']}{options} @ {row['target_density']:g} (seed {seed})",
+                            shape))
+                break
+    return out
+
+
+def plot_structures(table: pd.DataFrame, records):
+    """Small multiples of pruned structures, one panel per pruned row (its first seed), as the GRAIN paper draws
+    them: per layer (top = layer 1), each kept head is a cell whose shaded width is its value units and whose dark
+    underline is its query units (both as shares of the original head size), and a bar for the FFN width. None when
+    no record has per-head widths (records from before they were stored)."""
+    rows = structure_rows(table, records)
+    if not rows:
+        return None
+    plt = _pyplot()
+    from matplotlib.patches import Rectangle
+
+    columns = min(3, len(rows))
+    lines = math.ceil(len(rows) / columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(4.3 * columns, 2.6 * lines), squeeze=False)
+    for ax in axes.flat[len(rows):]:
+        ax.axis("off")
+    for ax, (label, shape) in zip(axes.flat, rows):
+        dense = shape["dense"]
+        heads, head_dim, ffn_dim = dense["num_heads"], dense["head_dim"], dense["ffn_dim"]
+        layers = len(shape["head_widths"])
+        ffn_left = heads + 0.6
+        for index, (layer_heads, ffn) in enumerate(zip(shape["head_widths"], shape["ffn"])):
+            y = layers - 1 - index
+            for slot in range(heads):
+                ax.add_patch(Rectangle((slot + 0.05, y + 0.1), 0.9, 0.8, fill=False, lw=0.4, ec="#c8cdd8"))
+            for slot, (qk, vo) in enumerate(layer_heads):
+                ax.add_patch(Rectangle((slot + 0.05, y + 0.1), 0.9 * vo / head_dim, 0.8, color="#2f5fb3", lw=0))
+                ax.add_patch(Rectangle((slot + 0.05, y + 0.1), 0.9 * qk / head_dim, 0.14, color="#1d2330", lw=0))
+            ax.add_patch(Rectangle((ffn_left, y + 0.1), 4.0, 0.8, fill=False, lw=0.4, ec="#c8cdd8"))
+            ax.add_patch(Rectangle((ffn_left, y + 0.1), 4.0 * ffn / ffn_dim, 0.8, color="#d08a2e", lw=0))
+            ax.text(ffn_left + 4.15, y + 0.5, f"{ffn}", va="center", fontsize=6, color="#5b6475")
+            ax.text(-0.2, y + 0.5, f"L{index + 1}: {len(layer_heads)}", va="center", ha="right", fontsize=6)
+        ax.set_xlim(-2.2, ffn_left + 5.6)
+        ax.set_ylim(0, layers)
+        ax.axis("off")
+        ax.set_title(label, fontsize=7.5)
+    fig.suptitle("Kept heads (blue: value units, dark: query units, per head) and FFN width (orange) per layer",
+                 fontsize=8)
+    fig.tight_layout()
+    return fig

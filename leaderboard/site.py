@@ -248,10 +248,16 @@ def render_page(report: Report, plot_files: list[str] | None = None, title: str 
         if path.endswith(".svg"):
             name = os.path.basename(path)
             png = os.path.splitext(name)[0] + ".png"
+            files = f'Files: <a href="plots/{_esc(name)}">SVG</a>, <a href="plots/{_esc(png)}">PNG</a>.'
+            if name.endswith("-structure.svg"):
+                figures.append(f'<figure class="structure"><img alt="pruned structures per layer" '
+                               f'src="{_data_uri(path, "image/svg+xml")}"><figcaption>The structure each pruned row '
+                               f'kept (its first seed): per layer, the kept heads with their value (blue) and query '
+                               f'(dark) widths, and the FFN width (orange). {files}</figcaption></figure>')
+                continue
             figures.append(f'<figure><img alt="score vs density and speedup" src="{_data_uri(path, "image/svg+xml")}">'
                            f'<figcaption>Mean score over seeds (error bars: std) against encoder density (log scale) '
-                           f'and speedup; dashed line: teacher. Files: <a href="plots/{_esc(name)}">SVG</a>, '
-                           f'<a href="plots/{_esc(png)}">PNG</a>.</figcaption></figure>')
+                           f'and speedup; dashed line: teacher. {files}</figcaption></figure>')
     notes = "".join(f"<li>{_esc(n)}</li>" for n in report.notes)
     created = sorted(r.created for r in report.records if r.created)
     span = f"runs from {_esc(created[0])} to {_esc(created[-1])}" if created else ""
@@ -288,7 +294,7 @@ def publish(results_dir: str, out_dir: str, task: str | None = None, allow_mixed
 
     try:
         os.makedirs(out_dir, exist_ok=True)
-        plot_files = write_plots(report.comparison.table, os.path.join(out_dir, "plots"))
+        plot_files = write_plots(report.comparison.table, os.path.join(out_dir, "plots"), records=report.records)
         page = render_page(report, plot_files, title)
         index = os.path.join(out_dir, "index.html")
         with open(index, "w", encoding="utf-8") as handle:
