@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 
 from grain_bench.errors import GrainBenchError
-from grain_bench.leaderboard.render import best_mask, difference_text, flag_text, paired_reference, render_json
 from grain_bench.leaderboard.compare import TEACHER_WARNING
+from grain_bench.leaderboard.render import best_mask, difference_text, flag_text, paired_reference, render_json
 from grain_bench.leaderboard.tables import AUTO, Report, build_report, guard_output
 
 CSS = """
