@@ -47,7 +47,7 @@ class Sweep:
 
     def execute(self) -> list[RunRecord]:
         """Run what is not recorded yet (errors too with ``retry_failed``); returns the new records."""
-        from grain_bench.harness import run_sweep
+        from grain_bench.sweep import run_sweep
 
         return run_sweep(self.specs, self.harness, self.store, retry_failed=self.retry_failed, progress=self.progress,
                          executor=self.executor, executor_options=self.executor_options)
@@ -70,7 +70,8 @@ def prepare_sweep(methods: Iterable[str] = DEFAULT_METHODS, tasks: Iterable[str]
     import os
 
     from grain_bench.errors import UsageError
-    from grain_bench.harness import Harness, build_specs
+    from grain_bench.grid import build_specs
+    from grain_bench.harness import Harness
     from grain_bench.leaderboard.store import RecordStore
     from grain_bench.plugins import get_registries
     from grain_bench.preflight import check_backbones, check_device

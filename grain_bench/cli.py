@@ -164,11 +164,11 @@ def cmd_run(args) -> int:
     """Validate the whole grid, run what is not done yet, print the table; exit 1 if any run failed."""
     from grain_bench.api import prepare_sweep
     from grain_bench.errors import UsageError
-    from grain_bench.executors import SweepTerminated
     from grain_bench.leaderboard.commands import print_notes
     from grain_bench.leaderboard.tables import show_table
     from grain_bench.options import parse_assignments, parse_key_values
     from grain_bench.plugins import get_registries
+    from grain_bench.sweep import SweepTerminated
 
     regs = get_registries()
     executor_options = parse_key_values(args.executor_option, "executor option", "max_retries=2")

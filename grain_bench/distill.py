@@ -7,13 +7,7 @@ on pruning steps ``method.masks_for(state, scheduled density)`` and apply -> cli
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import shutil
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,13 +17,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from grain_bench.errors import GrainBenchError, TrainingDiverged
-from grain_bench.files import ordinary_permissions
 from grain_bench.losses import hidden_mse
 from grain_bench.masked import MaskedModel, fold_unit_scales
 from grain_bench.masks import MaskSpace, UnitMasks
 from grain_bench.method import Method, TrainState
 from grain_bench.schedule import CubicSchedule
-from grain_bench.types import Recipe, canonical_json
+from grain_bench.types import Recipe
 
 
 def set_seed(seed: int) -> None:
@@ -84,74 +77,9 @@ def _to(batch: dict[str, Any], device) -> dict[str, Any]:
 
 
 # ---- teacher ------------------------------------------------------------------------------------------------------
-def teacher_key(task, data: str, backbone: str, recipe: Recipe, seed: int) -> str:
-    """Cache key of a fine-tuned teacher: task (and version), data identity (``RunSpec.data``: a content hash or a hub
-    commit, so an edited data file trains a new teacher), backbone, teacher recipe, seed."""
-    content = {"task": task.name, "version": task.version, "data": data, "backbone": backbone,
-               "recipe": recipe.teacher_dict(), "seed": seed}
-    return hashlib.sha256(canonical_json(content).encode()).hexdigest()[:16]
-
-
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def load_cached_teacher(cache_dir: str, key: str, model) -> dict | None:
-    """Load weights into ``model`` from a verified cache entry; None when absent or corrupt (then it is retrained)."""
-    from safetensors.torch import load_file
-
-    folder = os.path.join(cache_dir, key)
-    meta_path = os.path.join(folder, "meta.json")
-    weights = os.path.join(folder, "model.safetensors")
-    if not os.path.lexists(folder):
-        return None
-    try:
-        missing = [os.path.basename(p) for p in (meta_path, weights) if not os.path.isfile(p)]
-        if missing:
-            raise ValueError(f"{' and '.join(missing)} missing")
-        with open(meta_path) as handle:
-            meta = json.load(handle)
-        if meta.get("sha256") != _file_sha256(weights):
-            raise ValueError("checksum mismatch")
-        model.load_state_dict(load_file(weights), strict=True)
-        check_finite_weights(model, "the cached teacher")
-    except Exception as exc:  # a corrupt or incomplete entry is moved aside (so it can be rebuilt), never trusted
-        bad = folder + f".corrupt-{int(time.time())}"
-        os.replace(folder, bad)
-        tqdm.write(f"teacher cache {folder} is corrupt ({exc}); moved to {bad}, retraining", file=sys.stderr)
-        return None
-    return meta
-
-
-def save_teacher(cache_dir: str, key: str, model, meta: dict) -> None:
-    """Write a cache entry atomically (temporary folder, then rename)."""
-    from safetensors.torch import save_file
-
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir)
-    try:
-        weights = os.path.join(tmp, "model.safetensors")
-        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, weights)
-        meta = {**meta, "sha256": _file_sha256(weights)}
-        with open(os.path.join(tmp, "meta.json"), "w") as handle:
-            json.dump(meta, handle, indent=1)
-        ordinary_permissions(tmp)
-        final = os.path.join(cache_dir, key)
-        if os.path.exists(final):  # another worker finished first: keep theirs
-            shutil.rmtree(tmp)
-            return
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def finetune(model, task, data, recipe: Recipe, seed: int, progress: bool = True) -> float:
-    """Fine-tune ``model`` on the task's gold labels (the teacher); returns wall seconds."""
+def finetune(model, task, data, recipe: Recipe, seed: int, progress: bool = True, on_step=None) -> float:
+    """Fine-tune ``model`` on the task's gold labels (the teacher); returns wall seconds. ``on_step(step, model)``,
+    when given, is called after every optimizer step (learning curves evaluate there)."""
     start = time.time()
     total = steps_for(recipe.teacher_max_steps, recipe.teacher_epochs, len(data.train.features), recipe.teacher_batch_size)
     optimizer, scheduler = make_optimizer(model.named_parameters(), recipe.teacher_lr, recipe, total)
@@ -169,6 +97,8 @@ def finetune(model, task, data, recipe: Recipe, seed: int, progress: bool = True
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if on_step is not None:
+            on_step(step, model)
     model.eval()
     check_finite_weights(model, "teacher fine-tuning", f"teacher_lr (now {recipe.teacher_lr:g})")
     return time.time() - start

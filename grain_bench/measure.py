@@ -64,6 +64,7 @@ def flops(shape: ModelShape, seq_len: int, dense: ModelShape | None = None) -> d
     """FLOPs per sequence of ``seq_len`` tokens (encoder and total), and the predicted speedup over ``dense``."""
     out: dict[str, Any] = {"seq_len": seq_len, "encoder": shape.encoder_flops(seq_len), "total": shape.total_flops(seq_len)}
     if dense is not None:
+        out["dense_encoder"] = dense.encoder_flops(seq_len)
         out["dense_total"] = dense.total_flops(seq_len)
         out["predicted_speedup"] = out["dense_total"] / out["total"]
     return out
@@ -328,47 +329,73 @@ def record_settings(device: str, seq_len: int) -> LatencySettings:
                            warmup=1, runs=7, budget_s=4.0)
 
 
-def measure_and_save(harness, spec, task, result, masks, data, tokenizer, info):
-    """Compact the student, check it against the masked model on an eval batch, time dense vs compact, save it.
+@dataclass
+class Measured:
+    """What ``measure_run`` found out about a distilled student, each computed once."""
 
-    Returns (latency entries, artifact path or None, the compact model on the student's device).
-    """
+    model: Any  # the compact model, checked against the masked one, on the student's device: what gets scored
+    shape: ModelShape
+    dense_shape: ModelShape
+    params: dict[str, int]
+    flops: dict[str, Any]
+    density: dict[str, float]
+    latency: list[dict[str, Any]]
+    artifact: str | None
+    compact: dict[str, Any]  # the equivalence check's max |logit difference| and the compact model's parameter counts
+
+
+def measure_run(config, spec, task, result, data, tokenizer, recipe, extra: dict | None = None,
+                warnings: list[str] | None = None) -> Measured:
+    """Compact the student, check it against the masked model on an eval batch, count its parameters and FLOPs,
+    time it against the dense model (``config.measure_latency``), save it (``config.save_models``).
+
+    ``config`` is the harness's ``HarnessConfig``; ``extra`` the method's ``finalize`` shape fields. A storage error
+    while saving costs the saved model, not the run: it is appended to ``warnings``."""
     from grain_bench.compaction import compact, save_pruned
     from grain_bench.files import STORAGE_ERRORS, storage_error_text
-    from grain_bench.types import Recipe
 
-    student = result.model
+    student, space, masks = result.model, result.space, result.masks
     device = next(student.parameters()).device
-    compact_model = compact(student, masks, result.space).eval()
-    batch = _eval_batch(data, task, device)
-    diff = check_equivalence(student, compact_model, batch)  # before any latency: a wrong model is never timed
-    shape = masks.model_shape(result.space)
-    counts = check_param_counts(compact_model, shape)
-    info["compact"] = {"max_abs_logit_diff": diff, "params": counts}
+    compact_model = compact(student, masks, space).eval()
+    diff = check_equivalence(student, compact_model, _eval_batch(data, task, device))  # a wrong model is never timed
+    shape, dense_shape = masks.model_shape(space, extra), type(masks).full(space).model_shape(space)
+    counts = check_param_counts(compact_model, masks.model_shape(space))
+    params = {"encoder": shape.encoder_params(), "encoder_linear": shape.encoder_linear_params(),
+              "embeddings": shape.embedding_params(), "dense_encoder": dense_shape.encoder_params(),
+              "head": _head_params(result.model)}
+    params["total"] = params["encoder"] + params["embeddings"] + params["head"]
+    density = {"target": spec.target_density, "achieved": masks.density(space),
+               "encoder_params": params["encoder"] / params["dense_encoder"]}
+    counted = flops(shape, recipe.max_length, dense_shape)
 
     latency: list[dict] = []
-    if harness.measure_latency:
-        recipe = Recipe.parse(spec.recipe)
+    if config.measure_latency:
         settings = record_settings(str(device), recipe.max_length)
         dense = _dense_copy(student)
         results = time_models({"dense": dense, "compact": compact_model}, settings)
-        dense_shape = type(masks).full(result.space).model_shape(result.space)
-        predicted = dense_shape.total_flops(settings.seq_len) / shape.total_flops(settings.seq_len)
-        latency = speedup_entries(results, "dense", {"compact": predicted, "dense": 1.0})
+        latency = speedup_entries(results, "dense", {"compact": counted["predicted_speedup"], "dense": 1.0})
         del dense
 
     artifact = None
-    if harness.save_models:
-        path = os.path.join(harness.results_dir, "models", spec.run_id)
+    if config.save_models:
+        path = os.path.join(config.results_dir, "models", spec.run_id)
         metadata = {"run_id": spec.run_id, "spec": spec.to_dict(), "max_abs_logit_diff": diff,
-                    "density": masks.density(result.space), "masks": masks.to_dict()}
+                    "density": density["achieved"], "masks": masks.to_dict()}
         try:
             artifact = save_pruned(compact_model.to("cpu"), path, tokenizer=tokenizer, metadata=metadata)
         except STORAGE_ERRORS as exc:  # a full or read-only disk costs the saved model, not the trained result
-            info.setdefault("warnings", []).append(f"the compact model could not be saved to {path} "
-                                                   f"({storage_error_text(exc)})")
+            if warnings is not None:
+                warnings.append(f"the compact model could not be saved to {path} ({storage_error_text(exc)})")
         compact_model.to(device)
-    return latency, artifact, compact_model
+    return Measured(compact_model, shape, dense_shape, params, counted, density, latency, artifact,
+                    {"max_abs_logit_diff": diff, "params": counts})
+
+
+def _head_params(model) -> int:
+    """Parameters outside the encoder and embeddings: the task head and the pooler."""
+    head = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(model.base_model_prefix + "."))
+    pooler = model.base_model.pooler
+    return head + (sum(p.numel() for p in pooler.parameters()) if pooler is not None else 0)
 
 
 def _dense_copy(model):

@@ -15,6 +15,7 @@ executor.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import traceback
@@ -23,8 +24,8 @@ from dataclasses import dataclass
 from tqdm.auto import tqdm
 
 from grain_bench.errors import GrainBenchError, UsageError
-from grain_bench.executors import store_record
 from grain_bench.options import Options
+from grain_bench.sweep import store_record
 from grain_bench.types import Recipe, RunRecord, RunSpec, canonical_json
 
 # Environment variables a worker needs to behave like the driver (plugin selection, offline hub, caches).
@@ -96,12 +97,12 @@ _WORKER_HARNESSES: dict[str, object] = {}
 
 def run_in_worker(spec: dict, config: dict) -> dict:
     """Body of one Ray task: run ``spec`` with a harness kept per worker process (its data and teacher caches)."""
-    from grain_bench.harness import Harness
+    from grain_bench.harness import Harness, HarnessConfig
 
     key = canonical_json(config)
     harness = _WORKER_HARNESSES.get(key)
     if harness is None:
-        harness = _WORKER_HARNESSES[key] = Harness(**config)
+        harness = _WORKER_HARNESSES[key] = Harness(HarnessConfig.from_dict(config))
     return harness.run(RunSpec.from_dict(spec)).to_dict()
 
 
@@ -163,9 +164,8 @@ class RayExecutor:
 
     def _run(self, ray, specs, harness, store, progress):
         remote = ray.remote(self.worker_function).options(**self._task_options(ray))
-        config = {"results_dir": os.path.abspath(harness.results_dir), "progress": False, "device": harness.device,
-                  "save_models": harness.save_models, "measure_latency": harness.measure_latency,
-                  "save_predictions": harness.save_predictions}
+        config = dataclasses.replace(harness.config, results_dir=os.path.abspath(harness.results_dir),
+                                     progress=False).to_dict()
         groups: dict[str, list[RunSpec]] = {}
         for spec in specs:
             groups.setdefault(teacher_group(spec), []).append(spec)
@@ -207,7 +207,7 @@ class RayExecutor:
         try:
             return RunRecord.from_dict(ray.get(ref))
         except RayError as exc:
-            from grain_bench.harness import package_versions
+            from grain_bench.environment import package_versions
 
             lost = type(exc).__name__ in ("WorkerCrashedError", "NodeDiedError", "OwnerDiedError", "ObjectLostError")
             what = "Ray worker lost" if lost else "Ray task failed"

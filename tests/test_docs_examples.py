@@ -26,6 +26,9 @@ def test_the_page_has_both_kinds_of_method():
 
 @pytest.mark.parametrize("index", [0, 1])
 def test_doc_plugin_distils_to_its_target(index, one_thread):
+    import sys
+    import types
+
     import pluggy
 
     from grain_bench import hookspecs
@@ -35,9 +38,6 @@ def test_doc_plugin_distils_to_its_target(index, one_thread):
     from grain_bench.recipes import get_recipe
     from grain_bench.registry import build_registries
     from grain_bench.tasks.tweets import TweetSentiment
-
-    import sys
-    import types
 
     module = types.ModuleType(f"doc_plugin_{index}")  # a real module: dataclasses look their module up
     sys.modules[module.__name__] = module

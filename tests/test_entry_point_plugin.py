@@ -47,9 +47,11 @@ def test_entry_point_loads_and_can_be_switched_off(installed_example, monkeypatc
 
 
 def test_entry_point_method_runs_through_the_harness(installed_example, monkeypatch, results_dir, test_recipe):
-    from grain_bench.harness import Harness, build_specs, run_sweep
+    from grain_bench.grid import build_specs
+    from grain_bench.harness import Harness
     from grain_bench.leaderboard.store import RecordStore
     from grain_bench.registry import build_registries
+    from grain_bench.sweep import run_sweep
 
     monkeypatch.setenv(plugins.ENV_LOAD_PLUGINS, "toy")
     pm = plugins.make_plugin_manager()

@@ -84,7 +84,7 @@ def test_comparability_is_a_per_task_question():
 
 
 def test_default_valued_options_name_the_same_run(regs, test_recipe):
-    from grain_bench.harness import build_specs
+    from grain_bench.grid import build_specs
 
     def run_id(options):
         return build_specs(regs, ["grain"], ["tweets"], [0.2], [1], "test-bert-tiny", test_recipe, options)[0].run_id
@@ -100,7 +100,7 @@ def test_default_valued_options_name_the_same_run(regs, test_recipe):
 
 def test_records_stored_with_default_options_are_read_under_the_canonical_id(regs, test_recipe, tmp_path):
     """Older writers stored every option; such a record is read under today's id, so resuming skips its run."""
-    from grain_bench.harness import build_specs
+    from grain_bench.grid import build_specs
     from grain_bench.leaderboard.store import RecordStore
     from grain_bench.types import RunRecord, RunSpec
 
@@ -176,7 +176,8 @@ def test_saved_models_carry_label_names_and_a_model_card(tmp_path, data_dir, mon
 
 
 def test_conll_models_name_their_entity_tags(regs, pm, results_dir, test_recipe):
-    from grain_bench.harness import Harness, build_specs
+    from grain_bench.grid import build_specs
+    from grain_bench.harness import Harness
 
     (spec,) = build_specs(regs, ["dense"], ["conll2003"], [1.0], [1], "test-bert-tiny", test_recipe,
                           data_dir=os.path.join(ROOT, "tests", "data"))
@@ -216,7 +217,8 @@ def test_every_task_names_as_many_labels_as_its_head_has(regs):
 # ---- data provenance ------------------------------------------------------------------------------------------
 def test_an_edited_data_file_trains_a_new_teacher_and_records_its_provenance(regs, pm, tmp_path, data_dir,
                                                                              test_recipe, one_thread):
-    from grain_bench.harness import Harness, build_specs
+    from grain_bench.grid import build_specs
+    from grain_bench.harness import Harness
 
     results = str(tmp_path / "results")
     harness = Harness(results, regs=regs, pm=pm, progress=False, save_models=False, measure_latency=False)

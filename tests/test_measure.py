@@ -1,4 +1,4 @@
-"""Measurement: parameter counts, latency protocol, equivalence gate and the run-record hook ``measure_and_save``."""
+"""Measurement: parameter counts, latency protocol, equivalence gate and a run's measurements (``measure_run``)."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def test_check_equivalence_catches_a_wrong_model(tiny_model):
         masked.remove()
 
 
-# ---- measure_and_save with a stand-in harness -----------------------------------------------------------------
+# ---- measure_run on a masked tiny model ------------------------------------------------------------------------
 class _Task:
     head = "sequence"
 
@@ -115,6 +115,7 @@ class _Task:
 
 
 def _run_parts(tiny_model, results_dir, save_models=True, measure_latency=True):
+    from grain_bench.harness import HarnessConfig
     from grain_bench.masked import MaskedModel
     from grain_bench.recipes import get_recipe
     from grain_bench.types import RunSpec
@@ -132,34 +133,37 @@ def _run_parts(tiny_model, results_dir, save_models=True, measure_latency=True):
     recipe = get_recipe("test")
     spec = RunSpec(method="random", task="tweets", backbone="test-bert-tiny", target_density=0.5, seed=0,
                    recipe=recipe.to_dict(), method_options={}, task_version="1", data="default")
-    harness = SimpleNamespace(results_dir=results_dir, save_models=save_models, measure_latency=measure_latency)
+    config = HarnessConfig(results_dir=results_dir, save_models=save_models, measure_latency=measure_latency)
     result = SimpleNamespace(model=model, masked=masked, masks=masks, space=masked.space)
     data = SimpleNamespace(eval=SimpleNamespace(features=rows), collate=collate)
-    return harness, spec, _Task(), result, masks, data, tokenizer
+    return config, spec, _Task(), result, data, tokenizer, recipe
 
 
-def test_measure_and_save_records_latency_and_saves_the_model(tiny_model, results_dir, monkeypatch):
+def test_measure_run_records_latency_counts_and_saves_the_model(tiny_model, results_dir, monkeypatch):
     import dataclasses
 
     from grain_bench import load_pruned, measure
-    from grain_bench.measure import measure_and_save
+    from grain_bench.measure import measure_run
 
     real_settings = measure.record_settings
     monkeypatch.setattr(measure, "record_settings", lambda *a: dataclasses.replace(real_settings(*a), runs=3))
 
-    harness, spec, task, result, masks, data, tokenizer = _run_parts(tiny_model, results_dir)
-    info = {}
+    config, spec, task, result, data, tokenizer, recipe = _run_parts(tiny_model, results_dir)
     try:
-        latency, artifact, scored = measure_and_save(harness, spec, task, result, masks, data, tokenizer, info)
+        measured = measure_run(config, spec, task, result, data, tokenizer, recipe)
     finally:
         result.masked.remove()
+    latency, artifact, scored, masks = measured.latency, measured.artifact, measured.model, result.masks
     entries = {e["label"]: e for e in latency}
     assert set(entries) == {"dense", "compact"}
     compact_entry = entries["compact"]
     assert compact_entry["speedup"] > 0 and compact_entry["flops_predicted_speedup"] > 1.0
     assert compact_entry["seq_len"] == 32 and compact_entry["batch"] == 32 and compact_entry["device"] == "cpu"
     assert compact_entry["threads"] >= 1 and compact_entry["runs"] == 3
-    assert info["compact"]["max_abs_logit_diff"] <= 1e-4
+    assert measured.compact["max_abs_logit_diff"] <= 1e-4
+    assert compact_entry["flops_predicted_speedup"] == measured.flops["predicted_speedup"]  # one FLOPs count
+    assert measured.density["achieved"] == masks.density(result.space)
+    assert measured.params["total"] == sum(p.numel() for p in scored.parameters())
     assert artifact == os.path.join(results_dir, "models", spec.run_id)
     meta = json.load(open(os.path.join(artifact, "grain_bench.json")))
     assert meta["run_id"] == spec.run_id and meta["masks"]["ffn"][1] == [0] * 64
@@ -168,19 +172,19 @@ def test_measure_and_save_records_latency_and_saves_the_model(tiny_model, result
     assert scored is not result.model and scored.config.layer_shapes[1]["ffn_dim"] == 0  # the model that gets scored
 
 
-def test_measure_and_save_honours_the_switches(tiny_model, results_dir):
-    from grain_bench.measure import measure_and_save
+def test_measure_run_honours_the_switches(tiny_model, results_dir):
+    from grain_bench.measure import measure_run
 
     parts = _run_parts(tiny_model, results_dir, save_models=False, measure_latency=False)
     try:
-        latency, artifact, _ = measure_and_save(*parts, {})
+        measured = measure_run(*parts)
     finally:
         parts[3].masked.remove()
-    assert latency == [] and artifact is None
+    assert measured.latency == [] and measured.artifact is None
     assert not os.path.exists(os.path.join(results_dir, "models"))
 
 
-def test_measure_and_save_refuses_to_time_a_wrong_model(tiny_model, results_dir, monkeypatch):
+def test_measure_run_refuses_to_time_a_wrong_model(tiny_model, results_dir, monkeypatch):
     import grain_bench.compaction as compact_module
     from grain_bench import measure
 
@@ -200,7 +204,7 @@ def test_measure_and_save_refuses_to_time_a_wrong_model(tiny_model, results_dir,
     parts = _run_parts(tiny_model, results_dir)
     try:
         with pytest.raises(GrainBenchError, match="does not match"):
-            measure.measure_and_save(*parts, {})
+            measure.measure_run(*parts)
     finally:
         parts[3].masked.remove()
     assert not os.path.exists(os.path.join(results_dir, "models"))

@@ -18,9 +18,10 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'grai
 from helpers import write_sst2  # noqa: E402  (tests/ is on sys.path: no tests/__init__.py)
 from test_sweep_resume import _harness  # noqa: E402
 
-from grain_bench.harness import build_specs, run_sweep  # noqa: E402
+from grain_bench.grid import build_specs  # noqa: E402
 from grain_bench.leaderboard.store import RecordStore  # noqa: E402
 from grain_bench.ray_executor import RayExecutor, import_ray, teacher_group  # noqa: E402
+from grain_bench.sweep import run_sweep  # noqa: E402
 
 BACKBONE = "test-bert-tiny"
 SCORE_TOL = 1e-9

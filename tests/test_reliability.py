@@ -412,7 +412,7 @@ def test_a_cached_teacher_with_non_finite_weights_is_moved_aside(tmp_path):
     import torch
 
     from grain_bench.backbones import load_tiny
-    from grain_bench.distill import load_cached_teacher, save_teacher
+    from grain_bench.teachers import load_cached_teacher, save_teacher
 
     model, _ = load_tiny("sequence", 2)
     with torch.no_grad():

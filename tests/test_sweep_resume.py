@@ -13,9 +13,11 @@ import gate_plugin
 import pytest
 from helpers import write_sst2
 
-from grain_bench.harness import Harness, build_specs, run_sweep
+from grain_bench.grid import build_specs
+from grain_bench.harness import Harness
 from grain_bench.leaderboard.store import RecordStore
 from grain_bench.plugins import get_registries
+from grain_bench.sweep import run_sweep
 from grain_bench.types import RunRecord
 
 BACKBONE = "test-bert-tiny"

@@ -39,7 +39,8 @@ def test_every_registered_task_has_a_fixture():
 @pytest.mark.parametrize("task_name", _registered_tasks())
 def test_task_contract(task_name, regs, pm, results_dir, test_recipe):
     """load -> tokenise -> KD steps with pruning -> evaluate -> ok record with every declared metric."""
-    from grain_bench.harness import Harness, build_specs
+    from grain_bench.grid import build_specs
+    from grain_bench.harness import Harness
 
     task_cls = regs.tasks.get(task_name)
     assert task_cls.primary_metric in task_cls.metrics

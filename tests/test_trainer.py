@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from grain_bench.backbones import load_tiny
-from grain_bench.distill import distill, layer_pairs, load_cached_teacher, save_teacher, set_seed
-from grain_bench.harness import Harness, build_specs
+from grain_bench.distill import distill, layer_pairs, set_seed
+from grain_bench.grid import build_specs
+from grain_bench.harness import Harness
 from grain_bench.masks import UnitMasks
 from grain_bench.method import Method
 from grain_bench.recipes import get_recipe
+from grain_bench.teachers import load_cached_teacher, save_teacher
 
 
 class Recorder(Method):

@@ -1,0 +1,101 @@
+"""The teacher cache: fine-tuned teachers kept per task data, backbone, teacher recipe and seed, verified on read.
+
+A cache entry is ``RESULTS/teachers/<key>/`` with ``model.safetensors`` and ``meta.json`` (scores, quality, the
+weights' SHA-256). Entries are written to a temporary folder and renamed into place; a corrupt, incomplete or
+non-finite entry is moved aside and rebuilt. A teacher that did not learn (``not_learned``) is never cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from tqdm.auto import tqdm
+
+from grain_bench.files import ordinary_permissions
+from grain_bench.types import Recipe, canonical_json
+
+
+def teacher_key(task, data: str, backbone: str, recipe: Recipe, seed: int) -> str:
+    """Cache key of a fine-tuned teacher: task (and version), data identity (``RunSpec.data``: a content hash or a hub
+    commit, so an edited data file trains a new teacher), backbone, teacher recipe, seed."""
+    content = {"task": task.name, "version": task.version, "data": data, "backbone": backbone,
+               "recipe": recipe.teacher_dict(), "seed": seed}
+    return hashlib.sha256(canonical_json(content).encode()).hexdigest()[:16]
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_cached_teacher(cache_dir: str, key: str, model) -> dict | None:
+    """Load weights into ``model`` from a verified cache entry; None when absent or corrupt (then it is retrained)."""
+    from safetensors.torch import load_file
+
+    from grain_bench.distill import check_finite_weights
+
+    folder = os.path.join(cache_dir, key)
+    meta_path = os.path.join(folder, "meta.json")
+    weights = os.path.join(folder, "model.safetensors")
+    if not os.path.lexists(folder):
+        return None
+    try:
+        missing = [os.path.basename(p) for p in (meta_path, weights) if not os.path.isfile(p)]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} missing")
+        with open(meta_path) as handle:
+            meta = json.load(handle)
+        if meta.get("sha256") != _file_sha256(weights):
+            raise ValueError("checksum mismatch")
+        model.load_state_dict(load_file(weights), strict=True)
+        check_finite_weights(model, "the cached teacher")
+    except Exception as exc:  # a corrupt or incomplete entry is moved aside (so it can be rebuilt), never trusted
+        bad = folder + f".corrupt-{int(time.time())}"
+        os.replace(folder, bad)
+        tqdm.write(f"teacher cache {folder} is corrupt ({exc}); moved to {bad}, retraining", file=sys.stderr)
+        return None
+    return meta
+
+
+def save_teacher(cache_dir: str, key: str, model, meta: dict) -> None:
+    """Write a cache entry atomically (temporary folder, then rename)."""
+    from safetensors.torch import save_file
+
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir)
+    try:
+        weights = os.path.join(tmp, "model.safetensors")
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, weights)
+        meta = {**meta, "sha256": _file_sha256(weights)}
+        with open(os.path.join(tmp, "meta.json"), "w") as handle:
+            json.dump(meta, handle, indent=1)
+        ordinary_permissions(tmp)
+        final = os.path.join(cache_dir, key)
+        if os.path.exists(final):  # another worker finished first: keep theirs
+            shutil.rmtree(tmp)
+            return
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def not_learned(task, scores: dict[str, float], chance: dict[str, float]) -> str | None:
+    """Why a fine-tuned teacher's score says it learned nothing (not better than a trivial predictor), or None."""
+    metric = task.primary_metric
+    if metric not in chance or metric not in scores:
+        return None
+    score, floor = scores[metric], chance[metric]
+    learned = score > floor if task.higher_is_better(metric) else score < floor
+    if learned:
+        return None
+    return f"the teacher scores {metric} {score:.4f}, no better than a trivial predictor ({floor:.4f})"
