@@ -1,15 +1,19 @@
 """Score against training steps on the real task files, to choose CPU recipe values that make each task meaningful.
 
-For each task: the teacher's learning curve (one fine-tuning of ``--teacher-steps`` steps, scored on the reported
-split every ``--every`` steps; the learning rate decays over the whole run, so a shorter run that decays to zero
-usually does at least as well at its end), the trivial predictor's score, and dense, grain and heads students at
-density 0.2 after ``--student-steps`` steps each (full runs through the harness, the teacher at ``--teacher-steps``).
+For each task, on MiniLM-L6 with the ``quick`` recipe's settings at the task's length:
 
-    DATA=../shared/datapack python benchmarks/task_curves.py --tasks stsb,mrpc,rte,conll2003,squad \\
-        --out benchmarks/results/task-curves
+- the teacher's learning curve: one fine-tuning of ``--teacher-steps`` steps scored on the reported split every
+  ``--every`` steps (the learning rate decays over the whole run, so a shorter run that decays to zero usually does at
+  least as well at its end);
+- students distilled from that teacher (``dense``, and ``grain`` and ``heads`` at density 0.2) for
+  ``--student-steps`` steps, scored every ``--every`` steps once the schedule has reached its target (the masked
+  model; the schedule prunes from 20% to 40% of training, so later points show the recovery at fixed structure);
+- the trivial predictor's score (majority class, mean label, all ``O``, the first context token).
 
-writes ``<out>/curve-<task>.json`` (the teacher curve, the trivial predictor's scores, settings, machine) and the
-student records in ``<out>/records.jsonl`` (a results directory). Re-running skips what is recorded.
+    DATA=../shared/datapack python benchmarks/task_curves.py --tasks stsb,mrpc --out benchmarks/results/task-curves
+
+writes ``<out>/curve-<task>.json`` (one file per task; several workers can share ``--out``) and, with ``--plot``,
+``<out>/curves.{svg,png}`` from every curve file. Re-running skips the tasks already written.
 """
 
 from __future__ import annotations
@@ -21,47 +25,64 @@ import platform
 import sys
 import time
 
-#: per-task settings of the curves: sequence length and the teacher's learning rate (the recipe's by default)
-LENGTHS = {"stsb": 128, "mrpc": 128, "rte": 128, "conll2003": 128, "squad": 256}
+#: per-task sequence length of the curves (a few percent of examples are cut at these lengths)
+LENGTHS = {"stsb": 64, "mrpc": 128, "rte": 128, "conll2003": 128, "squad": 256}
 TEACHER_LR = {"conll2003": 1e-4}  # the reference's CoNLL rate (GRAIN's code)
 
 
-def teacher_curve(task_name: str, data_dir: str, recipe, every: int, results: str, seed: int = 1) -> dict:
-    """Fine-tune a MiniLM-L6 teacher, scoring it on the reported split every ``every`` steps; the final teacher goes
-    into ``results``' teacher cache, where the student runs find it (it is the teacher they would train)."""
+def curves(task_name: str, data_dir: str, recipe, every: int, student_steps: int, methods: list[str],
+           seed: int = 1) -> dict:
+    """The teacher's and the students' learning curves of one task (see the module docstring)."""
     from grain_bench.backbones import load_backbone
-    from grain_bench.distill import finetune, set_seed
+    from grain_bench.distill import distill, finetune, set_seed
     from grain_bench.grid import build_specs
     from grain_bench.harness import Harness
     from grain_bench.plugins import get_registries
-    from grain_bench.quality import assess
-    from grain_bench.teachers import save_teacher, teacher_key
+    from grain_bench.recipes import get_recipe
 
     regs = get_registries()
     (spec,) = build_specs(regs, ["dense"], [task_name], [1.0], [seed], "minilm-l6", recipe, data_dir=data_dir)
     harness = Harness(os.devnull, regs=regs, progress=False)
     task, provenance = harness.task_for(spec)
     set_seed(seed)
-    model, tokenizer = load_backbone("minilm-l6", task.head, task.num_labels)
+    teacher, tokenizer = load_backbone("minilm-l6", task.head, task.num_labels)
     data = harness.data(spec, task, tokenizer, recipe)
-    points = []
     started = time.time()
+    out = {"task": task_name, "metric": task.primary_metric, "chance": data.chance, "data": provenance["key"],
+           "recipe": recipe.to_dict(), "teacher": [], "students": {}}
 
-    def evaluate(step, model):
+    def score(model) -> dict:
+        return task.evaluate(model, data.eval, tokenizer, recipe.eval_batch_size, progress=False)
+
+    def teacher_point(step, model):
         if step % every == 0 or step == recipe.teacher_max_steps:
-            scores = task.evaluate(model, data.eval, tokenizer, recipe.eval_batch_size, progress=False)
-            points.append({"step": step, "scores": scores, "seconds": time.time() - started})
-            print(f"{task_name} teacher step {step}: {scores}", file=sys.stderr, flush=True)
+            out["teacher"].append({"step": step, "scores": score(model), "seconds": time.time() - started})
+            print(f"{task_name} teacher {step}: {out['teacher'][-1]['scores']}", file=sys.stderr, flush=True)
 
-    seconds = finetune(model, task, data, recipe, seed, progress=False, on_step=evaluate)
-    predictions = task.predict(model, data.eval, tokenizer, recipe.eval_batch_size, progress=False)
-    key = teacher_key(task, spec.data, "minilm-l6", recipe, seed)
-    meta = {"key": key, "task": task.name, "backbone": "minilm-l6", "seed": seed,
-            "scores": task.score(predictions, data.eval), "train_seconds": seconds, "recipe": recipe.teacher_dict(),
-            "warnings": [], "quality": assess(task, predictions, data.eval)}
-    save_teacher(os.path.join(results, "teachers"), key, model, meta)
-    return {"task": task_name, "metric": task.primary_metric, "chance": data.chance, "curve": points,
-            "data": provenance["key"], "recipe": recipe.to_dict()}
+    finetune(teacher, task, data, recipe, seed, progress=False, on_step=teacher_point)
+    teacher.eval()
+    student_recipe = get_recipe("quick", {**_overrides(recipe), "max_steps": student_steps}, task_name)
+    for name in methods:
+        method = regs.methods.get(name).from_options({}, seed=seed)
+        set_seed(seed)
+        student, _ = load_backbone("minilm-l6", task.head, task.num_labels)
+        points = out["students"][name] = []
+        end = int(student_recipe.prune_end * student_steps)
+
+        def student_point(step, state, points=points, name=name):
+            if step >= end and ((step - end) % every == 0 or step == student_steps):
+                points.append({"step": step, "scores": score(state.model), "seconds": time.time() - started,
+                               "density": state.masks.density(state.space)})
+                print(f"{task_name} {name} {step}: {points[-1]['scores']}", file=sys.stderr, flush=True)
+
+        distill(method, task, teacher, student, data, student_recipe, 1.0 if name == "dense" else 0.2, seed,
+                progress=False, on_step=student_point)
+    return out
+
+
+def _overrides(recipe) -> dict:
+    return {"max_length": recipe.max_length, "teacher_max_steps": recipe.teacher_max_steps,
+            "teacher_lr": recipe.teacher_lr}
 
 
 def main(argv=None) -> int:
@@ -69,37 +90,76 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", default="stsb,mrpc,rte,conll2003,squad")
     parser.add_argument("--data-dir", default=os.environ.get("DATA", "../shared/datapack"))
     parser.add_argument("--out", default="benchmarks/results/task-curves")
-    parser.add_argument("--teacher-steps", type=int, default=600)
-    parser.add_argument("--every", type=int, default=100)
-    parser.add_argument("--student-steps", default="120,360")
+    parser.add_argument("--teacher-steps", type=int, default=400)
+    parser.add_argument("--student-steps", type=int, default=400)
+    parser.add_argument("--every", type=int, default=80)
     parser.add_argument("--methods", default="dense,grain,heads")
-    parser.add_argument("--skip-teachers", action="store_true", help="only the student runs")
+    parser.add_argument("--plot", action="store_true", help="only draw <out>/curves.{svg,png} from the curve files")
     args = parser.parse_args(argv)
 
     import torch
 
-    import grain_bench
     from grain_bench.recipes import get_recipe
 
     os.makedirs(args.out, exist_ok=True)
+    if args.plot:
+        for path in plot(args.out):
+            print(path)
+        return 0
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                "torch": torch.__version__}
     command = " ".join(["python benchmarks/task_curves.py", *(argv if argv is not None else sys.argv[1:])])
     for task in args.tasks.split(","):
-        overrides = {"max_length": LENGTHS.get(task, 128), "teacher_max_steps": args.teacher_steps}
-        if task in TEACHER_LR:
-            overrides["teacher_lr"] = TEACHER_LR[task]
-        path = os.path.join(args.out, f"curve-{task}.json")  # one file per task: workers run tasks in parallel
-        if not args.skip_teachers and not os.path.exists(path):
-            curve = teacher_curve(task, args.data_dir, get_recipe("quick", overrides, task), args.every, args.out)
-            with open(path + ".tmp", "w") as handle:
-                json.dump({**curve, "machine": machine, "command": command}, handle, indent=1)
-            os.replace(path + ".tmp", path)
-        for steps in (int(s) for s in args.student_steps.split(",")):
-            grain_bench.run(methods=args.methods.split(","), tasks=[task], densities=[0.2], seeds=[1],
-                            backbone="minilm-l6", recipe="quick", recipe_options={**overrides, "max_steps": steps},
-                            data_dir=args.data_dir, results=args.out, save_models=False, progress=False)
+        path = os.path.join(args.out, f"curve-{task}.json")
+        if os.path.exists(path):
+            continue
+        overrides = {"max_length": LENGTHS.get(task, 128), "teacher_max_steps": args.teacher_steps,
+                     "teacher_lr": TEACHER_LR.get(task, get_recipe("quick").teacher_lr)}
+        started = time.time()
+        curve = curves(task, args.data_dir, get_recipe("quick", overrides, task), args.every, args.student_steps,
+                       [m for m in args.methods.split(",") if m])
+        with open(path + ".tmp", "w") as handle:
+            json.dump({**curve, "machine": machine, "command": command, "wall_s": time.time() - started}, handle,
+                      indent=1)
+        os.replace(path + ".tmp", path)
     return 0
+
+
+def plot(folder: str) -> list[str]:
+    """One panel per task: the teacher's and the students' primary score against steps, and the trivial predictor."""
+    import glob
+
+    from grain_bench.leaderboard.plots import _pyplot
+
+    docs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(folder, "curve-*.json")))]
+    if not docs:
+        return []
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(docs), figsize=(3.6 * len(docs), 3.2), squeeze=False)
+    for ax, doc in zip(axes[0], docs):
+        metric = doc["metric"]
+        series = [("teacher", doc["teacher"], "0.2", "-")]
+        series += [(f"{name} @ {'1' if name == 'dense' else '0.2'}", points, f"C{i}", "-")
+                   for i, (name, points) in enumerate(doc["students"].items())]
+        for label, points, color, style in series:
+            if points:
+                ax.plot([p["step"] for p in points], [p["scores"][metric] for p in points], marker="o", ms=3,
+                        color=color, linestyle=style, label=label)
+        if metric in doc["chance"]:
+            ax.axhline(doc["chance"][metric], color="#9a3b2f", linestyle=":", label="trivial predictor")
+        ax.set_title(f"{doc['task']} (length {doc['recipe']['max_length']})", fontsize=9)
+        ax.set_xlabel("training steps (batch 16)")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    paths = []
+    for ext in ("svg", "png"):
+        path = os.path.join(folder, f"curves.{ext}")
+        fig.savefig(path, format=ext, **({"metadata": {"Date": None}} if ext == "svg" else {"dpi": 110}))
+        paths.append(path)
+    plt.close(fig)
+    return paths
 
 
 if __name__ == "__main__":

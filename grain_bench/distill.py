@@ -198,8 +198,10 @@ def _check_reaches(method: Method, masks, space: MaskSpace, target: float) -> No
 
 
 def distill(method: Method, task, teacher, student, data, recipe: Recipe, target_density: float, seed: int,
-            progress: bool = True, dev_eval=None, teacher_outputs: TeacherOutputs | None = None) -> DistillResult:
-    """Distil ``teacher`` into ``student`` while ``method`` prunes it along the shared cubic schedule."""
+            progress: bool = True, dev_eval=None, teacher_outputs: TeacherOutputs | None = None,
+            on_step=None) -> DistillResult:
+    """Distil ``teacher`` into ``student`` while ``method`` prunes it along the shared cubic schedule.
+    ``on_step(step, state)``, when given, is called after every optimizer step (learning curves evaluate there)."""
     start = time.time()
     device = next(student.parameters()).device
     space = MaskSpace.from_config(student.config)
@@ -285,6 +287,8 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
         scheduler.step()
         for method_optimizer in method_optimizers:
             method_optimizer.step()
+        if on_step is not None:
+            on_step(step, state)
         if step % 10 == 0 or step == total:
             record = {"step": step, "logit_loss": logit_loss.item(), "hidden_loss": hidden_loss.item(),
                       "density": masked.masks.density(space)}
