@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --executor ray: the Ray cluster to use (default: start a local Ray instance)")
     run.add_argument("-E", "--executor-option", action="append", default=[], metavar="KEY=VALUE",
                      help="executor option, e.g. -E max_retries=2 or -E cpus_per_run=2 (repeatable)")
-    run.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"], help="table format")
+    run.add_argument("--format", default="markdown", help="table format: markdown (default), csv, latex, json, or a "
+                                                         "plugin's")
     run.add_argument("--versus", default=None, metavar="METHOD",
                      help="compare every row with METHOD by a paired 95%% confidence interval of the score difference "
                           "(default: the first method of --methods; none: no comparison)")
@@ -171,6 +172,7 @@ def cmd_run(args) -> int:
     from grain_bench.sweep import SweepTerminated
 
     regs = get_registries()
+    regs.exporters.get(args.format)  # an unknown table format is refused before the sweep, not after it
     executor_options = parse_key_values(args.executor_option, "executor option", "max_retries=2")
     if args.ray_address is not None:
         if args.executor not in regs.executors or regs.executors.entry(args.executor).name != "ray":

@@ -1,7 +1,7 @@
 """The shared distillation trainer: the only training loop, identical for every method.
 
-Per step (GRAIN-REFERENCE #3): zero grads -> forward teacher and student -> backward the logit-KD loss (retain graph)
--> ``method.observe`` (gradients of the logit loss only: gradient separation) -> backward the hidden-state MSE ->
+Per step (the order of ``distiller.py`` in airaria/GRAIN, the reference code of arXiv 2212.07634): zero grads ->
+forward teacher and student -> backward the logit-KD loss (retain graph) -> ``method.observe`` (gradients of the logit loss only: gradient separation) -> backward the hidden-state MSE ->
 on pruning steps ``method.masks_for(state, scheduled density)`` and apply -> clip -> optimizer step.
 """
 

@@ -65,6 +65,12 @@ class UnknownExecutorError(_UnknownNameError):
     kind = "executor"
 
 
+class UnknownExporterError(_UnknownNameError):
+    """A table format that no plugin registered."""
+
+    kind = "format"
+
+
 class UnknownRecipeError(_UnknownNameError):
     """A recipe name that does not exist."""
 

@@ -34,6 +34,12 @@ def register_executors(register):
 
 
 @hookspec
+def register_exporters(register):
+    """Register table formats: ``register(name, exporter, description="")``; ``exporter(summary, caption, notes,
+    extra)`` returns the text of the comparison table (``summary``: the leaderboard's DataFrame)."""
+
+
+@hookspec
 def register_commands(cli):
     """Add subcommands: ``cli`` is the argparse subparsers object of ``grain-bench``."""
 

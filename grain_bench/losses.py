@@ -1,4 +1,5 @@
-"""Distillation losses shared by every task and method (GRAIN-REFERENCE #12)."""
+"""Distillation losses shared by every task and method (GRAIN, arXiv 2212.07634, §3.3: logit KD at temperature 8
+without the T² factor, hidden-state MSE through learnable projections; ``distiller.py`` of airaria/GRAIN)."""
 
 from __future__ import annotations
 

@@ -140,7 +140,8 @@ class UnitMasks(UnitTensors):
         return self.kept_cost(space) / space.total_cost()
 
     def coupled(self) -> UnitMasks:
-        """A head with no value units left loses its query units too (GRAIN-REFERENCE #9)."""
+        """A head with no value units left loses its query units too (as the GRAIN reference code does: airaria/GRAIN, ``FineISPruner`` in
+        ``scripts/pruners_and_distiller/pruners.py``)."""
         dead = ~self.vo.any(dim=-1, keepdim=True)
         return UnitMasks(self.qk & ~dead, self.vo.clone(), self.ffn.clone())
 
@@ -180,7 +181,8 @@ class UnitMasks(UnitTensors):
 
 
 def prune_to_density(scores: UnitTensors, masks: UnitMasks, space: MaskSpace, density: float) -> UnitMasks:
-    """Global ranking (GRAIN-REFERENCE #7-#9): prune the lowest-scored units until kept cost <= ``density``.
+    """Global ranking, as ``FineISPruner`` ranks (airaria/GRAIN, ``scripts/pruners_and_distiller/pruners.py``):
+    prune the lowest-scored units until kept cost <= ``density``.
 
     One ascending sort over all units (already-pruned units first), prune the longest prefix whose cumulative
     normalised cost stays within 1 - density, then couple (a head without value units loses its query units).

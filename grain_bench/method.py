@@ -30,10 +30,16 @@ This module imports no torch, so listing methods stays fast.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from grain_bench.options import Options
+
+if TYPE_CHECKING:  # types only: importing them here would import torch for every method listing
+    import torch
+
+    from grain_bench.masks import MaskSpace, UnitMasks, UnitTensors
 
 
 @dataclass(frozen=True)
@@ -47,12 +53,12 @@ class TrainState:
 
     step: int  # 1-based global step
     total_steps: int
-    model: Any  # the student (a transformers model with gates installed)
-    space: Any  # MaskSpace
-    masks: Any  # current UnitMasks
-    unit_grads: Any = None  # UnitTensors of dL/dgate, or None before the first backward
+    model: torch.nn.Module  # the student (a transformers model with gates installed)
+    space: MaskSpace
+    masks: UnitMasks  # the current 0/1 masks
+    unit_grads: UnitTensors | None = None  # dL/dgate of every unit, None before the first backward
     loss_name: str = "logit"  # which loss produced unit_grads: "logit" or "total"
-    dev_eval: Any = None  # callable(model) -> primary dev score, for methods that select on the dev split
+    dev_eval: Callable[[Any], float] | None = None  # model -> primary dev score, for methods that select on dev
     seed: int = 0
     target_density: float = 1.0  # the run's target
     scheduled_density: float = 1.0  # the trainer's cubic schedule at this step (what score-and-cut methods cut to)
@@ -65,7 +71,7 @@ class TrainState:
 class ParamGroup:
     """Trainable tensors a method owns and how the trainer optimises them (AdamW in its own optimizer, constant lr)."""
 
-    params: list = field(default_factory=list)
+    params: list[torch.Tensor] = field(default_factory=list)
     lr: float = 0.01
     maximize: bool = False  # gradient ascent, e.g. for Lagrange multipliers
     weight_decay: float = 0.0

@@ -26,6 +26,7 @@ DEFAULT_PLUGINS = (
     "grain_bench.tasks.conll",
     "grain_bench.backbones",
     "grain_bench.executors",
+    "grain_bench.leaderboard.render",
 )
 
 

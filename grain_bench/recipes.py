@@ -7,7 +7,7 @@ from grain_bench.errors import UnknownRecipeError
 from grain_bench.types import Recipe
 
 RECIPES: dict[str, dict] = {
-    # The GRAIN paper / reference code (GRAIN-REFERENCE.md #12, #14).
+    # The GRAIN paper / reference code (arXiv 2212.07634, §4.1, and the run scripts of airaria/GRAIN).
     "paper": dict(temperature=8.0, hidden_loss=True, hidden_layer_step=2, lr=3e-5, adam_eps=1e-6, weight_decay=0.01,
                   warmup=0.1, clip=1.0, batch_size=32, epochs=20.0, max_length=128, prune_start=0.2, prune_end=0.4,
                   teacher_lr=2e-5, teacher_epochs=3.0, teacher_batch_size=32),
@@ -30,7 +30,7 @@ RECIPES: dict[str, dict] = {
 
 
 #: Per-task values of a named recipe, applied under the user's overrides. The reference code trains CoNLL-2003 at lr
-#: 1e-4 for 40 epochs and SQuAD at max length 384 (GRAIN-REFERENCE #14). The CPU recipes have none: their short
+#: 1e-4 for 40 epochs and SQuAD at max length 384 (airaria/GRAIN run scripts). The CPU recipes have none: their short
 #: lengths are chosen for time, and ``-r max_length=...`` sets a task's length explicitly.
 TASK_VALUES: dict[str, dict[str, dict]] = {
     "paper": {"conll2003": dict(lr=1e-4, epochs=40.0), "squad": dict(max_length=384)},

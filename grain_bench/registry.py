@@ -10,6 +10,7 @@ from grain_bench.errors import (
     DuplicateNameError,
     UnknownBackboneError,
     UnknownExecutorError,
+    UnknownExporterError,
     UnknownMethodError,
     UnknownTaskError,
     UsageError,
@@ -84,6 +85,7 @@ class Registries:
     tasks: Registry
     backbones: Registry
     executors: Registry
+    exporters: Registry
 
     def suites(self) -> dict[str, list[str]]:
         """Suite name -> task names, in registration order."""
@@ -131,6 +133,7 @@ def build_registries(pm) -> Registries:
         tasks=Registry("task", UnknownTaskError),
         backbones=Registry("backbone", UnknownBackboneError),
         executors=Registry("executor", UnknownExecutorError),
+        exporters=Registry("format", UnknownExporterError),
     )
 
     def each(hook_name: str, make_register: Callable[[str], Callable[..., None]]) -> None:
@@ -166,6 +169,7 @@ def build_registries(pm) -> Registries:
     each("register_tasks", task_register)
     each("register_backbones", named_register(regs.backbones))
     each("register_executors", named_register(regs.executors))
+    each("register_exporters", named_register(regs.exporters))
     clash = set(regs.suites()) & set(regs.tasks.entries)
     if clash:
         raise DuplicateNameError(f"suite name(s) {sorted(clash)} are also task names")

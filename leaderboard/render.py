@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-FORMATS = ("markdown", "csv", "latex", "json")
+from grain_bench.hookspecs import hookimpl
+
 # summary column -> True when a larger value is better (the score's direction depends on the metric)
 BEST_COLUMNS = {"score_mean": None, "relative": None, "flops_speedup": True, "speedup": True}
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -178,15 +179,40 @@ def render_json(summary: pd.DataFrame, caption: str = "", notes: list[str] | Non
     return json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n"
 
 
-def render(summary: pd.DataFrame, fmt: str = "markdown", caption: str = "", notes: list[str] | None = None,
-           extra: dict[str, Any] | None = None) -> str:
-    """The table as Markdown, CSV, LaTeX or JSON (notes go after the table, as comments where the format has them)."""
-    notes = list(notes or [])
-    if fmt == "csv":
-        return summary.to_csv(index=False)
-    if fmt == "json":
-        return render_json(summary, caption, notes, extra)
-    if fmt == "latex":
-        return render_latex(summary, caption, notes)
+def render_markdown(summary: pd.DataFrame, caption: str = "", notes: list[str] | None = None,
+                    extra: dict[str, Any] | None = None) -> str:
+    """A GitHub-flavoured Markdown table (best values bold) followed by the caption; notes are left to the caller."""
     text = tabulate(display_frame(summary), headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
     return text + (f"\n\n{caption}\n" if caption else "\n")
+
+
+def render_csv(summary: pd.DataFrame, caption: str = "", notes: list[str] | None = None,
+               extra: dict[str, Any] | None = None) -> str:
+    """Every column of the comparison, one row per table row (numbers unformatted)."""
+    return summary.to_csv(index=False)
+
+
+def render(summary: pd.DataFrame, fmt: str = "markdown", caption: str = "", notes: list[str] | None = None,
+           extra: dict[str, Any] | None = None) -> str:
+    """The table in format ``fmt``: a registered exporter (``register_exporters``; built in: markdown, csv, latex,
+    json). Notes go after the table, as comments where the format has them."""
+    from grain_bench.plugins import get_registries
+
+    return get_registries().exporters.get(fmt)(summary, caption, list(notes or []), extra)
+
+
+def formats() -> list[str]:
+    """Names of the registered table formats."""
+    from grain_bench.plugins import get_registries
+
+    return get_registries().exporters.names()
+
+
+@hookimpl
+def register_exporters(register):
+    """The built-in table formats."""
+    register("markdown", render_markdown, "GitHub Markdown, best values bold, caption below")
+    register("csv", render_csv, "every column, unformatted numbers")
+    register("latex", lambda summary, caption="", notes=None, extra=None: render_latex(summary, caption, notes),
+             "a booktabs table with the caption; notes as comments")
+    register("json", render_json, "rows as JSON numbers (NaN as null) with the caption and notes")

@@ -27,7 +27,7 @@ from filelock import FileLock, Timeout
 
 from grain_bench.errors import GrainBenchError, UsageError
 from grain_bench.method import registered_defaults, without_defaults
-from grain_bench.tasks.base import is_identity
+from grain_bench.task import is_identity
 from grain_bench.types import SCHEMA_VERSION, RunRecord, RunSpec
 
 RECORDS_FILE = "records.jsonl"

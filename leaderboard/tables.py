@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from grain_bench.errors import GrainBenchError
 from grain_bench.leaderboard.compare import Comparison, compare, describe_differences, problem_with
-from grain_bench.leaderboard.render import FORMATS, render
+from grain_bench.leaderboard.render import render
 from grain_bench.leaderboard.store import RecordStore
 from grain_bench.types import Recipe, RunRecord
 
@@ -115,8 +115,7 @@ def show_table(results_dir: str, fmt: str = "markdown", task: str | None = None,
 
     The notes are returned apart (callers print them on stderr) so that the text stays a clean document; JSON and
     LaTeX also carry them inside."""
-    if fmt not in FORMATS:
-        raise GrainBenchError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    check_format(fmt)
     report = build_report(results_dir, task, run_ids, allow_mixed, versus)
     table = report.comparison.table
     notes = list(report.notes)
@@ -125,19 +124,18 @@ def show_table(results_dir: str, fmt: str = "markdown", task: str | None = None,
         text = "" if fmt == "csv" else f"({empty})\n"  # a CSV on stdout stays a CSV: the note goes to stderr
         notes.append(empty)
     else:
-        text = render(table, fmt, report.caption, report.notes if fmt in ("json", "latex") else None)
+        text = render(table, fmt, report.caption, report.notes)  # formats with comments embed the notes
     return text, notes
 
 
 def export_table(results_dir: str, fmt: str, out: str | None = None, task: str | None = None,
                  allow_mixed: bool = False, versus: str | None = AUTO) -> tuple[str, list[str]]:
     """The rendered table (written to ``out`` when given, never inside the records file) and the notes."""
-    if fmt not in FORMATS:
-        raise GrainBenchError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    check_format(fmt)
     report = build_report(results_dir, task, allow_mixed=allow_mixed, versus=versus)
     if report.comparison.table.empty:
         raise GrainBenchError(f"no successful runs in {results_dir!r}" + (f" for task {task!r}" if task else ""))
-    text = render(report.comparison.table, fmt, report.caption, report.notes if fmt != "markdown" else None)
+    text = render(report.comparison.table, fmt, report.caption, report.notes)
     if fmt == "markdown" and report.notes:
         text += "\n" + "".join(f"note: {n}\n" for n in report.notes)
     if out is not None:
@@ -151,6 +149,13 @@ def export_table(results_dir: str, fmt: str, out: str | None = None, task: str |
         except OSError as exc:
             raise GrainBenchError(f"cannot write {out!r}: {exc}") from None
     return text, report.notes
+
+
+def check_format(fmt: str) -> None:
+    """Raise ``UnknownExporterError`` (a did-you-mean and the choices) unless ``fmt`` is a registered table format."""
+    from grain_bench.plugins import get_registries
+
+    get_registries().exporters.get(fmt)
 
 
 def guard_output(out: str, results_dir: str) -> None:

@@ -25,8 +25,8 @@ from typing import Literal
 
 from grain_bench.hookspecs import hookimpl
 from grain_bench.method import MethodOptions
-from grain_bench.methods._common import GlobalRankingMethod, ScoreEMA, has_nan, random_unit_scores
 from grain_bench.options import option
+from grain_bench.scoring import GlobalRankingMethod, ScoreEMA, has_nan, random_unit_scores
 
 
 @dataclass(frozen=True)

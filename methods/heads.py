@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from grain_bench.errors import UsageError
 from grain_bench.hookspecs import hookimpl
 from grain_bench.method import Method, MethodOptions
-from grain_bench.methods._common import ScoreEMA, has_nan
 from grain_bench.options import option
+from grain_bench.scoring import ScoreEMA, has_nan
 
 AUTO_SHARES = ("0.2", "proportional", "0.5", "0.7")
 

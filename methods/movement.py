@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from grain_bench.hookspecs import hookimpl
 from grain_bench.method import MethodOptions
-from grain_bench.methods._common import GlobalRankingMethod, has_nan
+from grain_bench.scoring import GlobalRankingMethod, has_nan
 
 
 @dataclass(frozen=True)

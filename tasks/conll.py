@@ -18,7 +18,7 @@ from typing import Any
 
 from grain_bench.errors import DataError
 from grain_bench.hookspecs import hookimpl
-from grain_bench.tasks.base import EncodedSplit, Task, load_hub_dataset
+from grain_bench.task import EncodedSplit, Task, load_hub_dataset
 
 HUB_ID = "eriktks/conll2003"
 HUB_REVISION = "refs/convert/parquet"  # the script-free parquet export (datasets >= 4 runs no loading scripts)

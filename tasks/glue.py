@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from grain_bench.errors import DataError
 from grain_bench.hookspecs import hookimpl
-from grain_bench.tasks.base import EncodedSplit, Task, load_hub_dataset
+from grain_bench.task import EncodedSplit, Task, load_hub_dataset
 
 HUB_ID = "nyu-mll/glue"
 SPLIT_SEED = 20230709

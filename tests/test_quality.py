@@ -13,7 +13,7 @@ from grain_bench.quality import assess
 def encoded(labels, name="validation"):
     import datasets
 
-    from grain_bench.tasks.base import EncodedSplit
+    from grain_bench.task import EncodedSplit
 
     features = datasets.Dataset.from_dict({"labels": list(labels)})
     return EncodedSplit(name, features, features, {})

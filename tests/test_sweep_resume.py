@@ -287,7 +287,7 @@ def test_executor_mistakes_are_one_line_errors(pm, results_dir, capsys):
 def test_named_recipe_per_task_values_and_user_overrides_win(regs):
     from grain_bench.recipes import get_recipe
 
-    assert get_recipe("paper", task="squad").max_length == 384  # GRAIN-REFERENCE #14
+    assert get_recipe("paper", task="squad").max_length == 384  # the GRAIN paper, §4.1: SQuAD at length 384
     assert get_recipe("paper", task="rte").max_length == 128
     conll = get_recipe("paper", task="conll2003")
     assert (conll.lr, conll.epochs) == (1e-4, 40.0)

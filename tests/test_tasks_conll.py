@@ -9,7 +9,7 @@ import pytest
 from conftest import datapack_path
 
 from grain_bench.errors import DataError
-from grain_bench.tasks.base import EncodedSplit
+from grain_bench.task import EncodedSplit
 from grain_bench.tasks.conll import LABELS, iob1_to_iob2
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "data", "conll2003")

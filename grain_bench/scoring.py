@@ -1,4 +1,6 @@
-"""Shared helpers for built-in methods: an EMA of per-step unit scores and a base for global unit ranking."""
+"""Public helpers for score-and-cut methods, built-in or third-party: ``ScoreEMA`` (an exponential moving average of
+per-step unit scores, as GRAIN keeps), ``GlobalRankingMethod`` (score every unit, prune by one global cost-aware
+ranking against the scheduled density), ``random_unit_scores`` and ``has_nan``."""
 
 from __future__ import annotations
 
@@ -6,7 +8,8 @@ from grain_bench.method import Method
 
 
 class ScoreEMA:
-    """Exponential moving average of unit scores: starts at 0, no bias correction (GRAIN-REFERENCE #5)."""
+    """Exponential moving average of unit scores: starts at 0, no bias correction (GRAIN's reference code, the
+    importance EMA of ``FineISPruner`` in ``pruners.py``)."""
 
     def __init__(self, beta: float):
         self.beta = beta
