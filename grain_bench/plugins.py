@@ -45,10 +45,9 @@ def make_plugin_manager(load_entry_points: bool = True, extra_plugins=()) -> plu
     for module_name in DEFAULT_PLUGINS:
         try:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # a built-in that this checkout does not have yet
-                continue
-            raise
+        except ImportError as exc:  # a broken install, never skipped: every comparison would silently miss it
+            raise GrainBenchError(f"built-in plugin {module_name} failed to import ({exc}); reinstall grain-bench "
+                                  f"(pip install -e . in a checkout)") from exc
         pm.register(module, name=module_name)
     if load_entry_points:
         allowed = _allowed_entry_points()

@@ -66,3 +66,22 @@ def test_entry_point_method_runs_through_the_harness(installed_example, monkeypa
     assert record.shape["qk"] == [32, 32] and record.shape["vo"] == [32, 32]  # attention untouched
     assert abs(record.density["achieved"] - 0.6) < 0.01
     assert "plugin:toy" in record.versions
+
+
+def test_entry_point_task_and_table_format(installed_example, monkeypatch, tmp_path, capsys):
+    """The example package's task runs end to end and its table format renders the leaderboard."""
+    from grain_bench.cli import main
+
+    monkeypatch.setenv(plugins.ENV_LOAD_PLUGINS, "toy")
+    plugins.reset()
+    results = str(tmp_path / "results")
+    code = main(["--methods", "dense,toy-magnitude-ffn", "--tasks", "toy-keyword", "--backbone", "test-bert-tiny",
+                 "--recipe", "test", "--densities", "0.6", "--results", results, "-q", "--no-latency",
+                 "--format", "toy-tsv", "-o", "toy-magnitude-ffn.keep_attention=false"])
+    out = capsys.readouterr().out
+    assert code == 0
+    lines = [line for line in out.splitlines() if line]
+    assert lines[0] == "task\tmethod\ttarget\tscore"
+    assert {line.split("\t")[1] for line in lines[1:]} == {"teacher", "chance", "dense", "toy-magnitude-ffn"}
+    assert main(["leaderboard", "show", "--results", results, "--format", "toy-tsvv"]) == 2
+    assert "unknown format 'toy-tsvv'. Did you mean 'toy-tsv'" in capsys.readouterr().err

@@ -85,11 +85,6 @@ def test_misspelt_hook_fails_at_start():
         make_plugin_manager(load_entry_points=False, extra_plugins=[Misspelt()])
 
 
-def test_every_hookspec_is_documented_and_keyword_only_called():
-    from grain_bench import hookspecs
-
-    for name in ("register_methods", "register_tasks", "register_backbones", "load_backbone", "register_executors",
-                 "register_commands", "run_finished"):
-        spec = getattr(hookspecs, name)
-        assert spec.__doc__ and spec.__doc__.strip(), f"hook {name} has no docstring"
+def test_built_in_plugins_are_grain_bench_modules():
+    """(Every hook is documented and exercised: tests/test_hooks.py walks the hookspecs.)"""
     assert all(module.startswith("grain_bench.") for module in DEFAULT_PLUGINS)
