@@ -63,3 +63,40 @@ def test_doc_plugin_distils_to_its_target(index, one_thread):
     batch = data.collate([train.features[i] for i in range(4)])
     with torch.no_grad():
         assert torch.isfinite(result.model(**task.model_inputs(batch)).logits).all()
+
+
+def test_doc_task_runs_through_the_harness(tmp_path, one_thread):
+    import sys
+    import types
+
+    import pluggy
+
+    from grain_bench import hookspecs
+    from grain_bench.grid import build_specs
+    from grain_bench.harness import Harness
+    from grain_bench.recipes import get_recipe
+    from grain_bench.registry import build_registries
+
+    doc = DOC.replace("writing-a-method.md", "writing-a-task.md")
+    with open(doc, encoding="utf-8") as handle:
+        (block,) = [b for b in re.findall(r"```python\n(.*?)```", handle.read(), flags=re.S) if "class plugin" in b]
+    module = types.ModuleType("doc_task_plugin")
+    sys.modules[module.__name__] = module
+    exec(compile(block, doc, "exec"), module.__dict__)
+    pm = pluggy.PluginManager("grain_bench")
+    pm.add_hookspecs(hookspecs)
+    pm.register(module.plugin, name="doc-task")
+    from grain_bench.methods import baselines
+
+    pm.register(baselines, name="grain_bench.methods.baselines")
+    from grain_bench import backbones
+
+    pm.register(backbones, name="grain_bench.backbones")
+    regs = build_registries(pm)
+    specs = build_specs(regs, ["dense", "random"], ["keyword"], [0.5], [1], "test-bert-tiny", get_recipe("test"))
+    harness = Harness(str(tmp_path / "results"), regs=regs, pm=pm, progress=False, save_models=False,
+                      measure_latency=False)
+    for spec in specs:
+        record = harness.run(spec)
+        assert record.ok, record.error
+        assert record.chance_scores == {"accuracy": 0.5} and 0 <= record.scores["accuracy"] <= 1

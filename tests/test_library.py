@@ -273,3 +273,51 @@ def test_docs_link_only_to_files_that_exist_and_install_only_what_installs():
             if "://" in target:
                 continue
             assert os.path.exists(os.path.join(os.path.dirname(page), target)), f"{page} links to missing {target}"
+
+
+def test_every_module_states_its_job_and_the_readme_names_it():
+    """Each module opens with a docstring; the README's layout table names every module of the four folders."""
+    import ast
+    import re
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        layout = handle.read().split("## Layout", 1)[1]
+    named = set(re.findall(r"([a-z_]+\.py)", layout))
+    for folder in ("grain_bench", "methods", "tasks", "leaderboard"):
+        for name in os.listdir(os.path.join(ROOT, folder)):
+            if not name.endswith(".py") or name in ("__init__.py", "__main__.py"):
+                continue
+            with open(os.path.join(ROOT, folder, name), encoding="utf-8") as handle:
+                assert ast.get_docstring(ast.parse(handle.read())), f"{folder}/{name} has no docstring"
+            assert name in named, f"README's layout table does not name {folder}/{name}"
+
+
+def test_no_import_cycles_between_modules():
+    """No module imports (at any depth, function-level imports included) a module that imports it back."""
+    import ast
+
+    roots = {"grain_bench": "grain_bench", "grain_bench.methods": "methods", "grain_bench.tasks": "tasks",
+             "grain_bench.leaderboard": "leaderboard"}
+    modules = {f"{package}.{name[:-3]}" if name != "__init__.py" else package: os.path.join(ROOT, folder, name)
+               for package, folder in roots.items() for name in os.listdir(os.path.join(ROOT, folder))
+               if name.endswith(".py")}
+    graph = {}
+    for module, path in modules.items():
+        deps = set()
+        with open(path, encoding="utf-8") as handle:
+            for node in ast.walk(ast.parse(handle.read())):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("grain_bench"):
+                    deps.add(node.module)
+                    deps.update(f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules)
+                elif isinstance(node, ast.Import):
+                    deps.update(a.name for a in node.names if a.name in modules)
+        graph[module] = {d for d in deps if d in modules and d != module and d != "grain_bench"}
+
+    def reaches(start, goal, seen):
+        for nxt in graph[start]:
+            if nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})):
+                return True
+        return False
+
+    cycles = [m for m in graph if reaches(m, m, {m})]
+    assert cycles == [], f"import cycles through {cycles}"
