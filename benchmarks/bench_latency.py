@@ -114,7 +114,8 @@ def build_models(dense, densities=DENSITIES, uniform: bool = True):
         models[label] = compact(dense, masks).eval()
         predicted = dense_shape.total_flops(SEQ_LEN) / shape.total_flops(SEQ_LEN)
         info[label] = {"density": masks.density(space), "flops_predicted_speedup": predicted,
-                       "encoder_flops_predicted_speedup": dense_shape.encoder_flops(SEQ_LEN) / shape.encoder_flops(SEQ_LEN),
+                       "encoder_flops_predicted_speedup":
+                           dense_shape.encoder_flops(SEQ_LEN) / shape.encoder_flops(SEQ_LEN),
                        "heads_per_layer": [len(layer.heads) for layer in shape.layers],
                        "distinct_head_widths": len({h for layer in shape.layers for h in layer.heads}),
                        "shape": shape.summary()}
@@ -201,7 +202,8 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
 
     torch.manual_seed(0)
     started = time.time()
-    report = {"machine": machine(), "settings": {"batch": BATCH, "seq_len": SEQ_LEN, "dtype": "fp32", "threads": THREADS,
+    report = {"machine": machine(),
+              "settings": {"batch": BATCH, "seq_len": SEQ_LEN, "dtype": "fp32", "threads": THREADS,
                                                  "runs": runs, "masks": "global weight-norm ranking (prune_to_density)",
                                                  "malloc": malloc or {}}}
     dense = load_dense()

@@ -69,7 +69,7 @@ def curves(task_name: str, data_dir: str, recipe, every: int, student_steps: int
         points = out["students"][name] = []
         end = int(student_recipe.prune_end * student_steps)
 
-        def student_point(step, state, points=points, name=name):
+        def student_point(step, state, points=points, name=name, end=end):
             if step >= end and ((step - end) % every == 0 or step == student_steps):
                 points.append({"step": step, "scores": score(state.model), "seconds": time.time() - started,
                                "density": state.masks.density(state.space)})
@@ -131,7 +131,10 @@ def plot(folder: str) -> list[str]:
 
     from grain_bench.leaderboard.plots import _pyplot
 
-    docs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(folder, "curve-*.json")))]
+    docs = []
+    for path in sorted(glob.glob(os.path.join(folder, "curve-*.json"))):
+        with open(path) as handle:
+            docs.append(json.load(handle))
     if not docs:
         return []
     plt = _pyplot()

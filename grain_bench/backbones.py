@@ -94,7 +94,8 @@ def load_pretrained(model_id: str, head: str, num_labels: int):
         model = auto_class(head).from_pretrained(model_id, **_head_kwargs(head, num_labels))
     except (OSError, ValueError) as exc:
         where = "local directory" if os.path.isdir(model_id) else "hub id"
-        offline = " (HF_HUB_OFFLINE is set: only cached or local models load)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        offline = (" (HF_HUB_OFFLINE is set: only cached or local models load)" if os.environ.get("HF_HUB_OFFLINE")
+                   else "")
         raise DataError(f"could not load backbone {model_id!r} as a {where}{offline}: {str(exc).splitlines()[0]}. "
                         f"Use a local model directory or one of the named backbones ({DEFAULT_BACKBONE}, "
                         f"{TINY_BACKBONE}).") from None
@@ -258,6 +259,7 @@ def load_backbone(model_id: str, head: str, num_labels: int, pm=None, regs=None)
 @hookimpl
 def register_backbones(register):
     """Built-in named backbones."""
-    register(DEFAULT_BACKBONE, load_minilm, "MiniLM-L6 (all-MiniLM-L6-v2 weights, offline package), hidden 384, 6x12 heads",
+    register(DEFAULT_BACKBONE, load_minilm,
+             "MiniLM-L6 (all-MiniLM-L6-v2 weights, offline package), hidden 384, 6x12 heads",
              aliases=("all-minilm-l6-v2",))
     register(TINY_BACKBONE, load_tiny, "tiny random-init BERT for tests: hidden 32, 2 layers, 4 heads, FFN 64")

@@ -66,16 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma list of methods (default: dense,random,magnitude,grain,heads)")
     run.add_argument("--tasks", type=_names("task", "tweets or glue"), default=["tweets"],
                      help="comma list of tasks or suites, e.g. glue (default: tweets)")
-    run.add_argument("--densities", type=_floats, default=[0.2], help="target encoder densities in (0, 1] (default: 0.2)")
+    run.add_argument("--densities", type=_floats, default=[0.2],
+                     help="target encoder densities in (0, 1] (default: 0.2)")
     run.add_argument("--seeds", type=_ints, default=[1], help="comma list of seeds (default: 1)")
-    run.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"named backbone, hub id or local path (default: {DEFAULT_BACKBONE})")
+    run.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                     help=f"named backbone, hub id or local path (default: {DEFAULT_BACKBONE})")
     run.add_argument("--recipe", default="demo", help="distillation recipe: demo (default), quick, paper, test")
     run.add_argument("-r", "--recipe-option", action="append", default=[], metavar="KEY=VALUE",
                      help="override one recipe field, e.g. -r max_steps=300 (repeatable)")
     run.add_argument("-o", "--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                      help="method option, e.g. -o grain.alpha=0.3 (repeatable)")
     run.add_argument("--results", default=DEFAULT_RESULTS, help=f"results directory (default: {DEFAULT_RESULTS})")
-    run.add_argument("--data-dir", default=None, help="local task files in the task's canonical format (default: hub/package)")
+    run.add_argument("--data-dir", default=None,
+                     help="local task files in the task's canonical format (default: hub/package)")
     run.add_argument("--data-revision", action="append", default=[], metavar="[TASK=]REVISION",
                      help="hub data: the branch, tag or commit to load (default: each task's pinned ref, resolved to "
                           "its commit when the grid is planned); TASK may be a suite, e.g. glue=main (repeatable)")
@@ -85,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-predictions", action="store_true",
                      help="do not store per-example predictions (then no paired confidence intervals)")
     run.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    run.add_argument("--executor", default="local", help="where runs execute: local (default), ray, or a plugin's executor")
+    run.add_argument("--executor", default="local",
+                     help="where runs execute: local (default), ray, or a plugin's executor")
     run.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
                      help="with --executor ray: the Ray cluster to use (default: start a local Ray instance)")
     run.add_argument("-E", "--executor-option", action="append", default=[], metavar="KEY=VALUE",
@@ -110,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_plugin_commands(parser: argparse.ArgumentParser) -> None:
     from grain_bench.plugins import get_plugin_manager
 
-    for action in parser._subparsers._group_actions:  # the subcommand table
+    table = parser._subparsers
+    for action in table._group_actions if table is not None else []:  # the subcommand table
         if isinstance(action, argparse._SubParsersAction):
             get_plugin_manager().hook.register_commands(cli=action)
 

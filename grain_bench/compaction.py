@@ -74,7 +74,8 @@ def compact(model, masks: UnitMasks, space: MaskSpace | None = None):
     cls = _compact_class(model)
     space = space or MaskSpace.from_config(model.config)
     if tuple(masks.qk.shape) != space.shapes()["qk"] or tuple(masks.ffn.shape) != space.shapes()["ffn"]:
-        raise UsageError(f"masks of shape qk {tuple(masks.qk.shape)}, ffn {tuple(masks.ffn.shape)} do not fit the model's "
+        raise UsageError(f"masks of shape qk {tuple(masks.qk.shape)}, ffn {tuple(masks.ffn.shape)} do not fit the "
+                         f"model's "
                          f"mask space {space.shapes()}")
     shape = masks.model_shape(space)
     config = compact_config(model.config, shape)

@@ -1,8 +1,9 @@
 """The shared distillation trainer: the only training loop, identical for every method.
 
 Per step (the order of ``distiller.py`` in airaria/GRAIN, the reference code of arXiv 2212.07634): zero grads ->
-forward teacher and student -> backward the logit-KD loss (retain graph) -> ``method.observe`` (gradients of the logit loss only: gradient separation) -> backward the hidden-state MSE ->
-on pruning steps ``method.masks_for(state, scheduled density)`` and apply -> clip -> optimizer step.
+forward teacher and student -> backward the logit-KD loss (retain graph) -> ``method.observe`` (gradients of the logit
+loss only: gradient separation) -> backward the hidden-state MSE (and a method's own loss) -> on pruning steps
+``method.masks_for(state, scheduled density)`` and apply -> clip -> optimizer step.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def make_optimizer(parameters, lr: float, recipe: Recipe, total_steps: int):
     """AdamW (no decay on biases and LayerNorm) with linear warm-up and linear decay."""
     from transformers import get_linear_schedule_with_warmup
 
-    decay, no_decay = [], []
+    decay: list[torch.Tensor] = []
+    no_decay: list[torch.Tensor] = []
     for name, param in parameters:
         if not param.requires_grad:
             continue
@@ -81,7 +83,8 @@ def finetune(model, task, data, recipe: Recipe, seed: int, progress: bool = True
     """Fine-tune ``model`` on the task's gold labels (the teacher); returns wall seconds. ``on_step(step, model)``,
     when given, is called after every optimizer step (learning curves evaluate there)."""
     start = time.time()
-    total = steps_for(recipe.teacher_max_steps, recipe.teacher_epochs, len(data.train.features), recipe.teacher_batch_size)
+    total = steps_for(recipe.teacher_max_steps, recipe.teacher_epochs, len(data.train.features),
+                      recipe.teacher_batch_size)
     optimizer, scheduler = make_optimizer(model.named_parameters(), recipe.teacher_lr, recipe, total)
     device = next(model.parameters()).device
     model.train()
@@ -271,7 +274,10 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
             check_finite_loss({f"{method.name} loss": method_loss}, step, "training", lr_field)
             rest.append(method_loss)
         if rest:
-            sum(rest).backward()
+            second = rest[0]
+            for term in rest[1:]:
+                second = second + term
+            second.backward()
         if method.gradient_source == "total":
             state.unit_grads, state.loss_name = masked.unit_grads(), "total"
             method.observe(state)

@@ -1,4 +1,5 @@
-"""Exceptions raised by grain-bench. Every user mistake is a ``GrainBenchError``; the CLI turns it into one line and exit 2."""
+"""Exceptions raised by grain-bench. Every user mistake is a ``GrainBenchError``; the CLI turns it into one line and
+exit 2."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ def ordinary_permissions(folder: str) -> None:
     directory.
     """
     mask = _umask()
-    for root, dirs, files in os.walk(folder):
+    for root, _, files in os.walk(folder):
         os.chmod(root, 0o777 & ~mask)
         for name in files:
             os.chmod(os.path.join(root, name), 0o666 & ~mask)

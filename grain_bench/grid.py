@@ -22,8 +22,8 @@ def build_specs(regs, methods: list[str], tasks: list[str], densities: list[floa
     ({task or "*": branch, tag or commit}, default each task's ``hub_ref``) names now). Every name and option is
     validated here, before anything runs or is written.
     """
-    for what, given in (("methods", methods), ("tasks", tasks), ("densities", densities), ("seeds", seeds)):
-        if not given:
+    for what, items in (("methods", methods), ("tasks", tasks), ("densities", densities), ("seeds", seeds)):
+        if not items:
             raise UsageError(f"no {what} given: the grid needs at least one")
     for seed in seeds:
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
@@ -37,10 +37,10 @@ def build_specs(regs, methods: list[str], tasks: list[str], densities: list[floa
     for density in densities:
         if not 0 < density <= 1:  # also refuses NaN
             raise UsageError(f"density {density:g} is outside (0, 1]; give fractions such as 0.05,0.1")
-    options = {}
+    options: dict[str, dict[str, Any]] = {}
     for name in methods:
         cls = regs.methods.get(name)
-        given = {}
+        given: dict[str, Any] = {}
         for key, values in method_options.items():
             if regs.methods.entry(key).name == name:
                 given.update(values)

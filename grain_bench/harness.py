@@ -162,7 +162,8 @@ class Harness:
 
     def data(self, spec: RunSpec, task, tokenizer, recipe: Recipe) -> TaskData:
         """Encoded train/dev/eval splits (cached per task, data, backbone and length limits)."""
-        key = (spec.task, spec.data, spec.backbone, recipe.max_length, recipe.max_train_examples, recipe.max_eval_examples)
+        key = (spec.task, spec.data, spec.backbone, recipe.max_length, recipe.max_train_examples,
+               recipe.max_eval_examples)
         if key not in self._data:
             train = task.encode("train", tokenizer, recipe.max_length, recipe.max_train_examples)
             dev = task.encode("dev", tokenizer, recipe.max_length, recipe.max_eval_examples)
@@ -256,7 +257,9 @@ class Harness:
         method_cls = self.regs.methods.get(spec.method)
         base = method_cls.from_options(spec.method_options, seed=spec.seed)
         candidates = [dict(spec.method_options, **variant) for variant in base.variants()] or [spec.method_options]
-        best, best_dev, tried = None, None, []
+        best: Distilled | None = None
+        best_dev: dict[str, float] = {}
+        tried: list[dict[str, Any]] = []
         for options in candidates:
             method = method_cls.from_options(options, seed=spec.seed)
             set_seed(spec.seed)
@@ -271,6 +274,7 @@ class Harness:
             tried.append({"options": options, "dev_scores": dev})
             if best is None or _better(task, dev, best_dev):
                 best, best_dev = entry, dev
+        assert best is not None  # candidates is never empty
         return best
 
     def _score(self, spec: RunSpec, task, model, data: TaskData, recipe: Recipe, warnings: list[str]) -> Scored:

@@ -90,12 +90,13 @@ class MaskedModel:
 
     def unit_grads(self) -> UnitTensors | None:
         """dL/dgate of every unit from the backward passes since ``zero_grad`` (None if there was none)."""
-        if self.qk.grad is None:
+        qk, vo, ffn = self.qk.grad, self.vo.grad, self.ffn.grad
+        if qk is None or vo is None or ffn is None:
             return None
         s = self.space
-        return UnitTensors(self.qk.grad.detach().reshape(s.num_layers, s.num_heads, s.head_dim).cpu().clone(),
-                           self.vo.grad.detach().reshape(s.num_layers, s.num_heads, s.head_dim).cpu().clone(),
-                           self.ffn.grad.detach().cpu().clone())
+        return UnitTensors(qk.detach().reshape(s.num_layers, s.num_heads, s.head_dim).cpu().clone(),
+                           vo.detach().reshape(s.num_layers, s.num_heads, s.head_dim).cpu().clone(),
+                           ffn.detach().cpu().clone())
 
     def remove(self) -> None:
         """Take the hooks off (the model becomes dense again)."""

@@ -140,8 +140,8 @@ class UnitMasks(UnitTensors):
         return self.kept_cost(space) / space.total_cost()
 
     def coupled(self) -> UnitMasks:
-        """A head with no value units left loses its query units too (as the GRAIN reference code does: airaria/GRAIN, ``FineISPruner`` in
-        ``scripts/pruners_and_distiller/pruners.py``)."""
+        """A head with no value units left loses its query units too (as the GRAIN reference code does: airaria/GRAIN,
+        ``FineISPruner`` in ``scripts/pruners_and_distiller/pruners.py``)."""
         dead = ~self.vo.any(dim=-1, keepdim=True)
         return UnitMasks(self.qk & ~dead, self.vo.clone(), self.ffn.clone())
 

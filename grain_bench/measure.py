@@ -62,7 +62,8 @@ def check_param_counts(model, shape: ModelShape) -> dict[str, int]:
 
 def flops(shape: ModelShape, seq_len: int, dense: ModelShape | None = None) -> dict[str, Any]:
     """FLOPs per sequence of ``seq_len`` tokens (encoder and total), and the predicted speedup over ``dense``."""
-    out: dict[str, Any] = {"seq_len": seq_len, "encoder": shape.encoder_flops(seq_len), "total": shape.total_flops(seq_len)}
+    out: dict[str, Any] = {"seq_len": seq_len, "encoder": shape.encoder_flops(seq_len),
+                           "total": shape.total_flops(seq_len)}
     if dense is not None:
         out["dense_encoder"] = dense.encoder_flops(seq_len)
         out["dense_total"] = dense.total_flops(seq_len)
@@ -295,7 +296,8 @@ def check_equivalence(masked_model, compact_model, inputs: dict[str, torch.Tenso
     diff = max_output_diff(masked_model, compact_model, inputs)
     if not diff <= atol:  # also catches NaN
         raise GrainBenchError(f"compact model does not match the masked model: max |logit difference| {diff:.3g} > "
-                              f"{atol:g}; no latency recorded. This is a bug in grain_bench.compaction: please report it "
+                              f"{atol:g}; no latency recorded. This is a bug in grain_bench.compaction: please "
+                              f"report it "
                               f"with the run spec")
     return diff
 

@@ -60,7 +60,8 @@ def model_card(record: RunRecord, head: str, base: str | None = None) -> str:
     compact = next((e for e in record.latency if e.get("label") == "compact"), None)
     if compact:
         rows.append(("latency", f"{compact['median_ms']:.1f} ms per batch, {compact.get('speedup', 0):.2f}x faster "
-                                f"than the dense model, timed side by side in the run ({compact['device']}, {compact['dtype']}, "
+                                f"than the dense model, timed side by side in the run ({compact['device']}, "
+                                f"{compact['dtype']}, "
                                 f"batch {compact['batch']} x {compact['seq_len']}, {compact.get('threads')} threads)"))
     try:
         caption = Recipe.parse(spec["recipe"]).caption()

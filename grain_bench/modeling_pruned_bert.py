@@ -166,8 +166,8 @@ class PrunedBertAttention(nn.Module):
             self.set_layout()
         else:
             # Empty block: W_O has no inputs left, but its bias is still added before the LayerNorm.
-            self.qkv = None
-            self.buckets = []
+            self.qkv = None  # type: ignore[assignment]
+            self.buckets: list = []
             self.dense_bias = nn.Parameter(torch.zeros(hidden))
         self.LayerNorm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         self.hidden_dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -355,7 +355,7 @@ class PrunedBertModel(PrunedBertPreTrainedModel, BertModel):
         self.config = config
         self.gradient_checkpointing = False
         self.embeddings = BertEmbeddings(config)
-        self.encoder = PrunedBertEncoder(config)
+        self.encoder = PrunedBertEncoder(config)  # type: ignore[assignment]
         self.pooler = BertPooler(config) if add_pooling_layer else None
         self.post_init()
 

@@ -46,7 +46,8 @@ def _coerce(owner: str, key: str, value: Any, annotation: Any) -> Any:
         try:
             number = annotation(value)
         except (TypeError, ValueError):
-            raise UsageError(f"{owner}: option {key}={value!r} must be {'an integer' if annotation is int else 'a number'}") from None
+            kind = "an integer" if annotation is int else "a number"
+            raise UsageError(f"{owner}: option {key}={value!r} must be {kind}") from None
         if annotation is int and isinstance(value, float) and value != int(value):
             raise UsageError(f"{owner}: option {key}={value!r} must be an integer")
         return number

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+from typing import Any
 
 import pluggy
 
@@ -101,7 +102,7 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
-_DEFAULT = {}
+_DEFAULT: dict[str, Any] = {}
 
 
 def get_registries(pm: pluggy.PluginManager | None = None):

@@ -20,6 +20,7 @@ import datetime as _dt
 import os
 import traceback
 from dataclasses import dataclass
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -92,7 +93,7 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
         ) from None
 
 
-_WORKER_HARNESSES: dict[str, object] = {}
+_WORKER_HARNESSES: dict[str, Any] = {}
 
 
 def run_in_worker(spec: dict, config: dict) -> dict:
@@ -211,7 +212,8 @@ class RayExecutor:
 
             lost = type(exc).__name__ in ("WorkerCrashedError", "NodeDiedError", "OwnerDiedError", "ObjectLostError")
             what = "Ray worker lost" if lost else "Ray task failed"
-            message = f"{what} after {self.options.max_retries} retries: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            first = str(exc).splitlines()[0]
+            message = f"{what} after {self.options.max_retries} retries: {type(exc).__name__}: {first}"
             record = RunRecord(run_id=spec.run_id, spec=spec.to_dict(), status="error", error=message,
                                versions=package_versions(), method_info={"traceback": traceback.format_exc(limit=8)},
                                created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))

@@ -45,7 +45,8 @@ class Registry:
             owner = self._owner(key)
             if owner is not None:
                 raise DuplicateNameError(
-                    f"{self.kind} name {key!r} registered twice: by plugin {owner.plugin!r} and by plugin {entry.plugin!r}"
+                    f"{self.kind} name {key!r} registered twice: by plugin {owner.plugin!r} and by plugin "
+                    f"{entry.plugin!r}"
                 )
         self.entries[entry.name] = entry
         for alias in entry.aliases:

@@ -4,6 +4,8 @@ ranking against the scheduled density), ``random_unit_scores`` and ``has_nan``."
 
 from __future__ import annotations
 
+from typing import Any
+
 from grain_bench.method import Method
 
 
@@ -13,7 +15,7 @@ class ScoreEMA:
 
     def __init__(self, beta: float):
         self.beta = beta
-        self.value = None
+        self.value: Any = None  # UnitTensors (or a dict of tensors) once a step was folded in
         self.updates = 0
         self.skipped = 0
 

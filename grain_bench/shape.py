@@ -92,7 +92,8 @@ class ModelShape:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelShape:
         """Inverse of ``to_dict``."""
-        layers = tuple(LayerShape(tuple(tuple(h) for h in layer["heads"]), int(layer["ffn_dim"])) for layer in data["layers"])
+        layers = tuple(LayerShape(tuple(tuple(h) for h in layer["heads"]), int(layer["ffn_dim"]))
+                       for layer in data["layers"])
         return cls(data["hidden"], layers, data.get("vocab_size", 0), data.get("max_positions", 0),
                    data.get("type_vocab_size", 0), data.get("original_head_dim", 64), dict(data.get("extra", {})))
 

@@ -61,7 +61,8 @@ def metric_from_sums(kind: str, sums: np.ndarray) -> np.ndarray:
     return FROM_SUMS[kind](np.asarray(sums, dtype=float))
 
 
-def classification_stats(metric: str, predictions: Sequence[int], references: Sequence[int]) -> tuple[str, np.ndarray]:
+def classification_stats(metric: str, predictions: Sequence[int] | np.ndarray,
+                         references: Sequence[int] | np.ndarray) -> tuple[str, np.ndarray]:
     """(kind, rows) of a sequence-classification metric: accuracy, f1 (positive class 1) or matthews_correlation."""
     predicted, gold = np.asarray(predictions), np.asarray(references)
     if metric == "accuracy":
@@ -77,7 +78,8 @@ def classification_stats(metric: str, predictions: Sequence[int], references: Se
     raise ValueError(f"no per-example statistics for metric {metric!r}")
 
 
-def correlation_stats(metric: str, predictions: Sequence[float], references: Sequence[float]) -> tuple[str, np.ndarray]:
+def correlation_stats(metric: str, predictions: Sequence[float] | np.ndarray,
+                      references: Sequence[float] | np.ndarray) -> tuple[str, np.ndarray]:
     """(kind, rows) of pearson or spearmanr (ranks over the whole split)."""
     from scipy.stats import rankdata
 

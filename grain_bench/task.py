@@ -117,7 +117,10 @@ def resolve_hub_revision(task: str, repo: str, ref: str) -> str:
     try:
         from huggingface_hub import HfApi
 
-        return HfApi().dataset_info(repo, revision=ref).sha
+        sha = HfApi().dataset_info(repo, revision=ref).sha
+        if not sha:
+            raise ValueError(f"the hub gave no commit for {repo}@{ref}")
+        return sha
     except Exception as exc:  # a bad id, a private repository, a network error: one clear message
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{task}: could not resolve {repo}@{ref} on the hub: {first}; {hint}") from None
@@ -188,6 +191,8 @@ class Task:
 
     def hub_revision(self) -> str:
         """The hub commit this task loads: what ``revision`` (default ``hub_ref``) names when first asked."""
+        if self.hub_id is None:
+            raise DataError(f"task {self.name!r} has no hub dataset; give --data-dir")
         if self._commit is None:
             self._commit = resolve_hub_revision(self.name, self.hub_id, self.revision or self.hub_ref)
         return self._commit
@@ -247,7 +252,8 @@ class Task:
             out["labels"] = batch[self.label_field]
             return out
 
-        features = raw.map(tokenize, batched=True, remove_columns=raw.column_names, desc=f"tokenising {self.name}/{split}")
+        features = raw.map(tokenize, batched=True, remove_columns=raw.column_names,
+                           desc=f"tokenising {self.name}/{split}")
         return EncodedSplit(split, features, raw, {})
 
     def collate(self, tokenizer):
@@ -287,7 +293,8 @@ class Task:
 
     # ---- evaluation ---------------------------------------------------------------------------------------------
     def model_outputs(self, model, encoded: EncodedSplit, tokenizer, batch_size: int, progress: bool = True):
-        """Yield (batch, model output) over ``encoded`` in order, in eval mode without gradients (train mode restored)."""
+        """Yield (batch, model output) over ``encoded`` in order, in eval mode without gradients (train mode
+        restored)."""
         import torch
         from torch.utils.data import DataLoader
         from tqdm.auto import tqdm
@@ -400,7 +407,8 @@ class Task:
             scores = self.score(predictions, encoded)
         return {k: v if math.isfinite(v) else 0.0 for k, v in scores.items()}
 
-    def evaluate(self, model, encoded: EncodedSplit, tokenizer, batch_size: int, progress: bool = True) -> dict[str, float]:
+    def evaluate(self, model, encoded: EncodedSplit, tokenizer, batch_size: int,
+                 progress: bool = True) -> dict[str, float]:
         """Predict and score one encoded split."""
         return self.score(self.predict(model, encoded, tokenizer, batch_size, progress), encoded)
 

@@ -71,7 +71,8 @@ class Recipe(Options):
         steps = f"{self.max_steps} steps" if self.max_steps else f"{self.epochs:g} epochs"
         hidden = f"hidden MSE every {self.hidden_layer_step} layers" if self.hidden_loss else "no hidden loss"
         return (f"recipe {self.name}: logit KD T={self.temperature:g}, {hidden}, AdamW lr {self.lr:g}, batch "
-                f"{self.batch_size}, {steps}, max length {self.max_length}, prune {self.prune_start:g}-{self.prune_end:g}"
+                f"{self.batch_size}, {steps}, max length {self.max_length}, "
+                f"prune {self.prune_start:g}-{self.prune_end:g}"
                 f" (cubic); teacher lr {self.teacher_lr:g}, "
                 + (f"{self.teacher_max_steps} steps" if self.teacher_max_steps else f"{self.teacher_epochs:g} epochs"))
 
@@ -118,7 +119,8 @@ class RunSpec:
     def label(self) -> str:
         """Short human label."""
         opts = ",".join(f"{k}={v}" for k, v in sorted(self.method_options.items()))
-        return f"{self.method}{'[' + opts + ']' if opts else ''} on {self.task} @ {self.target_density:g} seed {self.seed}"
+        options = f"[{opts}]" if opts else ""
+        return f"{self.method}{options} on {self.task} @ {self.target_density:g} seed {self.seed}"
 
 
 @dataclass(frozen=True)

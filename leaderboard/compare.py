@@ -3,8 +3,9 @@
 Records of one task are only compared when they were made the same way. ``differences`` finds the spec fields and
 versions that vary within a task (grain-bench version, recipe, backbone, task version, data); ``check_comparable``
 refuses such a selection with a message that says what differs, unless the caller allows mixing, in which case every
-row carries a ``setup`` label and rows of different setups are never averaged together. Measured latency is compared only within one environment (the
-machine plus the measurement settings): the most common one per task; the others are left out with a note.
+row carries a ``setup`` label and rows of different setups are never averaged together. Measured latency is compared
+only within one environment (the machine plus the measurement settings): the most common one per task; the others are
+left out with a note.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def setup_values(record: RunRecord) -> dict[str, str]:
     spec = record.spec
     return {"grain-bench": str(record.versions.get("grain-bench", "?")),
             "recipe": recipe_label(spec.get("recipe", {})), "backbone": str(spec.get("backbone")),
-            "task_version": f"{spec.get('task')} v{spec.get('task_version', '?')}", "data": str(spec.get("data", "default"))}
+            "task_version": f"{spec.get('task')} v{spec.get('task_version', '?')}",
+            "data": str(spec.get("data", "default"))}
 
 
 def differences(records: list[RunRecord]) -> dict[str, Counter]:
@@ -109,7 +111,10 @@ def differences(records: list[RunRecord]) -> dict[str, Counter]:
 
 def describe_differences(diffs: dict[str, Counter]) -> str:
     """One line per differing field: its values and how many runs have each."""
-    return "; ".join(f"{name}: " + ", ".join(f"{value} ({count} run{'s' if count != 1 else ''})" for value, count in sorted(counts.items()))
+    def runs(count: int) -> str:
+        return f"{count} run{'s' if count != 1 else ''}"
+
+    return "; ".join(f"{name}: " + ", ".join(f"{value} ({runs(count)})" for value, count in sorted(counts.items()))
                      for name, counts in diffs.items())
 
 
@@ -158,13 +163,14 @@ def records_frame(records: list[RunRecord], diffs: dict[str, Counter] | None = N
         if not record.ok:
             continue
         spec = record.spec
-        metric = record.primary_metric
+        metric = record.primary_metric or ""
         compact = _compact_latency(record)
         values = setup_values(record)
         density = record.density.get("encoder_params", record.density.get("achieved"))
         rows.append({
             "run_id": record.run_id, "task": spec["task"], "method": spec["method"],
-            "options": options_label(spec.get("method_options", {}), spec.get("method")), "target_density": float(spec["target_density"]),
+            "options": options_label(spec.get("method_options", {}), spec.get("method")),
+            "target_density": float(spec["target_density"]),
             "setup": ", ".join(values[name] for name in diffs), "seed": spec.get("seed"),
             "backbone": spec["backbone"], "recipe": spec.get("recipe", {}).get("name", "custom"),
             "recipe_json": json.dumps(spec.get("recipe", {}), sort_keys=True), "metric": metric,

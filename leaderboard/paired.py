@@ -57,7 +57,8 @@ def add_paired_intervals(table: pd.DataFrame, records: list[RunRecord], results_
         if row["method"] == versus and row["options"] == "":
             table.at[index, "versus"] = "reference"
             continue
-        pairs, kinds = [], set()
+        pairs: list[tuple] = []
+        kinds: set[str] = set()
         for run_id in str(row["run_ids"]).split(","):
             seed = by_id[run_id].spec.get("seed")
             reference = references.get((row["task"], row["setup"], seed, row["target_density"]))

@@ -69,10 +69,14 @@ def _front(row) -> str:
     return "".join(marks)
 
 
+def _spread(value: float, std: float, latex: bool) -> str:
+    return f"{value:.2f} \\pm {std:.2f}" if latex else f"{value:.2f} ± {std:.2f}x"
+
+
 def _times(value: Any, bold: bool, latex: bool, std: Any = None) -> str:
     if _missing(value):
         return "-"
-    text = f"{value:.2f}x" if _missing(std) else (f"{value:.2f} \\pm {std:.2f}" if latex else f"{value:.2f} ± {std:.2f}x")
+    text = f"{value:.2f}x" if _missing(std) else _spread(value, std, latex)
     if latex:
         text = text.replace("x", r"\times") if _missing(std) else text + r"\times"
         return f"$\\mathbf{{{text}}}$" if bold else f"${text}$"
@@ -93,7 +97,7 @@ def display_frame(summary: pd.DataFrame, latex: bool = False, bold: bool = True)
         rel_text = "-" if _missing(relative) else (f"{relative * 100:.1f}\\%" if latex else f"{relative * 100:.1f}%")
         if best.loc[index, "relative"] and rel_text != "-":
             rel_text = f"\\textbf{{{rel_text}}}" if latex else f"**{rel_text}**"
-        out = {"task": esc(row["task"])}
+        out: dict[str, str | int] = {"task": esc(row["task"])}
         if mixed:
             out["setup"] = esc(row["setup"])
         out.update({

@@ -153,7 +153,8 @@ def _details(row, records_by_id) -> str:
         items.append(("recipe", _esc(caption_for(runs[:1]).split("; backbone")[0])))
         items.append(("recipe fields", "<code>" + _esc(json.dumps(recipe, sort_keys=True)) + "</code>"))
         items.append(("backbone", _esc(runs[0].spec.get("backbone"))
-                      + _esc(f" · task version {runs[0].spec.get('task_version', '?')} · data {runs[0].spec.get('data', 'default')}")))
+                      + _esc(f" · task version {runs[0].spec.get('task_version', '?')} · "
+                             f"data {runs[0].spec.get('data', 'default')}")))
         versions = _common([r.versions for r in runs])
         items.append(("versions", "<br>".join(f"{_esc(k)} {_esc(v)}" for k, v in versions.items())))
         environment = _common([r.environment for r in runs])
@@ -184,7 +185,7 @@ def _table(group: pd.DataFrame, best: pd.DataFrame, records_by_id, table_id: str
                    for name, cls, _ in columns)
     rows = []
     for index, row in group.iterrows():
-        def cell(text, sort=None, cls="", best_column=None):
+        def cell(text, sort=None, cls="", best_column=None, index=index):
             classes = " ".join(c for c in (cls, "best" if best_column and best.loc[index, best_column] else "") if c)
             sort_attr = "" if sort is None else f' data-sort="{_esc(sort)}"'
             return f'<td class="{classes}"{sort_attr}>{text}</td>' if classes else f"<td{sort_attr}>{text}</td>"
@@ -193,8 +194,8 @@ def _table(group: pd.DataFrame, best: pd.DataFrame, records_by_id, table_id: str
         score = _fmt(row["score_mean"], "{:.4f}") + ("" if pd.isna(std) else f" ± {std:.4f}")
         fronts = [(mark, column) for mark, column in (("d", "pareto_density"), ("f", "pareto_flops"),
                                                       ("l", "pareto_latency")) if bool(row.get(column, False))]
-        front_html = "".join(f'<span title="on the Pareto front of score vs {dict(d="density", f="FLOPs speedup", l="measured speedup")[m]}">{m}</span>'
-                             for m, _ in fronts)
+        axes = {"d": "density", "f": "FLOPs speedup", "l": "measured speedup"}
+        front_html = "".join(f'<span title="on the Pareto front of score vs {axes[m]}">{m}</span>' for m, _ in fronts)
         cells = [
             cell(_esc(row["method"]), cls="text"), cell(_esc(row["options"]), cls="text"),
             cell(f"{row['target_density']:g}", _num(row["target_density"])),
@@ -213,7 +214,8 @@ def _table(group: pd.DataFrame, best: pd.DataFrame, records_by_id, table_id: str
         kind = "teacher" if row["method"] in ("teacher", "chance") else "collapsed" if flag_text(row) else ""
         method_class = f' class="{kind}"' if kind else ""
         rows.append(f'<tr{method_class} data-method="{_esc(row["method"])}" data-options="{_esc(row["options"])}" '
-                    f'data-target="{_esc(_num(row["target_density"]))}" data-run-ids="{_esc(row.get("run_ids") or "")}">'
+                    f'data-target="{_esc(_num(row["target_density"]))}" '
+                    f'data-run-ids="{_esc(row.get("run_ids") or "")}">'
                     + "".join(cells) + "</tr>")
     return (f'<table class="board" id="{_esc(table_id)}"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')

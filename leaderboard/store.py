@@ -297,8 +297,8 @@ class RecordStore:
                     continue
                 record = current_form(record)
                 if record.schema_version > SCHEMA_VERSION:
-                    self.problems.append(StoreProblem(number, f"schema version {record.schema_version} is newer than "
-                                                              f"this grain-bench ({SCHEMA_VERSION}); upgrade to read it"))
+                    newer = f"schema version {record.schema_version} is newer than this grain-bench ({SCHEMA_VERSION})"
+                    self.problems.append(StoreProblem(number, f"{newer}; upgrade to read it"))
                     continue
                 out.append(record)
         return out

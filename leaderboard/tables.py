@@ -30,9 +30,11 @@ def load_records(results_dir: str, task: str | None = None, run_ids=None) -> tup
     """The latest record of every run in ``results_dir`` (read-only), and notes on lines or records left out."""
     store = RecordStore(results_dir)
     if not os.path.isdir(results_dir):
-        raise GrainBenchError(f"results directory {results_dir!r} does not exist; pass the --results of a `grain-bench run`")
+        raise GrainBenchError(f"results directory {results_dir!r} does not exist; pass the --results of a "
+                              f"`grain-bench run`")
     if not os.path.isfile(store.path):
-        raise GrainBenchError(f"no records in {results_dir!r} (expected a file {store.path}); run `grain-bench run` first")
+        raise GrainBenchError(f"no records in {results_dir!r} (expected a file {store.path}); run `grain-bench run` "
+                              f"first")
     try:
         latest = store.latest()
     except OSError as exc:

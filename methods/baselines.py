@@ -60,6 +60,8 @@ class FfnOnly(GlobalRankingMethod):
     reached: the method then prunes every FFN neuron and the record shows the density it reached.
     """
 
+    options: FfnOnlyOptions
+
     name = "ffn-only"
     description = "FFN neurons only (EMA |grad*W| scores); cannot go below the attention share of the cost"
     Options = FfnOnlyOptions

@@ -25,8 +25,8 @@ What follows the paper and its code (princeton-nlp/CoFiPruning, ``models/l0_modu
   × 0.8). The final 0/1 masks are the units whose gate product is positive, adjusted to the run's target within one
   unit: whole heads and neurons are pruned in the order of their gate values (CoFi's zeros first) while they fit in
   the pruned budget, so the zeros with the largest soft values come back, or the lowest-valued kept units go; a head
-  is kept or pruned whole, but for the last units when no FFN neuron is left to fill the budget. The gate values of the kept units scale them while the distillation goes on, and are
-  folded into the weights before compaction.
+  is kept or pruned whole, but for the last units when no FFN neuron is left to fill the budget. The gate values of
+  the kept units scale them while the distillation goes on, and are folded into the weights before compaction.
 
 Not done: hidden-dimension pruning (a fourth unit kind, with embedding and LayerNorm slicing), and CoFi's own
 layer-matching distillation, which is a recipe choice: every method here is distilled the same way.
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from grain_bench.hookspecs import hookimpl
 from grain_bench.method import Method, MethodOptions, ParamGroup
@@ -100,6 +101,11 @@ class CofiOptions(MethodOptions):
 class Cofi(Method):
     """CoFi: L0 gates on attention layers, heads, FFN layers and neurons with a Lagrangian density constraint."""
 
+    options: CofiOptions
+    log_alpha: dict[str, Any]  # gate logits by granularity: att [L], head [L, H], ffn [L], int [L, F]
+    lambdas: Any  # the two Lagrange multipliers (a tensor once set up)
+    final_values: Any  # UnitTensors of the deterministic gate values, once the structure is fixed
+
     name = "cofi"
     description = "CoFi: hard-concrete L0 gates (layer, head, FFN layer, neuron), Lagrangian to the target density"
     Options = CofiOptions
@@ -107,10 +113,10 @@ class Cofi(Method):
 
     def __init__(self, options=None, seed: int = 0):
         super().__init__(options, seed)
-        self.log_alpha: dict = {}
+        self.log_alpha = {}
         self.lambdas = None
         self.generator = None
-        self.final_values = None  # UnitTensors of the deterministic gate values, once the structure is fixed
+        self.final_values = None
 
     # ---- set-up ----------------------------------------------------------------------------------------------
     def setup(self, state) -> None:

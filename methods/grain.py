@@ -49,7 +49,10 @@ def structure_factor(vo_masks, alpha: float):
 
 
 class Grain(GlobalRankingMethod):
-    """GRAIN: intra-attention units and FFN neurons ranked globally by EMA gradient scores with structure regularisation."""
+    """GRAIN: intra-attention units and FFN neurons ranked globally by EMA gradient scores with structure
+    regularisation."""
+
+    options: GrainOptions
 
     name = "grain"
     description = "GRAIN: query/value units and FFN neurons, global |grad*W| EMA ranking, structure regularisation"

@@ -53,6 +53,8 @@ def _prefix_within(scores, costs, budget: float):
 class Heads(Method):
     """Whole attention heads and FFN neurons, EMA gradient scores, separate rankings under a budget split."""
 
+    options: HeadsOptions
+
     name = "heads"
     description = "whole heads + FFN neurons (Michel et al. 2019), EMA |dL/dgate|, head_share budget split"
     Options = HeadsOptions
@@ -78,7 +80,8 @@ class Heads(Method):
     def share(self, space) -> float:
         """Fraction of the pruned cost taken from attention."""
         if self.options.head_share in ("proportional", "auto"):
-            attention = space.num_layers * space.num_heads * space.head_dim * (space.unit_costs["qk"] + space.unit_costs["vo"])
+            per_head = space.head_dim * (space.unit_costs["qk"] + space.unit_costs["vo"])
+            attention = space.num_layers * space.num_heads * per_head
             return attention / space.total_cost()
         return float(self.options.head_share)
 

@@ -28,6 +28,8 @@ class MovementOptions(MethodOptions):
 class Movement(GlobalRankingMethod):
     """Structured movement pruning: units ranked by −Σ_t dL/dgate (signed, accumulated), cut along the schedule."""
 
+    options: MovementOptions
+
     name = "movement"
     description = "structured movement pruning: -sum_t dL/dgate per unit (signed, no EMA), global ranking"
     Options = MovementOptions

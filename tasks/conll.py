@@ -104,6 +104,8 @@ class Conll2003(Task):
 
     # ---- loading ------------------------------------------------------------------------------------------------
     def _files(self) -> dict[str, str]:
+        if self.data_dir is None:
+            raise DataError("conll2003: no --data-dir to look for the CoNLL-2003 files in")
         folders = [self.data_dir, os.path.join(self.data_dir, "conll2003")]
         for folder in folders:
             for names in FILE_SETS:

@@ -73,6 +73,8 @@ class GlueTask(Task):
     # ---- loading ------------------------------------------------------------------------------------------------
     def task_folder(self) -> str:
         """The task's folder: ``DIR/<folder>``, ``DIR/glue/<folder>`` or ``DIR/glue_data/<folder>``."""
+        if self.data_dir is None:
+            raise DataError(f"{self.name}: no --data-dir to look for {self.folder}/ in")
         candidates = [os.path.join(self.data_dir, *sub, self.folder) for sub in ((), ("glue",), ("glue_data",))]
         for path in candidates:
             if os.path.isdir(path):

@@ -103,7 +103,8 @@ def split_by_article(table, parts: dict[str, float], minimum: dict[str, int]):
     names = list(parts)
     if len(titles) < len(names):
         raise DataError(f"squad: {len(titles)} article(s) cannot be split into {', '.join(names)} by article")
-    groups, start = {}, 0
+    groups: dict[str, Any] = {}
+    start = 0
     for name in names[:-1]:
         size = max(minimum.get(name, 1), round(parts[name] * len(titles)))
         size = min(size, len(titles) - start - (len(names) - len(groups) - 1))
@@ -130,6 +131,8 @@ class SquadV1(Task):
 
     # ---- loading ------------------------------------------------------------------------------------------------
     def _find(self, filename: str) -> str | None:
+        if self.data_dir is None:
+            return None
         for path in (os.path.join(self.data_dir, filename), os.path.join(self.data_dir, "squad", filename)):
             if os.path.isfile(path):
                 return path
@@ -262,7 +265,7 @@ class SquadV1(Task):
     # ---- evaluation ---------------------------------------------------------------------------------------------
     def predict(self, model, encoded: EncodedSplit, tokenizer, batch_size: int, progress: bool = True):
         """(start logits, end logits) of every window, unpadded (numpy arrays)."""
-        out = []
+        out: list = []
         for batch, result in self.model_outputs(model, encoded, tokenizer, batch_size, progress):
             lengths = batch["attention_mask"].sum(-1).tolist()
             starts, ends = result.start_logits.float().cpu().numpy(), result.end_logits.float().cpu().numpy()
@@ -327,7 +330,8 @@ class SquadV1(Task):
         """How many distinct answers, and how many empty ones."""
         answers = self.answers(predictions, encoded)
         distinct = set(answers)
-        out = {"distinct_predictions": len(distinct), "empty": sum(1 for a in answers if not a.strip())}
+        out: dict[str, Any] = {"distinct_predictions": len(distinct),
+                               "empty": sum(1 for a in answers if not a.strip())}
         if len(distinct) == 1:
             out["only"] = f"the answer {next(iter(distinct))!r}"
         return out

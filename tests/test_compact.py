@@ -18,7 +18,8 @@ ATOL = 1e-4
 
 
 def _sharpen(model, seed: int = 0):
-    """Re-draw every weight with std 0.3: the random-init tiny model's logits are ~0.02, too flat to show a 1e-4 error."""
+    """Re-draw every weight with std 0.3: the random-init tiny model's logits are ~0.02, too flat to show a 1e-4
+    error."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in model.parameters():
@@ -246,7 +247,8 @@ def test_save_writes_a_self_contained_directory(tmp_path, tiny_model):
     assert config["layer_shapes"][1]["ffn_dim"] == 0
     assert [len(layer["heads"]) for layer in config["layer_shapes"]] == [int(n) for n in masks.vo.any(-1).sum(-1)]
     source = open(os.path.join(path, "modeling_pruned_bert.py")).read()
-    assert "grain_bench" not in "".join(line for line in source.splitlines() if line.lstrip().startswith(("import", "from")))
+    imports = [line for line in source.splitlines() if line.lstrip().startswith(("import", "from"))]
+    assert "grain_bench" not in "".join(imports)
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".")], "temporary directories left behind"
 
 
@@ -367,7 +369,8 @@ def test_plan_buckets_covers_every_head_and_trades_padding_for_calls():
             if cost == 1e9:  # calls are expensive: one bucket with queries, one without
                 assert len(buckets) == len({q == 0 for q in qk})
             if cost == 0.0:  # calls are free: no head is padded at all
-                assert all(qk_width == qk[h] and vo_width == vo[h] for bucket, qk_width, vo_width in buckets for h in bucket)
+                assert all(qk_width == qk[h] and vo_width == vo[h]
+                           for bucket, qk_width, vo_width in buckets for h in bucket)
 
 
 @pytest.mark.parametrize("layout", [dict(call_cost=0.0), dict(call_cost=1e9), dict(align=1), dict(align=16)])

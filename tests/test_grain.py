@@ -115,7 +115,8 @@ def test_heads_never_keeps_part_of_a_head():
     generator = torch.Generator().manual_seed(3)
     masks = UnitMasks.full(space)
     for density in (0.9, 0.7, 0.5, 0.3, 0.1):
-        method.ema.update({"heads": torch.rand(3, 4, generator=generator), "ffn": torch.rand(3, 40, generator=generator)})
+        method.ema.update({"heads": torch.rand(3, 4, generator=generator),
+                           "ffn": torch.rand(3, 40, generator=generator)})
         state = TrainState(step=1, total_steps=1, model=None, space=space, masks=masks)
         new = method.masks_for(state, density)
         assert new.is_subset_of(masks)

@@ -314,10 +314,7 @@ def test_no_import_cycles_between_modules():
         graph[module] = {d for d in deps if d in modules and d != module and d != "grain_bench"}
 
     def reaches(start, goal, seen):
-        for nxt in graph[start]:
-            if nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})):
-                return True
-        return False
+        return any(nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})) for nxt in graph[start])
 
     cycles = [m for m in graph if reaches(m, m, {m})]
     assert cycles == [], f"import cycles through {cycles}"

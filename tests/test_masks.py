@@ -50,7 +50,8 @@ def test_masks_only_shrink_and_pruned_units_never_return():
     generator = torch.Generator().manual_seed(1)
     masks = UnitMasks.full(SPACE)
     for target in (0.8, 0.6, 0.4, 0.2):
-        scores = UnitTensors.from_flat(SPACE, torch.rand(UnitTensors.filled(SPACE, 0).flat().numel(), generator=generator))
+        count = UnitTensors.filled(SPACE, 0).flat().numel()
+        scores = UnitTensors.from_flat(SPACE, torch.rand(count, generator=generator))
         new = prune_to_density(scores, masks, SPACE, target)
         assert new.is_subset_of(masks)
         masks = new

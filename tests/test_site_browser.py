@@ -8,6 +8,7 @@ registry, ``GRAIN_BENCH_NO_APT=1``). Set ``GRAIN_BENCH_SCREENSHOT=path.png`` to 
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -146,10 +147,8 @@ class Browser:
 
     def close(self) -> None:
         """Ask Chromium to quit, then make sure it has."""
-        try:
+        with contextlib.suppress(RuntimeError, TimeoutError, OSError):
             self.send("Browser.close", session=False, timeout=5)
-        except (RuntimeError, TimeoutError, OSError):
-            pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -222,7 +221,8 @@ def test_page_in_headless_chromium(chromium, tmp_path):
         assert opened is True
         assert "torch" in browser.js("document.querySelector('#table-0 tbody tr:first-child details').textContent")
         # plots are embedded and decoded without a network
-        assert browser.js("Array.from(document.images).every(function (i) { return i.complete && i.naturalWidth > 0; })")
+        loaded = "Array.from(document.images).every(function (i) { return i.complete && i.naturalWidth > 0; })"
+        assert browser.js(loaded)
         shot = tmp_path / "leaderboard.png"
         browser.screenshot(str(shot))
     finally:

@@ -36,8 +36,7 @@ def test_first_subtoken_labels(regs, tiny_model):
     _, tokenizer = tiny_model
     task = regs.tasks.get("conll2003")(FIXTURES)
     encoded = task.encode("train", tokenizer, 128, limit=5)
-    for labels, word_ids, tags in zip(encoded.features["labels"], encoded.extra["word_ids"],
-                                      encoded.raw["ner_tags"]):
+    for labels, tags in zip(encoded.features["labels"], encoded.raw["ner_tags"]):
         assert [label for label in labels if label != -100] == list(tags)  # one label per word, in order
         assert len(labels) > len(tags)  # char-level sub-tokens: more positions than words
         assert labels[0] == -100 and labels[-1] == -100

@@ -25,6 +25,8 @@ def metric_module(name: str):
     qualified = f"grain_bench.metrics._{name}"
     if qualified not in sys.modules:
         spec = importlib.util.spec_from_file_location(qualified, os.path.join(METRICS_DIR, name, f"{name}.py"))
+        if spec is None or spec.loader is None:
+            raise UsageError(f"metric module {name!r} cannot be imported from {METRICS_DIR}")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         sys.modules[qualified] = module

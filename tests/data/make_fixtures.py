@@ -11,9 +11,10 @@ import os
 import random
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-WORDS = ("the cat dog bird man woman child house car tree river city film book song game day night red blue old "
-         "new big small good bad happy sad fast slow runs sees likes eats reads plays writes finds").split()
-GOOD, BAD = "great wonderful fine lovely".split(), "awful boring poor dull".split()
+WORDS = ["the", "cat", "dog", "bird", "man", "woman", "child", "house", "car", "tree", "river", "city", "film", "book",
+         "song", "game", "day", "night", "red", "blue", "old", "new", "big", "small", "good", "bad", "happy", "sad",
+         "fast", "slow", "runs", "sees", "likes", "eats", "reads", "plays", "writes", "finds"]
+GOOD, BAD = ["great", "wonderful", "fine", "lovely"], ["awful", "boring", "poor", "dull"]
 
 
 def sentence(rng, n=None):
