@@ -302,6 +302,7 @@ class Harness:
         return RunRecord(
             run_id=spec.run_id, spec=spec.to_dict(), status="ok", scores=scored.scores,
             primary_metric=task.primary_metric, teacher_scores=teacher_meta["scores"], chance_scores=data.chance,
+            higher_is_better={metric: task.higher_is_better(metric) for metric in scored.scores},
             data=provenance, quality=scored.quality, teacher_quality=teacher_meta.get("quality", {}),
             warnings=warnings, density=measured.density, params=measured.params, flops=measured.flops,
             latency=measured.latency,

@@ -12,7 +12,10 @@ from typing import Any
 from grain_bench.errors import UsageError
 from grain_bench.options import Options, option
 
-SCHEMA_VERSION = 1
+#: version of the stored record; older records are brought up to it on read (``leaderboard.store.current_form``)
+SCHEMA_VERSION = 2
+#: version of the run spec: part of every run id, so it changes only when ids must change
+SPEC_SCHEMA_VERSION = 1
 #: The shortest ``max_length`` a recipe accepts: a sentence pair's special tokens alone take three positions.
 MIN_MAX_LENGTH = 16
 
@@ -95,7 +98,7 @@ class RunSpec:
     method_options: dict[str, Any] = field(default_factory=dict)
     task_version: str = "0"
     data: str = "default"  # what the data is: "sha256:<hash>" of the files read, or "hub:<repo>@<commit>"
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = SPEC_SCHEMA_VERSION
     data_dir: str | None = None  # where the files were found: stored, but not part of the run id
 
     @property
@@ -130,7 +133,13 @@ class RunRecord:
     Non-finite numbers (NaN, infinities) anywhere in a record are replaced by ``None`` when the record is made, and
     their places are listed in ``nonfinite`` (e.g. ``scores.pearson``): stored JSON stays strict and no table ranks
     such a value. ``warnings`` says what a reader of an ``ok`` record should know (a teacher not cached, a model
-    not saved)."""
+    not saved).
+
+    The parts (schema 2): ``scores``/``teacher_scores``/``chance_scores`` map metric -> value and
+    ``higher_is_better`` metric -> direction (from the task); ``density`` has ``target``, ``achieved`` (kept unit
+    cost) and ``encoder_params`` (kept encoder parameters), read through ``Density``; ``params`` ``total``,
+    ``encoder``, ``encoder_linear``, ``embeddings``, ``dense_encoder``, ``head``; ``flops`` ``seq_len``, ``encoder``,
+    ``total``, ``dense_encoder``, ``dense_total``, ``predicted_speedup``; ``latency`` one entry per timed model."""
 
     run_id: str
     spec: dict[str, Any]
@@ -153,6 +162,7 @@ class RunRecord:
     created: str = ""
     schema_version: int = SCHEMA_VERSION
     chance_scores: dict[str, float] = field(default_factory=dict)  # a trivial predictor on the scored split
+    higher_is_better: dict[str, bool] = field(default_factory=dict)  # each metric's direction, from the task
     data: dict[str, Any] = field(default_factory=dict)  # provenance: identity key, source, hub commit, file hashes
     quality: dict[str, Any] = field(default_factory=dict)  # collapse verdict and evidence (grain_bench.quality)
     teacher_quality: dict[str, Any] = field(default_factory=dict)  # the same for the run's teacher
@@ -206,7 +216,8 @@ _RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "flops": (dict,), "latency": (list,), "shape": (dict,), "method_info": (dict,), "wall_time_s": (_NUMBER,),
     "versions": (dict,), "environment": (dict,), "artifact": (str, type(None)), "created": (str,),
     "predictions": (str, type(None)), "quality": (dict,), "teacher_quality": (dict,),
-    "schema_version": (int,), "chance_scores": (dict,), "warnings": (list,), "nonfinite": (list,), "data": (dict,),
+    "schema_version": (int,), "chance_scores": (dict,), "higher_is_better": (dict,), "warnings": (list,),
+    "nonfinite": (list,), "data": (dict,),
 }
 _TYPE_NAMES = {str: "a string", dict: "an object", list: "a list", float: "a number", int: "an integer",
                type(None): "null"}
@@ -233,3 +244,21 @@ def _finite_or_none(value: Any, path: str, found: list[str]) -> Any:
     if isinstance(value, list):
         return [_finite_or_none(v, f"{path}[{i}]", found) for i, v in enumerate(value)]
     return value
+
+
+@dataclass(frozen=True)
+class Density:
+    """The densities of a record (``RunRecord.density``), typed; a field the record lacks is None."""
+
+    target: float | None = None
+    achieved: float | None = None  # kept unit cost / total unit cost (what ``target`` asks for)
+    encoder_params: float | None = None  # kept encoder parameters / the dense encoder's
+
+    @classmethod
+    def of(cls, record: RunRecord) -> Density:
+        """The density part of ``record``; numbers only (anything else reads as None)."""
+        def number(key: str) -> float | None:
+            value = record.density.get(key)
+            return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+        return cls(number("target"), number("achieved"), number("encoder_params"))

@@ -21,7 +21,7 @@ import pandas as pd
 
 from grain_bench.errors import GrainBenchError
 from grain_bench.method import registered_defaults, without_defaults
-from grain_bench.types import RunRecord
+from grain_bench.types import Density, RunRecord
 
 GROUP_KEYS = ["task", "setup", "method", "options", "target_density"]
 #: rows that are references, never contenders (no bold, no fronts)
@@ -29,17 +29,10 @@ REFERENCE_ROWS = ("teacher", "chance")
 TEACHER_WARNING = "the teacher did not learn this task under this recipe: rows do not compare methods"
 # what must be equal across a comparison: field name -> where it comes from
 SETUP_FIELDS = ("grain-bench", "recipe", "backbone", "task_version", "data")
-_LOWER_IS_BETTER = ("loss", "error", "perplexity", "mse", "mae", "rmse", "wer", "cer")
 
 
 class MixedRecordsError(GrainBenchError):
     """The records were made with different versions, recipes, backbones or task versions."""
-
-
-def higher_is_better(metric: str | None) -> bool:
-    """Whether a larger value of ``metric`` is better (losses and error rates are not)."""
-    name = (metric or "").lower()
-    return not any(word in name for word in _LOWER_IS_BETTER)
 
 
 def options_label(options: dict[str, Any], method: str | None = None) -> str:
@@ -166,7 +159,7 @@ def records_frame(records: list[RunRecord], diffs: dict[str, Counter] | None = N
         metric = record.primary_metric or ""
         compact = _compact_latency(record)
         values = setup_values(record)
-        density = record.density.get("encoder_params", record.density.get("achieved"))
+        density = Density.of(record).encoder_params
         rows.append({
             "run_id": record.run_id, "task": spec["task"], "method": spec["method"],
             "options": options_label(spec.get("method_options", {}), spec.get("method")),
@@ -175,6 +168,7 @@ def records_frame(records: list[RunRecord], diffs: dict[str, Counter] | None = N
             "backbone": spec["backbone"], "recipe": spec.get("recipe", {}).get("name", "custom"),
             "recipe_json": json.dumps(spec.get("recipe", {}), sort_keys=True), "metric": metric,
             "score": _number(record.scores.get(metric)), "teacher": _number(record.teacher_scores.get(metric)),
+            "higher": bool(record.higher_is_better.get(metric, True)),
             "chance": _number(record.chance_scores.get(metric)),
             "collapsed": bool(record.quality.get("collapsed", False)),
             "teacher_collapsed": bool(record.teacher_quality.get("collapsed", False)),
@@ -248,14 +242,14 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
     grouped = frame.groupby(GROUP_KEYS, dropna=False, sort=False)
     # ``seeds`` counts the runs with a finite score: the ones the mean is over
     out = grouped.agg(score_mean=("score", "mean"), score_std=("score", "std"), seeds=("score", "count"),
-                      collapsed_seeds=("collapsed", "sum"),
+                      collapsed_seeds=("collapsed", "sum"), higher=("higher", "first"),
                       density=("density", "mean"), encoder_params=("encoder_params", "mean"),
                       flops_speedup=("flops_speedup", "mean"), speedup=("speedup", "mean"),
                       speedup_std=("speedup", "std"), metric=("metric", "first"),
                       run_ids=("run_id", lambda ids: ",".join(ids))).reset_index()
     teachers = frame.drop_duplicates(["task", "setup", "seed"]).groupby(["task", "setup"], sort=False).agg(
         teacher_mean=("teacher", "mean"), teacher_std=("teacher", "std"), teacher_seeds=("seed", "nunique"),
-        metric=("metric", "first")).reset_index()
+        metric=("metric", "first"), higher=("higher", "first")).reset_index()
     teacher_rows = teachers.rename(columns={"teacher_mean": "score_mean", "teacher_std": "score_std",
                                             "teacher_seeds": "seeds"})
     teacher_rows["method"] = "teacher"
@@ -267,7 +261,8 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
     teacher_rows["collapsed_seeds"] = 0
     # the trivial predictor on the scored split (majority class, mean label, all O, first context token)
     chance_rows = frame.groupby(["task", "setup"], sort=False).agg(
-        score_mean=("chance", "mean"), metric=("metric", "first")).reset_index().dropna(subset=["score_mean"])
+        score_mean=("chance", "mean"), metric=("metric", "first"), higher=("higher", "first")).reset_index()
+    chance_rows = chance_rows.dropna(subset=["score_mean"])
     chance_rows = chance_rows.assign(method="chance", options="", target_density=1.0, density=math.nan,
                                      flops_speedup=math.nan, run_ids="", seeds=0, collapsed_seeds=0)
     out = pd.concat([teacher_rows, chance_rows, out], ignore_index=True)
@@ -278,7 +273,7 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
         out[column] = False
     contenders = out[~out["method"].isin(REFERENCE_ROWS)]
     for _, group in contenders.groupby(["task", "setup"], sort=False):
-        higher = higher_is_better(group["metric"].iloc[0])
+        higher = bool(group["higher"].iloc[0])
         # a collapsed row is not a result: never on a front
         scores = group["score_mean"].where(group["collapsed_seeds"] == 0).tolist()
         for column, xs, lower in (("pareto_density", group["density"], True),

@@ -43,7 +43,6 @@ def _pm(mean: float, std: float, digits: int = 4, latex: bool = False, bold: boo
 
 def best_mask(summary: pd.DataFrame) -> pd.DataFrame:
     """Booleans: the best value of each result column per task and setup (ties are all best; teacher rows never)."""
-    from grain_bench.leaderboard.compare import higher_is_better
 
     mask = pd.DataFrame(False, index=summary.index, columns=list(BEST_COLUMNS))
     from grain_bench.leaderboard.compare import REFERENCE_ROWS
@@ -52,7 +51,7 @@ def best_mask(summary: pd.DataFrame) -> pd.DataFrame:
     if "collapsed_seeds" in contenders:
         contenders = contenders[contenders["collapsed_seeds"].fillna(0) == 0]  # a collapse is never the best
     for _, group in contenders.groupby(["task", "setup"], sort=False):
-        higher_score = higher_is_better(group["metric"].iloc[0])
+        higher_score = bool(group["higher"].iloc[0]) if "higher" in group else True
         for column, higher in BEST_COLUMNS.items():
             values = group[column].astype(float)
             if values.isna().all():

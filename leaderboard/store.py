@@ -320,13 +320,16 @@ class RecordStore:
 def current_form(record: RunRecord) -> RunRecord:
     """A record written by an older grain-bench, read as today's writer would write it (a read-time migration).
 
-    - Method options equal to their defaults were once stored (``-o grain.alpha=0.3`` named another run than no
-      ``-o``); they are dropped now.
+    Spec changes (they change the run id; the record is read under the new id, the old one kept in
+    ``method_info["previous_run_id"]``, so a sweep of the same command finds it and does not run it again):
+
+    - method options equal to their defaults were once stored (``-o grain.alpha=0.3`` named another run than no
+      ``-o``); they are dropped now;
     - ``spec.data`` once held the data's location (a folder, or ``default``); it holds the data's identity now (a
       content hash of the files, or a hub commit), computed here when the data can still be read.
 
-    Both change the spec's run id: the record is read under the new id, the old one kept in
-    ``method_info["previous_run_id"]``, so a sweep of the same command finds it and does not run it again."""
+    Record changes, schema 1 -> 2: ``higher_is_better`` (each metric's direction, from the registered task; a name
+    rule for a task that is not installed) and ``density["encoder_params"]`` (from the parameter counts)."""
     spec = dict(record.spec)
     options = spec.get("method_options")
     if options and isinstance(options, dict):
@@ -336,14 +339,35 @@ def current_form(record: RunRecord) -> RunRecord:
         identity = _identity_of(spec.get("task"), data)
         if identity is not None:
             spec["data"], spec["data_dir"] = identity, None if data == "default" else data
-    if spec == record.spec:
-        return record
+    changes: dict = {}
+    if spec != record.spec:
+        try:
+            changes.update(run_id=RunSpec.from_dict(spec).run_id, spec=spec,
+                           method_info={**record.method_info, "previous_run_id": record.run_id})
+        except (TypeError, ValueError):
+            pass
+    if record.schema_version < 2:
+        metrics = {*record.scores, *record.teacher_scores, *record.chance_scores}
+        changes["higher_is_better"] = {m: _direction(spec.get("task"), m) for m in sorted(metrics)}
+        params = record.params
+        if "encoder_params" not in record.density and params.get("encoder") and params.get("dense_encoder"):
+            changes["density"] = {**record.density, "encoder_params": params["encoder"] / params["dense_encoder"]}
+        changes["schema_version"] = 2
+    return dataclasses.replace(record, **changes) if changes else record
+
+
+#: words in a metric's name that mean lower is better, for records of tasks that are not installed here
+_LOWER_IS_BETTER = ("loss", "error", "perplexity", "mse", "mae", "rmse", "wer", "cer")
+
+
+def _direction(task: str | None, metric: str) -> bool:
+    """Whether a larger ``metric`` is better for ``task``: the registered task says; else a rule on the name."""
     try:
-        run_id = RunSpec.from_dict(spec).run_id
-    except (TypeError, ValueError):
-        return record
-    return dataclasses.replace(record, run_id=run_id, spec=spec,
-                               method_info={**record.method_info, "previous_run_id": record.run_id})
+        from grain_bench.plugins import get_registries
+
+        return bool(get_registries().tasks.get(task).higher_is_better(metric))
+    except Exception:  # the task is not installed here: fall back to the name
+        return not any(word in metric.lower() for word in _LOWER_IS_BETTER)
 
 
 _IDENTITIES: dict[tuple, str | None] = {}

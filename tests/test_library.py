@@ -318,3 +318,25 @@ def test_no_import_cycles_between_modules():
 
     cycles = [m for m in graph if reaches(m, m, {m})]
     assert cycles == [], f"import cycles through {cycles}"
+
+
+@pytest.mark.parametrize("folder", sorted(d for d in os.listdir(os.path.join(ROOT, "benchmarks", "results"))
+                                          if os.path.isfile(os.path.join(ROOT, "benchmarks", "results", d,
+                                                                         "records.jsonl"))))
+def test_committed_results_read_in_the_current_form_and_show_without_allow_mixed(folder, capsys, monkeypatch):
+    """Every committed results directory reads through the read-time migration (schema 2: directions from the task,
+    the encoder-parameter density) and renders with no --allow-mixed."""
+    from grain_bench.leaderboard.store import RecordStore
+    from grain_bench.types import SCHEMA_VERSION, Density
+
+    monkeypatch.setenv("GRAIN_BENCH_LOAD_PLUGINS", "")
+    path = os.path.join(ROOT, "benchmarks", "results", folder)
+    store = RecordStore(path)
+    records = [r for r in store.records() if r.ok]
+    assert records and store.problems == []
+    for record in records:
+        assert record.schema_version == SCHEMA_VERSION
+        assert record.higher_is_better[record.primary_metric] is True  # accuracy, F1, Pearson: higher is better
+        assert 0 < Density.of(record).encoder_params <= 1
+        assert record.spec["data"].startswith("sha256:")
+    assert main(["leaderboard", "show", "--results", path]) == 0, capsys.readouterr().err
