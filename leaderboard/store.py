@@ -341,11 +341,9 @@ def current_form(record: RunRecord) -> RunRecord:
             spec["data"], spec["data_dir"] = identity, None if data == "default" else data
     changes: dict = {}
     if spec != record.spec:
-        try:
+        with contextlib.suppress(TypeError, ValueError):  # a spec this version cannot build keeps its old form
             changes.update(run_id=RunSpec.from_dict(spec).run_id, spec=spec,
                            method_info={**record.method_info, "previous_run_id": record.run_id})
-        except (TypeError, ValueError):
-            pass
     if record.schema_version < 2:
         metrics = {*record.scores, *record.teacher_scores, *record.chance_scores}
         changes["higher_is_better"] = {m: _direction(spec.get("task"), m) for m in sorted(metrics)}
