@@ -246,8 +246,9 @@ class Harness:
         measured = measure_run(self.config, spec, task, distilled.result, data, distilled.tokenizer, recipe,
                                distilled.extra, warnings)
         scored = self._score(spec, task, measured.model, data, recipe, warnings)
-        record = self._record(spec, task, provenance, teacher_meta, distilled, measured, scored, data, warnings,
-                              time.time() - start)
+        mask_file = self._save_masks(spec, distilled.result, warnings)
+        record = self._record(spec, task, provenance, teacher_meta, distilled, measured, scored, mask_file, data,
+                              warnings, time.time() - start)
         return self._with_model_card(record, task)
 
     def _distil(self, spec: RunSpec, task, recipe: Recipe, teacher) -> Distilled:
@@ -286,7 +287,8 @@ class Harness:
                       self._save_predictions(spec, task, data.eval, predictions, warnings))
 
     def _record(self, spec: RunSpec, task, provenance: dict, teacher_meta: dict, distilled: Distilled, measured,
-                scored: Scored, data: TaskData, warnings: list[str], seconds: float) -> RunRecord:
+                scored: Scored, mask_file: str | None, data: TaskData, warnings: list[str],
+                seconds: float) -> RunRecord:
         """The ``ok`` record of a finished run."""
         from grain_bench.plugins import plugin_versions
 
@@ -312,7 +314,18 @@ class Harness:
             method_info={**info, "compact": measured.compact, "train_seconds": result.seconds, "steps": result.steps,
                          "final_losses": result.history[-1] if result.history else {}},
             wall_time_s=seconds, versions=versions, environment=environment(self._device()),
-            artifact=measured.artifact, predictions=scored.predictions, created=_now())
+            artifact=measured.artifact, predictions=scored.predictions, masks=mask_file, created=_now())
+
+    def _save_masks(self, spec: RunSpec, result, warnings: list[str]) -> str | None:
+        """Store the run's final masks (a few kilobytes; what latency re-timing rebuilds); failure is a warning."""
+        from grain_bench.files import STORAGE_ERRORS, storage_error_text
+        from grain_bench.predictions import save_masks
+
+        try:
+            return save_masks(self.results_dir, spec.run_id, result.masks, result.space)
+        except STORAGE_ERRORS as exc:
+            warnings.append(f"the masks could not be saved ({storage_error_text(exc)})")
+            return None
 
     def _save_predictions(self, spec: RunSpec, task, encoded, predictions, warnings: list[str]) -> str | None:
         """Store the run's per-example predictions (``grain_bench.predictions``); a storage failure is a warning."""

@@ -1,8 +1,12 @@
-"""Per-example predictions of a run, stored beside its record: ``RESULTS/predictions/<run_id>.json.gz``.
+"""Small per-run files stored beside a run's record: its per-example predictions and its final masks.
 
-Each file holds the run's predictions on the scored split (class ids, regression values, word tags or answer texts)
-and the per-example statistics of the task's primary metric (``grain_bench.significance``), from which the leaderboard
-computes paired confidence intervals between methods. Imports no torch.
+- ``RESULTS/predictions/<run_id>.json.gz``: the run's predictions on the scored split (class ids, regression values,
+  word tags or answer texts) and the per-example statistics of the task's primary metric
+  (``grain_bench.significance``), from which the leaderboard computes paired confidence intervals between methods;
+- ``RESULTS/masks/<run_id>.json.gz``: the final 0/1 unit masks (a few kilobytes), from which ``grain-bench measure``
+  and ``benchmarks/bench_latency.py`` rebuild the compact model's shape to time the masks training really produced.
+
+Imports no torch at import time.
 """
 
 from __future__ import annotations
@@ -73,3 +77,42 @@ def load_predictions(results_dir: str, relative: str) -> dict[str, Any] | None:
     if "stats" in doc:
         doc["stats"] = np.asarray(doc["stats"], dtype=float)
     return doc
+
+
+MASKS_FOLDER = "masks"
+
+
+def save_masks(results_dir: str, run_id: str, masks, space) -> str:
+    """Write a run's final masks with its mask space (atomically); returns the path relative to ``results_dir``."""
+    from grain_bench.files import ordinary_file_mode
+
+    relative = os.path.join(MASKS_FOLDER, f"{run_id}.json.gz")
+    folder = os.path.join(results_dir, MASKS_FOLDER)
+    os.makedirs(folder, exist_ok=True)
+    doc = {"format": "grain-bench-masks", "format_version": 1, "run_id": run_id, "space": space.to_dict(),
+           "masks": masks.to_dict()}
+    handle, tmp = tempfile.mkstemp(prefix=f".{run_id}-", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+            out.write(json.dumps(doc, separators=(",", ":")).encode())
+        os.chmod(tmp, ordinary_file_mode())
+        os.replace(tmp, os.path.join(results_dir, relative))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return relative
+
+
+def load_masks(results_dir: str, relative: str):
+    """(UnitMasks, MaskSpace) of a stored masks file; ``GrainBenchError`` when it is missing or unreadable."""
+    from grain_bench.errors import GrainBenchError
+    from grain_bench.masks import MaskSpace, UnitMasks
+
+    path = os.path.join(results_dir, relative)
+    try:
+        with gzip.open(path, "rb") as handle:
+            doc = json.loads(handle.read())
+        return UnitMasks.from_dict(doc["masks"]), MaskSpace(**doc["space"])
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
+        raise GrainBenchError(f"cannot read the masks {path}: {exc}") from None

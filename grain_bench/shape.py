@@ -70,11 +70,20 @@ class ModelShape:
             total += 2 * t * t * (qk + vo)  # scores and context
         return total
 
+    def head_overhead_flops(self, seq_len: int) -> int:
+        """The per-head work that does not shrink with a head's width: for every kept head with query units, its
+        T x T scores are scaled (1), masked (1) and soft-maxed (max, subtract, exp, sum, divide: 5). A head without
+        query units attends uniformly (the compact model computes softmax(mask) @ V once per layer, no scores)."""
+        t = seq_len
+        return sum(7 * t * t * sum(1 for qk in layer.qk_dims if qk > 0) for layer in self.layers)
+
     def total_flops(self, seq_len: int) -> int:
-        """Encoder FLOPs plus the per-token work pruning cannot remove (LayerNorms, residual adds, GELU)."""
+        """Encoder FLOPs, the per-head attention overhead (``head_overhead_flops``) and the per-token work pruning
+        cannot remove (LayerNorms, residual adds, GELU). Its ratio dense/compact is the FLOPs-predicted speedup: many
+        narrow heads predict less than few wide ones of the same widths."""
         d, t = self.hidden, seq_len
         fixed = t * d * 5 + sum(t * (10 * d + 8 * layer.ffn_dim) for layer in self.layers)
-        return self.encoder_flops(seq_len) + fixed
+        return self.encoder_flops(seq_len) + self.head_overhead_flops(seq_len) + fixed
 
     # ---- serialisation ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

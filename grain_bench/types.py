@@ -159,6 +159,7 @@ class RunRecord:
     environment: dict[str, Any] = field(default_factory=dict)
     artifact: str | None = None
     predictions: str | None = None  # per-example predictions, relative to the results directory
+    masks: str | None = None  # the final unit masks, relative to the results directory
     created: str = ""
     schema_version: int = SCHEMA_VERSION
     chance_scores: dict[str, float] = field(default_factory=dict)  # a trivial predictor on the scored split
@@ -215,7 +216,7 @@ _RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "primary_metric": (str, type(None)), "teacher_scores": (dict,), "density": (dict,), "params": (dict,),
     "flops": (dict,), "latency": (list,), "shape": (dict,), "method_info": (dict,), "wall_time_s": (_NUMBER,),
     "versions": (dict,), "environment": (dict,), "artifact": (str, type(None)), "created": (str,),
-    "predictions": (str, type(None)), "quality": (dict,), "teacher_quality": (dict,),
+    "predictions": (str, type(None)), "masks": (str, type(None)), "quality": (dict,), "teacher_quality": (dict,),
     "schema_version": (int,), "chance_scores": (dict,), "higher_is_better": (dict,), "warnings": (list,),
     "nonfinite": (list,), "data": (dict,),
 }

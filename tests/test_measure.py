@@ -227,3 +227,32 @@ def test_gpu_latency_modes(tiny_model, mode):
     for result in results.values():
         assert result.mode == mode and result.dtype == "fp16" and result.median_ms > 0
         assert result.device.startswith("cuda") and result.threads is None
+
+
+@pytest.mark.parametrize("seq_len", [16, 40])
+def test_dense_encoder_flops_match_torch_flop_counter(seq_len):
+    """The FLOPs model's matrix products equal what torch's FLOP counter counts on a dense BERT encoder (eager
+    attention, so the score and context products are counted too)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import BertConfig, BertModel
+
+    from grain_bench.masks import MaskSpace, UnitMasks
+
+    config = BertConfig(vocab_size=50, hidden_size=48, num_hidden_layers=3, num_attention_heads=6,
+                        intermediate_size=96, attn_implementation="eager")
+    model = BertModel(config).eval()
+    space = MaskSpace.from_config(config)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.encoder(torch.randn(1, seq_len, config.hidden_size))
+    assert UnitMasks.full(space).model_shape(space).encoder_flops(seq_len) == counter.get_total_flops()
+
+
+def test_many_narrow_heads_predict_less_speedup_than_few_wide_ones():
+    """Same total widths, 46 narrow heads against 5 wide ones: the per-head softmax over T x T makes the former cost
+    more, so its FLOPs-predicted speedup is lower."""
+    from grain_bench.shape import LayerShape, ModelShape
+
+    narrow = ModelShape(384, tuple(LayerShape(((4, 4),) * 8, 96) for _ in range(6)), original_head_dim=32)
+    wide = ModelShape(384, tuple(LayerShape(((32, 32),), 96) for _ in range(6)), original_head_dim=32)
+    assert narrow.encoder_flops(64) == wide.encoder_flops(64)
+    assert narrow.total_flops(64) - wide.total_flops(64) == 6 * 7 * 64 * 64 * (8 - 1)
