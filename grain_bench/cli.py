@@ -101,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: the first method of --methods; none: no comparison)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
+    measure = sub.add_parser("measure", help="re-time every run's compact model against its dense backbone, side by "
+                                             "side in one process (run it on a quiet machine)")
+    measure.add_argument("--results", default=DEFAULT_RESULTS, help=f"results directory (default: {DEFAULT_RESULTS})")
+    measure.add_argument("--task", default=None, help="only this task's runs")
+    measure.add_argument("--batch", type=int, default=32, help="batch size (default: 32)")
+    measure.add_argument("--seq-len", type=int, default=None, help="sequence length (default: each run's recipe's)")
+    measure.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
+    measure.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    measure.add_argument("--dtype", default="fp32", help="fp32 (default), fp16 or bf16")
+    measure.add_argument("--mode", default="eager", help="eager (default); on CUDA also cuda_graph or compile")
+    measure.add_argument("--runs", type=int, default=15, help="timed rounds (default: 15)")
+    measure.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
     sub.add_parser("methods", help="list registered methods and their options")
     sub.add_parser("tasks", help="list registered tasks and suites")
     sub.add_parser("plugins", help="list loaded plugins and their versions")
@@ -156,6 +169,30 @@ def cmd_plugins(args) -> int:
 
     for name, version in plugin_versions(get_plugin_manager()).items():
         print(f"{name}  {version}")
+    return 0
+
+
+def cmd_measure(args) -> int:
+    """Re-time the runs of a results directory (``grain_bench.retime``) and print the leaderboard it feeds."""
+    from grain_bench.errors import UsageError
+    from grain_bench.leaderboard.commands import print_notes
+    from grain_bench.leaderboard.tables import show_table
+    from grain_bench.preflight import check_device
+    from grain_bench.retime import RetimeSettings, retime
+
+    for name in ("batch", "threads", "runs"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.seq_len is not None and args.seq_len < 1:
+        raise UsageError(f"--seq-len must be at least 1, got {args.seq_len}")
+    check_device(args.device)
+    settings = RetimeSettings(batch=args.batch, seq_len=args.seq_len, threads=args.threads, device=args.device,
+                              dtype=args.dtype, mode=args.mode, runs=args.runs)
+    command = "grain-bench " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["measure"] else "grain-bench measure"
+    retime(args.results, settings, task=args.task, progress=not args.quiet, command=command)
+    text, notes = show_table(args.results, task=args.task)
+    print(text)
+    print_notes(notes)
     return 0
 
 
@@ -217,7 +254,7 @@ def cmd_run(args) -> int:
     return 1 if failed or store.aside else 0
 
 
-COMMANDS = {"run": cmd_run, "methods": cmd_methods, "tasks": cmd_tasks, "plugins": cmd_plugins,
+COMMANDS = {"run": cmd_run, "measure": cmd_measure, "methods": cmd_methods, "tasks": cmd_tasks, "plugins": cmd_plugins,
             "leaderboard": cmd_leaderboard}
 
 

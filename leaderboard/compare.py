@@ -131,7 +131,8 @@ def latency_environment(record: RunRecord, entry: dict[str, Any]) -> str:
     if entry.get("mode"):
         parts.append(str(entry["mode"]))
     machine = env.get("processor") or env.get("platform", "?")
-    return ", ".join(parts) + f" on {machine} ({env.get('cpu_count', '?')} CPUs)"
+    source = "re-timed by grain-bench measure" if entry.get("source") else "timed during the run"
+    return ", ".join(parts) + f" on {machine} ({env.get('cpu_count', '?')} CPUs), {source}"
 
 
 def _compact_latency(record: RunRecord) -> dict[str, Any]:

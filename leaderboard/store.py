@@ -191,24 +191,7 @@ class RecordStore:
         return self._write_aside(record, data, error)
 
     def _append_line(self, data: bytes) -> None:
-        os.makedirs(self.directory, exist_ok=True)
-        with self._lock(), _signals_deferred():
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                size = os.fstat(fd).st_size
-                if size > 0 and os.pread(fd, 1, size - 1) != b"\n":  # a previous writer died mid-line
-                    data = b"\n" + data
-                try:
-                    view = memoryview(data)
-                    while view:  # a regular file takes the whole write at once; loop only for exotic filesystems
-                        view = view[os.write(fd, view):]
-                    os.fsync(fd)
-                except OSError:
-                    with contextlib.suppress(OSError):
-                        os.ftruncate(fd, size)  # roll back a partial line (ENOSPC mid-write)
-                    raise
-            finally:
-                os.close(fd)
+        append_line(self.path, data)
 
     @property
     def aside_path(self) -> str:
@@ -382,6 +365,30 @@ def _identity_of(task: str | None, data: str) -> str | None:
         except Exception:  # an unknown task, files that moved, an offline hub: the record keeps its old form
             _IDENTITIES[(task, data)] = None
     return _IDENTITIES[(task, data)]
+
+
+def append_line(path: str, data: bytes) -> None:
+    """Append one whole line to ``path`` under its file lock, with SIGINT/SIGTERM held back; a failed write is cut
+    back to the previous end of the file (no partial line), then raised. Shared by every append-only file of a
+    results directory (records, measurements)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with FileLock(path + ".lock", timeout=lock_timeout()), _signals_deferred():
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size > 0 and os.pread(fd, 1, size - 1) != b"\n":  # a previous writer died mid-line
+                data = b"\n" + data
+            try:
+                view = memoryview(data)
+                while view:  # a regular file takes the whole write at once; loop only for exotic filesystems
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)  # roll back a partial line (ENOSPC mid-write)
+                raise
+        finally:
+            os.close(fd)
 
 
 def _put_back(claimed: str, path: str) -> None:

@@ -256,3 +256,33 @@ def test_many_narrow_heads_predict_less_speedup_than_few_wide_ones():
     wide = ModelShape(384, tuple(LayerShape(((32, 32),), 96) for _ in range(6)), original_head_dim=32)
     assert narrow.encoder_flops(64) == wide.encoder_flops(64)
     assert narrow.total_flops(64) - wide.total_flops(64) == 6 * 7 * 64 * 64 * (8 - 1)
+
+
+def test_measure_retimes_stored_masks_and_tables_prefer_it(tmp_path, data_dir, capsys, monkeypatch, one_thread):
+    """``grain-bench measure`` rebuilds each run's compact model from its stored masks, times it against the dense
+    backbone in one process, stores the measurement, and tables then show it (and say so) instead of the run's own."""
+    import grain_bench
+    from grain_bench import plugins
+    from grain_bench.cli import main
+    from grain_bench.leaderboard.tables import build_report
+    from grain_bench.retime import load_measurements
+
+    monkeypatch.setenv("GRAIN_BENCH_LOAD_PLUGINS", "")
+    plugins.reset()
+    results = str(tmp_path / "results")
+    frame = grain_bench.run(methods=["grain", "heads"], tasks=["sst2"], densities=[0.5], backbone="test-bert-tiny",
+                            recipe="test", data_dir=data_dir, results=results, measure_latency=False,
+                            save_models=False, progress=False)
+    assert frame["speedup"].isna().all()  # no in-run timing
+    assert main(["measure", "--results", results, "--runs", "3", "--batch", "2", "--threads", "1", "-q"]) == 0
+    out = capsys.readouterr().out
+    measured = load_measurements(results)
+    assert set(measured) == set(frame["run_id"])
+    for entry in measured.values():
+        assert entry["settings"]["batch"] == 2 and entry["settings"]["seq_len"] == 32
+        assert entry["compact"]["speedup"] == pytest.approx(entry["dense"]["median_ms"] / entry["compact"]["median_ms"])
+        assert entry["compact"]["flops_predicted_speedup"] > 1 and entry["heads"] >= 1
+    table = build_report(results, versus=None).comparison.table.set_index("method")
+    assert table.loc["grain", "speedup"] == pytest.approx(measured[frame.set_index("method").loc["grain", "run_id"]]
+                                                          ["compact"]["speedup"])
+    assert "re-timed by grain-bench measure" in out
