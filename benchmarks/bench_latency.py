@@ -10,9 +10,13 @@ Two entry points:
   considered for the compact encoder. The script re-executes itself with tuned glibc malloc settings
   (``MALLOC_TUNED``; ``--allocator default`` keeps the system's), recorded in the JSON.
 
-Masks are GRAIN-like: one global ranking of all units (query, value, FFN) by their weight norm
-(``grain_bench.masked.unit_weight_norms``) pruned with ``grain_bench.masks.prune_to_density`` -- the same ranking and
-coupling GRAIN uses, with magnitude standing in for the trained gradient scores (no training needed here).
+Masks: ``--masks RESULTS`` times the masks that training really produced (every run of a results directory that
+stored its masks, one seed per method, options and density), each beside two stock-BERT twins: ``twin-heads``, the
+same number of heads per layer with the layer's total query/value widths spread evenly over them (it isolates our
+implementation from the cost of the structure itself), and ``twin-64``, the same total widths in 64-wide heads (what
+GRAIN's many heads cost against few wide ones). Without ``--masks`` (the synthetic control), masks are GRAIN-like: one
+global ranking of all units by their weight norm (``grain_bench.masked.unit_weight_norms``) pruned with
+``grain_bench.masks.prune_to_density`` -- the same ranking and coupling, with magnitude standing in for trained scores.
 """
 
 from __future__ import annotations
@@ -97,6 +101,64 @@ def uniform_stock_model(model, shape):
         layer.output.dense = nn.Linear(ffn, hidden)
     stock.grain_uniform = {"heads": heads, "head_dim": width, "ffn_dim": ffn}
     return stock.eval()
+
+
+def heads_twin(model, shape):
+    """A stock transformers BERT with the compact model's number of heads in every layer and the layer's total
+    query/key and value/output widths spread evenly over them (stock heads tie the two: their mean), and the layer's
+    FFN width. A layer without heads gets one head of width 1. Weights are random: only the time matters."""
+    import copy
+
+    from torch import nn
+
+    stock = copy.deepcopy(model)
+    hidden = shape.hidden
+    for layer, widths in zip(stock.bert.encoder.layer, shape.layers):
+        heads = max(1, len(widths.heads))
+        width = max(1, round((sum(widths.qk_dims) + sum(widths.vo_dims)) / (2 * heads)))
+        attention = layer.attention.self
+        attention.num_attention_heads, attention.attention_head_size = heads, width
+        attention.all_head_size = heads * width
+        attention.query, attention.key = nn.Linear(hidden, heads * width), nn.Linear(hidden, heads * width)
+        attention.value = nn.Linear(hidden, heads * width)
+        layer.attention.output.dense = nn.Linear(heads * width, hidden)
+        layer.intermediate.dense = nn.Linear(hidden, max(1, widths.ffn_dim))
+        layer.output.dense = nn.Linear(max(1, widths.ffn_dim), hidden)
+    return stock.eval()
+
+
+def real_mask_models(dense, results_dir: str, seq_len: int):
+    """{label: model}, {label: info}: every stored mask of ``results_dir`` (first seed of each method, options and
+    target density) compacted from ``dense``'s weights, with its ``twin-heads`` and ``twin-64`` stock twins."""
+    from grain_bench.compaction import compact
+    from grain_bench.leaderboard.compare import options_label
+    from grain_bench.leaderboard.tables import load_records
+    from grain_bench.predictions import load_masks
+
+    records, _ = load_records(results_dir)
+    chosen = {}
+    for record in sorted((r for r in records if r.ok and r.masks), key=lambda r: r.spec["seed"]):
+        spec = record.spec
+        options = options_label(spec.get("method_options", {}), spec["method"])
+        label = f"{spec['method']}{f'[{options}]' if options else ''}@{spec['target_density']:g}"
+        chosen.setdefault(label, record)
+    models, info = {"dense": dense}, {"dense": {"density": 1.0, "flops_predicted_speedup": 1.0}}
+    for label, record in sorted(chosen.items()):
+        masks, space = load_masks(results_dir, record.masks)
+        shape = masks.model_shape(space)
+        dense_shape = type(masks).full(space).model_shape(space)
+        models[label] = compact(dense, masks, space).eval()
+        models[f"{label}:twin-heads"] = heads_twin(dense, shape)
+        models[f"{label}:twin-64"] = uniform_stock_model(dense, shape)
+        info[label] = {"run_id": record.run_id, "density": masks.density(space),
+                       "flops_predicted_speedup": dense_shape.total_flops(seq_len) / shape.total_flops(seq_len),
+                       "heads": sum(len(layer.heads) for layer in shape.layers),
+                       "heads_per_layer": [len(layer.heads) for layer in shape.layers],
+                       "distinct_head_widths": len({h for layer in shape.layers for h in layer.heads}),
+                       "shape": shape.summary()}
+        info[f"{label}:twin-heads"] = {"twin_of": label}
+        info[f"{label}:twin-64"] = {"twin_of": label, "uniform": models[f"{label}:twin-64"].grain_uniform}
+    return models, info
 
 
 def build_models(dense, densities=DENSITIES, uniform: bool = True):
@@ -196,18 +258,25 @@ def layout_models(compact_model, kinds=LAYOUTS) -> dict:
 
 
 # ---- the side-by-side script ------------------------------------------------------------------------------------
-def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, malloc: dict | None = None) -> dict:
+def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, malloc: dict | None = None,
+        masks_dir: str | None = None, batch: int = BATCH, seq_len: int = SEQ_LEN) -> dict:
     """Measure everything side by side; print a table; write JSON to ``out_path``."""
     from grain_bench.measure import LatencySettings, time_models
 
     torch.manual_seed(0)
     started = time.time()
+    source = (f"the masks training produced, stored in {masks_dir}" if masks_dir
+              else "global weight-norm ranking (prune_to_density)")
     report = {"machine": machine(),
-              "settings": {"batch": BATCH, "seq_len": SEQ_LEN, "dtype": "fp32", "threads": THREADS,
-                                                 "runs": runs, "masks": "global weight-norm ranking (prune_to_density)",
-                                                 "malloc": malloc or {}}}
+              "settings": {"batch": batch, "seq_len": seq_len, "dtype": "fp32", "threads": THREADS, "runs": runs,
+                           "masks": source, "malloc": malloc or {}},
+              "command": " ".join(["python benchmarks/bench_latency.py", *sys.argv[1:]])}
     dense = load_dense()
-    models, info = build_models(dense, densities)
+    if masks_dir:
+        models, info = real_mask_models(dense, masks_dir, seq_len)
+        densities = ()
+    else:
+        models, info = build_models(dense, densities)
     inputs = None
     if layouts:
         for density in (0.5, 0.2, 0.1, 0.05):
@@ -219,14 +288,15 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
     # Same tokens for all; one padded row so the mask path is exercised as in real batches.
     from grain_bench.measure import synthetic_inputs
 
-    inputs = synthetic_inputs(dense.config, BATCH, SEQ_LEN, "cpu")
-    inputs["attention_mask"][0, SEQ_LEN // 2:] = 0
-    with torch.inference_mode():  # equivalence of every variant before timing
-        reference = {label: m(**inputs).logits for label, m in models.items() if not label.startswith("uniform")}
+    inputs = synthetic_inputs(dense.config, batch, seq_len, "cpu")
+    inputs["attention_mask"][0, seq_len // 2:] = 0
+    with torch.inference_mode():  # equivalence of every layout variant before timing (twins are other models)
+        reference = {label: m(**inputs).logits for label, m in models.items()
+                     if not label.startswith("uniform") and "twin" not in label}
     for label, logits in reference.items():
         base = reference[label.split(":")[0]]
         assert (logits - base).abs().max() <= 1e-4, f"{label} differs from {label.split(':')[0]}"
-    settings = LatencySettings(device="cpu", dtype="fp32", batch=BATCH, seq_len=SEQ_LEN, threads=THREADS, warmup=2,
+    settings = LatencySettings(device="cpu", dtype="fp32", batch=batch, seq_len=seq_len, threads=THREADS, warmup=2,
                                runs=runs, seed=0)
     results = time_models(models, settings, inputs=inputs)
     dense_ms = results["dense"].median_ms
@@ -244,8 +314,14 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
             c["slower_than_uniform_stock"] = c["median_ms"] / u["median_ms"] - 1.0
         if c:
             c["fraction_of_flops_predicted"] = c["speedup_vs_dense"] / c["flops_predicted_speedup"]
+    for label, row in rows.items():
+        if masks_dir and label != "dense" and ":" not in label:
+            row["fraction_of_flops_predicted"] = row["speedup_vs_dense"] / row["flops_predicted_speedup"]
+            for twin in ("twin-heads", "twin-64"):
+                row[f"{twin}_speedup"] = rows[f"{label}:{twin}"]["speedup_vs_dense"]
+                row[f"slower_than_{twin}"] = row["median_ms"] / rows[f"{label}:{twin}"]["median_ms"] - 1.0
     report["results"] = rows
-    report["targets"] = _targets(rows, densities)
+    report["targets"] = _real_mask_targets(rows, batch) if masks_dir else _targets(rows, densities)
     report["seconds"] = time.time() - started
     report["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     _print(rows)
@@ -255,6 +331,25 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
         with open(out_path, "w") as handle:
             json.dump(report, handle, indent=2, default=str)
     return report
+
+
+def _real_mask_targets(rows, batch: int) -> dict:
+    """Issue 14's targets on real masks, for the rows at this batch size."""
+    out = {}
+    grain5 = rows.get("grain@0.05")
+    if grain5:
+        need = 12.0 if batch >= 32 else 6.0
+        out[f"grain 5%, batch {batch}: speedup >= {need:g}x"] = {"measured": grain5["speedup_vs_dense"],
+                                                                 "met": grain5["speedup_vs_dense"] >= need}
+    grain20 = rows.get("grain@0.2")
+    if grain20:
+        out["grain 20%: >= 90% of FLOPs-predicted"] = {"fraction": grain20["fraction_of_flops_predicted"],
+                                                       "met": grain20["fraction_of_flops_predicted"] >= 0.9}
+    slower = {label: row["slower_than_twin-heads"] for label, row in rows.items() if "slower_than_twin-heads" in row}
+    if slower:
+        out["every real mask at least as fast as its twin-heads"] = {
+            "slower_by": slower, "met": all(value <= 0 for value in slower.values())}
+    return out
 
 
 def _targets(rows, densities) -> dict:
@@ -344,10 +439,15 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=15, help="timed rounds (every model once per round)")
     parser.add_argument("--layouts", action="store_true", help="also time alternative attention layouts")
     parser.add_argument("--densities", default=",".join(f"{d:g}" for d in DENSITIES))
+    parser.add_argument("--masks", default=None, metavar="RESULTS",
+                        help="time the masks stored by the runs of this results directory, beside stock twins")
+    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--seq-len", type=int, default=SEQ_LEN)
     args = parser.parse_args(argv)
     malloc = _allocator(args.allocator, argv)
     densities = tuple(float(d) for d in args.densities.split(","))
-    run(args.out, args.runs, args.layouts, densities, malloc={"allocator": args.allocator, **malloc})
+    run(args.out, args.runs, args.layouts, densities, malloc={"allocator": args.allocator, **malloc},
+        masks_dir=args.masks, batch=args.batch, seq_len=args.seq_len)
     return 0
 
 
