@@ -157,3 +157,18 @@ def test_a_teacher_no_better_than_chance_is_used_but_never_cached(regs, pm, resu
     for record in records:
         assert record.teacher_scores == records[0].teacher_scores
         assert any("no better than a trivial predictor" in w and "not cached" in w for w in record.warnings)
+
+
+def test_a_method_that_observes_nothing_gets_the_same_training_from_one_backward(setup):
+    """The trainer backpropagates the summed loss once for a method without ``observe``; the student trains as with
+    the two backward passes an observing method needs (the same gradients, to rounding)."""
+    from grain_bench.methods.baselines import Dense
+
+    class Watching(Dense):  # overrides observe, so the trainer keeps the two backward passes
+        def observe(self, state):
+            pass
+
+    once, twice = _run(setup, Dense()), _run(setup, Watching())
+    for (name, a), (_, b) in zip(once.model.named_parameters(), twice.model.named_parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+    assert once.history[-1]["logit_loss"] == pytest.approx(twice.history[-1]["logit_loss"], rel=1e-4)
