@@ -1,8 +1,11 @@
-"""Small filesystem helpers shared by the writers of the results directory (teacher cache, saved models)."""
+"""Small filesystem helpers shared by the writers of the results directory (teacher cache, saved models, per-run
+files, model cards)."""
 
 from __future__ import annotations
 
+import gzip
 import os
+import tempfile
 
 from safetensors import SafetensorError
 
@@ -39,3 +42,24 @@ def ordinary_permissions(folder: str) -> None:
         os.chmod(root, 0o777 & ~mask)
         for name in files:
             os.chmod(os.path.join(root, name), 0o666 & ~mask)
+
+
+def write_atomically(path: str, data: bytes, compress: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder renamed into place, so a reader never
+    sees half a file and a failed write leaves the old one; gzip it (without a timestamp, so equal data gives equal
+    bytes) when ``compress``. The file gets an ordinary ``open`` mode. Storage errors propagate."""
+    folder = os.path.dirname(path) or "."
+    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}-", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as raw:
+            if compress:
+                with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+                    out.write(data)
+            else:
+                raw.write(data)
+        os.chmod(tmp, ordinary_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

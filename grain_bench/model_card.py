@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
-from grain_bench.files import ordinary_file_mode
+from grain_bench.files import write_atomically
 from grain_bench.types import Recipe, RunRecord
 from grain_bench.version import __version__
 
@@ -92,14 +91,5 @@ def model_card(record: RunRecord, head: str, base: str | None = None) -> str:
 def write_model_card(folder: str, record: RunRecord, head: str, base: str | None = None) -> str:
     """Write ``README.md`` into a saved model's folder (atomically); returns its path."""
     path = os.path.join(folder, CARD_FILE)
-    handle, tmp = tempfile.mkstemp(prefix=".README-", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(model_card(record, head, base))
-        os.chmod(tmp, ordinary_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomically(path, model_card(record, head, base).encode("utf-8"))
     return path

@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,7 @@ def relative_path(run_id: str) -> str:
 def save_predictions(results_dir: str, run_id: str, task, encoded, predictions) -> str:
     """Write the predictions of ``task.predict`` on ``encoded`` (atomically); returns the path relative to
     ``results_dir``. Storage errors propagate (``OSError``)."""
-    from grain_bench.files import ordinary_file_mode
+    from grain_bench.files import write_atomically
 
     stats = task.example_stats(predictions, encoded)
     doc: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, "run_id": run_id, "task": task.name,
@@ -44,16 +43,8 @@ def save_predictions(results_dir: str, run_id: str, task, encoded, predictions) 
     relative = relative_path(run_id)
     folder = os.path.join(results_dir, FOLDER)
     os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{run_id}-", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
-            out.write(json.dumps(doc, allow_nan=False, default=_plain).encode())
-        os.chmod(tmp, ordinary_file_mode())
-        os.replace(tmp, os.path.join(results_dir, relative))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomically(os.path.join(results_dir, relative),
+                     json.dumps(doc, allow_nan=False, default=_plain).encode(), compress=True)
     return relative
 
 
@@ -84,23 +75,15 @@ MASKS_FOLDER = "masks"
 
 def save_masks(results_dir: str, run_id: str, masks, space) -> str:
     """Write a run's final masks with its mask space (atomically); returns the path relative to ``results_dir``."""
-    from grain_bench.files import ordinary_file_mode
+    from grain_bench.files import write_atomically
 
     relative = os.path.join(MASKS_FOLDER, f"{run_id}.json.gz")
     folder = os.path.join(results_dir, MASKS_FOLDER)
     os.makedirs(folder, exist_ok=True)
     doc = {"format": "grain-bench-masks", "format_version": 1, "run_id": run_id, "space": space.to_dict(),
            "masks": masks.to_dict()}
-    handle, tmp = tempfile.mkstemp(prefix=f".{run_id}-", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
-            out.write(json.dumps(doc, separators=(",", ":")).encode())
-        os.chmod(tmp, ordinary_file_mode())
-        os.replace(tmp, os.path.join(results_dir, relative))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomically(os.path.join(results_dir, relative), json.dumps(doc, separators=(",", ":")).encode(),
+                     compress=True)
     return relative
 
 

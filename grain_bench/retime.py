@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 from grain_bench.errors import GrainBenchError
-
-MEASUREMENTS_FILE = "measurements.jsonl"
 
 
 @dataclass(frozen=True)
@@ -37,28 +34,6 @@ class RetimeSettings:
     warmup: int = 2
 
 
-def measurements_path(results_dir: str) -> str:
-    """Where re-timings are stored."""
-    return os.path.join(results_dir, MEASUREMENTS_FILE)
-
-
-def load_measurements(results_dir: str) -> dict[str, dict[str, Any]]:
-    """The latest measurement of every run id (unreadable lines are skipped)."""
-    latest: dict[str, dict[str, Any]] = {}
-    path = measurements_path(results_dir)
-    if not os.path.isfile(path):
-        return latest
-    with open(path, "rb") as handle:
-        for raw in handle:
-            try:
-                entry = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and isinstance(entry.get("run_id"), str):
-                latest[entry["run_id"]] = entry
-    return latest
-
-
 def retime(results_dir: str, settings: RetimeSettings, task: str | None = None, progress: bool = True,
            command: str = "") -> list[dict[str, Any]]:
     """Re-time every ``ok`` run of ``results_dir`` that stored its masks; append and return the measurements."""
@@ -67,7 +42,7 @@ def retime(results_dir: str, settings: RetimeSettings, task: str | None = None, 
     from grain_bench.backbones import auto_class, load_backbone
     from grain_bench.compaction import compact
     from grain_bench.environment import environment
-    from grain_bench.leaderboard.store import append_line
+    from grain_bench.leaderboard.store import append_line, measurements_path
     from grain_bench.leaderboard.tables import load_records
     from grain_bench.masked import MaskedModel
     from grain_bench.measure import (
@@ -135,13 +110,3 @@ def retime(results_dir: str, settings: RetimeSettings, task: str | None = None, 
               f"dense {entries['dense']['median_ms']:.1f} ms", file=sys.stderr)
     return out
 
-
-def with_measurement(record, measurement: dict[str, Any] | None):
-    """``record`` with its latency and environment replaced by a re-timing (marked ``source``), if there is one."""
-    import dataclasses
-
-    if not measurement or not record.ok:
-        return record
-    latency = [{**measurement["dense"], "source": "grain-bench measure"},
-               {**measurement["compact"], "source": "grain-bench measure"}]
-    return dataclasses.replace(record, latency=latency, environment=dict(measurement.get("environment", {})))

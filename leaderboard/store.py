@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -31,6 +32,8 @@ from grain_bench.task import is_identity
 from grain_bench.types import SCHEMA_VERSION, RunRecord, RunSpec
 
 RECORDS_FILE = "records.jsonl"
+#: quiet re-timings of the runs (``grain-bench measure``, ``grain_bench.retime``), one JSON line each
+MEASUREMENTS_FILE = "measurements.jsonl"
 #: Seconds an append waits for the store lock (env ``GRAIN_BENCH_LOCK_TIMEOUT``); other writers hold it for a write.
 DEFAULT_LOCK_TIMEOUT = 60.0
 LOCK_TIMEOUT_ENV = "GRAIN_BENCH_LOCK_TIMEOUT"
@@ -405,3 +408,34 @@ def _probe_write(directory: str, what: str) -> None:
             pass
     except OSError as exc:
         raise UsageError(f"{what}: {exc.strerror or exc}") from None
+
+
+def measurements_path(results_dir: str) -> str:
+    """Where re-timings are stored."""
+    return os.path.join(results_dir, MEASUREMENTS_FILE)
+
+
+def load_measurements(results_dir: str) -> dict[str, dict[str, Any]]:
+    """The latest measurement of every run id (unreadable lines are skipped)."""
+    latest: dict[str, dict[str, Any]] = {}
+    path = measurements_path(results_dir)
+    if not os.path.isfile(path):
+        return latest
+    with open(path, "rb") as handle:
+        for raw in handle:
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("run_id"), str):
+                latest[entry["run_id"]] = entry
+    return latest
+
+
+def with_measurement(record, measurement: dict[str, Any] | None):
+    """``record`` with its latency and environment replaced by a re-timing (marked ``source``), if there is one."""
+    if not measurement or not record.ok:
+        return record
+    latency = [{**measurement["dense"], "source": "grain-bench measure"},
+               {**measurement["compact"], "source": "grain-bench measure"}]
+    return dataclasses.replace(record, latency=latency, environment=dict(measurement.get("environment", {})))

@@ -40,7 +40,7 @@ def load_records(results_dir: str, task: str | None = None, run_ids=None) -> tup
     except OSError as exc:
         raise GrainBenchError(f"cannot read {store.path}: {exc}") from None
     notes = [f"skipped unreadable {p}" for p in store.problems]
-    from grain_bench.retime import load_measurements, with_measurement
+    from grain_bench.leaderboard.store import load_measurements, with_measurement
 
     measurements = load_measurements(results_dir)  # quiet re-timings replace the runs' own latency figures
     records = []

@@ -264,8 +264,8 @@ def test_measure_retimes_stored_masks_and_tables_prefer_it(tmp_path, data_dir, c
     import grain_bench
     from grain_bench import plugins
     from grain_bench.cli import main
+    from grain_bench.leaderboard.store import load_measurements
     from grain_bench.leaderboard.tables import build_report
-    from grain_bench.retime import load_measurements
 
     monkeypatch.setenv("GRAIN_BENCH_LOAD_PLUGINS", "")
     plugins.reset()
