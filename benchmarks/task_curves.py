@@ -12,8 +12,9 @@ For each task, on MiniLM-L6 with the ``quick`` recipe's settings at the task's l
 
     DATA=../shared/datapack python benchmarks/task_curves.py --tasks stsb,mrpc --out benchmarks/results/task-curves
 
-writes ``<out>/curve-<task>.json`` (one file per task; several workers can share ``--out``) and, with ``--plot``,
-``<out>/curves.{svg,png}`` from every curve file. Re-running skips the tasks already written.
+writes ``<out>/curve-<task>.json`` (one file per task, rewritten after each phase; several workers can share
+``--out``) and, with ``--plot``, ``<out>/curves.{svg,png}`` from every curve file. Re-running skips the finished tasks
+and resumes an interrupted one with its kept teacher.
 """
 
 from __future__ import annotations
@@ -31,8 +32,12 @@ TEACHER_LR = {"conll2003": 1e-4}  # the reference's CoNLL rate (GRAIN's code)
 
 
 def curves(task_name: str, data_dir: str, recipe, every: int, student_steps: int, methods: list[str],
-           seed: int = 1) -> dict:
-    """The teacher's and the students' learning curves of one task (see the module docstring)."""
+           seed: int = 1, out_dir: str | None = None, common: dict | None = None) -> dict:
+    """The teacher's and the students' learning curves of one task (see the module docstring). With ``out_dir`` the
+    curve file is written after each phase and the fine-tuned teacher is kept in ``<out_dir>/teachers/`` (ignored by
+    git), so an interrupted task resumes with the students it has not finished."""
+    import torch
+
     from grain_bench.backbones import load_backbone
     from grain_bench.distill import distill, finetune, set_seed
     from grain_bench.grid import build_specs
@@ -48,8 +53,24 @@ def curves(task_name: str, data_dir: str, recipe, every: int, student_steps: int
     teacher, tokenizer = load_backbone("minilm-l6", task.head, task.num_labels)
     data = harness.data(spec, task, tokenizer, recipe)
     started = time.time()
+    path = os.path.join(out_dir, f"curve-{task_name}.json") if out_dir else None
+    weights = os.path.join(out_dir, "teachers", f"{task_name}.pt") if out_dir else None
     out = {"task": task_name, "metric": task.primary_metric, "chance": data.chance, "data": provenance["key"],
-           "recipe": recipe.to_dict(), "teacher": [], "students": {}}
+           "recipe": recipe.to_dict(), "teacher": [], "students": {}, "complete": False, **(common or {})}
+    if path and weights and os.path.exists(path) and os.path.exists(weights):
+        with open(path) as handle:
+            previous = json.load(handle)
+        if previous.get("recipe") == out["recipe"] and previous.get("data") == out["data"]:
+            out.update(teacher=previous["teacher"], students=previous["students"])
+            teacher.load_state_dict(torch.load(weights, weights_only=True))
+            print(f"{task_name}: resumed with the kept teacher", file=sys.stderr, flush=True)
+
+    def save():
+        if path:
+            out["wall_s"] = time.time() - started
+            with open(path + ".tmp", "w") as handle:
+                json.dump(out, handle, indent=1)
+            os.replace(path + ".tmp", path)
 
     def score(model) -> dict:
         return task.evaluate(model, data.eval, tokenizer, recipe.eval_batch_size, progress=False)
@@ -59,10 +80,17 @@ def curves(task_name: str, data_dir: str, recipe, every: int, student_steps: int
             out["teacher"].append({"step": step, "scores": score(model), "seconds": time.time() - started})
             print(f"{task_name} teacher {step}: {out['teacher'][-1]['scores']}", file=sys.stderr, flush=True)
 
-    finetune(teacher, task, data, recipe, seed, progress=False, on_step=teacher_point)
+    if not out["teacher"]:
+        finetune(teacher, task, data, recipe, seed, progress=False, on_step=teacher_point)
+        if weights:
+            os.makedirs(os.path.dirname(weights), exist_ok=True)
+            torch.save(teacher.state_dict(), weights)
+        save()
     teacher.eval()
     student_recipe = get_recipe("quick", {**_overrides(recipe), "max_steps": student_steps}, task_name)
     for name in methods:
+        if out["students"].get(name):
+            continue
         method = regs.methods.get(name).from_options({}, seed=seed)
         set_seed(seed)
         student, _ = load_backbone("minilm-l6", task.head, task.num_labels)
@@ -77,6 +105,9 @@ def curves(task_name: str, data_dir: str, recipe, every: int, student_steps: int
 
         distill(method, task, teacher, student, data, student_recipe, 1.0 if name == "dense" else 0.2, seed,
                 progress=False, on_step=student_point)
+        save()
+    out["complete"] = True
+    save()
     return out
 
 
@@ -112,16 +143,14 @@ def main(argv=None) -> int:
     for task in args.tasks.split(","):
         path = os.path.join(args.out, f"curve-{task}.json")
         if os.path.exists(path):
-            continue
+            with open(path) as handle:
+                if json.load(handle).get("complete", True):
+                    continue
         overrides = {"max_length": LENGTHS.get(task, 128), "teacher_max_steps": args.teacher_steps,
                      "teacher_lr": TEACHER_LR.get(task, get_recipe("quick").teacher_lr)}
-        started = time.time()
-        curve = curves(task, args.data_dir, get_recipe("quick", overrides, task), args.every, args.student_steps,
-                       [m for m in args.methods.split(",") if m])
-        with open(path + ".tmp", "w") as handle:
-            json.dump({**curve, "machine": machine, "command": command, "wall_s": time.time() - started}, handle,
-                      indent=1)
-        os.replace(path + ".tmp", path)
+        curves(task, args.data_dir, get_recipe("quick", overrides, task), args.every, args.student_steps,
+               [m for m in args.methods.split(",") if m], out_dir=args.out,
+               common={"machine": machine, "command": command})
     return 0
 
 
