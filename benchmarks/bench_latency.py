@@ -258,8 +258,27 @@ def layout_models(compact_model, kinds=LAYOUTS) -> dict:
 
 
 # ---- the side-by-side script ------------------------------------------------------------------------------------
+def add_runtime(models: dict, info: dict, runtime: str, inputs) -> None:
+    """Add ``<label> [<runtime>]`` beside the dense model, every compact model and every ``twin-heads`` (not the
+    synthetic uniform twins or the layout variants): prepared by ``grain_bench.runtimes.prepare``, which checks each
+    against its eager model on ``inputs``."""
+    from grain_bench.measure import torch_threads
+    from grain_bench.runtimes import prepare
+
+    for label in list(models):
+        if label.startswith("uniform") or label.endswith(":twin-64") or " [" in label or (
+                ":" in label and not label.endswith(":twin-heads")):
+            continue
+        started = time.time()
+        with torch_threads(THREADS):
+            models[f"{label} [{runtime}]"] = prepare(models[label], runtime, inputs, threads=THREADS)
+        info[f"{label} [{runtime}]"] = {**info.get(label, {}), "runtime": runtime,
+                                        "prepare_s": round(time.time() - started, 1)}
+        print(f"prepared {label} [{runtime}] in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
+
+
 def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, malloc: dict | None = None,
-        masks_dir: str | None = None, batch: int = BATCH, seq_len: int = SEQ_LEN) -> dict:
+        masks_dir: str | None = None, batch: int = BATCH, seq_len: int = SEQ_LEN, runtimes=("eager",)) -> dict:
     """Measure everything side by side; print a table; write JSON to ``out_path``."""
     from grain_bench.measure import LatencySettings, time_models
 
@@ -269,7 +288,7 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
               else "global weight-norm ranking (prune_to_density)")
     report = {"machine": machine(),
               "settings": {"batch": batch, "seq_len": seq_len, "dtype": "fp32", "threads": THREADS, "runs": runs,
-                           "masks": source, "malloc": malloc or {}},
+                           "masks": source, "malloc": malloc or {}, "runtimes": list(runtimes)},
               "command": " ".join(["python benchmarks/bench_latency.py", *sys.argv[1:]])}
     dense = load_dense()
     if masks_dir:
@@ -290,9 +309,12 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
 
     inputs = synthetic_inputs(dense.config, batch, seq_len, "cpu")
     inputs["attention_mask"][0, seq_len // 2:] = 0
+    for runtime in runtimes:
+        if runtime != "eager":
+            add_runtime(models, info, runtime, inputs)
     with torch.inference_mode():  # equivalence of every layout variant before timing (twins are other models)
         reference = {label: m(**inputs).logits for label, m in models.items()
-                     if not label.startswith("uniform") and "twin" not in label}
+                     if not label.startswith("uniform") and "twin" not in label and " [" not in label}
     for label, logits in reference.items():
         base = reference[label.split(":")[0]]
         assert (logits - base).abs().max() <= 1e-4, f"{label} differs from {label.split(':')[0]}"
@@ -315,13 +337,29 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
         if c:
             c["fraction_of_flops_predicted"] = c["speedup_vs_dense"] / c["flops_predicted_speedup"]
     for label, row in rows.items():
-        if masks_dir and label != "dense" and ":" not in label:
+        base, _, runtime = label.partition(" [")
+        suffix = f" [{runtime}" if runtime else ""
+        if suffix and f"dense{suffix}" in rows:  # against the dense model under the same runtime, same rounds
+            ratios = sorted(d / c for d, c in zip(results[f"dense{suffix}"].times_ms, results[label].times_ms))
+            row["speedup_vs_same_runtime_dense"] = rows[f"dense{suffix}"]["median_ms"] / row["median_ms"]
+            row["same_runtime_q1_q3"] = [ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]]
+        if masks_dir and base != "dense" and ":" not in base:
             row["fraction_of_flops_predicted"] = row["speedup_vs_dense"] / row["flops_predicted_speedup"]
             for twin in ("twin-heads", "twin-64"):
-                row[f"{twin}_speedup"] = rows[f"{label}:{twin}"]["speedup_vs_dense"]
-                row[f"slower_than_{twin}"] = row["median_ms"] / rows[f"{label}:{twin}"]["median_ms"] - 1.0
+                twin_row = rows.get(f"{base}:{twin}{suffix}")
+                if twin_row:
+                    row[f"{twin}_speedup"] = twin_row["speedup_vs_dense"]
+                    row[f"slower_than_{twin}"] = row["median_ms"] / twin_row["median_ms"] - 1.0
     report["results"] = rows
-    report["targets"] = _real_mask_targets(rows, batch) if masks_dir else _targets(rows, densities)
+    if masks_dir:  # the targets per runtime (each compared with the eager dense model)
+        report["targets"] = {}
+        for runtime in runtimes:
+            suffix = "" if runtime == "eager" else f" [{runtime}]"
+            chosen = {label[:len(label) - len(suffix)]: row for label, row in rows.items()
+                      if (label.endswith(suffix) if suffix else " [" not in label)}
+            report["targets"][runtime] = _real_mask_targets(chosen, batch)
+    else:
+        report["targets"] = _targets(rows, densities)
     report["seconds"] = time.time() - started
     report["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     _print(rows)
@@ -370,12 +408,12 @@ def _targets(rows, densities) -> dict:
 
 
 def _print(rows) -> None:
-    print(f"{'model':28s} {'median ms':>10s} {'IQR ms':>8s} {'speedup':>8s} {'ratio q1-q3':>14s} {'FLOPs pred':>10s} "
+    print(f"{'model':34s} {'median ms':>10s} {'IQR ms':>8s} {'speedup':>8s} {'ratio q1-q3':>14s} {'FLOPs pred':>10s} "
           f"{'min ms':>8s} {'min ratio':>9s}")
     for label, row in rows.items():
         pred = row.get("flops_predicted_speedup")
         q1, q3 = row["speedup_q1_q3"]
-        print(f"{label:28s} {row['median_ms']:10.1f} {row['iqr_ms']:8.1f} {row['speedup_vs_dense']:7.2f}x "
+        print(f"{label:34s} {row['median_ms']:10.1f} {row['iqr_ms']:8.1f} {row['speedup_vs_dense']:7.2f}x "
               f"{q1:6.2f}-{q3:5.2f}x {'' if pred is None else f'{pred:9.2f}x':>10s} {row['min_ms']:8.1f} "
               f"{row['speedup_vs_dense_min']:8.2f}x")
 
@@ -443,11 +481,13 @@ def main(argv=None) -> int:
                         help="time the masks stored by the runs of this results directory, beside stock twins")
     parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--seq-len", type=int, default=SEQ_LEN)
+    parser.add_argument("--runtimes", default="eager",
+                        help="comma list of grain_bench.runtimes to time side by side: eager, compile, onnx")
     args = parser.parse_args(argv)
     malloc = _allocator(args.allocator, argv)
     densities = tuple(float(d) for d in args.densities.split(","))
     run(args.out, args.runs, args.layouts, densities, malloc={"allocator": args.allocator, **malloc},
-        masks_dir=args.masks, batch=args.batch, seq_len=args.seq_len)
+        masks_dir=args.masks, batch=args.batch, seq_len=args.seq_len, runtimes=tuple(args.runtimes.split(",")))
     return 0
 
 

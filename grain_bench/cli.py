@@ -110,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
     measure.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     measure.add_argument("--dtype", default="fp32", help="fp32 (default), fp16 or bf16")
-    measure.add_argument("--mode", default="eager", help="eager (default); on CUDA also cuda_graph or compile")
+    measure.add_argument("--mode", default="eager",
+                         help="eager (default); on CPU also compile or onnx (grain_bench.runtimes), on CUDA cuda_graph "
+                              "or compile")
     measure.add_argument("--runs", type=int, default=15, help="timed rounds (default: 15)")
     measure.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -186,6 +188,14 @@ def cmd_measure(args) -> int:
     if args.seq_len is not None and args.seq_len < 1:
         raise UsageError(f"--seq-len must be at least 1, got {args.seq_len}")
     check_device(args.device)
+    from grain_bench.measure import CPU_MODES, GPU_MODES
+    from grain_bench.runtimes import check_runtime
+
+    modes = GPU_MODES if args.device.startswith("cuda") else CPU_MODES
+    if args.mode not in modes:
+        raise UsageError(f"--mode {args.mode!r} is not one of {', '.join(modes)} on {args.device!r}")
+    if args.mode == "onnx":
+        check_runtime(args.mode)  # onnx and onnxruntime installed
     settings = RetimeSettings(batch=args.batch, seq_len=args.seq_len, threads=args.threads, device=args.device,
                               dtype=args.dtype, mode=args.mode, runs=args.runs)
     command = "grain-bench " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["measure"] else "grain-bench measure"

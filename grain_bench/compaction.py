@@ -195,8 +195,16 @@ def save_pruned(model, path: str, tokenizer=None, metadata: dict[str, Any] | Non
     return path
 
 
-def load_pruned(path: str, device: str | torch.device | None = None):
-    """Load a directory written by ``save_pruned`` (or by a grain-bench run) as its compact model, in eval mode."""
+def load_pruned(path: str, device: str | torch.device | None = None, runtime: str = "eager",
+                example_inputs: dict[str, torch.Tensor] | None = None):
+    """Load a directory written by ``save_pruned`` (or by a grain-bench run) as its compact model, in eval mode.
+
+    ``runtime`` (``grain_bench.runtimes``): ``eager`` returns the module; ``compile`` and ``onnx`` return it prepared
+    for inference on ``example_inputs`` (default: a batch of 2 x 16 tokens), checked to reproduce the module's
+    outputs."""
+    from grain_bench.runtimes import check_runtime
+
+    check_runtime(runtime)
     modeling = _modeling()
     config_path = os.path.join(path, "config.json")
     if not os.path.isfile(config_path):
@@ -219,4 +227,10 @@ def load_pruned(path: str, device: str | torch.device | None = None):
     model = cls.from_pretrained(path)
     if device is not None:
         model.to(device)
-    return model.eval()
+    model.eval()
+    if runtime == "eager":
+        return model
+    from grain_bench.runtimes import example_inputs as default_inputs
+    from grain_bench.runtimes import prepare
+
+    return prepare(model, runtime, example_inputs or default_inputs(model.config, next(model.parameters()).device))

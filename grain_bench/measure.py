@@ -3,7 +3,8 @@
 Latency protocol: warm-up calls, then repeated timed calls; median and interquartile range. The models compared
 (dense and compact) are timed in the same process, interleaved round by round in a shuffled order, so machine load
 drifts hit both alike. CPU runs at a fixed torch thread count (set, then restored); GPU runs are timed with CUDA events,
-in eager, CUDA-graph or ``torch.compile`` mode, in fp32/fp16/bf16. Every result names its device, dtype, batch,
+in eager, CUDA-graph or ``torch.compile`` mode on CUDA and eager, ``torch.compile`` or ONNX Runtime mode on CPU
+(``grain_bench.runtimes``), in fp32/fp16/bf16. Every result names its device, dtype, batch,
 sequence length, mode and threads.
 """
 
@@ -28,6 +29,7 @@ SCHEMA_VERSION = 1
 EQUIVALENCE_ATOL = 1e-4
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 GPU_MODES = ("eager", "cuda_graph", "compile")
+CPU_MODES = ("eager", "compile", "onnx")  # grain_bench.runtimes
 # Threads of the CPU protocol in run records; the issue's protocol is 2 threads. Env var so a user can match a machine.
 THREADS_ENV = "GRAIN_BENCH_THREADS"
 DEFAULT_CPU_THREADS = 2
@@ -90,10 +92,9 @@ class LatencySettings:
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise GrainBenchError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
-        if self.mode not in GPU_MODES:
-            raise GrainBenchError(f"latency mode {self.mode!r} is not one of {', '.join(GPU_MODES)}")
-        if self.mode != "eager" and not self.device.startswith("cuda"):
-            raise GrainBenchError(f"latency mode {self.mode!r} needs a CUDA device (got {self.device!r})")
+        modes = GPU_MODES if self.device.startswith("cuda") else CPU_MODES
+        if self.mode not in modes:
+            raise GrainBenchError(f"latency mode {self.mode!r} is not one of {', '.join(modes)} on {self.device!r}")
 
 
 @dataclass(frozen=True)
@@ -144,16 +145,17 @@ def torch_threads(threads: int | None):
 
 
 def synthetic_inputs(config, batch: int, seq_len: int, device, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random token ids of the given shape with a full attention mask (latency does not depend on the values)."""
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, config.vocab_size, (batch, seq_len), generator=generator)
-    return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
-            "token_type_ids": torch.zeros_like(ids).to(device)}
+    """Random token ids of the given shape with a full attention mask (``grain_bench.runtimes.example_inputs``)."""
+    from grain_bench.runtimes import example_inputs
+
+    return example_inputs(config, device, batch, seq_len, seed)
 
 
 def _prepare(model, settings: LatencySettings):
     """``model`` in eval mode on the timing device and dtype: a copy when either differs, so that timing never
     changes the weights that are scored and saved (an fp16 cast and back rounds them)."""
+    if not isinstance(model, torch.nn.Module):  # a prepared runtime (grain_bench.runtimes): already set up
+        return model
     reference = next(model.parameters())
     target = torch.device(settings.device)
     same_device = reference.device.type == target.type and target.index in (None, reference.device.index)
@@ -220,7 +222,12 @@ def time_models(models: dict[str, Any], settings: LatencySettings, inputs: dict[
             model_inputs = inputs if inputs is not None else synthetic_inputs(
                 model.config, settings.batch, settings.seq_len, settings.device, settings.seed)
             model_inputs = {k: v.to(settings.device) for k, v in model_inputs.items()}
-            calls[label] = _cuda_call(model, model_inputs, settings.mode) if on_cuda else _cpu_call(model, model_inputs)
+            if on_cuda:
+                calls[label] = _cuda_call(model, model_inputs, settings.mode)
+            else:
+                from grain_bench.runtimes import prepare
+
+                calls[label] = _cpu_call(prepare(model, settings.mode, model_inputs, threads), model_inputs)
         labels = list(calls)
         for _ in range(settings.warmup):
             for label in labels:

@@ -92,7 +92,9 @@ class _PaddedWeights:
         self.params, self.key, self.value = (), None, None
 
     def get(self, params, build):
-        if torch.is_grad_enabled():
+        # Under torch.compile / torch.export the build is traced into the graph (an inference compiler with freezing
+        # folds it into constants); the cache's data-pointer checks would break the graph at every block.
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return build()
         key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in params)
         # The parameter objects themselves are compared (and held) too, so freed memory reused at the same address by

@@ -1,0 +1,131 @@
+"""Inference runtimes for a model (dense or compact): how its forward pass is executed, not what it computes.
+
+- ``eager``: the PyTorch module as it is (the default everywhere);
+- ``compile``: ``torch.compile`` for inference with static shapes and inductor's freezing (the weights, including the
+  compact model's padded bucket layout, are folded into constants and the fixed per-token work -- LayerNorm, GELU,
+  residuals, the score scaling -- is fused). Compiles on the first call of each input shape (tens of seconds on CPU);
+- ``onnx``: the model exported to ONNX (``torch.onnx.export`` with ``torch.export``, batch and length dynamic) and
+  run by ONNX Runtime's CPU provider, with the graph optimisations at their highest level. Needs
+  ``pip install grain-bench[onnx]`` (onnx, onnxscript, onnxruntime).
+
+Every runtime must reproduce the eager model's outputs: ``check_equivalent`` compares them on given inputs, and
+``prepare`` runs it before handing a model back. A prepared model is called like the module (keyword inputs) and
+returns an object with the head's output attribute (``logits``, or ``start_logits``/``end_logits``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from typing import Any
+
+import torch
+
+from grain_bench.errors import GrainBenchError, UsageError
+
+RUNTIMES = ("eager", "compile", "onnx")
+#: largest absolute output difference a runtime may show against eager fp32 (fused kernels reorder sums)
+TOLERANCE = 1e-4
+
+
+def check_runtime(runtime: str) -> str:
+    """``runtime`` if it is known; ``UsageError`` otherwise (with the choices)."""
+    if runtime not in RUNTIMES:
+        raise UsageError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
+    if runtime == "onnx":
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+            import onnxscript  # noqa: F401
+        except ImportError:
+            raise UsageError("the onnx runtime needs onnx and onnxruntime: pip install 'grain-bench[onnx]'") from None
+    return runtime
+
+
+def example_inputs(config, device: str | torch.device = "cpu", batch: int = 2, length: int = 16, seed: int = 0
+                   ) -> dict[str, torch.Tensor]:
+    """Random token ids of the given shape, a full attention mask and zero token types: what ``prepare`` needs when
+    the caller has no inputs of its own, and what latency is timed on (it does not depend on the values)."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, config.vocab_size, (batch, length), generator=generator)
+    return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
+            "token_type_ids": torch.zeros_like(ids).to(device)}
+
+
+def _outputs(result) -> dict[str, torch.Tensor]:
+    names = [n for n in ("logits", "start_logits", "end_logits", "last_hidden_state") if getattr(result, n, None)
+             is not None]
+    return {name: getattr(result, name) for name in names}
+
+
+class OnnxModel:
+    """A model exported to ONNX and run by ONNX Runtime; called with the module's keyword inputs."""
+
+    def __init__(self, model, inputs: dict[str, torch.Tensor], threads: int | None = None):
+        import onnxruntime as ort
+
+        model = model.eval()
+        with torch.no_grad():
+            names = list(_outputs(model(**inputs)))
+        self.output_names, self.input_names = names, list(inputs)
+        self.config = model.config
+        handle, path = tempfile.mkstemp(suffix=".onnx")
+        os.close(handle)
+        batch, length = torch.export.Dim("batch", min=1), torch.export.Dim("length", min=2)
+        try:
+            with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+                program = torch.onnx.export(model, (), kwargs=dict(inputs), input_names=self.input_names,
+                                            output_names=names, dynamo=True, verbose=False,
+                                            dynamic_shapes={name: {0: batch, 1: length} for name in self.input_names})
+            if program is None:  # only with dynamo=False
+                raise GrainBenchError("torch.onnx.export returned no program")
+            program.save(path)
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if threads:
+                options.intra_op_num_threads, options.inter_op_num_threads = int(threads), 1
+            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        finally:
+            os.remove(path)
+
+    def __call__(self, **inputs):
+        from types import SimpleNamespace
+
+        feed = {name: inputs[name].cpu().numpy() for name in self.input_names}
+        values = self.session.run(self.output_names, feed)
+        return SimpleNamespace(**{name: torch.from_numpy(value) for name, value in zip(self.output_names, values)})
+
+    def eval(self):
+        return self
+
+
+def prepare(model, runtime: str, inputs: dict[str, torch.Tensor], threads: int | None = None,
+            check: bool = True) -> Any:
+    """``model`` (eval mode) under ``runtime``, warmed up and checked against the eager model on ``inputs`` (the
+    shapes it will see: ``compile`` specialises on them, ``onnx`` exports with them)."""
+    check_runtime(runtime)
+    model = model.eval()
+    if runtime == "eager":
+        return model
+    if runtime == "compile":
+        prepared = torch.compile(model, dynamic=False, options={"freezing": True})
+    else:
+        prepared = OnnxModel(model, inputs, threads)
+    if check:
+        check_equivalent(prepared, model, inputs, runtime)
+    return prepared
+
+
+def check_equivalent(prepared, model, inputs: dict[str, torch.Tensor], runtime: str = "") -> float:
+    """Largest output difference of ``prepared`` against the eager ``model``; ``GrainBenchError`` over ``TOLERANCE``."""
+    with torch.inference_mode():
+        expected, got = _outputs(model(**inputs)), _outputs(prepared(**inputs))
+    if set(got) != set(expected):
+        raise GrainBenchError(f"runtime {runtime!r} returned {sorted(got)}, the model {sorted(expected)}")
+    worst = max(float((got[name].float() - expected[name].float()).abs().max()) for name in expected)
+    if not worst <= TOLERANCE:
+        raise GrainBenchError(f"runtime {runtime!r} does not reproduce the model: outputs differ by up to {worst:.3g} "
+                              f"(tolerance {TOLERANCE:g})")
+    return worst

@@ -1,0 +1,88 @@
+"""Inference runtimes (grain_bench.runtimes): each reproduces the compact model it runs, is selectable when loading and
+when timing, and refuses what it cannot do with a clear error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_compact import _inputs, _random_masks, _saved
+
+
+def _compact_with_odd_heads(tiny_model):
+    """A compact model with heads of different widths, a head without query units (uniform attention) and a layer
+    without FFN neurons: every path of the compact forward pass."""
+    from grain_bench.compaction import compact
+    from grain_bench.masks import MaskSpace
+
+    model, _ = tiny_model
+    space = MaskSpace.from_config(model.config)
+    masks = _random_masks(space, seed=5, keep=0.6)
+    masks.qk[0, 1] = False
+    masks.vo[0, 1, :3] = True
+    masks.ffn[1] = False
+    return compact(model, masks).eval()
+
+
+def _outputs_equal(prepared, model, inputs) -> float:
+    with torch.inference_mode():
+        return float((prepared(**inputs).logits - model(**inputs).logits).abs().max())
+
+
+def test_compile_runtime_reproduces_the_compact_model(tiny_model):
+    from grain_bench.runtimes import TOLERANCE, prepare
+
+    small = _compact_with_odd_heads(tiny_model)
+    inputs = _inputs(small.config.vocab_size)
+    prepared = prepare(small, "compile", inputs)
+    assert _outputs_equal(prepared, small, inputs) <= TOLERANCE
+    other = _inputs(small.config.vocab_size, batch=2, length=7, seed=1)  # another shape: compiled again, still equal
+    assert _outputs_equal(prepared, small, other) <= TOLERANCE
+
+
+def test_onnx_runtime_reproduces_the_compact_model_at_other_shapes(tiny_model):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from grain_bench.runtimes import TOLERANCE, prepare
+
+    small = _compact_with_odd_heads(tiny_model)
+    inputs = _inputs(small.config.vocab_size)
+    prepared = prepare(small, "onnx", inputs)
+    for batch, length in ((3, 11), (1, 5), (4, 16)):  # exported at 3 x 11; the batch and length axes are dynamic
+        other = _inputs(small.config.vocab_size, batch=max(batch, 2), length=max(length, 8), seed=batch)
+        assert _outputs_equal(prepared, small, other) <= TOLERANCE
+
+
+def test_a_runtime_that_changes_outputs_is_refused(tiny_model):
+    from grain_bench.errors import GrainBenchError
+    from grain_bench.runtimes import check_equivalent
+
+    small = _compact_with_odd_heads(tiny_model)
+    inputs = _inputs(small.config.vocab_size)
+
+    def wrong(**kwargs):
+        out = small(**kwargs)
+        out.logits = out.logits + 1e-2
+        return out
+
+    with pytest.raises(GrainBenchError, match="does not reproduce the model"):
+        check_equivalent(wrong, small, inputs, "wrong")
+
+
+def test_load_pruned_selects_a_runtime(tmp_path, tiny_model):
+    from grain_bench import load_pruned
+    from grain_bench.errors import UsageError
+    from grain_bench.runtimes import TOLERANCE
+
+    small, path, _ = _saved(tmp_path, tiny_model)
+    inputs = _inputs(small.config.vocab_size)
+    compiled = load_pruned(path, runtime="compile", example_inputs=inputs)
+    assert _outputs_equal(compiled, small, inputs) <= TOLERANCE
+    with pytest.raises(UsageError, match="unknown runtime 'fast'; expected one of eager, compile, onnx"):
+        load_pruned(path, runtime="fast")
+
+
+def test_measure_cli_refuses_an_unknown_mode(tmp_path, capsys):
+    from grain_bench.cli import main
+
+    assert main(["measure", "--results", str(tmp_path), "--mode", "turbo"]) == 2
+    assert "--mode 'turbo' is not one of eager, compile, onnx on 'cpu'" in capsys.readouterr().err
