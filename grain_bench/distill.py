@@ -37,6 +37,15 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def adamw(groups, **options) -> torch.optim.AdamW:
+    """``torch.optim.AdamW`` with the fused kernel where torch has one for every parameter's device (CPU, CUDA): the
+    default per-tensor loop took 0.17 s a step on MiniLM-L6 on one CPU thread against 0.03 s fused, 15% of a training
+    job (the updates agree to float rounding)."""
+    params = [p for group in groups for p in (group["params"] if isinstance(group, dict) else [group])]
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(groups, fused=fused or None, **options)
+
+
 def make_optimizer(parameters, lr: float, recipe: Recipe, total_steps: int):
     """AdamW (no decay on biases and LayerNorm) with linear warm-up and linear decay."""
     from transformers import get_linear_schedule_with_warmup
@@ -47,8 +56,8 @@ def make_optimizer(parameters, lr: float, recipe: Recipe, total_steps: int):
         if not param.requires_grad:
             continue
         (no_decay if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr, eps=recipe.adam_eps)
+    optimizer = adamw([{"params": decay, "weight_decay": recipe.weight_decay},
+                       {"params": no_decay, "weight_decay": 0.0}], lr=lr, eps=recipe.adam_eps)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup * total_steps), total_steps)
     return optimizer, scheduler
 
@@ -232,8 +241,8 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
                        dev_eval=dev_eval, target_density=target_density, prune_start_step=schedule.start,
                        prune_end_step=schedule.end)
     method.setup(state)
-    method_optimizers = [torch.optim.AdamW(group.params, lr=group.lr, weight_decay=group.weight_decay,
-                                           maximize=group.maximize) for group in method.parameters(state)]
+    method_optimizers = [adamw(list(group.params), lr=group.lr, weight_decay=group.weight_decay,
+                               maximize=group.maximize) for group in method.parameters(state)]
     freeze = method.freeze_step(state) if method.owns_density and method.prunes else None
     # Two backward passes are only needed to show a method the logit loss's gradients alone (or, after the second,
     # the total's); for a method that overrides no ``observe`` one backward of the summed loss gives the optimizer the
