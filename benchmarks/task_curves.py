@@ -32,7 +32,7 @@ TEACHER_LR = {"conll2003": 1e-4}  # the reference's CoNLL rate (GRAIN's code)
 
 
 def curves(task_name: str, data_dir: str, recipe, every: int, student_steps: int, methods: list[str],
-           seed: int = 1, out_dir: str | None = None, common: dict | None = None) -> dict:
+           seed: int = 1, out_dir: str | None = None, common: dict | None = None, device: str = "cpu") -> dict:
     """The teacher's and the students' learning curves of one task (see the module docstring). With ``out_dir`` the
     curve file is written after each phase and the fine-tuned teacher is kept in ``<out_dir>/teachers/`` (ignored by
     git), so an interrupted task resumes with the students it has not finished."""
@@ -51,6 +51,7 @@ def curves(task_name: str, data_dir: str, recipe, every: int, student_steps: int
     task, provenance = harness.task_for(spec)
     set_seed(seed)
     teacher, tokenizer = load_backbone("minilm-l6", task.head, task.num_labels)
+    teacher.to(device)
     data = harness.data(spec, task, tokenizer, recipe)
     started = time.time()
     path = os.path.join(out_dir, f"curve-{task_name}.json") if out_dir else None
@@ -62,7 +63,7 @@ def curves(task_name: str, data_dir: str, recipe, every: int, student_steps: int
             previous = json.load(handle)
         if previous.get("recipe") == out["recipe"] and previous.get("data") == out["data"]:
             out.update(teacher=previous["teacher"], students=previous["students"])
-            teacher.load_state_dict(torch.load(weights, weights_only=True))
+            teacher.load_state_dict(torch.load(weights, weights_only=True, map_location=device))
             print(f"{task_name}: resumed with the kept teacher", file=sys.stderr, flush=True)
 
     def save():
@@ -94,6 +95,7 @@ def curves(task_name: str, data_dir: str, recipe, every: int, student_steps: int
         method = regs.methods.get(name).from_options({}, seed=seed)
         set_seed(seed)
         student, _ = load_backbone("minilm-l6", task.head, task.num_labels)
+        student.to(device)
         points = out["students"][name] = []
         end = int(student_recipe.prune_end * student_steps)
 
@@ -125,6 +127,7 @@ def main(argv=None) -> int:
     parser.add_argument("--student-steps", type=int, default=400)
     parser.add_argument("--every", type=int, default=80)
     parser.add_argument("--methods", default="dense,grain,heads")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--plot", action="store_true", help="only draw <out>/curves.{svg,png} from the curve files")
     args = parser.parse_args(argv)
 
@@ -137,8 +140,10 @@ def main(argv=None) -> int:
         for path in plot(args.out):
             print(path)
         return 0
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-               "torch": torch.__version__}
+               "torch": torch.__version__, "device": device,
+               "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None}
     command = " ".join(["python benchmarks/task_curves.py", *(argv if argv is not None else sys.argv[1:])])
     for task in args.tasks.split(","):
         path = os.path.join(args.out, f"curve-{task}.json")
@@ -150,7 +155,7 @@ def main(argv=None) -> int:
                      "teacher_lr": TEACHER_LR.get(task, get_recipe("quick").teacher_lr)}
         curves(task, args.data_dir, get_recipe("quick", overrides, task), args.every, args.student_steps,
                [m for m in args.methods.split(",") if m], out_dir=args.out,
-               common={"machine": machine, "command": command})
+               common={"machine": machine, "command": command}, device=device)
     return 0
 
 

@@ -30,10 +30,19 @@ RECIPES: dict[str, dict] = {
 
 
 #: Per-task values of a named recipe, applied under the user's overrides. The reference code trains CoNLL-2003 at lr
-#: 1e-4 for 40 epochs and SQuAD at max length 384 (airaria/GRAIN run scripts). The CPU recipes have none: their short
-#: lengths are chosen for time, and ``-r max_length=...`` sets a task's length explicitly.
+#: 1e-4 for 40 epochs and SQuAD at max length 384 (airaria/GRAIN run scripts). ``quick``'s values come from the
+#: learning curves in benchmarks/results/task-curves (teacher and dense/grain/heads students at 0.2 against steps,
+#: MiniLM-L6; docs/tasks.md): the fewest steps after which the teacher's curve flattens and the students have recovered.
+#: RTE's teacher never clears its majority class by more than noise in this range; SQuAD clears it only at length 256
+#: with 800 teacher steps, which is past the CPU budget (docs/tasks.md gives the estimates). ``demo`` has none.
 TASK_VALUES: dict[str, dict[str, dict]] = {
     "paper": {"conll2003": dict(lr=1e-4, epochs=40.0), "squad": dict(max_length=384)},
+    "quick": {"stsb": dict(teacher_max_steps=600, max_steps=400),
+              "mrpc": dict(max_length=128, teacher_max_steps=400, max_steps=400),
+              "rte": dict(max_length=128, teacher_max_steps=400, max_steps=400),
+              "conll2003": dict(max_length=128, teacher_lr=1e-4, teacher_max_steps=600, max_steps=400,
+                                max_eval_examples=4000),
+              "squad": dict(max_length=256, teacher_max_steps=800, max_steps=400)},
 }
 
 
