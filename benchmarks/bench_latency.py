@@ -37,8 +37,16 @@ DENSITIES = (1.0, 0.5, 0.2, 0.1, 0.05)
 BATCH, SEQ_LEN, THREADS = 32, 64, 2
 
 
-def load_dense():
-    """MiniLM-L6 with a sequence head, eval mode."""
+def load_dense(config_dir: str | None = None):
+    """MiniLM-L6 with a sequence head, eval mode; with ``config_dir``, the architecture of that directory's
+    config.json with random weights (for a machine without the weights package: latency does not depend on the
+    weight values, and every compact model is still checked against its masked original)."""
+    if config_dir:
+        from transformers import AutoConfig, BertForSequenceClassification
+
+        torch.manual_seed(0)
+        config = AutoConfig.from_pretrained(config_dir, num_labels=2)
+        return BertForSequenceClassification(config).eval()
     from grain_bench.backbones import load_minilm
 
     model, _ = load_minilm("sequence", 2)
@@ -127,9 +135,10 @@ def heads_twin(model, shape):
     return stock.eval()
 
 
-def real_mask_models(dense, results_dir: str, seq_len: int):
+def real_mask_models(dense, results_dir: str, seq_len: int, methods: tuple[str, ...] | None = None):
     """{label: model}, {label: info}: every stored mask of ``results_dir`` (first seed of each method, options and
-    target density) compacted from ``dense``'s weights, with its ``twin-heads`` and ``twin-64`` stock twins."""
+    target density; only ``methods`` when given) compacted from ``dense``'s weights, with its ``twin-heads`` and
+    ``twin-64`` stock twins."""
     from grain_bench.compaction import compact
     from grain_bench.leaderboard.compare import options_label
     from grain_bench.leaderboard.tables import load_records
@@ -139,6 +148,8 @@ def real_mask_models(dense, results_dir: str, seq_len: int):
     chosen = {}
     for record in sorted((r for r in records if r.ok and r.masks), key=lambda r: r.spec["seed"]):
         spec = record.spec
+        if methods and spec["method"] not in methods:
+            continue
         options = options_label(spec.get("method_options", {}), spec["method"])
         label = f"{spec['method']}{f'[{options}]' if options else ''}@{spec['target_density']:g}"
         chosen.setdefault(label, record)
@@ -200,7 +211,8 @@ def machine() -> dict:
     import transformers
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": THREADS, "torch": torch.__version__,
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "gpu": gpu, "cpu_count": os.cpu_count(), "threads": THREADS, "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "load_average_at_start": load}
 
@@ -259,15 +271,15 @@ def layout_models(compact_model, kinds=LAYOUTS) -> dict:
 
 # ---- the side-by-side script ------------------------------------------------------------------------------------
 def add_runtime(models: dict, info: dict, runtime: str, inputs) -> None:
-    """Add ``<label> [<runtime>]`` beside the dense model, every compact model and every ``twin-heads`` (not the
-    synthetic uniform twins or the layout variants): prepared by ``grain_bench.runtimes.prepare``, which checks each
-    against its eager model on ``inputs``."""
+    """Add ``<label> [<runtime>]`` beside the dense model and every compact model of a method's own masks (not the
+    ablations with options, the stock twins, the synthetic uniform twins or the layout variants: preparing one takes
+    tens of seconds): prepared by ``grain_bench.runtimes.prepare``, which checks each against its eager model on
+    ``inputs``."""
     from grain_bench.measure import torch_threads
     from grain_bench.runtimes import prepare
 
     for label in list(models):
-        if label.startswith("uniform") or label.endswith(":twin-64") or " [" in label or (
-                ":" in label and not label.endswith(":twin-heads")):
+        if label.startswith("uniform") or ":" in label or "[" in label:
             continue
         started = time.time()
         with torch_threads(THREADS):
@@ -278,21 +290,32 @@ def add_runtime(models: dict, info: dict, runtime: str, inputs) -> None:
 
 
 def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, malloc: dict | None = None,
-        masks_dir: str | None = None, batch: int = BATCH, seq_len: int = SEQ_LEN, runtimes=("eager",)) -> dict:
-    """Measure everything side by side; print a table; write JSON to ``out_path``."""
-    from grain_bench.measure import LatencySettings, time_models
+        masks_dir: str | None = None, batch: int = BATCH, seq_len: int = SEQ_LEN, runtimes=("eager",),
+        methods: tuple[str, ...] | None = None, device: str = "cpu", config_dir: str | None = None) -> dict:
+    """Measure everything side by side; print a table; write JSON to ``out_path``.
+
+    On ``device="cuda"`` (fp16; ``runtimes`` are then the GPU modes eager, cuda_graph, compile) each mode is timed
+    in its own interleaved rounds, and every row's speedup is against the dense model under the same mode."""
+    from grain_bench.measure import GPU_MODES, LatencySettings, time_models
+
+    on_cuda = device.startswith("cuda")
+    if on_cuda and not set(runtimes) <= set(GPU_MODES):
+        raise SystemExit(f"on CUDA the runtimes are the modes {', '.join(GPU_MODES)}, not {', '.join(runtimes)}")
 
     torch.manual_seed(0)
     started = time.time()
     source = (f"the masks training produced, stored in {masks_dir}" if masks_dir
               else "global weight-norm ranking (prune_to_density)")
     report = {"machine": machine(),
-              "settings": {"batch": batch, "seq_len": seq_len, "dtype": "fp32", "threads": THREADS, "runs": runs,
-                           "masks": source, "malloc": malloc or {}, "runtimes": list(runtimes)},
+              "settings": {"device": device, "batch": batch, "seq_len": seq_len, "dtype": "fp16" if on_cuda else "fp32",
+                           "threads": None if on_cuda else THREADS, "runs": runs,
+                           "weights": f"random, architecture of {config_dir}" if config_dir else "pretrained",
+                           "masks": source, "malloc": malloc or {}, "runtimes": list(runtimes),
+                           "methods": list(methods) if methods else None},
               "command": " ".join(["python benchmarks/bench_latency.py", *sys.argv[1:]])}
-    dense = load_dense()
+    dense = load_dense(config_dir)
     if masks_dir:
-        models, info = real_mask_models(dense, masks_dir, seq_len)
+        models, info = real_mask_models(dense, masks_dir, seq_len, methods)
         densities = ()
     else:
         models, info = build_models(dense, densities)
@@ -310,7 +333,7 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
     inputs = synthetic_inputs(dense.config, batch, seq_len, "cpu")
     inputs["attention_mask"][0, seq_len // 2:] = 0
     for runtime in runtimes:
-        if runtime != "eager":
+        if runtime != "eager" and not on_cuda:
             add_runtime(models, info, runtime, inputs)
     with torch.inference_mode():  # equivalence of every layout variant before timing (twins are other models)
         reference = {label: m(**inputs).logits for label, m in models.items()
@@ -318,57 +341,80 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
     for label, logits in reference.items():
         base = reference[label.split(":")[0]]
         assert (logits - base).abs().max() <= 1e-4, f"{label} differs from {label.split(':')[0]}"
-    settings = LatencySettings(device="cpu", dtype="fp32", batch=batch, seq_len=seq_len, threads=THREADS, warmup=2,
-                               runs=runs, seed=0)
-    results = time_models(models, settings, inputs=inputs)
-    dense_ms = results["dense"].median_ms
-    rows = {}
-    for label, result in results.items():
-        row = {**result.to_dict(), **info.get(label, {}), "speedup_vs_dense": dense_ms / result.median_ms,
-               "speedup_vs_dense_min": results["dense"].min_ms / result.min_ms}
-        # Spread of the ratio: quartiles of per-round ratios (dense and this model timed in the same round).
-        ratios = sorted(d / c for d, c in zip(results["dense"].times_ms, result.times_ms))
-        row["speedup_q1_q3"] = [ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]]
-        rows[label] = row
-    for density in densities:
-        c, u = rows.get(f"compact@{density:g}"), rows.get(f"uniform@{density:g}")
-        if c and u:
-            c["slower_than_uniform_stock"] = c["median_ms"] / u["median_ms"] - 1.0
-        if c:
-            c["fraction_of_flops_predicted"] = c["speedup_vs_dense"] / c["flops_predicted_speedup"]
-    for label, row in rows.items():
-        base, _, runtime = label.partition(" [")
-        suffix = f" [{runtime}" if runtime else ""
-        if suffix and f"dense{suffix}" in rows:  # against the dense model under the same runtime, same rounds
-            ratios = sorted(d / c for d, c in zip(results[f"dense{suffix}"].times_ms, results[label].times_ms))
-            row["speedup_vs_same_runtime_dense"] = rows[f"dense{suffix}"]["median_ms"] / row["median_ms"]
-            row["same_runtime_q1_q3"] = [ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]]
-        if masks_dir and base != "dense" and ":" not in base:
-            row["fraction_of_flops_predicted"] = row["speedup_vs_dense"] / row["flops_predicted_speedup"]
-            for twin in ("twin-heads", "twin-64"):
-                twin_row = rows.get(f"{base}:{twin}{suffix}")
-                if twin_row:
-                    row[f"{twin}_speedup"] = twin_row["speedup_vs_dense"]
-                    row[f"slower_than_{twin}"] = row["median_ms"] / twin_row["median_ms"] - 1.0
-    report["results"] = rows
-    if masks_dir:  # the targets per runtime (each compared with the eager dense model)
-        report["targets"] = {}
-        for runtime in runtimes:
-            suffix = "" if runtime == "eager" else f" [{runtime}]"
-            chosen = {label[:len(label) - len(suffix)]: row for label, row in rows.items()
-                      if (label.endswith(suffix) if suffix else " [" not in label)}
-            report["targets"][runtime] = _real_mask_targets(chosen, batch)
-    else:
-        report["targets"] = _targets(rows, densities)
-    report["seconds"] = time.time() - started
-    report["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-    _print(rows)
-    print(json.dumps(report["targets"], indent=2))
-    if out_path:
-        os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-        with open(out_path, "w") as handle:
-            json.dump(report, handle, indent=2, default=str)
-    return report
+
+    def publish(results: dict) -> dict:
+        """Rows, targets and the report from the timings so far; printed, and written to ``out_path``."""
+        rows = {}
+        for label, result in results.items():
+            # On CUDA the baseline is the dense model of the same mode (timed in the same rounds); on CPU eager dense.
+            mode = label.partition(" [")[2]
+            baseline = results[f"dense [{mode}"] if on_cuda and mode else results["dense"]
+            row = {**result.to_dict(), **info.get(label, {}), "speedup_vs_dense": baseline.median_ms / result.median_ms,
+                   "speedup_vs_dense_min": baseline.min_ms / result.min_ms}
+            # Spread of the ratio: quartiles of per-round ratios (baseline and this model timed in the same round).
+            ratios = sorted(d / c for d, c in zip(baseline.times_ms, result.times_ms))
+            row["speedup_q1_q3"] = [ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]]
+            rows[label] = row
+        for density in densities:
+            c, u = rows.get(f"compact@{density:g}"), rows.get(f"uniform@{density:g}")
+            if c and u:
+                c["slower_than_uniform_stock"] = c["median_ms"] / u["median_ms"] - 1.0
+            if c:
+                c["fraction_of_flops_predicted"] = c["speedup_vs_dense"] / c["flops_predicted_speedup"]
+        for label, row in rows.items():
+            base, _, runtime = label.partition(" [")
+            suffix = f" [{runtime}" if runtime else ""
+            if suffix and f"dense{suffix}" in rows:  # against the dense model under the same runtime, same rounds
+                ratios = sorted(d / c for d, c in zip(results[f"dense{suffix}"].times_ms, results[label].times_ms))
+                row["speedup_vs_same_runtime_dense"] = rows[f"dense{suffix}"]["median_ms"] / row["median_ms"]
+                row["same_runtime_q1_q3"] = [ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]]
+            if masks_dir and base != "dense" and ":" not in base:
+                row["fraction_of_flops_predicted"] = row["speedup_vs_dense"] / row["flops_predicted_speedup"]
+                for twin in ("twin-heads", "twin-64"):
+                    twin_row = rows.get(f"{base}:{twin}{suffix}")
+                    if twin_row:
+                        row[f"{twin}_speedup"] = twin_row["speedup_vs_dense"]
+                        row[f"slower_than_{twin}"] = row["median_ms"] / twin_row["median_ms"] - 1.0
+        report["results"] = rows
+        if masks_dir and on_cuda:
+            report["targets"] = {}  # issue 14 sets CPU targets; the GPU protocol is reported as measured
+        elif masks_dir:  # the targets per runtime (each compared with the eager dense model)
+            report["targets"] = {}
+            for runtime in runtimes:
+                suffix = "" if runtime == "eager" else f" [{runtime}]"
+                chosen = {label[:len(label) - len(suffix)]: row for label, row in rows.items()
+                          if (label.endswith(suffix) if suffix else " [" not in label)}
+                report["targets"][runtime] = _real_mask_targets(chosen, batch)
+        else:
+            report["targets"] = _targets(rows, densities)
+        report["seconds"] = time.time() - started
+        report["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+        _print(rows)
+        print(json.dumps(report["targets"], indent=2))
+        if out_path:
+            os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+            with open(out_path, "w") as handle:
+                json.dump(report, handle, indent=2, default=str)
+        return report
+
+    if on_cuda:  # one set of interleaved rounds per mode; the labels of modes other than eager carry " [mode]"
+        results = {}
+        for mode in runtimes:
+            settings = LatencySettings(device=device, dtype="fp16", batch=batch, seq_len=seq_len, mode=mode,
+                                       threads=0, warmup=3, runs=runs, seed=0)
+            suffix = "" if mode == "eager" else f" [{mode}]"
+            # compile (max-autotune) tunes every distinct GEMM shape, a minute or more a pruned model: under compile
+            # only dense and the methods' own masks at 0.05 and 0.2 (no twins, ablations or 0.1)
+            timed = models if mode != "compile" else {
+                k: m for k, m in models.items() if k == "dense" or k.endswith(("@0.05", "@0.2")) and "[" not in k}
+            for label, result in time_models(timed, settings, inputs=inputs).items():
+                results[f"{label}{suffix}"] = result
+                info.setdefault(f"{label}{suffix}", {**info.get(label, {}), "runtime": mode})
+            report = publish(results)  # after each mode, so that a run cut off by a time limit keeps what it timed
+        return report
+    settings = LatencySettings(device="cpu", dtype="fp32", batch=batch, seq_len=seq_len, threads=THREADS,
+                               warmup=2, runs=runs, seed=0)
+    return publish(time_models(models, settings, inputs=inputs))
 
 
 def _real_mask_targets(rows, batch: int) -> dict:
@@ -481,13 +527,18 @@ def main(argv=None) -> int:
                         help="time the masks stored by the runs of this results directory, beside stock twins")
     parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--seq-len", type=int, default=SEQ_LEN)
+    parser.add_argument("--methods", default=None, help="with --masks: only these methods (comma list)")
     parser.add_argument("--runtimes", default="eager",
                         help="comma list of grain_bench.runtimes to time side by side: eager, compile, onnx")
+    parser.add_argument("--device", default="cpu", help="cpu (fp32, 2 threads) or cuda (fp16, GPU modes as runtimes)")
+    parser.add_argument("--config", default=None, metavar="DIR",
+                        help="random weights in the architecture of DIR/config.json instead of the MiniLM package")
     args = parser.parse_args(argv)
     malloc = _allocator(args.allocator, argv)
     densities = tuple(float(d) for d in args.densities.split(","))
     run(args.out, args.runs, args.layouts, densities, malloc={"allocator": args.allocator, **malloc},
-        masks_dir=args.masks, batch=args.batch, seq_len=args.seq_len, runtimes=tuple(args.runtimes.split(",")))
+        masks_dir=args.masks, batch=args.batch, seq_len=args.seq_len, runtimes=tuple(args.runtimes.split(",")),
+        methods=tuple(args.methods.split(",")) if args.methods else None, device=args.device, config_dir=args.config)
     return 0
 
 

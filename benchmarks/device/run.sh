@@ -7,8 +7,9 @@
 # Results go to $OUT (the device tool's return folder), or benchmarks/results when OUT is unset.
 set -uo pipefail
 OUT=${OUT:-benchmarks/results}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl || exit 1
-python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site . || exit 1
+# one pip call: a second --target install into the same folder would skip its bin/ (no grain-bench command)
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target /tmp/site \
+  .gpu/whl/*.whl . || exit 1
 python3 - <<'PY' || exit 1
 from safetensors.torch import load_file, save_file
 weights = load_file(".gpu/minilm-fp16.safetensors")
@@ -35,11 +36,16 @@ case "${1:-}" in
     JOBS=5 TASKS="stsb mrpc rte conll2003 squad" DATA=.gpu/datapack timeout "${TASKS_LIMIT:-300}" \
       bash benchmarks/run_tasks.sh 2>&1 | tail -n 40
     pkill -TERM -f "grain-bench run" && sleep 5  # runs cut off by the limit end before anything is timed
-    tar czf "$OUT/tasks-minilm.tgz" benchmarks/results/tasks-minilm
+    # the records, predictions and masks (not the cached teachers: hundreds of MB, over the return limit)
+    tar czf "$OUT/tasks-minilm.tgz" --exclude=teachers --exclude=models benchmarks/results/tasks-minilm
     timeout "${LATENCY_LIMIT:-200}" python3 benchmarks/bench_latency.py --device cuda --masks \
-      benchmarks/results/tweets-minilm --methods grain,heads --runtimes eager,cuda_graph,compile \
+      benchmarks/results/tweets-minilm --methods grain,heads --runtimes "${MODES:-eager,cuda_graph,compile}" \
       --batch 128 --seq-len 128 --runs "${RUNS:-30}" \
-      --out "$OUT/latency-real-masks-h100.json" 2>&1 | grep -v "^prepared"
-    timeout 90 python3 -m pytest -m gpu -q -p no:cacheprovider tests 2>&1 | tail -n 15 ;;
+      --out "$OUT/latency-real-masks-h100${SUFFIX:-}.json" 2>&1 | grep -v "^prepared"
+    for check in "dense pad" "dense nopad" "grain@0.05 pad"; do
+      timeout 40 python3 benchmarks/device/graph_check.py $check 2>&1 | tail -n 8
+    done
+    # -P: the repository root must not shadow the installed package (grain_bench.tasks is mapped from tasks/)
+    timeout "${TESTS_LIMIT:-60}" python3 -P -m pytest -m gpu -q -p no:cacheprovider tests 2>&1 | tail -n 15 ;;
   *) echo "usage: run.sh curves|tasks-latency" >&2; exit 2 ;;
 esac
