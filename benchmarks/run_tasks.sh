@@ -6,15 +6,17 @@
 # Tables show each task's chance row and teacher, flag collapsed students and warn where the teacher did not learn.
 #   DATA=../shared/datapack bash benchmarks/run_tasks.sh              (2 CPU workers, one torch thread each)
 #   JOBS=5 TASKS="stsb mrpc rte conll2003 squad" bash benchmarks/run_tasks.sh   (one process a task, on a GPU)
+#   METHODS=grain,heads TASKS="stsb mrpc rte" bash benchmarks/run_tasks.sh      (a subset)
 # Workers share the content-hashed store; re-run the script to resume.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DATA=${DATA:-../shared/datapack} RESULTS=${RESULTS:-benchmarks/results/tasks-minilm}
+export METHODS=${METHODS:-dense,grain,heads}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 JOBS=${JOBS:-2}
 if [ "$JOBS" -le 2 ]; then export OMP_NUM_THREADS=1 GRAIN_BENCH_THREADS=1; else export OMP_NUM_THREADS=3; fi
 mkdir -p "$RESULTS"
 printf '%s\n' ${TASKS:-conll2003 squad stsb mrpc rte sst2} | xargs -P "$JOBS" -I{} sh -c \
-  'grain-bench run --methods dense,grain,heads --densities 0.2 --tasks {} --backbone minilm-l6 --recipe quick \
+  'grain-bench run --methods "$METHODS" --densities 0.2 --tasks {} --backbone minilm-l6 --recipe quick \
      --data-dir "$DATA" --results "$RESULTS" --retry-failed --no-save-models -q > "$RESULTS/run-{}.log" 2>&1 || true'
 grain-bench leaderboard show --results "$RESULTS"
