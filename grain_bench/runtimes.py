@@ -6,7 +6,7 @@
   residuals, the score scaling -- is fused). Compiles on the first call of each input shape (tens of seconds on CPU);
 - ``onnx``: the model exported to ONNX (``torch.onnx.export`` with ``torch.export``, batch and length dynamic) and
   run by ONNX Runtime's CPU provider, with the graph optimisations at their highest level. Needs
-  ``pip install grain-bench[onnx]`` (onnx, onnxscript, onnxruntime).
+  ``pip install onnx onnxscript onnxruntime`` (the ``onnx`` extra: ``pip install -e '.[onnx]'``).
 
 Every runtime must reproduce the eager model's outputs: ``check_equivalent`` compares them on given inputs, and
 ``prepare`` runs it before handing a model back. A prepared model is called like the module (keyword inputs) and
@@ -40,7 +40,8 @@ def check_runtime(runtime: str) -> str:
             import onnxruntime  # noqa: F401
             import onnxscript  # noqa: F401
         except ImportError:
-            raise UsageError("the onnx runtime needs onnx and onnxruntime: pip install 'grain-bench[onnx]'") from None
+            raise UsageError("the onnx runtime needs onnx, onnxscript and onnxruntime: pip install onnx onnxscript "
+                             "onnxruntime (the 'onnx' extra of grain-bench)") from None
     return runtime
 
 
