@@ -37,16 +37,8 @@ DENSITIES = (1.0, 0.5, 0.2, 0.1, 0.05)
 BATCH, SEQ_LEN, THREADS = 32, 64, 2
 
 
-def load_dense(config_dir: str | None = None):
-    """MiniLM-L6 with a sequence head, eval mode; with ``config_dir``, the architecture of that directory's
-    config.json with random weights (for a machine without the weights package: latency does not depend on the
-    weight values, and every compact model is still checked against its masked original)."""
-    if config_dir:
-        from transformers import AutoConfig, BertForSequenceClassification
-
-        torch.manual_seed(0)
-        config = AutoConfig.from_pretrained(config_dir, num_labels=2)
-        return BertForSequenceClassification(config).eval()
+def load_dense():
+    """MiniLM-L6 with a sequence head, eval mode."""
     from grain_bench.backbones import load_minilm
 
     model, _ = load_minilm("sequence", 2)
@@ -291,7 +283,7 @@ def add_runtime(models: dict, info: dict, runtime: str, inputs) -> None:
 
 def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, malloc: dict | None = None,
         masks_dir: str | None = None, batch: int = BATCH, seq_len: int = SEQ_LEN, runtimes=("eager",),
-        methods: tuple[str, ...] | None = None, device: str = "cpu", config_dir: str | None = None) -> dict:
+        methods: tuple[str, ...] | None = None, device: str = "cpu") -> dict:
     """Measure everything side by side; print a table; write JSON to ``out_path``.
 
     On ``device="cuda"`` (fp16; ``runtimes`` are then the GPU modes eager, cuda_graph, compile) each mode is timed
@@ -309,11 +301,10 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
     report = {"machine": machine(),
               "settings": {"device": device, "batch": batch, "seq_len": seq_len, "dtype": "fp16" if on_cuda else "fp32",
                            "threads": None if on_cuda else THREADS, "runs": runs,
-                           "weights": f"random, architecture of {config_dir}" if config_dir else "pretrained",
                            "masks": source, "malloc": malloc or {}, "runtimes": list(runtimes),
                            "methods": list(methods) if methods else None},
               "command": " ".join(["python benchmarks/bench_latency.py", *sys.argv[1:]])}
-    dense = load_dense(config_dir)
+    dense = load_dense()
     if masks_dir:
         models, info = real_mask_models(dense, masks_dir, seq_len, methods)
         densities = ()
@@ -352,8 +343,7 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
             row = {**result.to_dict(), **info.get(label, {}), "speedup_vs_dense": baseline.median_ms / result.median_ms,
                    "speedup_vs_dense_min": baseline.min_ms / result.min_ms}
             # Spread of the ratio: quartiles of per-round ratios (baseline and this model timed in the same round).
-            ratios = sorted(d / c for d, c in zip(baseline.times_ms, result.times_ms))
-            row["speedup_q1_q3"] = [ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]]
+            row["speedup_q1_q3"] = _ratio_quartiles(baseline, result)
             rows[label] = row
         for density in densities:
             c, u = rows.get(f"compact@{density:g}"), rows.get(f"uniform@{density:g}")
@@ -365,9 +355,8 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
             base, _, runtime = label.partition(" [")
             suffix = f" [{runtime}" if runtime else ""
             if suffix and f"dense{suffix}" in rows:  # against the dense model under the same runtime, same rounds
-                ratios = sorted(d / c for d, c in zip(results[f"dense{suffix}"].times_ms, results[label].times_ms))
                 row["speedup_vs_same_runtime_dense"] = rows[f"dense{suffix}"]["median_ms"] / row["median_ms"]
-                row["same_runtime_q1_q3"] = [ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]]
+                row["same_runtime_q1_q3"] = _ratio_quartiles(results[f"dense{suffix}"], results[label])
             if masks_dir and base != "dense" and ":" not in base:
                 row["fraction_of_flops_predicted"] = row["speedup_vs_dense"] / row["flops_predicted_speedup"]
                 for twin in ("twin-heads", "twin-64"):
@@ -415,6 +404,12 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
     settings = LatencySettings(device="cpu", dtype="fp32", batch=batch, seq_len=seq_len, threads=THREADS,
                                warmup=2, runs=runs, seed=0)
     return publish(time_models(models, settings, inputs=inputs))
+
+
+def _ratio_quartiles(baseline, result) -> list[float]:
+    """First and third quartiles of the per-round ratios baseline / result (both timed in the same rounds)."""
+    ratios = sorted(d / c for d, c in zip(baseline.times_ms, result.times_ms))
+    return [ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]]
 
 
 def _real_mask_targets(rows, batch: int) -> dict:
@@ -531,14 +526,12 @@ def main(argv=None) -> int:
     parser.add_argument("--runtimes", default="eager",
                         help="comma list of grain_bench.runtimes to time side by side: eager, compile, onnx")
     parser.add_argument("--device", default="cpu", help="cpu (fp32, 2 threads) or cuda (fp16, GPU modes as runtimes)")
-    parser.add_argument("--config", default=None, metavar="DIR",
-                        help="random weights in the architecture of DIR/config.json instead of the MiniLM package")
     args = parser.parse_args(argv)
     malloc = _allocator(args.allocator, argv)
     densities = tuple(float(d) for d in args.densities.split(","))
     run(args.out, args.runs, args.layouts, densities, malloc={"allocator": args.allocator, **malloc},
         masks_dir=args.masks, batch=args.batch, seq_len=args.seq_len, runtimes=tuple(args.runtimes.split(",")),
-        methods=tuple(args.methods.split(",")) if args.methods else None, device=args.device, config_dir=args.config)
+        methods=tuple(args.methods.split(",")) if args.methods else None, device=args.device)
     return 0
 
 
