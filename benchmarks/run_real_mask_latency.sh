@@ -2,16 +2,20 @@
 # Issue 14 on a quiet machine (nothing else running): time the masks that training produced.
 #   1. re-time every run of the tweets comparison against its dense backbone (grain-bench measure; the tables then
 #      show these figures and say so);
-#   2. the real masks of grain (with its ablations) and heads beside their stock twins, under each runtime (eager,
-#      torch.compile, ONNX Runtime), at batch 32 x 64 and 1 x 64, 2 threads, side by side in one process.
-#   bash benchmarks/run_real_mask_latency.sh
+#   2. the real masks of grain (with its ablations) and heads beside their stock twins at batch 32 x 64 and 1 x 64,
+#      2 threads, side by side in one process per runtime: eager alone, then eager + torch.compile and eager + ONNX
+#      Runtime (each ratio against the dense eager model of its own process; one runtime's threads never share a
+#      process with another's, which disturbed the eager timings when all three did).
+#   bash benchmarks/run_real_mask_latency.sh          (MEASURE=0 skips step 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${RESULTS:-benchmarks/results/tweets-minilm}
 OUT=${OUT:-benchmarks/results}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-grain-bench measure --results "$RESULTS" --batch 32 --threads 2 --runs 15 -q
+if [ "${MEASURE:-1}" != 0 ]; then grain-bench measure --results "$RESULTS" --batch 32 --threads 2 --runs 15 -q; fi
 for batch in 32 1; do
-  python benchmarks/bench_latency.py --masks "$RESULTS" --methods grain,heads --runtimes eager,compile,onnx \
-    --batch "$batch" --runs 21 --out "$OUT/latency-real-masks-b$batch.json"
+  for runtimes in eager eager,compile eager,onnx; do
+    python benchmarks/bench_latency.py --masks "$RESULTS" --methods grain,heads --runtimes "$runtimes" \
+      --batch "$batch" --runs 21 --out "$OUT/latency-real-masks-b$batch-${runtimes//,/-}.json"
+  done
 done

@@ -6,7 +6,8 @@ Two kinds of method share the trainer (``grain_bench.distill``):
 
 - ``observe(state)`` every step, right after the backward pass of the logit-KD loss (gradient separation), or after
   the backward of the summed loss when the method sets ``gradient_source = "total"``; ``state.unit_grads`` holds
-  dL/dgate of every unit for that loss;
+  dL/dgate of every unit for that loss. A method with ``observes_after_pruning = False`` is observed only up to the
+  schedule's last pruning step (its later scores would feed no mask);
 - ``masks_for(state, density)`` on pruning steps, with the trainer's scheduled density; it returns ``UnitMasks`` that
   keep no more than ``density`` of the unit cost and never re-grow a pruned unit.
 
@@ -90,6 +91,10 @@ class Method:
     prunes: ClassVar[bool] = True
     #: True for learned-mask methods that reach the target themselves (see the module docstring).
     owns_density: ClassVar[bool] = False
+    #: False when ``observe`` after the schedule's last pruning step changes nothing (score-and-cut methods whose
+    #: scores only feed ``masks_for``): the trainer then stops calling it there and takes one backward of the summed
+    #: loss instead of two. True (the default) keeps every step's observation, e.g. for a method that reports them.
+    observes_after_pruning: ClassVar[bool] = True
 
     def __init__(self, options: MethodOptions | None = None, seed: int = 0):
         self.options = options if options is not None else self.Options()

@@ -65,6 +65,8 @@ def has_nan(tensors) -> bool:
 class GlobalRankingMethod(Method):
     """A method that scores every unit and prunes by one global ranking against the scheduled density."""
 
+    observes_after_pruning = False  # its scores only feed masks_for
+
     def unit_scores(self, state):
         """UnitTensors of scores (higher = more important)."""
         raise NotImplementedError

