@@ -295,7 +295,7 @@ def test_named_recipe_per_task_values_and_user_overrides_win(regs):
     # quick: values chosen from the task curves; the offline default task keeps the recipe as it is
     assert get_recipe("quick", task="tweets") == get_recipe("quick")
     conll = get_recipe("quick", task="conll2003")
-    assert (conll.max_length, conll.teacher_lr, conll.teacher_max_steps, conll.max_steps) == (128, 1e-4, 600, 400)
+    assert (conll.max_length, conll.teacher_lr, conll.teacher_max_steps, conll.max_steps) == (128, 1e-4, 600, 600)
     assert get_recipe("quick", {"max_steps": "50"}, "stsb").max_steps == 50
     fixtures = os.path.join(os.path.dirname(__file__), "data")  # SQuAD JSON and GLUE TSV files
     specs = build_specs(regs, ["dense"], ["squad", "rte"], [1.0], [1], BACKBONE,
