@@ -311,13 +311,12 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
     else:
         models, info = build_models(dense, densities)
     inputs = None
-    if layouts:
-        for density in (0.5, 0.2, 0.1, 0.05):
-            label = f"compact@{density:g}"
-            if label in models:
-                for kind, model in layout_models(models[label]).items():
-                    models[f"{label}:{kind}"] = model
-                    info[f"{label}:{kind}"] = dict(info[label], layout=kind)
+    if layouts:  # every pruned compact model (not the stock twins), under each alternative layout
+        for label in [label for label in models if label != "dense" and ":" not in label
+                      and not label.startswith("uniform@") and info[label]["density"] < 1.0]:
+            for kind, model in layout_models(models[label]).items():
+                models[f"{label}:{kind}"] = model
+                info[f"{label}:{kind}"] = dict(info[label], layout=kind)
     # Same tokens for all; one padded row so the mask path is exercised as in real batches.
     from grain_bench.measure import synthetic_inputs
 
@@ -516,7 +515,9 @@ def main(argv=None) -> int:
                         help="glibc malloc settings: tuned (default; see MALLOC_TUNED) or the system default")
     parser.add_argument("--out", default=None, help="write the JSON report here")
     parser.add_argument("--runs", type=int, default=15, help="timed rounds (every model once per round)")
-    parser.add_argument("--layouts", action="store_true", help="also time alternative attention layouts")
+    parser.add_argument("--layouts", action="store_true",
+                        help="also time alternative attention layouts of every compact model (with --masks: of the "
+                             "methods' own masks)")
     parser.add_argument("--densities", default=",".join(f"{d:g}" for d in DENSITIES))
     parser.add_argument("--masks", default=None, metavar="RESULTS",
                         help="time the masks stored by the runs of this results directory, beside stock twins")
