@@ -8,9 +8,9 @@ Follows the authors' reference code (airaria/GRAIN ``FineISPruner``) where the p
 - structure regularisation on the per-step value scores, before the EMA, with the masks of the previous pruning
   call: score * tanh(kept fraction of the head's value units / alpha) (a full head gets tanh(1/alpha), not 1);
 - EMA with beta 0.998 from 0, no bias correction, every step from the first up to the schedule's last pruning step
-  (the reference keeps updating it after that; nothing reads it there, so the trainer skips those observations and
-  takes one backward of the summed loss: the same masks, and the same gradients up to float rounding); a NaN step
-  only decays the EMA;
+  (the reference's step order scores every step; after the last pruning step nothing reads the scores, so the
+  trainer skips those observations and takes one backward of the summed loss: the same masks, and the same gradients
+  up to float rounding); a NaN step only decays the EMA;
 - gradient separation: scores from the logit-KD loss only (the trainer calls ``observe`` before the hidden loss's
   backward); ``gradient_separation=false`` scores the summed loss instead (ablation);
 - one global ascending ranking without normalisation; masks only shrink; a head without value units loses its
