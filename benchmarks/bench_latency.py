@@ -311,9 +311,8 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
     else:
         models, info = build_models(dense, densities)
     inputs = None
-    if layouts:  # every pruned compact model (not the stock twins), under each alternative layout
-        for label in [label for label in models if label != "dense" and ":" not in label
-                      and not label.startswith("uniform@") and info[label]["density"] < 1.0]:
+    if layouts:  # every pruned compact model (the ones with a shape: not dense, not the stock twins), each layout
+        for label in [label for label, meta in info.items() if "shape" in meta and meta["density"] < 1.0]:
             for kind, model in layout_models(models[label]).items():
                 models[f"{label}:{kind}"] = model
                 info[f"{label}:{kind}"] = dict(info[label], layout=kind)

@@ -250,8 +250,8 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
     observes = type(method).observe is not Method.observe
     # A score-and-cut method's observations after the schedule's last pruning step feed no mask: from there on one
     # backward of the summed loss gives the same gradients (up to float rounding) for about two thirds of the cost.
-    last_observed = (schedule.end if method.prunes and not method.owns_density and not method.observes_after_pruning
-                     else total)
+    cut_by_schedule = method.prunes and not method.owns_density
+    last_observed = schedule.end if cut_by_schedule and not method.observes_after_pruning else total
     history = []
     bar = tqdm(batches(data.train.features, data.collate, recipe.batch_size, seed, total), total=total,
                desc=f"{method.name} {task.name} @{target_density:g}", disable=not progress)
@@ -300,7 +300,7 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
         if observing and method.gradient_source == "total":
             state.unit_grads, state.loss_name = masked.unit_grads(), "total"
             method.observe(state)
-        if method.prunes and not method.owns_density and schedule.is_pruning_step(step):
+        if cut_by_schedule and schedule.is_pruning_step(step):
             _apply(method, masked, method.masks_for(state, state.scheduled_density), step)
         elif freeze is not None and not state.frozen and step >= freeze:
             final = method.masks_for(state, target_density)

@@ -87,9 +87,10 @@ class OnnxModel:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             if threads:
                 options.intra_op_num_threads, options.inter_op_num_threads = int(threads), 1
-            # ORT's pool threads spin after each run by default, taking cores from whatever runs next in the process
-            # (models timed beside it: a dense eager batch of 1 took 24 ms with compiled and ONNX models alive in the
-            # process, 14 ms without)
+            # ORT's pool threads spin after each run by default, taking cores from whatever runs next in the process.
+            # Even without spinning, eager models timed beside ONNX sessions ran slower at batch 1 (a dense batch:
+            # 16.3 ms against 13.2 ms alone), so time each runtime in its own process (benchmarks/results/
+            # latency-real-masks.md).
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.add_session_config_entry("session.inter_op.allow_spinning", "0")
             self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
