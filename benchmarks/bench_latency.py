@@ -130,10 +130,12 @@ def heads_twin(model, shape):
 def real_mask_models(dense, results_dir: str, seq_len: int, methods: tuple[str, ...] | None = None):
     """{label: model}, {label: info}: every stored mask of ``results_dir`` (first seed of each method, options and
     target density; only ``methods`` when given) compacted from ``dense``'s weights, with its ``twin-heads`` and
-    ``twin-64`` stock twins."""
+    ``twin-64`` stock twins and its ``no-attention`` ceiling (the same FFN widths, no heads: what the mask would reach
+    if its attention cost nothing)."""
     from grain_bench.compaction import compact
     from grain_bench.leaderboard.compare import options_label
     from grain_bench.leaderboard.tables import load_records
+    from grain_bench.masks import UnitMasks
     from grain_bench.predictions import load_masks
 
     records, _ = load_records(results_dir)
@@ -153,6 +155,8 @@ def real_mask_models(dense, results_dir: str, seq_len: int, methods: tuple[str, 
         models[label] = compact(dense, masks, space).eval()
         models[f"{label}:twin-heads"] = heads_twin(dense, shape)
         models[f"{label}:twin-64"] = uniform_stock_model(dense, shape)
+        no_heads = UnitMasks(torch.zeros_like(masks.qk), torch.zeros_like(masks.vo), masks.ffn.clone())
+        models[f"{label}:no-attention"] = compact(dense, no_heads, space).eval()
         info[label] = {"run_id": record.run_id, "density": masks.density(space),
                        "flops_predicted_speedup": dense_shape.total_flops(seq_len) / shape.total_flops(seq_len),
                        "heads": sum(len(layer.heads) for layer in shape.layers),
@@ -161,6 +165,7 @@ def real_mask_models(dense, results_dir: str, seq_len: int, methods: tuple[str, 
                        "shape": shape.summary()}
         info[f"{label}:twin-heads"] = {"twin_of": label}
         info[f"{label}:twin-64"] = {"twin_of": label, "uniform": models[f"{label}:twin-64"].grain_uniform}
+        info[f"{label}:no-attention"] = {"ceiling_of": label}
     return models, info
 
 
@@ -263,15 +268,16 @@ def layout_models(compact_model, kinds=LAYOUTS) -> dict:
 
 # ---- the side-by-side script ------------------------------------------------------------------------------------
 def add_runtime(models: dict, info: dict, runtime: str, inputs) -> None:
-    """Add ``<label> [<runtime>]`` beside the dense model and every compact model of a method's own masks (not the
-    ablations with options, the stock twins, the synthetic uniform twins or the layout variants: preparing one takes
-    tens of seconds): prepared by ``grain_bench.runtimes.prepare``, which checks each against its eager model on
-    ``inputs``."""
+    """Add ``<label> [<runtime>]`` beside the dense model and every compact model of a method's own masks and its
+    no-attention ceiling (not the ablations with options, the stock twins, the synthetic uniform twins or the layout
+    variants: preparing one takes tens of seconds): prepared by ``grain_bench.runtimes.prepare``, which checks each
+    against its eager model on ``inputs``."""
     from grain_bench.measure import torch_threads
     from grain_bench.runtimes import prepare
 
     for label in list(models):
-        if label.startswith("uniform") or ":" in label or "[" in label:
+        base, _, variant = label.partition(":")
+        if label.startswith("uniform") or variant not in ("", "no-attention") or "[" in label:
             continue
         started = time.time()
         with torch_threads(THREADS):
@@ -326,7 +332,8 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
             add_runtime(models, info, runtime, inputs)
     with torch.inference_mode():  # equivalence of every layout variant before timing (twins are other models)
         reference = {label: m(**inputs).logits for label, m in models.items()
-                     if not label.startswith("uniform") and "twin" not in label and " [" not in label}
+                     if not label.startswith("uniform") and "twin" not in label and " [" not in label
+                     and "no-attention" not in label}
     for label, logits in reference.items():
         base = reference[label.split(":")[0]]
         assert (logits - base).abs().max() <= 1e-4, f"{label} differs from {label.split(':')[0]}"
@@ -362,6 +369,9 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
                     if twin_row:
                         row[f"{twin}_speedup"] = twin_row["speedup_vs_dense"]
                         row[f"slower_than_{twin}"] = row["median_ms"] / twin_row["median_ms"] - 1.0
+                ceiling = rows.get(f"{base}:no-attention{suffix}")
+                if ceiling:  # same runtime, same rounds
+                    row["no_attention_speedup"] = ceiling["speedup_vs_dense"]
         report["results"] = rows
         if masks_dir and on_cuda:
             report["targets"] = {}  # issue 14 sets CPU targets; the GPU protocol is reported as measured
@@ -416,8 +426,9 @@ def _real_mask_targets(rows, batch: int) -> dict:
     grain5 = rows.get("grain@0.05")
     if grain5:
         need = 12.0 if batch >= 32 else 6.0
-        out[f"grain 5%, batch {batch}: speedup >= {need:g}x"] = {"measured": grain5["speedup_vs_dense"],
-                                                                 "met": grain5["speedup_vs_dense"] >= need}
+        out[f"grain 5%, batch {batch}: speedup >= {need:g}x"] = {
+            "measured": grain5["speedup_vs_dense"], "met": grain5["speedup_vs_dense"] >= need,
+            "no_attention_ceiling": grain5.get("no_attention_speedup")}
     grain20 = rows.get("grain@0.2")
     if grain20:
         out["grain 20%: >= 90% of FLOPs-predicted"] = {"fraction": grain20["fraction_of_flops_predicted"],

@@ -39,6 +39,28 @@ def test_compile_runtime_reproduces_the_compact_model(tiny_model):
     assert _outputs_equal(prepared, small, other) <= TOLERANCE
 
 
+def test_compiled_cpu_attention_is_written_out_and_exported_attention_stays_fused(tiny_model):
+    """Under torch.compile on CPU each bucket's attention is matmul, softmax, matmul (inductor fuses the softmax part);
+    torch.export (the ONNX runtime's tracer) and eager keep the fused SDPA call."""
+    small = _compact_with_odd_heads(tiny_model)
+    inputs = _inputs(small.config.vocab_size)
+    graphs = []
+
+    def capture(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        compiled = torch.compile(small, backend=capture, dynamic=False)(**inputs)
+        assert float((compiled.logits - small(**inputs).logits).abs().max()) <= 1e-5
+    traced = {str(node.target) for graph in graphs for node in graph.graph.nodes}
+    assert graphs and not any("scaled_dot_product" in target for target in traced)
+    assert any("softmax" in target for target in traced)
+    exported = torch.export.export(small, (), kwargs=inputs)
+    assert any("scaled_dot_product" in str(node.target) for node in exported.graph.nodes)
+
+
 def test_onnx_runtime_reproduces_the_compact_model_at_other_shapes(tiny_model):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
