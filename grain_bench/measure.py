@@ -176,6 +176,9 @@ def _cpu_call(model, inputs) -> Callable[[], float]:
 def _cuda_call(model, inputs, mode: str) -> Callable[[], float]:
     """A timed call on CUDA: events around the forward; graph replay for ``cuda_graph``; compiled for ``compile``."""
     if mode == "compile":
+        from grain_bench.runtimes import allow_recompiles
+
+        allow_recompiles()  # every model of a side-by-side run is compiled in one process
         model = torch.compile(model, mode="max-autotune-no-cudagraphs", dynamic=False)
     if mode == "cuda_graph":
         static = {k: v.clone() for k, v in inputs.items()}

@@ -39,6 +39,28 @@ def test_compile_runtime_reproduces_the_compact_model(tiny_model):
     assert _outputs_equal(prepared, small, other) <= TOLERANCE
 
 
+def test_compile_runtime_compiles_more_models_than_dynamos_default_limit(tiny_model):
+    """Every compact model is a recompilation of the same forward code for dynamo; past its recompile limit it would
+    run further models eagerly without a word (the outputs still match), so ``prepare`` raises the limit."""
+    from torch._dynamo.utils import counters
+
+    from grain_bench.compaction import compact
+    from grain_bench.masks import MaskSpace
+    from grain_bench.runtimes import RECOMPILE_LIMIT, TOLERANCE, prepare
+
+    model, _ = tiny_model
+    space = MaskSpace.from_config(model.config)
+    torch._dynamo.reset()
+    graphs = counters["stats"]["unique_graphs"]
+    with torch._dynamo.config.patch(recompile_limit=1):  # as if other models had used up the default
+        for seed in (1, 2):
+            small = compact(model, _random_masks(space, seed=seed, keep=0.5)).eval()
+            inputs = _inputs(small.config.vocab_size)
+            assert _outputs_equal(prepare(small, "compile", inputs), small, inputs) <= TOLERANCE
+        assert torch._dynamo.config.recompile_limit == RECOMPILE_LIMIT
+    assert counters["stats"]["unique_graphs"] == graphs + 2  # both compiled, none run eagerly
+
+
 def test_compiled_cpu_attention_is_written_out_and_exported_attention_stays_fused(tiny_model):
     """Under torch.compile on CPU each bucket's attention is matmul, softmax, matmul (inductor fuses the softmax part);
     torch.export (the ONNX runtime's tracer) and eager keep the fused SDPA call."""
