@@ -5,7 +5,8 @@
 #   2. the real masks of grain (with its ablations) and heads beside their stock twins at batch 32 x 64 and 1 x 64,
 #      2 threads, side by side in one process per runtime: eager alone, then eager + torch.compile and eager + ONNX
 #      Runtime (each ratio against the dense eager model of its own process; one runtime's threads never share a
-#      process with another's, which disturbed the eager timings when all three did).
+#      process with another's, which disturbed the eager timings when all three did);
+#   3. print the tables of benchmarks/results/latency-real-masks.md from the JSON reports.
 #   bash benchmarks/run_real_mask_latency.sh          (MEASURE=0 skips step 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,3 +20,4 @@ for batch in 32 1; do
       --batch "$batch" --runs 21 --out "$OUT/latency-real-masks-b$batch-${runtimes//,/-}.json"
   done
 done
+python benchmarks/real_mask_tables.py "$OUT"

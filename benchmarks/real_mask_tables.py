@@ -1,0 +1,72 @@
+"""The tables of ``benchmarks/results/latency-real-masks.md`` from the JSON reports of ``bench_latency.py --masks``.
+
+    python benchmarks/real_mask_tables.py [benchmarks/results]
+
+Reads ``latency-real-masks-b<B>-eager.json`` and ``latency-real-masks-b<B>-eager-compile.json`` for B = 32 and 1 and
+prints one markdown table per batch size: every method's own mask and ablation with its speedup over the dense eager
+model of the same process (quartiles of the per-round ratios, then its median), beside its stock twins and its
+no-attention ceiling (the same FFN widths without any head: what the mask would reach if attention cost nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def _load(directory: str, batch: int, runtimes: str) -> dict | None:
+    path = os.path.join(directory, f"latency-real-masks-b{batch}-{runtimes}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def _cell(row: dict | None) -> str:
+    if not row:
+        return "-"
+    q1, q3 = row["speedup_q1_q3"]
+    return f"{row['speedup_vs_dense']:.2f}x ({q1:.1f}-{q3:.1f}); {row['median_ms']:.1f} ms"
+
+
+def _speedup(row: dict | None, key: str = "speedup_vs_dense") -> str:
+    return f"{row[key]:.2f}x" if row and row.get(key) is not None else "-"
+
+
+def table(directory: str, batch: int) -> str:
+    """One batch size's table (markdown), or an empty string when its eager report is missing."""
+    eager = _load(directory, batch, "eager")
+    if eager is None:
+        return ""
+    compiled = _load(directory, batch, "eager-compile") or {"results": {}}
+    rows, results = [], eager["results"]
+    dense = results["dense"]["median_ms"]
+    compiled_dense = compiled["results"].get("dense", {}).get("median_ms")
+    lines = [f"## Batch {batch} x {eager['settings']['seq_len']}: dense eager {dense:.1f} ms (eager-only process)"
+             + (f", {compiled_dense:.1f} ms (compile process)" if compiled_dense else ""),
+             "",
+             "| mask | heads | distinct widths | FLOPs-predicted | eager | compile | twin-heads (eager) | "
+             "twin-64 (eager) | no-attention ceiling (eager / compile) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for label, row in results.items():
+        if label == "dense" or ":" in label or " [" in label:
+            continue
+        compile_row = compiled["results"].get(f"{label} [compile]")
+        ceiling = (f"{_speedup(row, 'no_attention_speedup')} / {_speedup(compile_row, 'no_attention_speedup')}")
+        rows.append(f"| {label.replace('@', ' @ ')} | {row['heads']} | {row['distinct_head_widths']} | "
+                    f"{row['flops_predicted_speedup']:.1f}x | {_cell(row)} | {_cell(compile_row)} | "
+                    f"{_speedup(row, 'twin-heads_speedup')} | {_speedup(row, 'twin-64_speedup')} | {ceiling} |")
+    return "\n".join(lines + rows) + "\n"
+
+
+def main(argv=None) -> int:
+    """Print the tables for batch 32 and batch 1."""
+    argv = sys.argv[1:] if argv is None else argv
+    directory = argv[0] if argv else os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    print("\n".join(filter(None, (table(directory, batch) for batch in (32, 1)))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
