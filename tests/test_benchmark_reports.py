@@ -34,3 +34,21 @@ def test_real_mask_tables_match_their_reports_and_the_committed_page():
             assert line.startswith(f"| {label.replace('@', ' @ ')} | {row['heads']} |")
             assert f"{row['speedup_vs_dense']:.2f}x" in line and f"{row['no_attention_speedup']:.2f}x" in line
     assert tables.table(os.path.join(RESULTS, "no-such-dir"), 32) == ""
+
+
+def test_twin_report_pairs_rounds_and_matches_the_page():
+    spec = importlib.util.spec_from_file_location("bench_twins", os.path.join(ROOT, "benchmarks", "bench_twins.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # Paired by round: a model always 10% slower than its twin gives 1.1 however much the rounds drift.
+    twin = [10.0, 20.0, 15.0, 40.0, 12.0]
+    result = module.paired_ratio([1.1 * t for t in twin], twin)
+    assert abs(result["median_ratio"] - 1.1) < 1e-12 and all(abs(x - 1.1) < 1e-12 for x in result["ci95"])
+    with open(os.path.join(RESULTS, "latency-real-masks-b32-twins.json")) as handle:
+        rows = json.load(handle)["results"]
+    page = open(os.path.join(RESULTS, "latency-real-masks.md")).read()
+    for label, row in rows.items():
+        low, high = row["ci95"]
+        assert low <= row["median_ratio"] <= high
+        assert (f"| {label.replace('@', ' @ ')} | {row['median_ms']:.1f} | {row['twin_median_ms']:.1f} | "
+                f"{row['median_ratio']:.3f} [{low:.3f}, {high:.3f}] |") in page
