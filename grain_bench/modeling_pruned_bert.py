@@ -75,7 +75,8 @@ def _additive_mask(attention_mask, dtype):
 
 def _compiling_for_inference() -> bool:
     """True while torch.compile traces the model (not while torch.export does: exported graphs keep SDPA)."""
-    return torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+    exporting = getattr(torch.compiler, "is_exporting", None)  # newer than some torch releases this file may meet
+    return torch.compiler.is_compiling() and not (exporting is not None and exporting())
 
 
 #: GEMM output widths are zero-padded up to a multiple of this: on CPU (oneDNN/MKL), a linear layer whose output width
