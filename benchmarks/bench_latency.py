@@ -289,7 +289,7 @@ def add_runtime(models: dict, info: dict, runtime: str, inputs) -> None:
 
 def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, malloc: dict | None = None,
         masks_dir: str | None = None, batch: int = BATCH, seq_len: int = SEQ_LEN, runtimes=("eager",),
-        methods: tuple[str, ...] | None = None, device: str = "cpu") -> dict:
+        methods: tuple[str, ...] | None = None, device: str = "cpu", calls: int = 1) -> dict:
     """Measure everything side by side; print a table; write JSON to ``out_path``.
 
     On ``device="cuda"`` (fp16; ``runtimes`` are then the GPU modes eager, cuda_graph, compile) each mode is timed
@@ -307,7 +307,7 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
     report = {"machine": machine(),
               "settings": {"device": device, "batch": batch, "seq_len": seq_len, "dtype": "fp16" if on_cuda else "fp32",
                            "threads": None if on_cuda else THREADS, "runs": runs,
-                           "masks": source, "malloc": malloc or {}, "runtimes": list(runtimes),
+                           "masks": source, "malloc": malloc or {}, "runtimes": list(runtimes), "calls": calls,
                            "methods": list(methods) if methods else None},
               "command": " ".join(["python benchmarks/bench_latency.py", *sys.argv[1:]])}
     dense = load_dense()
@@ -410,7 +410,7 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
             report = publish(results)  # after each mode, so that a run cut off by a time limit keeps what it timed
         return report
     settings = LatencySettings(device="cpu", dtype="fp32", batch=batch, seq_len=seq_len, threads=THREADS,
-                               warmup=2, runs=runs, seed=0)
+                               warmup=2, runs=runs, seed=0, calls=calls)
     return publish(time_models(models, settings, inputs=inputs))
 
 
@@ -537,12 +537,15 @@ def main(argv=None) -> int:
     parser.add_argument("--runtimes", default="eager",
                         help="comma list of grain_bench.runtimes to time side by side: eager, compile, onnx")
     parser.add_argument("--device", default="cpu", help="cpu (fp32, 2 threads) or cuda (fp16, GPU modes as runtimes)")
+    parser.add_argument("--calls", type=int, default=1,
+                        help="CPU: calls of a model back to back in each round, timed as their mean (warm caches: "
+                             "the steady state of serving one model; default 1)")
     args = parser.parse_args(argv)
     malloc = _allocator(args.allocator, argv)
     densities = tuple(float(d) for d in args.densities.split(","))
     run(args.out, args.runs, args.layouts, densities, malloc={"allocator": args.allocator, **malloc},
         masks_dir=args.masks, batch=args.batch, seq_len=args.seq_len, runtimes=tuple(args.runtimes.split(",")),
-        methods=tuple(args.methods.split(",")) if args.methods else None, device=args.device)
+        methods=tuple(args.methods.split(",")) if args.methods else None, device=args.device, calls=args.calls)
     return 0
 
 

@@ -88,6 +88,10 @@ class LatencySettings:
     runs: int = 10
     budget_s: float | None = None  # stop early (after at least 3 rounds) once the timed rounds took this long
     seed: int = 0
+    # CPU: calls of one model back to back in each round, timed together (a time is their mean). 1 times a model
+    # right after the others, with their weights in the caches; more is the steady state of serving one model, which
+    # matters at batch 1, where a compact model's weights fit in the caches and a call takes milliseconds.
+    calls: int = 1
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -95,6 +99,8 @@ class LatencySettings:
         modes = GPU_MODES if self.device.startswith("cuda") else CPU_MODES
         if self.mode not in modes:
             raise GrainBenchError(f"latency mode {self.mode!r} is not one of {', '.join(modes)} on {self.device!r}")
+        if self.calls < 1 or (self.calls > 1 and self.device.startswith("cuda")):
+            raise GrainBenchError(f"calls per round must be 1 on CUDA and at least 1 on CPU, got {self.calls}")
 
 
 @dataclass(frozen=True)
@@ -164,12 +170,13 @@ def _prepare(model, settings: LatencySettings):
     return model.eval().to(device=settings.device, dtype=DTYPES[settings.dtype])
 
 
-def _cpu_call(model, inputs) -> Callable[[], float]:
+def _cpu_call(model, inputs, calls: int = 1) -> Callable[[], float]:
     def call() -> float:
         start = time.perf_counter()
         with torch.inference_mode():
-            model(**inputs)
-        return (time.perf_counter() - start) * 1000.0
+            for _ in range(calls):
+                model(**inputs)
+        return (time.perf_counter() - start) * 1000.0 / calls
     return call
 
 
@@ -230,7 +237,8 @@ def time_models(models: dict[str, Any], settings: LatencySettings, inputs: dict[
             else:
                 from grain_bench.runtimes import prepare
 
-                calls[label] = _cpu_call(prepare(model, settings.mode, model_inputs, threads), model_inputs)
+                calls[label] = _cpu_call(prepare(model, settings.mode, model_inputs, threads), model_inputs,
+                                         settings.calls)
         labels = list(calls)
         for _ in range(settings.warmup):
             for label in labels:
@@ -249,7 +257,8 @@ def time_models(models: dict[str, Any], settings: LatencySettings, inputs: dict[
                                        batch=settings.batch, seq_len=settings.seq_len, mode=settings.mode,
                                        threads=threads, median_ms=median, iqr_ms=iqr, runs=len(values),
                                        min_ms=min(values) if values else None,
-                                       warmup=settings.warmup, times_ms=tuple(values))
+                                       warmup=settings.warmup, times_ms=tuple(values),
+                                       extra={"calls_per_round": settings.calls} if settings.calls > 1 else {})
     return results
 
 

@@ -84,6 +84,26 @@ def test_time_models_names_every_setting(tiny_model):
     assert entries["compact"]["flops_predicted_speedup"] == 2.5
 
 
+def test_calls_per_round_run_a_model_back_to_back_and_are_recorded(tiny_model):
+    from grain_bench.measure import LatencySettings, time_models
+
+    model, _ = tiny_model
+    seen = []
+    handle = model.register_forward_hook(lambda module, args, output: seen.append(1))
+    try:
+        results = time_models({"dense": model}, LatencySettings(batch=2, seq_len=8, threads=1, warmup=1, runs=3,
+                                                                 calls=5))
+    finally:
+        handle.remove()
+    assert len(seen) == (1 + 3) * 5  # warm-up and timed rounds, five calls each
+    assert len(results["dense"].times_ms) == 3 and results["dense"].to_dict()["calls_per_round"] == 5
+    assert "calls_per_round" not in time_models({"dense": model}, LatencySettings(
+        batch=2, seq_len=8, threads=1, warmup=0, runs=1))["dense"].to_dict()  # one call: records as before
+    for calls, device in ((0, "cpu"), (2, "cuda")):
+        with pytest.raises(GrainBenchError, match="calls per round"):
+            LatencySettings(device=device, calls=calls)
+
+
 def test_check_equivalence_catches_a_wrong_model(tiny_model):
     from grain_bench.compaction import compact
     from grain_bench.masked import MaskedModel
