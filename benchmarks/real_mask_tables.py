@@ -2,7 +2,8 @@
 
     python benchmarks/real_mask_tables.py [benchmarks/results]
 
-Reads ``latency-real-masks-b<B>-eager.json`` and ``latency-real-masks-b<B>-eager-compile.json`` for B = 32 and 1 and
+Reads ``latency-real-masks-b<B>-eager.json`` and ``latency-real-masks-b<B>-eager-compile.json`` for B = 32 and 1
+(and ``b1-calls20``: batch 1 with 20 calls back to back per model and round, ``bench_latency.py --calls 20``) and
 prints one markdown table per batch size: every method's own mask and ablation with its speedup over the dense eager
 model of the same process (quartiles of the per-round ratios, then its median), beside its stock twins and its
 no-attention ceiling (the same FFN widths without any head: what the mask would reach if attention cost nothing).
@@ -34,16 +35,21 @@ def _speedup(row: dict | None, key: str = "speedup_vs_dense") -> str:
     return f"{row[key]:.2f}x" if row and row.get(key) is not None else "-"
 
 
-def table(directory: str, batch: int) -> str:
-    """One batch size's table (markdown), or an empty string when its eager report is missing."""
-    eager = _load(directory, batch, "eager")
+def table(directory: str, batch: int, variant: str = "") -> str:
+    """One batch size's table (markdown), or an empty string when its eager report is missing. ``variant`` is a
+    file-name tag after the batch size (``calls20``)."""
+    prefix = f"{variant}-" if variant else ""
+    eager = _load(directory, batch, f"{prefix}eager")
     if eager is None:
         return ""
-    compiled = _load(directory, batch, "eager-compile") or {"results": {}}
+    compiled = _load(directory, batch, f"{prefix}eager-compile") or {"results": {}}
+    calls = eager["settings"].get("calls", 1)
     rows, results = [], eager["results"]
     dense = results["dense"]["median_ms"]
     compiled_dense = compiled["results"].get("dense", {}).get("median_ms")
-    lines = [f"## Batch {batch} x {eager['settings']['seq_len']}: dense eager {dense:.1f} ms (eager-only process)"
+    lines = [f"## Batch {batch} x {eager['settings']['seq_len']}"
+             + (f", {calls} calls back to back per model and round" if calls > 1 else "")
+             + f": dense eager {dense:.1f} ms (eager-only process)"
              + (f", {compiled_dense:.1f} ms (compile process)" if compiled_dense else ""),
              "",
              "| mask | heads | distinct widths | FLOPs-predicted | eager | compile | twin-heads (eager) | "
@@ -64,7 +70,8 @@ def main(argv=None) -> int:
     """Print the tables for batch 32 and batch 1."""
     argv = sys.argv[1:] if argv is None else argv
     directory = argv[0] if argv else os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    print("\n".join(filter(None, (table(directory, batch) for batch in (32, 1)))))
+    print("\n".join(filter(None, (table(directory, batch, variant)
+                                   for batch, variant in ((32, ""), (1, ""), (1, "calls20"))))))
     return 0
 
 

@@ -6,8 +6,10 @@
 #      2 threads, side by side in one process per runtime: eager alone, then eager + torch.compile and eager + ONNX
 #      Runtime (each ratio against the dense eager model of its own process; one runtime's threads never share a
 #      process with another's, which disturbed the eager timings when all three did);
-#   3. each mask against its twin-heads alone, paired over 81 rounds (bench_twins.py);
-#   4. print the tables of benchmarks/results/latency-real-masks.md from the JSON reports.
+#   3. batch 1 again with 20 calls back to back per model and round (--calls 20: warm caches, as when serving), eager
+#      and eager + torch.compile;
+#   4. each mask against its twin-heads alone, paired over 81 rounds (bench_twins.py);
+#   5. print the tables of benchmarks/results/latency-real-masks.md from the JSON reports.
 #   bash benchmarks/run_real_mask_latency.sh          (MEASURE=0 skips step 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,10 @@ for batch in 32 1; do
     python benchmarks/bench_latency.py --masks "$RESULTS" --methods grain,heads --runtimes "$runtimes" \
       --batch "$batch" --runs 21 --out "$OUT/latency-real-masks-b$batch-${runtimes//,/-}.json"
   done
+done
+for runtimes in eager eager,compile; do
+  python benchmarks/bench_latency.py --masks "$RESULTS" --methods grain,heads --runtimes "$runtimes" --batch 1 \
+    --calls 20 --runs 21 --out "$OUT/latency-real-masks-b1-calls20-${runtimes//,/-}.json"
 done
 python benchmarks/bench_twins.py --masks "$RESULTS" --rounds 81 --out "$OUT/latency-real-masks-b32-twins.json"
 python benchmarks/real_mask_tables.py "$OUT"

@@ -21,10 +21,11 @@ def _tables_module():
 def test_real_mask_tables_match_their_reports_and_the_committed_page():
     tables = _tables_module()
     page = open(os.path.join(RESULTS, "latency-real-masks.md")).read()
-    for batch in (32, 1):
-        text = tables.table(RESULTS, batch)
+    for batch, variant in ((32, ""), (1, ""), (1, "calls20")):
+        text = tables.table(RESULTS, batch, variant)
         assert text and text in page  # the page shows exactly what the reports say
-        with open(os.path.join(RESULTS, f"latency-real-masks-b{batch}-eager.json")) as handle:
+        name = f"latency-real-masks-b{batch}-{variant + '-' if variant else ''}eager.json"
+        with open(os.path.join(RESULTS, name)) as handle:
             results = json.load(handle)["results"]
         masks = [label for label in results if label != "dense" and ":" not in label and " [" not in label]
         rows = [line for line in text.splitlines() if line.startswith("| ") and " @ " in line]
