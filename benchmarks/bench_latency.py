@@ -196,6 +196,15 @@ def build_models(dense, densities=DENSITIES, uniform: bool = True):
     return models, info
 
 
+def timing_inputs(config, batch: int, seq_len: int) -> dict:
+    """The same tokens for every model timed, with one half-padded row so the mask path runs as in real batches."""
+    from grain_bench.measure import synthetic_inputs
+
+    inputs = synthetic_inputs(config, batch, seq_len, "cpu")
+    inputs["attention_mask"][0, seq_len // 2:] = 0
+    return inputs
+
+
 def machine() -> dict:
     """CPU model, core count, threads used and library versions."""
     cpu = platform.processor()
@@ -276,7 +285,7 @@ def add_runtime(models: dict, info: dict, runtime: str, inputs) -> None:
     from grain_bench.runtimes import prepare
 
     for label in list(models):
-        base, _, variant = label.partition(":")
+        variant = label.partition(":")[2]
         if label.startswith("uniform") or variant not in ("", "no-attention") or "[" in label:
             continue
         started = time.time()
@@ -322,11 +331,7 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
             for kind, model in layout_models(models[label]).items():
                 models[f"{label}:{kind}"] = model
                 info[f"{label}:{kind}"] = dict(info[label], layout=kind)
-    # Same tokens for all; one padded row so the mask path is exercised as in real batches.
-    from grain_bench.measure import synthetic_inputs
-
-    inputs = synthetic_inputs(dense.config, batch, seq_len, "cpu")
-    inputs["attention_mask"][0, seq_len // 2:] = 0
+    inputs = timing_inputs(dense.config, batch, seq_len)
     for runtime in runtimes:
         if runtime != "eager" and not on_cuda:
             add_runtime(models, info, runtime, inputs)
@@ -510,11 +515,12 @@ MALLOC_TUNED = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_"
                 "MALLOC_TOP_PAD_": "100000000"}
 
 
-def _allocator(choice: str, argv) -> dict:
-    """Re-exec with the tuned allocator settings when asked for and not yet in effect; the settings in effect."""
+def allocator(choice: str, argv, script: str = __file__) -> dict:
+    """Re-exec ``script`` with the tuned allocator settings when asked for and not yet in effect; the settings in
+    effect."""
     if choice == "tuned" and any(os.environ.get(k) != v for k, v in MALLOC_TUNED.items()):
         env = {**os.environ, **MALLOC_TUNED}
-        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *(argv or sys.argv[1:])], env)
+        os.execve(sys.executable, [sys.executable, os.path.abspath(script), *(argv or sys.argv[1:])], env)
     return {k: os.environ.get(k) for k in MALLOC_TUNED}
 
 
@@ -541,7 +547,7 @@ def main(argv=None) -> int:
                         help="CPU: calls of a model back to back in each round, timed as their mean (warm caches: "
                              "the steady state of serving one model; default 1)")
     args = parser.parse_args(argv)
-    malloc = _allocator(args.allocator, argv)
+    malloc = allocator(args.allocator, argv)
     densities = tuple(float(d) for d in args.densities.split(","))
     run(args.out, args.runs, args.layouts, densities, malloc={"allocator": args.allocator, **malloc},
         masks_dir=args.masks, batch=args.batch, seq_len=args.seq_len, runtimes=tuple(args.runtimes.split(",")),

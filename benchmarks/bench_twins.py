@@ -24,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from bench_latency import MALLOC_TUNED, SEQ_LEN, THREADS, load_dense, machine, real_mask_models  # noqa: E402
+from bench_latency import SEQ_LEN, THREADS, allocator, load_dense, machine, real_mask_models, timing_inputs  # noqa: E402
 
 
 def paired_ratio(ours: list[float], twin: list[float], resamples: int = 2000, seed: int = 0) -> dict:
@@ -38,6 +38,8 @@ def paired_ratio(ours: list[float], twin: list[float], resamples: int = 2000, se
 
 def main(argv=None) -> int:
     """Time every mask beside its twin; print and optionally write the paired ratios."""
+    from grain_bench.measure import LatencySettings, time_models
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--masks", required=True, metavar="RESULTS")
     parser.add_argument("--methods", default="grain,heads")
@@ -45,39 +47,20 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    if any(os.environ.get(key) != value for key, value in MALLOC_TUNED.items()):  # as bench_latency.py: re-exec
-        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *(argv or sys.argv[1:])],
-                  {**os.environ, **MALLOC_TUNED})
-    malloc = {key: os.environ.get(key) for key in MALLOC_TUNED}
+    malloc = allocator("tuned", argv, script=__file__)
     torch.manual_seed(0)
-    torch.set_num_threads(THREADS)
     models, _ = real_mask_models(load_dense(), args.masks, SEQ_LEN, tuple(args.methods.split(",")))
-    pairs = {label: (models[label], models[f"{label}:twin-heads"]) for label in models
-             if label != "dense" and ":" not in label}
-    chosen = {name: model for label, pair in pairs.items() for name, model in zip((label, f"{label}:twin-heads"), pair)}
-    from grain_bench.measure import synthetic_inputs
-
-    inputs = synthetic_inputs(models["dense"].config, args.batch, SEQ_LEN, "cpu")
-    inputs["attention_mask"][0, SEQ_LEN // 2:] = 0
-    times: dict[str, list[float]] = {name: [] for name in chosen}
-    order = list(chosen.items())
-    shuffle = random.Random(0)
+    labels = [label for label in models if label != "dense" and ":" not in label]
+    chosen = {name: models[name] for label in labels for name in (label, f"{label}:twin-heads")}
+    settings = LatencySettings(device="cpu", dtype="fp32", batch=args.batch, seq_len=SEQ_LEN, threads=THREADS,
+                               warmup=3, runs=args.rounds, seed=0)
     started = time.time()
-    with torch.inference_mode():
-        for model in chosen.values():
-            for _ in range(3):
-                model(**inputs)
-        for _ in range(args.rounds):
-            shuffle.shuffle(order)
-            for name, model in order:
-                start = time.perf_counter()
-                model(**inputs)
-                times[name].append((time.perf_counter() - start) * 1000.0)
+    timed = time_models(chosen, settings, inputs=timing_inputs(models["dense"].config, args.batch, SEQ_LEN))
     rows = {}
-    for label in pairs:
-        rows[label] = {"median_ms": statistics.median(times[label]),
-                       "twin_median_ms": statistics.median(times[f"{label}:twin-heads"]),
-                       **paired_ratio(times[label], times[f"{label}:twin-heads"])}
+    for label in labels:
+        ours, twin = timed[label], timed[f"{label}:twin-heads"]
+        rows[label] = {"median_ms": ours.median_ms, "twin_median_ms": twin.median_ms,
+                       **paired_ratio(list(ours.times_ms), list(twin.times_ms))}
         row = rows[label]
         print(f"{label:42s} {row['median_ms']:7.1f} ms  twin {row['twin_median_ms']:7.1f} ms  "
               f"ratio {row['median_ratio']:.3f} [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}]")

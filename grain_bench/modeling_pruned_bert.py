@@ -73,10 +73,12 @@ def _additive_mask(attention_mask, dtype):
     return attention_mask.to(dtype)
 
 
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # newer than some torch this file may meet
+
+
 def _compiling_for_inference() -> bool:
     """True while torch.compile traces the model (not while torch.export does: exported graphs keep SDPA)."""
-    exporting = getattr(torch.compiler, "is_exporting", None)  # newer than some torch releases this file may meet
-    return torch.compiler.is_compiling() and not (exporting is not None and exporting())
+    return torch.compiler.is_compiling() and not _is_exporting()
 
 
 #: GEMM output widths are zero-padded up to a multiple of this: on CPU (oneDNN/MKL), a linear layer whose output width

@@ -10,16 +10,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
 
-def _tables_module():
-    spec = importlib.util.spec_from_file_location("real_mask_tables",
-                                                  os.path.join(ROOT, "benchmarks", "real_mask_tables.py"))
+def _script(name: str):
+    """A module of benchmarks/ loaded from its file (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_real_mask_tables_match_their_reports_and_the_committed_page():
-    tables = _tables_module()
+    tables = _script("real_mask_tables")
     page = open(os.path.join(RESULTS, "latency-real-masks.md")).read()
     for batch, variant in ((32, ""), (1, ""), (1, "calls20")):
         text = tables.table(RESULTS, batch, variant)
@@ -38,9 +38,7 @@ def test_real_mask_tables_match_their_reports_and_the_committed_page():
 
 
 def test_twin_report_pairs_rounds_and_matches_the_page():
-    spec = importlib.util.spec_from_file_location("bench_twins", os.path.join(ROOT, "benchmarks", "bench_twins.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("bench_twins")
     # Paired by round: a model always 10% slower than its twin gives 1.1 however much the rounds drift.
     twin = [10.0, 20.0, 15.0, 40.0, 12.0]
     result = module.paired_ratio([1.1 * t for t in twin], twin)
