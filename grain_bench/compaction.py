@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -57,6 +57,15 @@ def _compact_class(model):
     return getattr(modeling, HEAD_CLASSES[name])
 
 
+def can_compact(model) -> bool:
+    """Whether ``compact`` takes this model (a dense BERT with one of the supported heads)."""
+    try:
+        _compact_class(model)
+    except UsageError:
+        return False
+    return True
+
+
 def compact_config(config, shape: ModelShape):
     """A ``PrunedBertConfig`` from a dense BERT config and the compact shape."""
     modeling = _modeling()
@@ -82,9 +91,10 @@ def compact(model, masks: UnitMasks, space: MaskSpace | None = None):
     reference = next(model.parameters())
     with torch.device("meta"):  # nothing is initialised: every tensor is copied in below
         out = cls(config)
-    state = {k: v for k, v in model.state_dict().items() if ".encoder." not in f".{k}"}
-    state.update(_encoder_state(model, masks, space, prefix=f"{model.base_model_prefix}.encoder."
-                                if type(model).__name__ != "BertModel" else "encoder."))
+    dense = model.state_dict()
+    state = {k: v for k, v in dense.items() if ".encoder." not in f".{k}"}
+    with torch.no_grad():
+        state.update({name: gather(pieces, dense) for name, pieces in encoder_sources(model, masks, space).items()})
     expected = set(out.state_dict())
     missing, unexpected = expected - set(state), set(state) - expected
     # Non-persistent buffers (position ids) are not in state_dict; anything else missing is a bug here.
@@ -108,47 +118,79 @@ def _restore_buffers(out, model) -> None:
             module._buffers[attr] = source[name].clone()
 
 
-def _encoder_state(model, masks: UnitMasks, space: MaskSpace, prefix: str) -> dict[str, torch.Tensor]:
-    from grain_bench.arch import encoder_layers, get_arch, resolve
+class Piece(NamedTuple):
+    """Part of a compact tensor: ``source`` (a state-dict key of the dense model) at ``positions`` along ``dim``
+    (None: the whole tensor). A compact tensor is its pieces concatenated along their ``dim``."""
+
+    source: str
+    dim: int
+    positions: torch.Tensor | None
+
+
+def encoder_sources(model, masks: UnitMasks, space: MaskSpace) -> dict[str, list[Piece]]:
+    """Where every compact encoder tensor comes from in the dense model, keyed by the compact state-dict name (the
+    one description ``compact`` builds from and compact training copies optimizer state and weights back with)."""
+    from grain_bench.arch import encoder_layers, get_arch
 
     arch = get_arch(model.config)
-    state = {}
+    prefix = f"{model.base_model_prefix}.encoder." if type(model).__name__ != "BertModel" else "encoder."
+    dense = f"{prefix}layer."
+    sources: dict[str, list[Piece]] = {}
     head_dim = space.head_dim
-    with torch.no_grad():
-        for index, layer in enumerate(encoder_layers(model, arch)):
-            q, k, v = (resolve(layer, p) for p in (arch.query, arch.key, arch.value))
-            o, w1, w2 = (resolve(layer, p) for p in (arch.attn_out, arch.ffn_in, arch.ffn_out))
-            p = f"{prefix}layer.{index}."
-            q_rows, v_rows = [], []
-            for head in range(space.num_heads):
-                if not bool(masks.vo[index, head].any()):
-                    continue  # a head without value units contributes nothing, its query units included
-                base = head * head_dim
-                q_rows += [base + j for j in masks.qk[index, head].nonzero().flatten().tolist()]
-                v_rows += [base + j for j in masks.vo[index, head].nonzero().flatten().tolist()]
-            if v_rows:
-                qi, vi = torch.tensor(q_rows, dtype=torch.long), torch.tensor(v_rows, dtype=torch.long)
-                state[p + "attention.qkv.weight"] = torch.cat([q.weight[qi], k.weight[qi], v.weight[vi]]).clone()
-                state[p + "attention.qkv.bias"] = torch.cat([q.bias[qi], k.bias[qi], v.bias[vi]]).clone()
-                state[p + "attention.dense.weight"] = o.weight[:, vi].clone()
-                state[p + "attention.dense.bias"] = o.bias.clone()
-            else:
-                state[p + "attention.dense_bias"] = o.bias.clone()
-            attention_norm = resolve(layer, arch.attn_out.rsplit(".", 1)[0] + ".LayerNorm")
-            state[p + "attention.LayerNorm.weight"] = attention_norm.weight.clone()
-            state[p + "attention.LayerNorm.bias"] = attention_norm.bias.clone()
-            fi = masks.ffn[index].nonzero().flatten()
-            if fi.numel():
-                state[p + "ffn.intermediate.weight"] = w1.weight[fi].clone()
-                state[p + "ffn.intermediate.bias"] = w1.bias[fi].clone()
-                state[p + "ffn.dense.weight"] = w2.weight[:, fi].clone()
-                state[p + "ffn.dense.bias"] = w2.bias.clone()
-            else:
-                state[p + "ffn.dense_bias"] = w2.bias.clone()
-            ffn_norm = resolve(layer, arch.ffn_out.rsplit(".", 1)[0] + ".LayerNorm")
-            state[p + "ffn.LayerNorm.weight"] = ffn_norm.weight.clone()
-            state[p + "ffn.LayerNorm.bias"] = ffn_norm.bias.clone()
-    return state
+    for index, _ in enumerate(encoder_layers(model, arch)):
+        p, d = f"{prefix}layer.{index}.", f"{dense}{index}."
+        q, k, v, o, w1, w2 = (d + path for path in (arch.query, arch.key, arch.value, arch.attn_out, arch.ffn_in,
+                                                    arch.ffn_out))
+        q_rows, v_rows = [], []
+        for head in range(space.num_heads):
+            if not bool(masks.vo[index, head].any()):
+                continue  # a head without value units contributes nothing, its query units included
+            base = head * head_dim
+            q_rows += [base + j for j in masks.qk[index, head].nonzero().flatten().tolist()]
+            v_rows += [base + j for j in masks.vo[index, head].nonzero().flatten().tolist()]
+        if v_rows:
+            qi, vi = torch.tensor(q_rows, dtype=torch.long), torch.tensor(v_rows, dtype=torch.long)
+            for kind in ("weight", "bias"):
+                sources[f"{p}attention.qkv.{kind}"] = [Piece(f"{q}.{kind}", 0, qi), Piece(f"{k}.{kind}", 0, qi),
+                                                        Piece(f"{v}.{kind}", 0, vi)]
+            sources[p + "attention.dense.weight"] = [Piece(f"{o}.weight", 1, vi)]
+            sources[p + "attention.dense.bias"] = [Piece(f"{o}.bias", 0, None)]
+        else:
+            sources[p + "attention.dense_bias"] = [Piece(f"{o}.bias", 0, None)]
+        fi = masks.ffn[index].nonzero().flatten()
+        if fi.numel():
+            sources[p + "ffn.intermediate.weight"] = [Piece(f"{w1}.weight", 0, fi)]
+            sources[p + "ffn.intermediate.bias"] = [Piece(f"{w1}.bias", 0, fi)]
+            sources[p + "ffn.dense.weight"] = [Piece(f"{w2}.weight", 1, fi)]
+            sources[p + "ffn.dense.bias"] = [Piece(f"{w2}.bias", 0, None)]
+        else:
+            sources[p + "ffn.dense_bias"] = [Piece(f"{w2}.bias", 0, None)]
+        for block, path in (("attention", arch.attn_out), ("ffn", arch.ffn_out)):
+            norm = d + path.rsplit(".", 1)[0] + ".LayerNorm"
+            for kind in ("weight", "bias"):
+                sources[f"{p}{block}.LayerNorm.{kind}"] = [Piece(f"{norm}.{kind}", 0, None)]
+    return sources
+
+
+def gather(pieces: list[Piece], tensors) -> torch.Tensor:
+    """The compact tensor made of ``pieces`` of ``tensors`` (a dense state dict, or any tensors of the same shapes
+    under the same keys: optimizer moments)."""
+    parts = [tensors[p.source] if p.positions is None
+             else tensors[p.source].index_select(p.dim, p.positions.to(tensors[p.source].device)) for p in pieces]
+    return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=pieces[0].dim)).clone()
+
+
+def scatter(pieces: list[Piece], value: torch.Tensor, tensors) -> None:
+    """Write the compact tensor ``value`` back into the places of ``tensors`` it was gathered from (in place)."""
+    begin = 0
+    for p in pieces:
+        target = tensors[p.source]
+        if p.positions is None:
+            target.copy_(value)
+            continue
+        part = value.narrow(p.dim, begin, len(p.positions))
+        target.index_copy_(p.dim, p.positions.to(target.device), part)
+        begin += len(p.positions)
 
 
 def model_shape_of(model) -> ModelShape:

@@ -17,6 +17,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from grain_bench.compact_training import CompactPhase
+from grain_bench.compaction import can_compact
 from grain_bench.errors import GrainBenchError, TrainingDiverged
 from grain_bench.losses import hidden_mse
 from grain_bench.masked import MaskedModel, fold_unit_scales
@@ -209,11 +211,22 @@ def _check_reaches(method: Method, masks, space: MaskSpace, target: float) -> No
                               f"not the run's target {target:g} (within one unit, {one_unit:.2g})")
 
 
+def compacts_after_pruning(method: Method) -> bool:
+    """Whether the trainer may train ``method``'s student in compact form after the schedule's last pruning step:
+    the schedule cuts its masks, and from there on it observes nothing and sets no gates and no loss."""
+    observes_late = type(method).observe is not Method.observe and method.observes_after_pruning
+    return (method.prunes and not method.owns_density and not observes_late
+            and type(method).gates is Method.gates and type(method).loss is Method.loss)
+
+
 def distill(method: Method, task, teacher, student, data, recipe: Recipe, target_density: float, seed: int,
             progress: bool = True, dev_eval=None, teacher_outputs: TeacherOutputs | None = None,
-            on_step=None) -> DistillResult:
+            on_step=None, compact_phase: bool = True) -> DistillResult:
     """Distil ``teacher`` into ``student`` while ``method`` prunes it along the shared cubic schedule.
-    ``on_step(step, state)``, when given, is called after every optimizer step (learning curves evaluate there)."""
+    ``on_step(step, state)``, when given, is called after every optimizer step (learning curves evaluate there;
+    ``state.model`` is the model being trained). With ``compact_phase`` (the default) a method for which
+    ``compacts_after_pruning`` holds is trained in compact form after the last pruning step (``CompactPhase``: the
+    same training up to float rounding, at the compact model's cost); the returned student is dense either way."""
     start = time.time()
     device = next(student.parameters()).device
     space = MaskSpace.from_config(student.config)
@@ -252,6 +265,9 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
     # backward of the summed loss gives the same gradients (up to float rounding) for about two thirds of the cost.
     cut_by_schedule = method.prunes and not method.owns_density
     last_observed = schedule.end if cut_by_schedule and not method.observes_after_pruning else total
+    compact_from = schedule.end if compact_phase and compacts_after_pruning(method) and can_compact(student) else 0
+    phase: CompactPhase | None = None
+    net = student  # the model trained: the masked student, then (after compact_from) the compact one
     history = []
     bar = tqdm(batches(data.train.features, data.collate, recipe.batch_size, seed, total), total=total,
                desc=f"{method.name} {task.name} @{target_density:g}", disable=not progress)
@@ -270,7 +286,7 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
                 teacher_out = teacher(**inputs, output_hidden_states=recipe.hidden_loss)
             if teacher_outputs is not None:
                 teacher_outputs.put(step, teacher_out, {t for _, t in pairs})
-        student_out = student(**inputs, output_hidden_states=recipe.hidden_loss)
+        student_out = net(**inputs, output_hidden_states=recipe.hidden_loss)
         logit_loss = task.kd_loss(student_out, teacher_out, batch, recipe.temperature)
         if recipe.hard_label_weight:
             logit_loss = logit_loss + recipe.hard_label_weight * task.hard_loss(student_out, batch)
@@ -312,6 +328,10 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
         scheduler.step()
         for method_optimizer in method_optimizers:
             method_optimizer.step()
+        if step == compact_from and step < total and masked.masks.density(space) < 1.0:
+            phase = CompactPhase(student, masked.masks, space, optimizer)
+            net = state.model = phase.model
+            clip_params = [p for p in phase.model.parameters() if p.requires_grad] + list(projections.parameters())
         if on_step is not None:
             on_step(step, state)
         if step % 10 == 0 or step == total:
@@ -322,6 +342,8 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
             history.append(record)
             bar.set_postfix(kd=f"{record['logit_loss']:.3f}", hid=f"{record['hidden_loss']:.3f}",
                             dens=f"{record['density']:.3f}", refresh=False)
+    if phase is not None:
+        state.model = phase.finish()
     state.masks = masked.masks
     scales = method.unit_scales(state)
     masked.set_values(None)

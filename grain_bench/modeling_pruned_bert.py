@@ -170,12 +170,14 @@ class PrunedBertAttention(nn.Module):
         self.qk_total, self.vo_total = sum(self.qk_dims), sum(self.vo_dims)
         self.scaling = config.original_head_dim ** -0.5
         self.dropout_p = config.attention_probs_dropout_prob
+        self._mirror: tuple[int, list[int]] | None = None  # see mirror_dropout
         if self.num_heads:
             self.qkv = nn.Linear(hidden, 2 * self.qk_total + self.vo_total)
             self.dense = nn.Linear(self.vo_total, hidden)
             self.set_layout()
         else:
-            # Empty block: W_O has no inputs left, but its bias is still added before the LayerNorm.
+            # Empty block: W_O has no inputs left, but its bias is still added (and dropped out in training, as the
+            # dense output it stands for is) before the LayerNorm.
             self.qkv = None  # type: ignore[assignment]
             self.buckets: list = []
             self.dense_bias = nn.Parameter(torch.zeros(hidden))
@@ -229,6 +231,28 @@ class PrunedBertAttention(nn.Module):
 
         return self._weights.get(params, build)
 
+    def mirror_dropout(self, num_heads: int | None = None, head_index=None) -> None:
+        """Training only: draw attention dropout as the dense layer with ``num_heads`` heads does (SDPA's one
+        [batch, num_heads, length, length] Bernoulli draw per forward pass, even when no head is left here) and give
+        kept head i the draws of dense head ``head_index[i]``. A compact student trained in place of the masked one
+        (``grain_bench.compact_training``) then meets the masked model's random numbers. No arguments: off."""
+        if num_heads is None:
+            self._mirror = None
+            return
+        head_index = [int(h) for h in head_index]
+        if len(head_index) != self.num_heads or not all(0 <= h < num_heads for h in head_index):
+            raise ValueError(f"mirror_dropout: {self.num_heads} kept heads need as many indices below {num_heads}, "
+                             f"got {head_index}")
+        self._mirror = (int(num_heads), head_index)
+
+    def _written_out(self, q, k, v, attention_mask, keep=None):
+        """Attention of one bucket as matmul, softmax (times the dropout ``keep`` factors), matmul."""
+        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scaling
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        probs = torch.softmax(scores, dim=-1)
+        return torch.matmul(probs if keep is None else probs * keep, v)
+
     def _attend(self, q, k, v, attention_mask, dropout: float):
         """SDPA of one bucket; [batch, heads, length, vo_width]."""
         if not dropout and q.device.type == "cpu" and _compiling_for_inference():
@@ -236,10 +260,7 @@ class PrunedBertAttention(nn.Module):
             # the mask and the softmax into one loop and the two matmuls need no padding: 7% faster at batch 1 x 64
             # and level or 1-3% faster at batch 8-32 on GRAIN's real masks (docs/compact-and-latency.md). Eager keeps
             # the fused kernel, which is 15-50% faster than these three operations run one by one.
-            scores = torch.matmul(q, k.transpose(-1, -2)) * self.scaling
-            if attention_mask is not None:
-                scores = scores + attention_mask
-            return torch.matmul(torch.softmax(scores, dim=-1), v)
+            return self._written_out(q, k, v, attention_mask)
         # SDPA's fused (flash) CPU kernel needs one head width for Q, K and V; unequal widths fall back to a much
         # slower path. Zero-pad the narrower side here (a small copy) rather than in the GEMM.
         qk_width, vo_width = q.shape[-1], v.shape[-1]
@@ -263,20 +284,27 @@ class PrunedBertAttention(nn.Module):
 
     def forward(self, hidden_states, attention_mask=None):
         """LayerNorm(x + W_O attention(x) + b_O), with ``attention_mask`` in SDPA form (or None)."""
-        if self.qkv is None:
-            return self.LayerNorm(hidden_states + self.dense_bias)
         batch, length, _ = hidden_states.shape
+        dropout = self.dropout_p if self.training else 0.0
+        keep = None
+        if dropout and self._mirror is not None:  # what SDPA's dropout does, on the dense layer's heads
+            keep = hidden_states.new_empty(batch, self._mirror[0], length, length).bernoulli_(1 - dropout)
+            keep.div_(1 - dropout)
+        if self.qkv is None:
+            return self.LayerNorm(hidden_states + self.hidden_dropout(self.dense_bias.expand_as(hidden_states)))
         weight, bias, out_weight = self._padded()
         qkv = F.linear(hidden_states, weight, bias)
         contexts, position = [], 0
-        dropout = self.dropout_p if self.training else 0.0
         for heads, qk_width, vo_width in self.buckets:
             count = len(heads)
             q, k, v = (qkv[..., begin: begin + count * width].view(batch, length, count, width).transpose(1, 2)
                        for begin, width in ((position, qk_width), (position + count * qk_width, qk_width),
                                             (position + 2 * count * qk_width, vo_width)))
             position += count * (2 * qk_width + vo_width)
-            if not qk_width and not dropout:
+            if keep is not None:
+                index = torch.tensor([self._mirror[1][h] for h in heads], device=keep.device)
+                context = self._written_out(q, k, v, attention_mask, keep.index_select(1, index))
+            elif not qk_width and not dropout:
                 context = self._uniform(v, attention_mask)
             else:
                 context = self._attend(q, k, v, attention_mask, dropout)
@@ -320,7 +348,7 @@ class PrunedBertFeedForward(nn.Module):
     def forward(self, hidden_states):
         """LayerNorm(x + W_2 act(W_1 x + b_1) + b_2)."""
         if not self.ffn_dim:
-            return self.LayerNorm(hidden_states + self.dense_bias)
+            return self.LayerNorm(hidden_states + self.hidden_dropout(self.dense_bias.expand_as(hidden_states)))
         weight, bias, out_weight = self._padded()
         inner = self.act(F.linear(hidden_states, weight, bias))
         out = self.hidden_dropout(F.linear(inner, out_weight, self.dense.bias))

@@ -57,12 +57,13 @@ def setup():
     return task, teacher.eval(), TaskData(task, tokenizer, train, train, train, collate)
 
 
-def _run(setup, method, **recipe):
+def _run(setup, method, compact_phase=True, **recipe):
     task, teacher, data = setup
     set_seed(0)
     student, _ = load_tiny("sequence", 2)
     recipe = get_recipe("test", {"max_steps": 10, "prune_start": 0.2, "prune_end": 0.5, **recipe})
-    return distill(method, task, teacher, student, data, recipe, 0.5, seed=0, progress=False)
+    return distill(method, task, teacher, student, data, recipe, 0.5, seed=0, progress=False,
+                   compact_phase=compact_phase)
 
 
 def test_observed_gradients_come_from_the_logit_loss_only(setup):
@@ -104,7 +105,7 @@ def test_observations_stop_after_the_last_pruning_step_when_the_method_says_so(s
 
     every, until_end = Recorder(), ScoresFeedMasksOnly()
     kept = _run(setup, every, hidden_loss="true")
-    cut = _run(setup, until_end, hidden_loss="true")
+    cut = _run(setup, until_end, hidden_loss="true", compact_phase=False)  # compared in every place
     assert [c[1] for c in every.calls if c[0] == "observe"] == list(range(1, 11))
     assert [c[1] for c in until_end.calls if c[0] == "observe"] == list(range(1, 6))  # last pruning step: 5
     assert [c[:3] for c in every.calls if c[0] == "masks_for"] == [c[:3] for c in until_end.calls
@@ -190,3 +191,82 @@ def test_a_method_that_observes_nothing_gets_the_same_training_from_one_backward
     for (name, a), (_, b) in zip(once.model.named_parameters(), twice.model.named_parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
     assert once.history[-1]["logit_loss"] == pytest.approx(twice.history[-1]["logit_loss"], rel=1e-4)
+
+
+class FixedCut(Method):
+    """Cuts one fixed structure at every pruning step: a head removed, a head without query units (uniform
+    attention), thinned heads, a layer without attention and thinned FFNs."""
+
+    name = "fixed-cut"
+
+    def __init__(self):
+        super().__init__()
+        self.trained = []
+
+    def masks_for(self, state, density):
+        masks = UnitMasks.full(state.space)
+        masks.qk[0, 0], masks.vo[0, 0] = False, False
+        masks.qk[0, 1] = False
+        masks.vo[0, 1, ::2] = False
+        masks.qk[0, 2, 3:] = False
+        masks.vo[1] = False
+        masks.ffn[:, ::3] = False
+        return masks
+
+
+def _dropout_student():
+    """The tiny student with dropout on (attention and hidden), so training draws random numbers every step."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tiny, _ = load_tiny("sequence", 2)
+    config = BertConfig(**{**tiny.config.to_dict(), "attention_probs_dropout_prob": 0.1, "hidden_dropout_prob": 0.1})
+    model = BertForSequenceClassification(config)
+    model.load_state_dict(tiny.state_dict())
+    return model
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_compact_training_after_the_last_pruning_step_is_the_masked_training(setup, attention):
+    """From the last pruning step on, the trainer trains the compact student (``CompactPhase``) and writes it back:
+    the same weights as training the masked student to the end, dropout's random numbers included."""
+    task, teacher, data = setup
+    recipe = get_recipe("test", {"max_steps": 10, "prune_start": 0.2, "prune_end": 0.5, "hidden_loss": "true"})
+
+    def run(compact_phase, reseed_at=None):
+        set_seed(0)
+        student = _dropout_student()
+        student.config._attn_implementation = attention
+        trained = []
+
+        def on_step(step, state):
+            trained.append(type(state.model).__name__)
+            if step == reseed_at:
+                torch.manual_seed(123)  # other dropout draws from here on
+
+        result = distill(FixedCut(), task, teacher, student, data, recipe, 0.5, seed=0, progress=False,
+                         on_step=on_step, compact_phase=compact_phase)
+        return result, trained
+
+    masked, masked_models = run(False)
+    compacted, compact_models = run(True)
+    assert set(masked_models) == {"BertForSequenceClassification"}
+    assert compact_models == ["BertForSequenceClassification"] * 4 + ["PrunedBertForSequenceClassification"] * 6
+    assert type(compacted.model).__name__ == "BertForSequenceClassification"
+    assert [h["logit_loss"] for h in compacted.history] == pytest.approx([h["logit_loss"] for h in masked.history],
+                                                                          rel=1e-5)
+    kept = compacted.masks
+    assert torch.equal(kept.ffn, masked.masks.ffn) and torch.equal(kept.vo, masked.masks.vo)
+    from grain_bench.compaction import compact
+
+    inputs = task.model_inputs(data.collate([data.train.features[i] for i in range(8)]))
+    with torch.no_grad():
+        expected = compact(masked.model, kept).eval()(**inputs).logits
+        got = compact(compacted.model, kept).eval()(**inputs).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    for (name, a), (_, b) in zip(masked.model.named_parameters(), compacted.model.named_parameters()):
+        if "encoder" not in name:  # the encoder's pruned places keep their values from the switch on; compared above
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=name)
+    # the comparison sees dropout: other random numbers in the compact phase train other weights
+    other, _ = run(True, reseed_at=5)
+    with torch.no_grad():
+        assert not torch.allclose(compact(other.model, kept).eval()(**inputs).logits, got, rtol=1e-4, atol=1e-5)

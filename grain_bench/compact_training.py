@@ -1,0 +1,79 @@
+"""Compact training: once a run's masks are final, train the physically compact student instead of the masked one.
+
+After the schedule's last pruning step a score-and-cut method's masks no longer change, yet the masked model still
+computes every dense matrix and multiplies the pruned units by zero. ``CompactPhase`` swaps in the compact model
+(``grain_bench.compaction.compact``) for the remaining steps: the optimizer takes over the kept slices of its
+moments, attention dropout draws the masked model's random numbers (``PrunedBertAttention.mirror_dropout``), and at
+the end the trained weights are written back into the kept places of the dense student, so everything after training
+(folding, compaction, the equivalence check, saving) runs as before. The gradients of the kept weights are the masked
+model's (a pruned unit's weights get zero gradient there), so the result is the same training up to float rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from grain_bench.compaction import Piece, compact, encoder_sources, gather, scatter
+from grain_bench.masks import MaskSpace, UnitMasks
+
+
+class CompactPhase:
+    """The compact student that replaces ``model`` (a dense student with ``masks`` final) in ``optimizer``.
+
+    ``CompactPhase(model, masks, space, optimizer)`` builds the compact model in training mode and moves the
+    optimizer onto its parameters (the kept slices of every moment; the step counts as they are); train
+    ``phase.model`` from there, then ``phase.finish()`` writes its weights back into ``model`` and returns ``model``.
+    Parameters of the optimizer that are not ``model``'s (e.g. hidden-state projections) are left alone.
+    """
+
+    def __init__(self, model, masks: UnitMasks, space: MaskSpace, optimizer: torch.optim.Optimizer):
+        self.dense = model
+        with torch.no_grad():
+            self.model = compact(model, masks, space)
+            for param in self.model.parameters():  # compact() shares the untouched tensors; training must not
+                param.data = param.data.clone()
+        self.model.train()
+        encoder = encoder_sources(model, masks, space)
+        self.sources: dict[str, list[Piece]] = {name: encoder.get(name, [Piece(name, 0, None)])
+                                                for name, _ in self.model.named_parameters()}
+        for index, layer in enumerate(self.model.base_model.encoder.layer):
+            kept = [h for h in range(space.num_heads) if bool(masks.vo[index, h].any())]
+            layer.attention.mirror_dropout(space.num_heads, kept)
+        self._move_optimizer(optimizer)
+
+    def _move_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        dense = dict(self.dense.named_parameters())
+        group_of = {id(p): i for i, group in enumerate(optimizer.param_groups) for p in group["params"]}
+        compact_params = dict(self.model.named_parameters())
+        missing = [name for name, pieces in self.sources.items() if any(p.source not in dense for p in pieces)]
+        if missing:
+            raise ValueError(f"compact parameters without a dense source: {missing[:5]}")
+        dense_ids = {id(p) for p in dense.values()}
+        new_groups: list[list[torch.Tensor]] = [[p for p in group["params"] if id(p) not in dense_ids]
+                                                for group in optimizer.param_groups]
+        for name, param in compact_params.items():
+            first = dense[self.sources[name][0].source]
+            if id(first) not in group_of:
+                param.requires_grad_(False)  # frozen in the dense student: frozen here too
+                continue
+            new_groups[group_of[id(first)]].append(param)
+            old = optimizer.state.get(first)
+            if old:
+                optimizer.state[param] = {
+                    key: gather(self.sources[name], {p.source: optimizer.state[dense[p.source]][key]
+                                                     for p in self.sources[name]})
+                    if torch.is_tensor(value) and value.shape == first.shape else
+                    (value.clone() if torch.is_tensor(value) else value)
+                    for key, value in old.items()}
+        for param in dense.values():
+            optimizer.state.pop(param, None)
+        for group, params in zip(optimizer.param_groups, new_groups):
+            group["params"] = params
+
+    def finish(self):
+        """Write the trained weights into the kept places of the dense student; returns it."""
+        state = self.dense.state_dict()
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                scatter(self.sources[name], param.detach(), state)
+        return self.dense
