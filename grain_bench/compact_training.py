@@ -3,10 +3,11 @@
 After the schedule's last pruning step a score-and-cut method's masks no longer change, yet the masked model still
 computes every dense matrix and multiplies the pruned units by zero. ``CompactPhase`` swaps in the compact model
 (``grain_bench.compaction.compact``) for the remaining steps: the optimizer takes over the kept slices of its
-moments, attention dropout draws the masked model's random numbers (``PrunedBertAttention.mirror_dropout``), and at
-the end the trained weights are written back into the kept places of the dense student, so everything after training
-(folding, compaction, the equivalence check, saving) runs as before. The gradients of the kept weights are the masked
-model's (a pruned unit's weights get zero gradient there), so the result is the same training up to float rounding.
+moments, attention dropout draws the masked model's random numbers on CPU (``PrunedBertAttention.mirror_dropout``),
+and at the end the trained weights are written back into the kept places of the dense student, so everything after
+training (folding, compaction, the equivalence check, saving) runs as before. The gradients of the kept weights are
+the masked model's (a pruned unit's weights get zero gradient there), so the result is the same training up to float
+rounding.
 """
 
 from __future__ import annotations
@@ -36,9 +37,13 @@ class CompactPhase:
         encoder = encoder_sources(model, masks, space)
         self.sources: dict[str, list[Piece]] = {name: encoder.get(name, [Piece(name, 0, None)])
                                                 for name, _ in self.model.named_parameters()}
-        for index, layer in enumerate(self.model.base_model.encoder.layer):
-            kept = [h for h in range(space.num_heads) if bool(masks.vo[index, h].any())]
-            layer.attention.mirror_dropout(space.num_heads, kept)
+        if next(model.parameters()).device.type == "cpu":
+            # CPU SDPA drops out with one Bernoulli draw over all heads, which the compact model can repeat. CUDA's
+            # fused kernels draw their own way: there the compact model keeps its fused kernel and its own draws
+            # (the same dropout, other random numbers).
+            for index, layer in enumerate(self.model.base_model.encoder.layer):
+                kept = [h for h in range(space.num_heads) if bool(masks.vo[index, h].any())]
+                layer.attention.mirror_dropout(space.num_heads, kept)
         self._move_optimizer(optimizer)
 
     def _move_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
