@@ -541,7 +541,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seq-len", type=int, default=SEQ_LEN)
     parser.add_argument("--methods", default=None, help="with --masks: only these methods (comma list)")
     parser.add_argument("--runtimes", default="eager",
-                        help="comma list of grain_bench.runtimes to time side by side: eager, compile, onnx")
+                        help="comma list of grain_bench.runtimes to time side by side: eager, compile, aoti, onnx")
     parser.add_argument("--device", default="cpu", help="cpu (fp32, 2 threads) or cuda (fp16, GPU modes as runtimes)")
     parser.add_argument("--calls", type=int, default=1,
                         help="CPU: calls of a model back to back in each round, timed as their mean (warm caches: "

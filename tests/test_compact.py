@@ -38,7 +38,8 @@ def _inputs(vocab: int, batch: int = 3, length: int = 11, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(5, vocab, (batch, length), generator=generator)
     mask = torch.ones_like(ids)
-    mask[1, 7:] = 0  # padding in one row: the masks must be honoured
+    if batch > 1:
+        mask[1, 7:] = 0  # padding in one row: the masks must be honoured
     types = torch.zeros_like(ids)
     types[:, 5:] = 1
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}

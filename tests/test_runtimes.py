@@ -96,6 +96,23 @@ def test_onnx_runtime_reproduces_the_compact_model_at_other_shapes(tiny_model):
         assert _outputs_equal(prepared, small, other) <= TOLERANCE
 
 
+def test_aoti_runtime_loads_a_saved_model_and_reproduces_it_at_every_shape(tmp_path, tiny_model):
+    """``load_pruned(path, runtime="aoti")``: exported with dynamic batch and length, compiled ahead of time, checked;
+    one package serves batch 1 (which a trace at batch 1 would have frozen) and other lengths. The saved model has a
+    head without query units and a layer without FFN neurons."""
+    from grain_bench import load_pruned
+    from grain_bench.runtimes import TOLERANCE, AotiModel
+
+    _, path, _ = _saved(tmp_path, tiny_model)
+    small = load_pruned(path)
+    inputs = _inputs(small.config.vocab_size, batch=1, length=9)
+    prepared = load_pruned(path, runtime="aoti", example_inputs=inputs)
+    assert isinstance(prepared, AotiModel)
+    for batch, length in ((1, 9), (1, 40), (3, 11), (5, 2)):
+        other = _inputs(small.config.vocab_size, batch=batch, length=length, seed=batch + length)
+        assert _outputs_equal(prepared, small, other) <= TOLERANCE
+
+
 def test_a_runtime_that_changes_outputs_is_refused(tiny_model):
     from grain_bench.errors import GrainBenchError
     from grain_bench.runtimes import check_equivalent
@@ -121,7 +138,7 @@ def test_load_pruned_selects_a_runtime(tmp_path, tiny_model):
     inputs = _inputs(small.config.vocab_size)
     compiled = load_pruned(path, runtime="compile", example_inputs=inputs)
     assert _outputs_equal(compiled, small, inputs) <= TOLERANCE
-    with pytest.raises(UsageError, match="unknown runtime 'fast'; expected one of eager, compile, onnx"):
+    with pytest.raises(UsageError, match="unknown runtime 'fast'; expected one of eager, compile, aoti, onnx"):
         load_pruned(path, runtime="fast")
 
 
@@ -129,4 +146,4 @@ def test_measure_cli_refuses_an_unknown_mode(tmp_path, capsys):
     from grain_bench.cli import main
 
     assert main(["measure", "--results", str(tmp_path), "--mode", "turbo"]) == 2
-    assert "--mode 'turbo' is not one of eager, compile, onnx on 'cpu'" in capsys.readouterr().err
+    assert "--mode 'turbo' is not one of eager, compile, aoti, onnx on 'cpu'" in capsys.readouterr().err
