@@ -2,11 +2,12 @@
 
     python benchmarks/real_mask_tables.py [benchmarks/results]
 
-Reads ``latency-real-masks-b<B>-eager.json`` and ``latency-real-masks-b<B>-eager-compile.json`` for B = 32 and 1
-(and ``b1-calls20``: batch 1 with 20 calls back to back per model and round, ``bench_latency.py --calls 20``) and
-prints one markdown table per batch size: every method's own mask and ablation with its speedup over the dense eager
-model of the same process (quartiles of the per-round ratios, then its median), beside its stock twins and its
-no-attention ceiling (the same FFN widths without any head: what the mask would reach if attention cost nothing).
+Reads ``latency-real-masks-b<B>-eager.json`` and ``latency-real-masks-b<B>-eager-<runtime>.json`` (compile, aoti) for
+B = 32 and 1 (and ``b1-calls20``: batch 1 with 20 calls back to back per model and round, ``bench_latency.py --calls
+20``) and prints one markdown table per batch size: every method's own mask and ablation with its speedup over the
+dense eager model of the same process (quartiles of the per-round ratios, then its median), beside its stock twins
+and its no-attention ceiling (the same FFN widths without any head: what the mask would reach if attention cost
+nothing).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ def _speedup(row: dict | None, key: str = "speedup_vs_dense") -> str:
     return f"{row[key]:.2f}x" if row and row.get(key) is not None else "-"
 
 
+#: runtimes beside eager, each timed in its own process (``latency-real-masks-b<B>-eager-<runtime>.json``)
+RUNTIMES = ("compile", "aoti")
+
+
 def table(directory: str, batch: int, variant: str = "") -> str:
     """One batch size's table (markdown), or an empty string when its eager report is missing. ``variant`` is a
     file-name tag after the batch size (``calls20``)."""
@@ -42,26 +47,27 @@ def table(directory: str, batch: int, variant: str = "") -> str:
     eager = _load(directory, batch, f"{prefix}eager")
     if eager is None:
         return ""
-    compiled = _load(directory, batch, f"{prefix}eager-compile") or {"results": {}}
+    others = {runtime: _load(directory, batch, f"{prefix}eager-{runtime}") or {"results": {}} for runtime in RUNTIMES}
     calls = eager["settings"].get("calls", 1)
     rows, results = [], eager["results"]
     dense = results["dense"]["median_ms"]
-    compiled_dense = compiled["results"].get("dense", {}).get("median_ms")
+    processes = "".join(f", {report['results']['dense']['median_ms']:.1f} ms ({runtime} process)"
+                        for runtime, report in others.items() if "dense" in report["results"])
     lines = [f"## Batch {batch} x {eager['settings']['seq_len']}"
              + (f", {calls} calls back to back per model and round" if calls > 1 else "")
-             + f": dense eager {dense:.1f} ms (eager-only process)"
-             + (f", {compiled_dense:.1f} ms (compile process)" if compiled_dense else ""),
+             + f": dense eager {dense:.1f} ms (eager-only process){processes}",
              "",
-             "| mask | heads | distinct widths | FLOPs-predicted | eager | compile | twin-heads (eager) | "
-             "twin-64 (eager) | no-attention ceiling (eager / compile) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"| mask | heads | distinct widths | FLOPs-predicted | eager | {' | '.join(RUNTIMES)} | "
+             f"twin-heads (eager) | twin-64 (eager) | no-attention ceiling (eager / {' / '.join(RUNTIMES)}) |",
+             "|---|---|---|---|---|" + "---|" * len(RUNTIMES) + "---|---|---|"]
     for label, row in results.items():
         if label == "dense" or ":" in label or " [" in label:
             continue
-        compile_row = compiled["results"].get(f"{label} [compile]")
-        ceiling = (f"{_speedup(row, 'no_attention_speedup')} / {_speedup(compile_row, 'no_attention_speedup')}")
+        runtime_rows = [others[runtime]["results"].get(f"{label} [{runtime}]") for runtime in RUNTIMES]
+        ceiling = " / ".join(_speedup(r, "no_attention_speedup") for r in [row, *runtime_rows])
         rows.append(f"| {label.replace('@', ' @ ')} | {row['heads']} | {row['distinct_head_widths']} | "
-                    f"{row['flops_predicted_speedup']:.1f}x | {_cell(row)} | {_cell(compile_row)} | "
+                    f"{row['flops_predicted_speedup']:.1f}x | {_cell(row)} | "
+                    f"{' | '.join(_cell(r) for r in runtime_rows)} | "
                     f"{_speedup(row, 'twin-heads_speedup')} | {_speedup(row, 'twin-64_speedup')} | {ceiling} |")
     return "\n".join(lines + rows) + "\n"
 
