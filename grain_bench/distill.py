@@ -3,7 +3,9 @@
 Per step (the order of ``distiller.py`` in airaria/GRAIN, the reference code of arXiv 2212.07634): zero grads ->
 forward teacher and student -> backward the logit-KD loss (retain graph) -> ``method.observe`` (gradients of the logit
 loss only: gradient separation) -> backward the hidden-state MSE (and a method's own loss) -> on pruning steps
-``method.masks_for(state, scheduled density)`` and apply -> clip -> optimizer step.
+``method.masks_for(state, scheduled density)`` and apply -> clip -> optimizer step. After the last pruning step a
+method whose masks are final trains in compact form (``grain_bench.compact_training``): the same steps on the compact
+student, the same training up to float rounding.
 """
 
 from __future__ import annotations
