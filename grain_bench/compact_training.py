@@ -29,12 +29,13 @@ class CompactPhase:
 
     def __init__(self, model, masks: UnitMasks, space: MaskSpace, optimizer: torch.optim.Optimizer):
         self.dense = model
+        encoder = encoder_sources(model, masks, space)
         with torch.no_grad():
             self.model = compact(model, masks, space)
-            for param in self.model.parameters():  # compact() shares the untouched tensors; training must not
-                param.data = param.data.clone()
+            for name, param in self.model.named_parameters():
+                if name not in encoder:  # compact() shares these with the dense student (its encoder is copied)
+                    param.data = param.data.clone()
         self.model.train()
-        encoder = encoder_sources(model, masks, space)
         self.sources: dict[str, list[Piece]] = {name: encoder.get(name, [Piece(name, 0, None)])
                                                 for name, _ in self.model.named_parameters()}
         if next(model.parameters()).device.type == "cpu":

@@ -130,16 +130,15 @@ class Piece(NamedTuple):
 def encoder_sources(model, masks: UnitMasks, space: MaskSpace) -> dict[str, list[Piece]]:
     """Where every compact encoder tensor comes from in the dense model, keyed by the compact state-dict name (the
     one description ``compact`` builds from and compact training copies optimizer state and weights back with)."""
-    from grain_bench.arch import encoder_layers, get_arch
+    from grain_bench.arch import get_arch
 
     arch = get_arch(model.config)
     prefix = f"{model.base_model_prefix}.encoder." if type(model).__name__ != "BertModel" else "encoder."
-    dense = f"{prefix}layer."
     sources: dict[str, list[Piece]] = {}
     head_dim = space.head_dim
-    for index, _ in enumerate(encoder_layers(model, arch)):
-        p, d = f"{prefix}layer.{index}.", f"{dense}{index}."
-        q, k, v, o, w1, w2 = (d + path for path in (arch.query, arch.key, arch.value, arch.attn_out, arch.ffn_in,
+    for index in range(space.num_layers):
+        p = f"{prefix}layer.{index}."  # the same layer prefix in both models; the module paths below differ
+        q, k, v, o, w1, w2 = (p + path for path in (arch.query, arch.key, arch.value, arch.attn_out, arch.ffn_in,
                                                     arch.ffn_out))
         q_rows, v_rows = [], []
         for head in range(space.num_heads):
@@ -166,7 +165,7 @@ def encoder_sources(model, masks: UnitMasks, space: MaskSpace) -> dict[str, list
         else:
             sources[p + "ffn.dense_bias"] = [Piece(f"{w2}.bias", 0, None)]
         for block, path in (("attention", arch.attn_out), ("ffn", arch.ffn_out)):
-            norm = d + path.rsplit(".", 1)[0] + ".LayerNorm"
+            norm = p + path.rsplit(".", 1)[0] + ".LayerNorm"
             for kind in ("weight", "bias"):
                 sources[f"{p}{block}.LayerNorm.{kind}"] = [Piece(f"{norm}.{kind}", 0, None)]
     return sources

@@ -199,10 +199,6 @@ class FixedCut(Method):
 
     name = "fixed-cut"
 
-    def __init__(self):
-        super().__init__()
-        self.trained = []
-
     def masks_for(self, state, density):
         masks = UnitMasks.full(state.space)
         masks.qk[0, 0], masks.vo[0, 0] = False, False
