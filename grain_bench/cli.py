@@ -111,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     measure.add_argument("--dtype", default="fp32", help="fp32 (default), fp16 or bf16")
     measure.add_argument("--mode", default="eager",
-                         help="eager (default); on CPU also compile, aoti or onnx (grain_bench.runtimes), on CUDA "
-                              "cuda_graph or compile")
+                         help="eager (default); on CPU also compile, aoti, ragged or onnx (grain_bench.runtimes), on "
+                              "CUDA cuda_graph or compile")
     measure.add_argument("--runs", type=int, default=15, help="timed rounds (default: 15)")
     measure.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 

@@ -240,9 +240,9 @@ def load_pruned(path: str, device: str | torch.device | None = None, runtime: st
                 example_inputs: dict[str, torch.Tensor] | None = None):
     """Load a directory written by ``save_pruned`` (or by a grain-bench run) as its compact model, in eval mode.
 
-    ``runtime`` (``grain_bench.runtimes``): ``eager`` returns the module; ``compile``, ``aoti`` and ``onnx`` return it
-    prepared for inference on ``example_inputs`` (default: a batch of 2 x 16 tokens), checked to reproduce the
-    module's outputs."""
+    ``runtime`` (``grain_bench.runtimes``): ``eager`` returns the module; ``compile``, ``aoti``, ``ragged`` and
+    ``onnx`` return it prepared for inference on ``example_inputs`` (default: a batch of 2 x 16 tokens), checked to
+    reproduce the module's outputs."""
     from grain_bench.runtimes import check_runtime
 
     check_runtime(runtime)

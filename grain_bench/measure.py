@@ -3,9 +3,9 @@
 Latency protocol: warm-up calls, then repeated timed calls; median and interquartile range. The models compared
 (dense and compact) are timed in the same process, interleaved round by round in a shuffled order, so machine load
 drifts hit both alike. CPU runs at a fixed torch thread count (set, then restored); GPU runs are timed with CUDA events,
-in eager, CUDA-graph or ``torch.compile`` mode on CUDA and eager, ``torch.compile``, AOTInductor or ONNX Runtime mode
-on CPU (``grain_bench.runtimes``), in fp32/fp16/bf16. Every result names its device, dtype, batch, sequence length,
-mode and threads.
+in eager, CUDA-graph or ``torch.compile`` mode on CUDA and eager, ``torch.compile``, AOTInductor, ragged-attention
+kernel or ONNX Runtime mode on CPU (``grain_bench.runtimes``), in fp32/fp16/bf16. Every result names its device,
+dtype, batch, sequence length, mode and threads.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ SCHEMA_VERSION = 1
 EQUIVALENCE_ATOL = 1e-4
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 GPU_MODES = ("eager", "cuda_graph", "compile")
-CPU_MODES = ("eager", "compile", "aoti", "onnx")  # grain_bench.runtimes
+CPU_MODES = ("eager", "compile", "aoti", "ragged", "onnx")  # grain_bench.runtimes
 # Threads of the CPU protocol in run records; the issue's protocol is 2 threads. Env var so a user can match a machine.
 THREADS_ENV = "GRAIN_BENCH_THREADS"
 DEFAULT_CPU_THREADS = 2

@@ -171,6 +171,7 @@ class PrunedBertAttention(nn.Module):
         self.scaling = config.original_head_dim ** -0.5
         self.dropout_p = config.attention_probs_dropout_prob
         self._mirror: tuple[int, list[int]] | None = None  # see mirror_dropout
+        self.kernel = None  # see use_kernel
         if self.num_heads:
             self.qkv = nn.Linear(hidden, 2 * self.qk_total + self.vo_total)
             self.dense = nn.Linear(self.vo_total, hidden)
@@ -189,7 +190,7 @@ class PrunedBertAttention(nn.Module):
         ``align``). The outputs do not depend on either; the defaults are the measured best (benchmarks compare)."""
         self.buckets = plan_buckets(self.qk_dims, self.vo_dims, call_cost)
         self.align = int(align)
-        self._weights = _PaddedWeights()
+        self._weights, self._kernel_weights = _PaddedWeights(), _PaddedWeights()
         # Where each kept row of ``qkv`` (and column of ``dense``) goes in the padded layout. Plain lists, not
         # buffers: derived from the config, so nothing to save or load.
         q_start = [sum(self.qk_dims[:h]) for h in range(self.num_heads)]
@@ -245,6 +246,25 @@ class PrunedBertAttention(nn.Module):
                              f"got {head_index}")
         self._mirror = (int(num_heads), head_index)
 
+    def use_kernel(self, kernel=None) -> None:
+        """Inference only: compute this block's attention with ``kernel(qkv, attention_mask, scale)``, where ``qkv`` is
+        the exact QKV GEMM's output [batch, length, channels] (the kept query rows, key rows and value rows, head by
+        head, then zero channels up to a multiple of ``ALIGN``) and the result is the contexts [batch, length,
+        vo_total] in W_O's column order: one call for all heads at their own widths, no buckets and no padding.
+        grain-bench's ``ragged`` runtime sets it (``grain_bench.ragged``). Training, gradients and compilers keep the
+        bucket layout. No argument: off."""
+        self.kernel = kernel if self.num_heads else None
+
+    def _exact_weights(self):
+        """(W_qkv, b_qkv) with zero rows up to a multiple of ``align``: the kernel's GEMM."""
+        weight, bias = params = self.qkv.weight, self.qkv.bias
+        rows = _round_up(weight.shape[0], self.align)
+        if rows == weight.shape[0]:
+            return params
+        return self._kernel_weights.get(params, lambda: (torch.cat([weight, weight.new_zeros(rows - len(weight),
+                                                                                               weight.shape[1])]),
+                                                         torch.cat([bias, bias.new_zeros(rows - len(bias))])))
+
     def _written_out(self, q, k, v, attention_mask, keep=None):
         """Attention of one bucket as matmul, softmax (times the dropout ``keep`` factors), matmul."""
         scores = torch.matmul(q, k.transpose(-1, -2)) * self.scaling
@@ -292,6 +312,10 @@ class PrunedBertAttention(nn.Module):
             keep.div_(1 - dropout)
         if self.qkv is None:
             return self.LayerNorm(hidden_states + self.hidden_dropout(self.dense_bias.expand_as(hidden_states)))
+        if (self.kernel is not None and not self.training and not torch.is_grad_enabled()
+                and not torch.compiler.is_compiling() and not _is_exporting()):
+            context = self.kernel(F.linear(hidden_states, *self._exact_weights()), attention_mask, self.scaling)
+            return self.LayerNorm(F.linear(context, self.dense.weight, self.dense.bias).add_(hidden_states))
         weight, bias, out_weight = self._padded()
         qkv = F.linear(hidden_states, weight, bias)
         contexts, position = [], 0

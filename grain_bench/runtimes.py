@@ -10,6 +10,12 @@
   AOTInductor (freezing, C++ kernels and wrapper) into a package that runs without Python or dynamo: no guard
   checks on each call, which cost ``compile`` about 0.3 ms a call on a compact model (11% of GRAIN's 5% model at
   batch 1 x 64). Builds once for every shape (tens of seconds on CPU; a C++ compiler, as ``compile`` on CPU needs);
+- ``ragged``: the eager module with the compact model's attention run by a C kernel (``grain_bench.ragged``) that
+  takes every head of a layer at its own query/key and value widths in one call: no padding of heads into buckets, no
+  bucket calls, transposes or concatenation, and the exact QKV GEMM. Layers whose heads are all at most
+  ``RAGGED_MAX_WIDTH`` wide use it; layers with wider heads keep the bucket layout, where PyTorch's fused attention is
+  faster. CPU, fp32, inference. Built on first use with the system's C compiler (about a second). Models without
+  compact attention blocks (the dense backbone) run as in ``eager``;
 - ``onnx``: the model exported to ONNX (``torch.onnx.export`` with ``torch.export``, batch and length dynamic) and
   run by ONNX Runtime's CPU provider, with the graph optimisations at their highest level. Needs
   ``pip install onnx onnxscript onnxruntime`` (the ``onnx`` extra: ``pip install -e '.[onnx]'``).
@@ -22,6 +28,7 @@ returns an object with the head's output attribute (``logits``, or ``start_logit
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 import tempfile
@@ -31,10 +38,15 @@ import torch
 
 from grain_bench.errors import GrainBenchError, UsageError
 
-RUNTIMES = ("eager", "compile", "aoti", "onnx")
+RUNTIMES = ("eager", "compile", "aoti", "ragged", "onnx")
 #: torch._dynamo's recompile limit while models are compiled here: one process may compile every run of a results
 #: directory (``grain-bench measure --mode compile``), at each input shape.
 RECOMPILE_LIMIT = 256
+#: the ``ragged`` runtime's kernel runs a layer whose heads are all at most this wide (query/key or value units); wider
+#: heads keep the bucket layout. Per (sequence, head) at 64 tokens on the 2-core CPU of docs/compact-and-latency.md,
+#: the kernel beat PyTorch's fused attention up to about 16 units and lost 2x at 64; in whole models, GRAIN's masks
+#: (heads of at most 30 units) ran 8-9% faster with it and whole 64-wide heads 5-6% slower.
+RAGGED_MAX_WIDTH = 32
 #: largest absolute output difference a runtime may show against eager fp32 (fused kernels reorder sums)
 TOLERANCE = 1e-4
 
@@ -158,6 +170,38 @@ class OnnxModel:
         return self
 
 
+class RaggedModel:
+    """The eager module with every compact attention block on the ragged kernel (``PrunedBertAttention.use_kernel``),
+    called under ``torch.inference_mode``. The module is a copy that shares the parameters: the model it came from
+    keeps its own attention."""
+
+    def __init__(self, model):
+        from grain_bench.modeling_pruned_bert import PrunedBertAttention
+        from grain_bench.ragged import RaggedLayout, library
+
+        reference = next(model.parameters())
+        if reference.device.type != "cpu" or reference.dtype != torch.float32:
+            raise GrainBenchError(f"the ragged runtime runs fp32 models on the CPU; this one is {reference.dtype} on "
+                                  f"{reference.device}")
+        library()  # built (or found in the cache) now, so that a missing compiler is an error here
+        memo = {id(tensor): tensor for tensor in (*model.parameters(), *model.buffers())}
+        self.model = copy.deepcopy(model, memo).eval()
+        self.config = model.config
+        self.kernel_layers = 0
+        for block in self.model.modules():
+            if isinstance(block, PrunedBertAttention) and block.num_heads \
+                    and max(*block.qk_dims, *block.vo_dims) <= RAGGED_MAX_WIDTH:
+                block.use_kernel(RaggedLayout(block.qk_dims, block.vo_dims))
+                self.kernel_layers += 1
+
+    def __call__(self, **inputs):
+        with torch.inference_mode():
+            return self.model(**inputs)
+
+    def eval(self):
+        return self
+
+
 def allow_recompiles() -> None:
     """Raise torch._dynamo's recompile limits to ``RECOMPILE_LIMIT``: dynamo traces each compact model (and each input
     shape) as a recompilation of the same forward code, and past ``recompile_limit`` (8) it runs every further model
@@ -187,6 +231,8 @@ def prepare(model, runtime: str, inputs: dict[str, torch.Tensor], threads: int |
         prepared = torch.compile(model, dynamic=False, options=compile_options(device))
     elif runtime == "aoti":
         prepared = AotiModel(model, inputs)
+    elif runtime == "ragged":
+        prepared = RaggedModel(model)
     else:
         prepared = OnnxModel(model, inputs, threads)
     if check:

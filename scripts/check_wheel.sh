@@ -17,7 +17,7 @@ import sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
 needed = ["grain_bench/metrics/__init__.py", "grain_bench/metrics/accuracy/accuracy.py",
           "grain_bench/modeling_pruned_bert.py", "grain_bench/methods/grain.py", "grain_bench/tasks/glue.py",
-          "grain_bench/leaderboard/store.py"]
+          "grain_bench/leaderboard/store.py", "grain_bench/kernels/ragged_attention.c"]
 missing = [n for n in needed if n not in names]
 assert not missing, f"the wheel lacks {missing}"
 assert any(n.endswith("licenses/LICENSE") for n in names), "the wheel lacks the LICENSE"
@@ -62,5 +62,7 @@ from grain_bench import load_pruned
 model = load_pruned(open('artifact.txt').read())
 assert model.config.id2label == {0: 'negative', 1: 'positive'}, model.config.id2label
 print('load_pruned in a fresh interpreter:', type(model).__name__, sum(p.numel() for p in model.parameters()), 'parameters')
+ragged = load_pruned(open('artifact.txt').read(), runtime='ragged')  # the kernel source ships in the wheel
+print('load_pruned(runtime=\"ragged\"):', ragged.kernel_layers, 'attention blocks on the kernel')
 "
 echo "check_wheel: ok"

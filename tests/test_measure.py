@@ -56,7 +56,7 @@ def test_settings_reject_gpu_modes_on_cpu():
     from grain_bench.measure import LatencySettings
 
     assert LatencySettings(device="cpu", mode="compile").mode == "compile"  # grain_bench.runtimes on CPU
-    with pytest.raises(GrainBenchError, match="'cuda_graph' is not one of eager, compile, aoti, onnx on 'cpu'"):
+    with pytest.raises(GrainBenchError, match="'cuda_graph' is not one of eager, compile, aoti, ragged, onnx on 'cpu'"):
         LatencySettings(device="cpu", mode="cuda_graph")
     with pytest.raises(GrainBenchError, match="dtype"):
         LatencySettings(dtype="fp8")

@@ -113,6 +113,52 @@ def test_aoti_runtime_loads_a_saved_model_and_reproduces_it_at_every_shape(tmp_p
         assert _outputs_equal(prepared, small, other) <= TOLERANCE
 
 
+def test_ragged_runtime_loads_a_saved_model_and_reproduces_it_at_every_shape(tmp_path, tiny_model):
+    """``load_pruned(path, runtime="ragged")``: every attention block with heads runs the ragged kernel (the tiny
+    model's heads are 8 units wide), the model it was made from keeps its own attention, and the outputs match at
+    batch 1 and other lengths, with padding. The saved model has a head without query units and a layer without FFN
+    neurons."""
+    from grain_bench import load_pruned
+    from grain_bench.modeling_pruned_bert import PrunedBertAttention
+    from grain_bench.runtimes import TOLERANCE, RaggedModel, prepare
+
+    _, path, _ = _saved(tmp_path, tiny_model)
+    small = load_pruned(path)
+    prepared = load_pruned(path, runtime="ragged")
+    assert isinstance(prepared, RaggedModel)
+    blocks = [block for block in prepared.model.modules() if isinstance(block, PrunedBertAttention) and block.num_heads]
+    assert blocks and prepared.kernel_layers == len(blocks) and all(block.kernel is not None for block in blocks)
+    for batch, length in ((1, 9), (1, 40), (3, 11), (5, 2), (2, 70)):
+        other = _inputs(small.config.vocab_size, batch=batch, length=length, seed=batch + length)
+        assert _outputs_equal(prepared, small, other) <= TOLERANCE
+    again = prepare(small, "ragged", _inputs(small.config.vocab_size))
+    assert all(block.kernel is None for block in small.modules() if isinstance(block, PrunedBertAttention))
+    assert again.model is not small and next(again.model.parameters()) is next(small.parameters())  # shared weights
+
+
+def test_ragged_runtime_is_a_timing_mode(tiny_model):
+    """``grain-bench measure --mode ragged`` and ``time_models``: the dense model (no compact attention) and the compact
+    one are both prepared under the runtime and timed."""
+    from grain_bench.measure import LatencySettings, time_models
+
+    model, _ = tiny_model
+    small = _compact_with_odd_heads(tiny_model)
+    settings = LatencySettings(batch=2, seq_len=9, threads=1, warmup=1, runs=2, mode="ragged")
+    results = time_models({"dense": model, "compact": small}, settings)
+    assert {label: result.mode for label, result in results.items()} == {"dense": "ragged", "compact": "ragged"}
+    assert all(result.median_ms > 0 and len(result.times_ms) == 2 for result in results.values())
+
+
+def test_ragged_runtime_refuses_what_it_cannot_run(tiny_model):
+    from grain_bench.errors import GrainBenchError
+    from grain_bench.runtimes import prepare
+
+    small = _compact_with_odd_heads(tiny_model).half()
+    with pytest.raises(GrainBenchError, match="the ragged runtime runs fp32 models on the CPU; this one is "
+                                              "torch.float16 on cpu"):
+        prepare(small, "ragged", _inputs(small.config.vocab_size))
+
+
 def test_a_runtime_that_changes_outputs_is_refused(tiny_model):
     from grain_bench.errors import GrainBenchError
     from grain_bench.runtimes import check_equivalent
@@ -138,7 +184,7 @@ def test_load_pruned_selects_a_runtime(tmp_path, tiny_model):
     inputs = _inputs(small.config.vocab_size)
     compiled = load_pruned(path, runtime="compile", example_inputs=inputs)
     assert _outputs_equal(compiled, small, inputs) <= TOLERANCE
-    with pytest.raises(UsageError, match="unknown runtime 'fast'; expected one of eager, compile, aoti, onnx"):
+    with pytest.raises(UsageError, match="unknown runtime 'fast'; expected one of eager, compile, aoti, ragged, onnx"):
         load_pruned(path, runtime="fast")
 
 
@@ -146,4 +192,4 @@ def test_measure_cli_refuses_an_unknown_mode(tmp_path, capsys):
     from grain_bench.cli import main
 
     assert main(["measure", "--results", str(tmp_path), "--mode", "turbo"]) == 2
-    assert "--mode 'turbo' is not one of eager, compile, aoti, onnx on 'cpu'" in capsys.readouterr().err
+    assert "--mode 'turbo' is not one of eager, compile, aoti, ragged, onnx on 'cpu'" in capsys.readouterr().err

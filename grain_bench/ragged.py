@@ -1,0 +1,148 @@
+"""The ragged-width attention kernel (``kernels/ragged_attention.c``): one call per layer over heads of unequal widths,
+for the compact model's CPU inference in fp32. The ``ragged`` runtime (``grain_bench.runtimes``) uses it.
+
+The kernel is plain C with OpenMP. It is built on first use with the system's C compiler (``$CC``, else ``cc``, with
+``-O3 -march=native -fopenmp``) into a cache folder (``$GRAIN_BENCH_KERNEL_CACHE``, else
+``~/.cache/grain-bench/kernels``) under a name that hashes the source, the flags, the compiler and the CPU, and loaded
+with ctypes. A build takes about a second; no PyTorch headers or build tools beyond the compiler are involved.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from importlib import resources
+
+import torch
+
+from grain_bench.errors import GrainBenchError
+
+SOURCE = "ragged_attention.c"
+_LIBRARY: ctypes.CDLL | None = None
+_I64P = ctypes.POINTER(ctypes.c_int64)
+_F32P = ctypes.POINTER(ctypes.c_float)
+
+
+def _compiler() -> str:
+    name = os.environ.get("CC") or "cc"
+    path = shutil.which(name)
+    if path is None:
+        raise GrainBenchError(f"the ragged runtime needs a C compiler to build its kernel: {name!r} was not found "
+                              f"(set CC to one, or use another runtime)")
+    return path
+
+
+def _cpu_signature() -> str:
+    """What ``-march=native`` depends on: the CPU's model and flags."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            lines = [line for line in handle if line.startswith(("model name", "flags", "Features", "CPU part"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _flags(native: bool) -> list[str]:
+    flags = ["-O3", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-ffp-contract=fast", "-std=gnu11"]
+    if native:
+        flags.append("-march=native")
+        if platform.machine().lower() in ("x86_64", "amd64"):
+            flags.append("-mprefer-vector-width=512")  # wider vectors where the CPU has them (AVX-512)
+    return flags
+
+
+def cache_dir() -> str:
+    return os.environ.get("GRAIN_BENCH_KERNEL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "grain-bench",
+                                                                        "kernels")
+
+
+def build() -> str:
+    """Path of the compiled kernel, building it when the cache has none for this source, compiler and CPU."""
+    source = resources.files("grain_bench").joinpath("kernels").joinpath(SOURCE).read_bytes()
+    compiler = _compiler()
+    folder = cache_dir()
+    os.makedirs(folder, exist_ok=True)
+    errors = []
+    for native in (True, False):  # -march=native is not known to every compiler: retry without it
+        flags = _flags(native)
+        key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), compiler.encode(),
+                                         _cpu_signature().encode()])).hexdigest()[:16]
+        path = os.path.join(folder, f"ragged_attention-{key}.so")
+        if os.path.isfile(path):
+            return path
+        with tempfile.TemporaryDirectory(dir=folder) as work:
+            source_path = os.path.join(work, SOURCE)
+            with open(source_path, "wb") as handle:
+                handle.write(source)
+            built = os.path.join(work, "kernel.so")
+            result = subprocess.run([compiler, *flags, source_path, "-o", built, "-lm"], capture_output=True,
+                                    text=True)
+            if result.returncode == 0:
+                os.replace(built, path)  # atomic: a concurrent build of the same key writes the same file
+                return path
+            errors.append(f"{' '.join([os.path.basename(compiler), *flags])}: {result.stderr.strip()[-400:]}")
+    raise GrainBenchError("the ragged runtime could not build its kernel with the C compiler:\n" + "\n".join(errors))
+
+
+def library() -> ctypes.CDLL:
+    """The loaded kernel (built on first use)."""
+    global _LIBRARY
+    if _LIBRARY is None:
+        loaded = ctypes.CDLL(build())
+        function = loaded.grain_ragged_attention
+        function.restype = ctypes.c_int
+        function.argtypes = [_F32P, *[ctypes.c_int64] * 4, _F32P, *[ctypes.c_int64] * 3, ctypes.c_int64,
+                             *[_I64P] * 4, ctypes.c_int64, ctypes.c_int64, ctypes.c_float, _F32P, ctypes.c_int]
+        _LIBRARY = loaded
+    return _LIBRARY
+
+
+class RaggedLayout:
+    """A layer's heads as the kernel reads them: query/key widths ``qk_dims`` and value widths ``vo_dims``, packed head
+    by head in the exact QKV GEMM's output (queries, then keys, then values) and in W_O's columns."""
+
+    def __init__(self, qk_dims, vo_dims):
+        self.heads = len(qk_dims)
+        self.qk_total, self.vo_total = int(sum(qk_dims)), int(sum(vo_dims))
+        offsets = [0, 0]
+        arrays = {name: (ctypes.c_int64 * self.heads)() for name in ("qoff", "qdim", "voff", "vdim")}
+        for h, (qk, vo) in enumerate(zip(qk_dims, vo_dims)):
+            arrays["qoff"][h], arrays["qdim"][h], arrays["voff"][h], arrays["vdim"][h] = offsets[0], qk, offsets[1], vo
+            offsets[0] += int(qk)
+            offsets[1] += int(vo)
+        self.arrays = arrays  # kept alive with the layout: the kernel reads them through pointers
+
+    def __call__(self, qkv: torch.Tensor, attention_mask: torch.Tensor | None, scale: float) -> torch.Tensor:
+        """Context [batch, length, vo_total] of ``qkv`` [batch, length, channels] (fp32, CPU; the packed queries,
+        keys and values, then any unused channels), with SDPA's additive ``attention_mask`` ([batch or 1, 1, 1 or
+        length, length]) or None."""
+        batch, length, channels = qkv.shape
+        if qkv.dtype != torch.float32 or qkv.device.type != "cpu" or channels < 2 * self.qk_total + self.vo_total:
+            raise GrainBenchError(f"ragged attention takes fp32 CPU inputs with at least "
+                                  f"{2 * self.qk_total + self.vo_total} channels, got {qkv.dtype} on {qkv.device} "
+                                  f"with {channels}")
+        if qkv.stride(2) != 1:
+            qkv = qkv.contiguous()
+        mask_pointer, strides = None, [0, 0, 0]
+        if attention_mask is not None:
+            mask = attention_mask.to(torch.float32)
+            if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[3] != length or mask.shape[2] not in (1, length) \
+                    or mask.shape[0] not in (1, batch):
+                raise GrainBenchError(f"ragged attention takes an additive mask [batch, 1, 1 or {length}, {length}], "
+                                      f"got {list(mask.shape)}")
+            strides = [0 if mask.shape[dim] == 1 else mask.stride(dim) for dim in (0, 2, 3)]
+            mask_pointer = ctypes.cast(mask.data_ptr(), _F32P)
+        out = qkv.new_empty(batch, length, self.vo_total)
+        a = self.arrays
+        failed = library().grain_ragged_attention(
+            ctypes.cast(qkv.data_ptr(), _F32P), batch, length, qkv.stride(0), qkv.stride(1), mask_pointer, *strides,
+            self.heads, a["qoff"], a["qdim"], a["voff"], a["vdim"], self.qk_total, self.vo_total, float(scale),
+            ctypes.cast(out.data_ptr(), _F32P), torch.get_num_threads())
+        if failed:
+            raise MemoryError("ragged attention could not allocate its scratch memory")
+        return out
