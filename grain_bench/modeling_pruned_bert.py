@@ -87,6 +87,17 @@ def _compiling_for_inference() -> bool:
 ALIGN = 8
 
 
+def _residual_linear(x, weight, bias, residual, dropout: nn.Dropout):
+    """``residual + dropout(x W^T + b)``. In eager inference (no active dropout) the bias is added to the residual in
+    one pass and the GEMM accumulates into that sum in place (``addmm_``); ``F.linear`` would first copy the bias into
+    a new output and the residual would take a third pass over the [batch, length, hidden] activations."""
+    if (dropout.training and dropout.p) or torch.compiler.is_compiling() or _is_exporting():
+        return dropout(F.linear(x, weight, bias)).add_(residual)  # compilers fuse these passes themselves
+    out = residual + bias
+    out.view(-1, out.shape[-1]).addmm_(x.reshape(-1, x.shape[-1]), weight.t())
+    return out
+
+
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
@@ -315,7 +326,8 @@ class PrunedBertAttention(nn.Module):
         if (self.kernel is not None and not self.training and not torch.is_grad_enabled()
                 and not torch.compiler.is_compiling() and not _is_exporting()):
             context = self.kernel(F.linear(hidden_states, *self._exact_weights()), attention_mask, self.scaling)
-            return self.LayerNorm(F.linear(context, self.dense.weight, self.dense.bias).add_(hidden_states))
+            return self.LayerNorm(_residual_linear(context, self.dense.weight, self.dense.bias, hidden_states,
+                                                   self.hidden_dropout))
         weight, bias, out_weight = self._padded()
         qkv = F.linear(hidden_states, weight, bias)
         contexts, position = [], 0
@@ -334,8 +346,8 @@ class PrunedBertAttention(nn.Module):
                 context = self._attend(q, k, v, attention_mask, dropout)
             contexts.append(context.transpose(1, 2).reshape(batch, length, count * vo_width))
         context = contexts[0] if len(contexts) == 1 else torch.cat(contexts, dim=-1)
-        out = self.hidden_dropout(F.linear(context, out_weight, self.dense.bias))
-        return self.LayerNorm(out.add_(hidden_states))  # in place: one 3-D buffer fewer per block
+        return self.LayerNorm(_residual_linear(context, out_weight, self.dense.bias, hidden_states,
+                                               self.hidden_dropout))
 
 
 class PrunedBertFeedForward(nn.Module):
@@ -375,8 +387,7 @@ class PrunedBertFeedForward(nn.Module):
             return self.LayerNorm(hidden_states + self.hidden_dropout(self.dense_bias.expand_as(hidden_states)))
         weight, bias, out_weight = self._padded()
         inner = self.act(F.linear(hidden_states, weight, bias))
-        out = self.hidden_dropout(F.linear(inner, out_weight, self.dense.bias))
-        return self.LayerNorm(out.add_(hidden_states))
+        return self.LayerNorm(_residual_linear(inner, out_weight, self.dense.bias, hidden_states, self.hidden_dropout))
 
 
 class PrunedBertLayer(nn.Module):
