@@ -14,7 +14,9 @@ Attention runs on buckets of heads of similar widths (``plan_buckets``; usually 
 one ``scaled_dot_product_attention`` call on heads zero-padded to the bucket's widest head (zero query channels add
 nothing to the scores, zero value channels meet zero W_O columns). Q, K and V of every bucket come from one GEMM of a
 padded copy of the kept weights, and one GEMM maps the contexts back, so no activation is scattered or gathered.
-See docs/compact-and-latency.md for the layouts that were measured against this one.
+See docs/compact-and-latency.md for the layouts that were measured against this one. For inference a block can hand
+its attention to a kernel that takes heads of unequal widths in one call (``PrunedBertAttention.use_kernel``;
+grain-bench's ``ragged`` runtime sets one); without it, this file computes everything with PyTorch alone.
 """
 
 from __future__ import annotations

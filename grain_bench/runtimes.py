@@ -44,8 +44,9 @@ RUNTIMES = ("eager", "compile", "aoti", "ragged", "onnx")
 RECOMPILE_LIMIT = 256
 #: the ``ragged`` runtime's kernel runs a layer whose heads are all at most this wide (query/key or value units); wider
 #: heads keep the bucket layout. Per (sequence, head) at 64 tokens on the 2-core CPU of docs/compact-and-latency.md,
-#: the kernel beat PyTorch's fused attention up to about 16 units and lost 2x at 64; in whole models, GRAIN's masks
-#: (heads of at most 30 units) ran 8-9% faster with it and whole 64-wide heads 5-6% slower.
+#: the kernel beat PyTorch's fused attention up to about 16 units, was level at 32 and 1.1-1.6x slower at 64; in whole
+#: MiniLM models (32-unit heads) GRAIN's masks ran 7-37% faster with it and whole-head masks level
+#: (benchmarks/results/latency-real-masks.md). BERT-base's 64-unit heads keep the buckets.
 RAGGED_MAX_WIDTH = 32
 #: largest absolute output difference a runtime may show against eager fp32 (fused kernels reorder sums)
 TOLERANCE = 1e-4

@@ -51,11 +51,31 @@ def test_twin_report_pairs_rounds_and_matches_the_page():
     twin = [10.0, 20.0, 15.0, 40.0, 12.0]
     result = module.paired_ratio([1.1 * t for t in twin], twin)
     assert abs(result["median_ratio"] - 1.1) < 1e-12 and all(abs(x - 1.1) < 1e-12 for x in result["ci95"])
-    with open(os.path.join(RESULTS, "latency-real-masks-b32-twins.json")) as handle:
-        rows = json.load(handle)["results"]
+    tables = _script("real_mask_tables")
     page = open(os.path.join(RESULTS, "latency-real-masks.md")).read()
-    for label, row in rows.items():
-        low, high = row["ci95"]
-        assert low <= row["median_ratio"] <= high
-        assert (f"| {label.replace('@', ' @ ')} | {row['median_ms']:.1f} | {row['twin_median_ms']:.1f} | "
-                f"{row['median_ratio']:.3f} [{low:.3f}, {high:.3f}] |") in page
+    text = tables.twins_table(RESULTS)
+    assert text and text in page
+    for name in ("twins", "twins-ragged"):  # the compact models eager, then under the ragged runtime
+        with open(os.path.join(RESULTS, f"latency-real-masks-b32-{name}.json")) as handle:
+            rows = json.load(handle)["results"]
+        for label, row in rows.items():
+            low, high = row["ci95"]
+            assert low <= row["median_ratio"] <= high
+            line = next(line for line in text.splitlines() if line.startswith(f"| {label.replace('@', ' @ ')} |"))
+            assert (f"{row['median_ms']:.1f} | {row['twin_median_ms']:.1f} | {row['median_ratio']:.3f} "
+                    f"[{low:.3f}, {high:.3f}]") in line
+
+
+def test_runtime_pairs_come_from_one_process_and_match_the_page():
+    """The ragged runtime beside eager: both columns of a row from the same report (the same process's rounds)."""
+    tables = _script("real_mask_tables")
+    page = open(os.path.join(RESULTS, "latency-real-masks.md")).read()
+    text = tables.runtime_pairs(RESULTS)
+    assert text and text in page
+    with open(os.path.join(RESULTS, "latency-real-masks-b32-eager-ragged.json")) as handle:
+        results = json.load(handle)["results"]
+    row, prepared = results["grain@0.05"], results["grain@0.05 [ragged]"]
+    assert (f"| grain @ 0.05 | 32 | {row['median_ms']:.2f} ({row['speedup_vs_dense']:.2f}x) | "
+            f"{prepared['median_ms']:.2f} ({prepared['speedup_vs_dense']:.2f}x) | "
+            f"{row['median_ms'] / prepared['median_ms']:.2f} |") in text
+    assert tables.runtime_pairs(os.path.join(RESULTS, "no-such-dir")) == ""
