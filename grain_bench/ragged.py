@@ -47,8 +47,10 @@ def _cpu_signature() -> str:
         return platform.processor() or platform.machine()
 
 
-def _flags(native: bool) -> list[str]:
-    flags = ["-O3", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-ffp-contract=fast", "-std=gnu11"]
+def _flags(native: bool, openmp: bool = True) -> list[str]:
+    flags = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-ffp-contract=fast", "-std=gnu11"]
+    if openmp:
+        flags.append("-fopenmp")
     if native:
         flags.append("-march=native")
         if platform.machine().lower() in ("x86_64", "amd64"):
@@ -68,8 +70,10 @@ def build() -> str:
     folder = cache_dir()
     os.makedirs(folder, exist_ok=True)
     errors = []
-    for native in (True, False):  # -march=native is not known to every compiler: retry without it
-        flags = _flags(native)
+    # -march=native is not known to every compiler, nor -fopenmp (Apple's clang): retry without them (without OpenMP
+    # the kernel runs on one thread)
+    for native, openmp in ((True, True), (False, True), (False, False)):
+        flags = _flags(native, openmp)
         key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), compiler.encode(),
                                          _cpu_signature().encode()])).hexdigest()[:16]
         path = os.path.join(folder, f"ragged_attention-{key}.so")
@@ -126,6 +130,9 @@ class RaggedLayout:
             raise GrainBenchError(f"ragged attention takes fp32 CPU inputs with at least "
                                   f"{2 * self.qk_total + self.vo_total} channels, got {qkv.dtype} on {qkv.device} "
                                   f"with {channels}")
+        if attention_mask is not None and not attention_mask.is_floating_point():
+            raise GrainBenchError(f"ragged attention takes an additive float mask (0 = attend, a large negative number "
+                                  f"= masked), got {attention_mask.dtype}")
         if qkv.stride(2) != 1:
             qkv = qkv.contiguous()
         mask_pointer, strides = None, [0, 0, 0]

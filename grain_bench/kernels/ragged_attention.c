@@ -70,7 +70,8 @@ ALWAYS_INLINE void score_tile(const int rows, const float *x, int64_t row_stride
     }
     for (int r = 0; r < rows; ++r) {
         if (m && mask_i)
-            for (int l = 0; l < LANES && block + l < length; ++l) acc[r][l] += m[(block + l) * mask_i + (j0 + r) * mask_j];
+            for (int l = 0; l < LANES && block + l < length; ++l)
+                acc[r][l] += m[(block + l) * mask_i + (j0 + r) * mask_j];
         float *row = scores + (j0 + r) * padded + block;
 #pragma omp simd
         for (int l = 0; l < LANES; ++l) {
@@ -98,7 +99,8 @@ ALWAYS_INLINE void context_tile(const int rows, const float *x, int64_t row_stri
         for (int l = 0; l < LANES; ++l) context[(c0 + r) * padded + block + l] = acc[r][l];
 }
 
-/* Returns 0, or 1 when scratch memory could not be allocated (nothing written then). */
+/* Returns 0, or 1 when a thread could not allocate its scratch memory (its share of the output is then missing; the
+ * caller raises). */
 int grain_ragged_attention(const float *qkv, int64_t batch, int64_t length, int64_t batch_stride,
                            int64_t row_stride, const float *mask, int64_t mask_b, int64_t mask_i, int64_t mask_j,
                            int64_t heads, const int64_t *qoff, const int64_t *qdim, const int64_t *voff,
