@@ -9,7 +9,8 @@
 #   3. batch 1 again with 20 calls back to back per model and round (--calls 20: warm caches, as when serving), eager,
 #      eager + torch.compile, eager + AOTInductor and eager + ragged;
 #   4. each mask against its twin-heads alone, paired over 81 rounds (bench_twins.py), eager and ragged;
-#   5. print the tables of benchmarks/results/latency-real-masks.md from the JSON reports.
+#   5. print the tables of benchmarks/results/latency-real-masks.md from the JSON reports;
+#   6. the ragged kernel against SDPA per (sequence, head) at equal widths (bench_ragged_kernel.py).
 #   bash benchmarks/run_real_mask_latency.sh          (MEASURE=0 skips step 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,3 +32,4 @@ python benchmarks/bench_twins.py --masks "$RESULTS" --rounds 81 --out "$OUT/late
 python benchmarks/bench_twins.py --masks "$RESULTS" --rounds 81 --runtime ragged \
   --out "$OUT/latency-real-masks-b32-twins-ragged.json"
 python benchmarks/real_mask_tables.py "$OUT"
+python benchmarks/bench_ragged_kernel.py --out "$OUT/ragged-kernel.json"

@@ -43,10 +43,11 @@ RUNTIMES = ("eager", "compile", "aoti", "ragged", "onnx")
 #: directory (``grain-bench measure --mode compile``), at each input shape.
 RECOMPILE_LIMIT = 256
 #: the ``ragged`` runtime's kernel runs a layer whose heads are all at most this wide (query/key or value units); wider
-#: heads keep the bucket layout. Per (sequence, head) at 64 tokens on the 2-core CPU of docs/compact-and-latency.md,
-#: the kernel beat PyTorch's fused attention up to about 16 units, was level at 32 and 1.1-1.6x slower at 64; in whole
-#: MiniLM models (32-unit heads) GRAIN's masks ran 7-37% faster with it and whole-head masks level
-#: (benchmarks/results/latency-real-masks.md). BERT-base's 64-unit heads keep the buckets.
+#: heads keep the bucket layout. Per (sequence, head) at 64 tokens and batch 32 on the 2-core CPU of
+#: docs/compact-and-latency.md, the kernel was 1.35-1.8x faster than PyTorch's fused attention up to 13 units, level at
+#: 32 and 11% slower at 64 (benchmarks/results/ragged-kernel.json); in whole MiniLM models (32-unit heads) GRAIN's
+#: masks ran 7-37% faster with it and whole-head masks level (benchmarks/results/latency-real-masks.md). BERT-base's
+#: 64-unit heads keep the buckets.
 RAGGED_MAX_WIDTH = 32
 #: largest absolute output difference a runtime may show against eager fp32 (fused kernels reorder sums)
 TOLERANCE = 1e-4
