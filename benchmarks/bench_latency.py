@@ -393,10 +393,7 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
         report["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
         _print(rows)
         print(json.dumps(report["targets"], indent=2))
-        if out_path:
-            os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-            with open(out_path, "w") as handle:
-                json.dump(report, handle, indent=2, default=str)
+        write_report(out_path, report)
         return report
 
     if on_cuda:  # one set of interleaved rounds per mode; the labels of modes other than eager carry " [mode]"
@@ -417,6 +414,14 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
     settings = LatencySettings(device="cpu", dtype="fp32", batch=batch, seq_len=seq_len, threads=THREADS,
                                warmup=2, runs=runs, seed=0, calls=calls)
     return publish(time_models(models, settings, inputs=inputs))
+
+
+def write_report(path: str | None, report: dict) -> None:
+    """Write a benchmark's JSON report to ``path`` (its folder made if needed); nothing when ``path`` is None."""
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as handle:
+            json.dump(report, handle, indent=2, default=str)
 
 
 def _ratio_quartiles(baseline, result) -> list[float]:

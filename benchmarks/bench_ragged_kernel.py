@@ -13,7 +13,6 @@ This is what ``grain_bench.runtimes.RAGGED_MAX_WIDTH`` rests on; whole models ar
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -23,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from bench_latency import THREADS, allocator, machine  # noqa: E402
+from bench_latency import THREADS, allocator, machine, write_report  # noqa: E402
 
 CASES = ((32, 5, 1), (32, 5, 5), (32, 4, 13), (32, 3, 32), (32, 12, 32), (32, 5, 64), (1, 5, 5), (1, 4, 13),
          (1, 3, 32), (1, 5, 64))  # (batch, heads, width)
@@ -86,9 +85,7 @@ def main(argv=None) -> int:
     report = {"machine": machine(), "command": " ".join(["python benchmarks/bench_ragged_kernel.py", *sys.argv[1:]]),
               "settings": {"length": LENGTH, "threads": THREADS, "rounds": args.rounds, "calls_per_round": CALLS,
                            "malloc": malloc}, "results": rows}
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(report, handle, indent=2)
+    write_report(args.out, report)
     return 0
 
 

@@ -16,7 +16,6 @@ kernel), prepared and checked against the eager model first; the twins, stock BE
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
@@ -26,7 +25,16 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from bench_latency import SEQ_LEN, THREADS, allocator, load_dense, machine, real_mask_models, timing_inputs  # noqa: E402
+from bench_latency import (  # noqa: E402
+    SEQ_LEN,
+    THREADS,
+    allocator,
+    load_dense,
+    machine,
+    real_mask_models,
+    timing_inputs,
+    write_report,
+)
 
 
 def paired_ratio(ours: list[float], twin: list[float], resamples: int = 2000, seed: int = 0) -> dict:
@@ -78,9 +86,7 @@ def main(argv=None) -> int:
               "settings": {"batch": args.batch, "seq_len": SEQ_LEN, "threads": THREADS, "rounds": args.rounds,
                            "runtime": args.runtime,
                            "malloc": malloc}, "results": rows, "seconds": time.time() - started}
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(report, handle, indent=2)
+    write_report(args.out, report)
     return 0
 
 
