@@ -43,8 +43,7 @@ class CompactPhase:
             # fused kernels draw their own way: there the compact model keeps its fused kernel and its own draws
             # (the same dropout, other random numbers).
             for index, layer in enumerate(self.model.base_model.encoder.layer):
-                kept = [h for h in range(space.num_heads) if bool(masks.vo[index, h].any())]
-                layer.attention.mirror_dropout(space.num_heads, kept)
+                layer.attention.mirror_dropout(space.num_heads, masks.kept_head_indices(index))
         self._move_optimizer(optimizer)
 
     def _move_optimizer(self, optimizer: torch.optim.Optimizer) -> None:

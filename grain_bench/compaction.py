@@ -141,9 +141,7 @@ def encoder_sources(model, masks: UnitMasks, space: MaskSpace) -> dict[str, list
         q, k, v, o, w1, w2 = (p + path for path in (arch.query, arch.key, arch.value, arch.attn_out, arch.ffn_in,
                                                     arch.ffn_out))
         q_rows, v_rows = [], []
-        for head in range(space.num_heads):
-            if not bool(masks.vo[index, head].any()):
-                continue  # a head without value units contributes nothing, its query units included
+        for head in masks.kept_head_indices(index):
             base = head * head_dim
             q_rows += [base + j for j in masks.qk[index, head].nonzero().flatten().tolist()]
             v_rows += [base + j for j in masks.vo[index, head].nonzero().flatten().tolist()]

@@ -157,16 +157,18 @@ class UnitMasks(UnitTensors):
         """Number of heads with at least one value unit."""
         return int(self.vo.any(dim=-1).sum())
 
+    def kept_head_indices(self, layer: int) -> list[int]:
+        """The heads of ``layer`` that the compact model keeps, in order: those with at least one value unit (a head
+        without value units contributes nothing, its query units included)."""
+        return self.vo[layer].any(dim=-1).nonzero().flatten().tolist()
+
     def model_shape(self, space: MaskSpace, extra: dict[str, Any] | None = None) -> ModelShape:
         """The shape of the compact model these masks produce (heads without value units are dropped)."""
         layers = []
         for layer in range(space.num_layers):
-            heads = []
-            for head in range(space.num_heads):
-                vo = int(self.vo[layer, head].sum())
-                if vo:
-                    heads.append((int(self.qk[layer, head].sum()), vo))
-            layers.append(LayerShape(tuple(heads), int(self.ffn[layer].sum())))
+            heads = tuple((int(self.qk[layer, head].sum()), int(self.vo[layer, head].sum()))
+                          for head in self.kept_head_indices(layer))
+            layers.append(LayerShape(heads, int(self.ffn[layer].sum())))
         return ModelShape(space.hidden, tuple(layers), space.vocab_size, space.max_positions, space.type_vocab_size,
                           space.head_dim, dict(extra or {}))
 

@@ -270,13 +270,12 @@ class PrunedBertAttention(nn.Module):
 
     def _exact_weights(self):
         """(W_qkv, b_qkv) with zero rows up to a multiple of ``align``: the kernel's GEMM."""
-        weight, bias = params = self.qkv.weight, self.qkv.bias
-        rows = _round_up(weight.shape[0], self.align)
-        if rows == weight.shape[0]:
+        params = self.qkv.weight, self.qkv.bias
+        extra = _round_up(len(params[0]), self.align) - len(params[0])
+        if not extra:
             return params
-        return self._kernel_weights.get(params, lambda: (torch.cat([weight, weight.new_zeros(rows - len(weight),
-                                                                                               weight.shape[1])]),
-                                                         torch.cat([bias, bias.new_zeros(rows - len(bias))])))
+        return self._kernel_weights.get(params, lambda: (F.pad(params[0], (0, 0, 0, extra)),
+                                                         F.pad(params[1], (0, extra))))
 
     def _written_out(self, q, k, v, attention_mask, keep=None):
         """Attention of one bucket as matmul, softmax (times the dropout ``keep`` factors), matmul."""

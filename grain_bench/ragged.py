@@ -70,12 +70,12 @@ def build() -> str:
     folder = cache_dir()
     os.makedirs(folder, exist_ok=True)
     errors = []
+    machine = b"\0".join([source, compiler.encode(), _cpu_signature().encode()])
     # -march=native is not known to every compiler, nor -fopenmp (Apple's clang): retry without them (without OpenMP
     # the kernel runs on one thread)
     for native, openmp in ((True, True), (False, True), (False, False)):
         flags = _flags(native, openmp)
-        key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), compiler.encode(),
-                                         _cpu_signature().encode()])).hexdigest()[:16]
+        key = hashlib.sha256(machine + b"\0" + " ".join(flags).encode()).hexdigest()[:16]
         path = os.path.join(folder, f"ragged_attention-{key}.so")
         if os.path.isfile(path):
             return path
