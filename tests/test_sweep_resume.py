@@ -157,6 +157,14 @@ def _env():
     return env
 
 
+def _default_sigint() -> None:
+    """``preexec_fn`` of the sweeps the tests signal: SIGINT back to its default, as for a command run from a terminal.
+    A shell starts background jobs with SIGINT ignored and Python keeps an inherited ignore, so without this a sweep
+    started by ``bash scripts/test.sh &`` (or under nohup) never sees the test's SIGINT and the test waits for its
+    timeout: the outcome would depend on how pytest was launched."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _lines(path):
     if not os.path.exists(path):
         return 0
@@ -167,7 +175,8 @@ def _lines(path):
 def _start_and_kill(results_dir, data_dir, signum, after_records, extra_delay=0.0, timeout=240):
     """Start the sweep, send ``signum`` once the store has ``after_records`` lines (plus a delay); return rc, stderr."""
     path = os.path.join(results_dir, "records.jsonl")
-    proc = subprocess.Popen(_command(results_dir, data_dir), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_command(results_dir, data_dir), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_sigint)
     deadline = time.time() + timeout
     while proc.poll() is None and _lines(path) < after_records and time.time() < deadline:
         time.sleep(0.05)
@@ -204,7 +213,7 @@ def _gated_command(results_dir, data_dir):
 def _start_gated(results_dir, data_dir, gate):
     env = dict(_env(), GRAIN_BENCH_TEST_GATE=str(gate), PYTHONPATH=os.path.dirname(__file__))
     return subprocess.Popen(_gated_command(results_dir, data_dir), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=_default_sigint)
 
 
 def _signal_at_run(results_dir, data_dir, gate, signum, run):
