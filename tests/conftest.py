@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -85,3 +87,57 @@ def datapack_path(*parts: str) -> str:
     if not os.path.exists(path):
         pytest.skip(f"real task files not found at {path} (the shared datapack is only on the developers' machines)")
     return path
+
+
+@pytest.fixture
+def builtin_plugins_only(monkeypatch, tmp_path):
+    """Only the built-in plugins load (through the process-wide registry too), and records a sweep has to keep aside
+    go to a temporary ``GRAIN_BENCH_HOME``."""
+    from grain_bench import plugins
+
+    monkeypatch.setenv("GRAIN_BENCH_LOAD_PLUGINS", "")
+    monkeypatch.setenv("GRAIN_BENCH_HOME", str(tmp_path / "home"))
+    plugins.reset()
+    yield
+    plugins.reset()
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """Mount a fresh tmpfs (size given to the returned function) at a new folder; unmounted afterwards."""
+    mounts = []
+
+    def mount(size: str = "1m") -> str:
+        point = tmp_path / f"fs{len(mounts)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small filesystem here ({done.stderr.strip() or 'mount failed'}); "
+                        f"the storage-failure tests need root or a user namespace with mount rights")
+        mounts.append(point)
+        return str(point)
+
+    yield mount
+    for point in reversed(mounts):
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+@pytest.fixture
+def lock_holder():
+    """Start a process that holds a store's lock until the test ends (the test waits for its 'locked' line)."""
+    procs = []
+
+    def hold(results: str):
+        code = ("import sys; from filelock import FileLock; lock = FileLock(sys.argv[1]); lock.acquire(); "
+                "print('locked', flush=True); sys.stdin.read()")
+        proc = subprocess.Popen([sys.executable, "-c", code, os.path.join(results, "records.jsonl.lock")],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "locked"
+        procs.append(proc)
+        return proc
+
+    yield hold
+    for proc in procs:
+        proc.stdin.close()
+        proc.wait(30)

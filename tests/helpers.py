@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
+import subprocess
+
+import pytest
 
 
 def write_sst2(folder) -> str:
@@ -27,3 +31,64 @@ def write_sst2(folder) -> str:
         with open(os.path.join(folder, "SST-2", name), "w") as handle:
             handle.write(rows(n))
     return str(folder)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: the tiny random-init backbone every CLI test runs on
+BACKBONE = "test-bert-tiny"
+
+
+def run_cli(*args: str, results: str, capsys) -> tuple[int, str, str]:
+    """``grain-bench run`` on the tiny backbone; returns (exit code, stdout, stderr)."""
+    from grain_bench.cli import main
+
+    code = main(["run", "--backbone", BACKBONE, "--recipe", "test", "--results", results, "-q", "--no-latency",
+                 *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line_error(code: int, err: str) -> str:
+    """The one line of a refused command's stderr (asserting exit 2, one line and no traceback)."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def read_only_results(small_fs, tmp_path) -> str:
+    """A results directory holding one record on a read-only filesystem (or read-only mode bits, as non-root)."""
+    from test_leaderboard import make_record, write_store
+
+    if os.geteuid() != 0:
+        results = tmp_path / "ro-results"
+        write_store(results, [make_record()])
+        os.chmod(results, stat.S_IRUSR | stat.S_IXUSR)
+        return str(results)
+    point = small_fs()
+    write_store(os.path.join(point, "results"), [make_record()])
+    done = subprocess.run(["mount", "-o", "remount,ro", point], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot remount read-only: {done.stderr.strip()}")
+    return os.path.join(point, "results")
+
+
+def records_aside(tmp_path) -> list[str]:
+    """The files of records kept aside under the test's ``GRAIN_BENCH_HOME`` (``builtin_plugins_only``)."""
+    folder = tmp_path / "home" / "unsaved"
+    return sorted(os.listdir(folder)) if folder.exists() else []
+
+
+def fill_filesystem(point: str, leave: int = 4096) -> str:
+    """Fill the filesystem at ``point`` but for about ``leave`` bytes; returns the filler's path."""
+    filler = os.path.join(point, "filler")
+    with open(filler, "wb", buffering=0) as handle:
+        try:
+            while handle.write(b"\0" * 4096):
+                pass
+        except OSError:  # ENOSPC: full
+            pass
+    size = os.path.getsize(filler)
+    os.truncate(filler, max(0, size - leave))
+    return filler

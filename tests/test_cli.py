@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import subprocess
 import sys
 
 import pytest
+from helpers import run_cli
 
 from grain_bench.cli import main
 
@@ -91,3 +94,35 @@ def test_listing_commands(capsys, monkeypatch):
 def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "grain_bench", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("grain-bench ")
+
+
+def test_run_options_without_a_command_mean_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GRAIN_BENCH_LOAD_PLUGINS", "")
+    results = tmp_path / "results"
+    assert main(["--methods", "grian,heads", "--tasks", "glue", "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'grian'. Did you mean 'grain'" in err and "invalid choice" not in err
+    assert not results.exists()
+    assert main(["--help"]) == 0 and "Run options without a command mean `run`" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("builtin_plugins_only")
+def test_csv_on_stdout_stays_csv_when_runs_fail_and_notes_exist(tmp_path, data_dir, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    with open(results / "records.jsonl", "w") as handle:
+        handle.write('{"run_id": "torn", "spe\n')  # a note: an unreadable line
+    broken = tmp_path / "broken"
+    (broken / "RTE").mkdir(parents=True)
+    for name in ("train.tsv", "dev.tsv"):  # present (so planned), but malformed: an error record at run time
+        (broken / "RTE" / name).write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n")
+    code, out, err = run_cli("--tasks", "sst2", "--data-dir", data_dir, "--methods", "dense", "--format", "csv",
+                             results=str(results), capsys=capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["method"] for r in rows] == ["teacher", "chance", "dense"]
+    assert "skipped unreadable line 1" in err
+    code, out, err = run_cli("--tasks", "rte", "--data-dir", str(broken), "--methods", "dense", "--format", "csv",
+                             results=str(results), capsys=capsys)
+    assert code == 1 and out == ""  # nothing but the (empty) table on stdout
+    assert "failed" in err and "label 'maybe'" in err

@@ -12,7 +12,9 @@ import textwrap
 import pytest
 import torch
 
+from grain_bench.backbones import load_tiny
 from grain_bench.errors import UsageError
+from grain_bench.masks import UnitMasks
 
 ATOL = 1e-4
 
@@ -71,7 +73,6 @@ def _masked_vs_compact(model, masks, inputs):
 
 
 def _random_masks(space, seed: int, keep: float = 0.5):
-    from grain_bench.masks import UnitMasks
 
     generator = torch.Generator().manual_seed(seed)
     full = UnitMasks.full(space)
@@ -79,7 +80,6 @@ def _random_masks(space, seed: int, keep: float = 0.5):
 
 
 def _edge_masks(space, case: str):
-    from grain_bench.masks import UnitMasks
 
     masks = _random_masks(space, seed=3, keep=0.6)
     if case == "full":
@@ -155,7 +155,6 @@ def test_compact_removes_units_physically(tiny_model):
 
 @pytest.mark.parametrize("head", ["sequence", "regression", "token", "span"])
 def test_compact_keeps_every_task_head(head):
-    from grain_bench.backbones import load_tiny
     from grain_bench.masks import MaskSpace
 
     model, _ = load_tiny(head, 3)
@@ -209,7 +208,7 @@ def test_compact_equals_masked_for_every_registered_method(regs, tiny_model):
 
 def test_compact_rejects_wrong_inputs(tiny_model):
     from grain_bench.compaction import compact
-    from grain_bench.masks import MaskSpace, UnitMasks
+    from grain_bench.masks import MaskSpace
 
     model, _ = tiny_model
     space = MaskSpace.from_config(model.config)
@@ -223,7 +222,6 @@ def test_compact_rejects_wrong_inputs(tiny_model):
 
 # ---- save and load ----------------------------------------------------------------------------------------------
 def _saved(tmp_path, tiny_model, head="sequence"):
-    from grain_bench.backbones import load_tiny
     from grain_bench.compaction import compact, save_pruned
     from grain_bench.masks import MaskSpace
 
@@ -332,7 +330,7 @@ def test_loads_with_trust_remote_code_without_grain_bench(tmp_path, tiny_model):
 def test_compact_equals_masked_on_minilm(regs):
     from grain_bench.backbones import load_minilm
     from grain_bench.masked import unit_weight_norms
-    from grain_bench.masks import MaskSpace, UnitMasks, prune_to_density
+    from grain_bench.masks import MaskSpace, prune_to_density
 
     model, tokenizer = load_minilm("sequence", 2)
     model.eval()
@@ -428,3 +426,22 @@ def test_heads_without_queries_without_an_attention_mask(tiny_model):
     expected, got, _, small = _masked_vs_compact(model, _edge_masks(space, "layer_all_heads_without_queries"), inputs)
     assert any(qk == 0 for layer in small.bert.encoder.layer for _, qk, _ in layer.attention.buckets)
     assert (expected - got).abs().max().item() <= ATOL
+
+
+def test_a_compact_model_of_another_format_version_is_refused_clearly(tmp_path, tiny_model):
+    import json
+
+    from grain_bench.compaction import compact, load_pruned, save_pruned
+    from grain_bench.errors import UsageError
+    from grain_bench.masks import MaskSpace
+
+    model, tokenizer = tiny_model
+    space = MaskSpace.from_config(model.config)
+    folder = save_pruned(compact(model, UnitMasks.full(space), space), str(tmp_path / "m"), tokenizer=tokenizer)
+    with open(os.path.join(folder, "config.json")) as handle:
+        config = json.load(handle)
+    config["pruned_format_version"] = 99
+    with open(os.path.join(folder, "config.json"), "w") as handle:
+        json.dump(config, handle)
+    with pytest.raises(UsageError, match="format version 99; this grain-bench .* reads format 1"):
+        load_pruned(folder)

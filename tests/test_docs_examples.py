@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 
 import pytest
 import torch
+from helpers import ROOT
+
+from grain_bench.backbones import load_tiny
+from grain_bench.distill import distill, set_seed
+from grain_bench.grid import build_specs
+from grain_bench.harness import Harness
+from grain_bench.recipes import get_recipe
 
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "writing-a-method.md")
 
@@ -26,16 +34,12 @@ def test_the_page_has_both_kinds_of_method():
 
 @pytest.mark.parametrize("index", [0, 1])
 def test_doc_plugin_distils_to_its_target(index, one_thread):
-    import sys
     import types
 
     import pluggy
 
     from grain_bench import hookspecs
-    from grain_bench.backbones import load_tiny
-    from grain_bench.distill import distill, set_seed
     from grain_bench.harness import TaskData
-    from grain_bench.recipes import get_recipe
     from grain_bench.registry import build_registries
     from grain_bench.tasks.tweets import TweetSentiment
 
@@ -66,15 +70,11 @@ def test_doc_plugin_distils_to_its_target(index, one_thread):
 
 
 def test_doc_task_runs_through_the_harness(tmp_path, one_thread):
-    import sys
     import types
 
     import pluggy
 
     from grain_bench import hookspecs
-    from grain_bench.grid import build_specs
-    from grain_bench.harness import Harness
-    from grain_bench.recipes import get_recipe
     from grain_bench.registry import build_registries
 
     doc = DOC.replace("writing-a-method.md", "writing-a-task.md")
@@ -100,3 +100,20 @@ def test_doc_task_runs_through_the_harness(tmp_path, one_thread):
         record = harness.run(spec)
         assert record.ok, record.error
         assert record.chance_scores == {"accuracy": 0.5} and 0 <= record.scores["accuracy"] <= 1
+
+
+def test_docs_link_only_to_files_that_exist_and_install_only_what_installs():
+    """Every relative link of README.md and docs/ resolves, and no page tells a user to install grain-bench from an
+    index it is not on (``pip install 'grain-bench[ray]'``)."""
+    import glob
+    import re
+
+    pages = [os.path.join(ROOT, "README.md"), *glob.glob(os.path.join(ROOT, "docs", "*.md"))]
+    for page in pages:
+        with open(page, encoding="utf-8") as handle:
+            text = handle.read()
+        assert "pip install 'grain-bench" not in text and 'pip install "grain-bench' not in text, page
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if "://" in target:
+                continue
+            assert os.path.exists(os.path.join(os.path.dirname(page), target)), f"{page} links to missing {target}"

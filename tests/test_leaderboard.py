@@ -319,3 +319,40 @@ def test_real_tiny_run_exports_and_publishes(tmp_path, capsys):
     assert "grain" in capsys.readouterr().out
     assert main(["leaderboard", "publish", "--results", results, "--out", str(tmp_path / "site")]) == 0
     assert "grain" in (tmp_path / "site" / "index.html").read_text()
+
+
+def test_comparability_is_a_per_task_question():
+    from test_leaderboard import RECIPE, make_record
+
+    from grain_bench.leaderboard.compare import MixedRecordsError, compare
+
+    long = {**RECIPE, "max_length": 256}
+    records = [make_record("sst2", "dense", 1.0), make_record("sst2", "grain", 0.2),
+               make_record("squad", "dense", 1.0, recipe=long), make_record("squad", "grain", 0.2, recipe=long)]
+    table = compare(records).table
+    assert set(table["task"]) == {"sst2", "squad"} and (table["setup"] == "").all()
+    with pytest.raises(MixedRecordsError, match="recipe"):
+        compare([*records, make_record("squad", "heads", 0.2)])  # squad now mixes two recipes
+
+
+@pytest.mark.usefixtures("builtin_plugins_only")
+def test_tables_never_rank_a_non_finite_score_nor_count_its_seed(tmp_path, capsys):
+    records = [make_record(method="dense", density=1.0, score=0.8),
+               make_record(method="grain", seed=1, score=0.7), make_record(method="grain", seed=2, score=0.72),
+               make_record(method="heads", seed=1, score=0.6), make_record(method="heads", seed=2, score=0.65)]
+    results = write_store(tmp_path / "results", records)
+    with open(os.path.join(results, "records.jsonl"), "a") as handle:  # an old writer's bare tokens
+        heads = json.dumps(make_record(method="heads", seed=3, score=0.5).to_dict()).replace("0.5}", "Infinity}", 1)
+        grain = json.dumps(make_record(method="grain", seed=3, score=0.5).to_dict()).replace("0.5}", "NaN}", 1)
+        handle.write(heads + "\n" + grain + "\n")
+    from grain_bench.leaderboard.tables import build_report
+
+    table = build_report(results).comparison.table.set_index("method")
+    assert table.loc["heads", "seeds"] == 2 and table.loc["heads", "score_mean"] == pytest.approx(0.625)
+    assert table.loc["grain", "seeds"] == 2 and table.loc["grain", "score_mean"] == pytest.approx(0.71)
+    assert main(["leaderboard", "show", "--results", results]) == 0
+    captured = capsys.readouterr()
+    assert "inf" not in captured.out.lower() and "nan" not in captured.out.lower()
+    assert "2 run(s) have no finite score" in captured.err
+    assert main(["leaderboard", "show", "--results", results, "--format", "json"]) == 0
+    json.loads(capsys.readouterr().out, parse_constant=lambda token: pytest.fail(f"bare {token} in JSON export"))

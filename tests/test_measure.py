@@ -9,11 +9,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from grain_bench.cli import main
 from grain_bench.errors import GrainBenchError
+from grain_bench.masks import UnitMasks
+from grain_bench.recipes import get_recipe
 
 
 def _masks(space, seed=0, keep=0.5):
-    from grain_bench.masks import UnitMasks
 
     generator = torch.Generator().manual_seed(seed)
     full = UnitMasks.full(space)
@@ -24,7 +26,7 @@ def _masks(space, seed=0, keep=0.5):
 
 def test_param_counts_match_model_shape(tiny_model):
     from grain_bench.compaction import compact
-    from grain_bench.masks import MaskSpace, UnitMasks
+    from grain_bench.masks import MaskSpace
     from grain_bench.measure import check_param_counts
 
     model, _ = tiny_model
@@ -138,7 +140,6 @@ class _Task:
 def _run_parts(tiny_model, results_dir, save_models=True, measure_latency=True):
     from grain_bench.harness import HarnessConfig
     from grain_bench.masked import MaskedModel
-    from grain_bench.recipes import get_recipe
     from grain_bench.types import RunSpec
 
     model, tokenizer = tiny_model
@@ -257,7 +258,7 @@ def test_dense_encoder_flops_match_torch_flop_counter(seq_len):
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import BertConfig, BertModel
 
-    from grain_bench.masks import MaskSpace, UnitMasks
+    from grain_bench.masks import MaskSpace
 
     config = BertConfig(vocab_size=50, hidden_size=48, num_hidden_layers=3, num_attention_heads=6,
                         intermediate_size=96, attn_implementation="eager")
@@ -284,7 +285,6 @@ def test_measure_retimes_stored_masks_and_tables_prefer_it(tmp_path, data_dir, c
     backbone in one process, stores the measurement, and tables then show it (and say so) instead of the run's own."""
     import grain_bench
     from grain_bench import plugins
-    from grain_bench.cli import main
     from grain_bench.leaderboard.store import load_measurements
     from grain_bench.leaderboard.tables import build_report
 
@@ -307,3 +307,19 @@ def test_measure_retimes_stored_masks_and_tables_prefer_it(tmp_path, data_dir, c
     assert table.loc["grain", "speedup"] == pytest.approx(measured[frame.set_index("method").loc["grain", "run_id"]]
                                                           ["compact"]["speedup"])
     assert "re-timed by grain-bench measure" in out
+
+
+def test_timing_in_another_dtype_leaves_the_model_untouched(tiny_model):
+    """Timing in another dtype (fp16 on a GPU, bf16 here) times a copy: the weights that are scored and saved are
+    bit-for-bit those of before, still fp32."""
+    import torch
+
+    from grain_bench.measure import LatencySettings, time_models
+
+    model, _ = tiny_model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    settings = LatencySettings(device="cpu", dtype="bf16", batch=2, seq_len=8, threads=1, warmup=1, runs=2)
+    results = time_models({"tiny": model}, settings)
+    assert results["tiny"].dtype == "bf16" and results["tiny"].runs == 2
+    for name, value in model.state_dict().items():
+        assert value.dtype == torch.float32 and torch.equal(value, before[name]), name

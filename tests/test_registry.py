@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pluggy
 import pytest
+from helpers import one_line_error
 
 from grain_bench import hookimpl
+from grain_bench.cli import main
 from grain_bench.errors import DuplicateNameError, GrainBenchError, UnknownMethodError, UnknownTaskError
 from grain_bench.method import Method
 from grain_bench.plugins import DEFAULT_PLUGINS, make_plugin_manager
@@ -88,3 +90,10 @@ def test_misspelt_hook_fails_at_start():
 def test_built_in_plugins_are_grain_bench_modules():
     """(Every hook is documented and exercised: tests/test_hooks.py walks the hookspecs.)"""
     assert all(module.startswith("grain_bench.") for module in DEFAULT_PLUGINS)
+
+
+@pytest.mark.usefixtures("builtin_plugins_only")
+def test_unknown_plugin_in_load_plugins_is_an_error(monkeypatch, capsys):
+    monkeypatch.setenv("GRAIN_BENCH_LOAD_PLUGINS", "nosuch")
+    line = one_line_error(main(["methods"]), capsys.readouterr().err)
+    assert "GRAIN_BENCH_LOAD_PLUGINS names 'nosuch', which no installed package provides" in line

@@ -28,6 +28,7 @@ def _outputs_equal(prepared, model, inputs) -> float:
         return float((prepared(**inputs).logits - model(**inputs).logits).abs().max())
 
 
+@pytest.mark.runtime
 def test_compile_runtime_reproduces_the_compact_model(tiny_model):
     from grain_bench.runtimes import TOLERANCE, prepare
 
@@ -39,6 +40,7 @@ def test_compile_runtime_reproduces_the_compact_model(tiny_model):
     assert _outputs_equal(prepared, small, other) <= TOLERANCE
 
 
+@pytest.mark.runtime
 def test_compile_runtime_compiles_more_models_than_dynamos_default_limit(tiny_model):
     """Every compact model is a recompilation of the same forward code for dynamo; past its recompile limit it would
     run further models eagerly without a word (the outputs still match), so ``prepare`` raises the limit."""
@@ -61,6 +63,7 @@ def test_compile_runtime_compiles_more_models_than_dynamos_default_limit(tiny_mo
     assert counters["stats"]["unique_graphs"] == graphs + 2  # both compiled, none run eagerly
 
 
+@pytest.mark.runtime
 def test_compiled_cpu_attention_is_written_out_and_exported_attention_stays_fused(tiny_model):
     """Under torch.compile on CPU each bucket's attention is matmul, softmax, matmul (inductor fuses the softmax part);
     torch.export (the ONNX runtime's tracer) and eager keep the fused SDPA call."""
@@ -83,6 +86,7 @@ def test_compiled_cpu_attention_is_written_out_and_exported_attention_stays_fuse
     assert any("scaled_dot_product" in str(node.target) for node in exported.graph.nodes)
 
 
+@pytest.mark.runtime
 def test_onnx_runtime_reproduces_the_compact_model_at_other_shapes(tiny_model):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
@@ -96,6 +100,7 @@ def test_onnx_runtime_reproduces_the_compact_model_at_other_shapes(tiny_model):
         assert _outputs_equal(prepared, small, other) <= TOLERANCE
 
 
+@pytest.mark.runtime
 def test_aoti_runtime_loads_a_saved_model_and_reproduces_it_at_every_shape(tmp_path, tiny_model):
     """``load_pruned(path, runtime="aoti")``: exported with dynamic batch and length, compiled ahead of time, checked;
     one package serves batch 1 (which a trace at batch 1 would have frozen) and other lengths. The saved model has a
@@ -175,6 +180,7 @@ def test_a_runtime_that_changes_outputs_is_refused(tiny_model):
         check_equivalent(wrong, small, inputs, "wrong")
 
 
+@pytest.mark.runtime
 def test_load_pruned_selects_a_runtime(tmp_path, tiny_model):
     from grain_bench import load_pruned
     from grain_bench.errors import UsageError

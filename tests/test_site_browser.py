@@ -1,8 +1,8 @@
 """The published page in a real browser: headless Chromium driven over ``--remote-debugging-pipe`` (stdlib only).
 
-Chromium comes from the distribution's packages (``apt-get install -y chromium chromium-driver``); the session fixture
-installs it when ``/usr/bin/chromium`` is missing and skips with the reason when it cannot (not root, no package
-registry, ``GRAIN_BENCH_NO_APT=1``). Set ``GRAIN_BENCH_SCREENSHOT=path.png`` to keep the screenshot.
+Chromium comes from the distribution's packages, installed by the opt-in set-up step ``bash scripts/setup-browser.sh``
+(``.ci/run`` runs it); without it the test skips and says so. Set ``GRAIN_BENCH_SCREENSHOT=path.png`` to keep the
+screenshot.
 """
 
 from __future__ import annotations
@@ -31,24 +31,12 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """Path of a Chromium binary, installed from Debian's packages when missing (or skip, saying why)."""
+    """Path of a Chromium binary, or skip saying how to install it (tests never install system packages)."""
     found = shutil.which("chromium") or (CHROMIUM if os.path.exists(CHROMIUM) else None)
-    if found:
-        return found
-    if os.environ.get("GRAIN_BENCH_NO_APT") == "1":
-        pytest.skip("chromium is not installed and GRAIN_BENCH_NO_APT=1 forbids installing it")
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("chromium is not installed and cannot be: needs root and apt-get "
-                    "(run: apt-get update && apt-get install -y chromium chromium-driver)")
-    try:
-        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium", "chromium-driver"]):
-            subprocess.run(command, check=True, capture_output=True, timeout=600,
-                           env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
-    except (subprocess.SubprocessError, OSError) as exc:
-        pytest.skip(f"chromium is not installed and apt-get could not install it ({exc})")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("apt-get finished but /usr/bin/chromium is still missing")
-    return CHROMIUM
+    if not found:
+        pytest.skip("chromium is not installed; install it with `bash scripts/setup-browser.sh` (Debian's chromium "
+                    "package, needs root) to run the browser test")
+    return found
 
 
 class Browser:
@@ -180,6 +168,7 @@ def expected_rows(records):
     return out
 
 
+@pytest.mark.browser
 def test_page_in_headless_chromium(chromium, tmp_path):
     records = grid(("tweets", "sst2"))
     results = write_store(tmp_path / "results", records)

@@ -72,6 +72,7 @@ def test_cut_off_line_is_reported_and_next_append_starts_fresh(results_dir):
     assert store.done() == {"w0-0000", "w0-0002"}
 
 
+@pytest.mark.signals
 @pytest.mark.parametrize("other_thread", [False, True])
 def test_sigterm_during_append_waits_for_the_whole_line(results_dir, other_thread):
     """A signal that arrives while a line is being written is delivered only after the line is complete, also when

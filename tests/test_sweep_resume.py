@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -11,16 +12,23 @@ import time
 
 import gate_plugin
 import pytest
-from helpers import write_sst2
+from helpers import (
+    BACKBONE,
+    fill_filesystem,
+    records_aside,
+    run_cli,
+    write_sst2,
+)
 
+from grain_bench.cli import main
 from grain_bench.grid import build_specs
 from grain_bench.harness import Harness
 from grain_bench.leaderboard.store import RecordStore
 from grain_bench.plugins import get_registries
+from grain_bench.recipes import get_recipe
 from grain_bench.sweep import run_sweep
 from grain_bench.types import RunRecord
 
-BACKBONE = "test-bert-tiny"
 GRID = dict(methods=["dense", "random"], tasks=["sst2"], densities=[0.5, 0.3], seeds=[1, 2])  # 6 runs, 2 teachers
 
 
@@ -72,7 +80,6 @@ def test_grid_ids_are_content_hashes(regs, test_recipe, data_dir, tmp_path):
         handle.write("one more row\t1\n")
     d = build_specs(regs, **GRID, backbone=BACKBONE, recipe=test_recipe, data_dir=other)
     assert not {s.run_id for s in a} & {s.run_id for s in d}  # other data, other runs
-    from grain_bench.recipes import get_recipe
 
     c = build_specs(regs, **GRID, backbone=BACKBONE, recipe=get_recipe("test", {"max_steps": 13}), data_dir=data_dir)
     assert not {s.run_id for s in a} & {s.run_id for s in c}  # any recipe change is a different run
@@ -122,7 +129,6 @@ def test_teacher_trained_once_per_seed_and_corrupt_entry_retrained(regs, pm, res
     assert {r.spec["seed"]: r.teacher_scores for r in records} == teacher_scores
 
     # Flip bytes in one cached teacher: the checksum catches it, the entry is moved aside and the teacher retrained.
-    import json
 
     for name in entries:
         with open(os.path.join(results_dir, "teachers", name, "meta.json")) as handle:
@@ -233,6 +239,7 @@ def _signal_at_run(results_dir, data_dir, gate, signum, run):
     return proc.returncode, stderr.decode()
 
 
+@pytest.mark.signals
 def test_kill_with_each_signal_and_resume(pm, results_dir, test_recipe, data_dir, tmp_path):
     """SIGTERM, SIGINT and SIGKILL, each while a run is in progress and after one more run finished; the fourth start
     completes the grid. The kill points are gates the runs wait at, so the outcome does not depend on machine speed."""
@@ -278,7 +285,6 @@ def test_kill_at_random_moments_and_resume(regs, results_dir, test_recipe, data_
 
 
 def test_executor_mistakes_are_one_line_errors(pm, results_dir, capsys):
-    from grain_bench.cli import main
 
     base = ["run", "--backbone", BACKBONE, "--recipe", "test", "--methods", "dense", "--results", results_dir, "-q"]
     assert main([*base, "--ray-address", "127.0.0.1:1"]) == 2
@@ -294,7 +300,6 @@ def test_executor_mistakes_are_one_line_errors(pm, results_dir, capsys):
 
 
 def test_named_recipe_per_task_values_and_user_overrides_win(regs):
-    from grain_bench.recipes import get_recipe
 
     assert get_recipe("paper", task="squad").max_length == 384  # the GRAIN paper, §4.1: SQuAD at length 384
     assert get_recipe("paper", task="rte").max_length == 128
@@ -316,7 +321,6 @@ def test_named_recipe_per_task_values_and_user_overrides_win(regs):
 
 
 def test_max_length_beyond_the_backbone_positions_is_a_clear_error(regs, pm, results_dir, test_recipe, tmp_path):
-    from grain_bench.recipes import get_recipe
 
     data_dir = write_sst2(str(tmp_path / "glue"))
     long = get_recipe("test", {"max_length": 256})  # the tiny backbone has 128 positions
@@ -324,3 +328,39 @@ def test_max_length_beyond_the_backbone_positions_is_a_clear_error(regs, pm, res
     record = Harness(results_dir, regs=regs, pm=pm, progress=False, save_models=False, measure_latency=False).run(spec)
     assert record.status == "error"
     assert "max_length 256" in record.error and "128 positions" in record.error
+
+
+@pytest.mark.usefixtures("builtin_plugins_only")
+def test_full_disk_during_a_sweep_loses_nothing(small_fs, data_dir, tmp_path, capsys):
+    """The teacher cache and the record do not fit: the run still ends, its record waits aside, the command exits 1
+    and says where; once there is space, the same command stores it (exactly once) and skips the run."""
+    point = small_fs("512k")
+    results = os.path.join(point, "results")
+    os.makedirs(results)
+    filler = fill_filesystem(point, leave=0)
+    args = ("--tasks", "sst2", "--data-dir", data_dir, "--methods", "dense", "--no-save-models")
+    code, out, err = run_cli(*args, results=results, capsys=capsys)
+    assert code == 1, err
+    assert "could not append run" in err and "kept in" in err and "Traceback" not in err
+    assert not os.path.exists(os.path.join(results, "records.jsonl")) or \
+        os.path.getsize(os.path.join(results, "records.jsonl")) == 0
+    assert len(records_aside(tmp_path)) == 1
+    os.remove(filler)
+    code, out, err = run_cli(*args, results=results, capsys=capsys)
+    assert code == 0, err
+    assert "appended 1 record(s) that an earlier run had to keep aside" in err
+    assert "1 runs in the grid, 1 already recorded" in err
+    records = RecordStore(results).records()
+    assert len(records) == 1 and records[0].ok
+    assert any("teacher could not be cached (" in w and "No space left on device" in w for w in records[0].warnings)
+    assert records_aside(tmp_path) == []
+
+
+@pytest.mark.usefixtures("builtin_plugins_only")
+def test_rerun_after_a_failed_run_points_at_retry_failed(tmp_path, data_dir, capsys):
+    results = tmp_path / "results"
+    args = ("--tasks", "sst2", "--data-dir", data_dir, "--methods", "dense", "-r", "teacher_lr=1e6")
+    assert run_cli(*args, results=str(results), capsys=capsys)[0] == 1
+    code, _, err = run_cli(*args, results=str(results), capsys=capsys)
+    assert code == 0
+    assert "1 already recorded" in err and "1 of them failed and are skipped: rerun them with --retry-failed" in err

@@ -8,6 +8,9 @@ import os
 
 import pytest
 
+from grain_bench.grid import build_specs
+from grain_bench.harness import Harness
+
 DATA = os.path.join(os.path.dirname(__file__), "data")
 #: task name -> fixture --data-dir (None: the task's own offline default)
 FIXTURES = {"squad": os.path.join(DATA, "squad"), "conll2003": os.path.join(DATA, "conll2003")}
@@ -39,8 +42,6 @@ def test_every_registered_task_has_a_fixture():
 @pytest.mark.parametrize("task_name", _registered_tasks())
 def test_task_contract(task_name, regs, pm, results_dir, test_recipe):
     """load -> tokenise -> KD steps with pruning -> evaluate -> ok record with every declared metric."""
-    from grain_bench.grid import build_specs
-    from grain_bench.harness import Harness
 
     task_cls = regs.tasks.get(task_name)
     assert task_cls.primary_metric in task_cls.metrics
@@ -72,3 +73,11 @@ def test_task_contract(task_name, regs, pm, results_dir, test_recipe):
     assert len(doc["predictions"]) == len(doc["stats"]) > 0
     assert metric_from_sums(doc["stat_kind"], doc["stats"].sum(0)) == pytest.approx(
         record.scores[record.primary_metric], abs=1e-9)
+
+
+def test_every_task_names_as_many_labels_as_its_head_has(regs):
+    for entry in regs.tasks.entries.values():
+        task = entry.obj
+        if task.label_names is not None:
+            assert len(task.label_names) == task.num_labels, task.name
+            assert task.head in ("sequence", "token"), task.name

@@ -6,9 +6,13 @@ import os
 from types import SimpleNamespace
 
 import pytest
+import torch
 from conftest import datapack_path
+from helpers import ROOT
 
 from grain_bench.errors import DataError
+from grain_bench.grid import build_specs
+from grain_bench.harness import Harness
 from grain_bench.task import EncodedSplit
 from grain_bench.tasks.conll import LABELS, iob1_to_iob2
 
@@ -65,7 +69,6 @@ def test_truncated_words_count_as_o(regs):
 
 
 def test_token_kd_masks_unscored_positions(regs):
-    import torch
 
     task = regs.tasks.get("conll2003")(FIXTURES)
     labels = torch.tensor([[-100, 3, -100, 0, -100]])
@@ -109,3 +112,13 @@ class _Rows:
 
     def __len__(self):
         return len(self.rows)
+
+
+def test_conll_models_name_their_entity_tags(regs, pm, results_dir, test_recipe):
+
+    (spec,) = build_specs(regs, ["dense"], ["conll2003"], [1.0], [1], "test-bert-tiny", test_recipe,
+                          data_dir=os.path.join(ROOT, "tests", "data"))
+    harness = Harness(results_dir, regs=regs, pm=pm, progress=False)
+    model, _ = harness.load_model(spec, regs.tasks.get("conll2003")(spec.data))
+    assert model.config.id2label[0] == "O" and model.config.id2label[1] == "B-PER"
+    assert len(model.config.id2label) == model.config.num_labels

@@ -156,3 +156,18 @@ def test_datapack_glue_files_load(regs):
         assert len(splits["validation"]) == n_dev
     with pytest.raises(DataError, match=r"CoLA/train\.tsv not found"):
         regs.tasks.get("cola")(glue).splits()
+
+
+@pytest.mark.usefixtures("builtin_plugins_only")
+@pytest.mark.parametrize("label", ["nan", "1e308000", "inf"])
+def test_non_finite_regression_labels_are_a_data_error(label, tmp_path):
+    from grain_bench.errors import DataError
+    from grain_bench.tasks.glue import STSB
+
+    folder = tmp_path / "glue" / "STS-B"
+    folder.mkdir(parents=True)
+    rows = "".join(f"a{i}\tb{i}\t{i % 5}.0\n" for i in range(20))
+    (folder / "train.tsv").write_text("sentence1\tsentence2\tscore\n" + rows.replace("3.0", label, 1))
+    (folder / "dev.tsv").write_text("sentence1\tsentence2\tscore\n" + rows)
+    with pytest.raises(DataError, match=rf"label '{label}' is not a finite number"):
+        STSB(str(tmp_path / "glue")).splits()

@@ -1,20 +1,15 @@
-"""The shared distillation trainer: gradient separation, call order, schedule, teacher cache."""
+"""The shared distillation trainer: gradient separation, call order, schedule, compact training."""
 
 from __future__ import annotations
-
-import os
 
 import pytest
 import torch
 
 from grain_bench.backbones import load_tiny
 from grain_bench.distill import distill, layer_pairs, set_seed
-from grain_bench.grid import build_specs
-from grain_bench.harness import Harness
 from grain_bench.masks import UnitMasks
 from grain_bench.method import Method
 from grain_bench.recipes import get_recipe
-from grain_bench.teachers import load_cached_teacher, save_teacher
 
 
 class Recorder(Method):
@@ -132,50 +127,6 @@ def test_trainer_rejects_masks_that_grow_back(setup):
 def test_layer_map_includes_embeddings_and_last_layer():
     assert layer_pairs(12, 2) == [(i, i) for i in range(0, 13, 2)]
     assert layer_pairs(6, 4) == [(0, 0), (4, 4), (6, 6)]
-
-
-def test_teacher_cache_round_trip_and_corruption(tmp_path):
-    model, _ = load_tiny("sequence", 2)
-    with torch.no_grad():
-        model.classifier.weight.fill_(0.25)
-    save_teacher(str(tmp_path), "abc", model, {"scores": {"accuracy": 0.5}})
-    fresh, _ = load_tiny("sequence", 2)
-    meta = load_cached_teacher(str(tmp_path), "abc", fresh)
-    assert meta["scores"] == {"accuracy": 0.5}
-    assert torch.all(fresh.classifier.weight == 0.25)
-    with open(os.path.join(tmp_path, "abc", "model.safetensors"), "r+b") as handle:
-        handle.seek(-8, os.SEEK_END)
-        handle.write(b"garbage!")
-    assert load_cached_teacher(str(tmp_path), "abc", fresh) is None  # detected, moved aside, to be retrained
-    assert not os.path.exists(os.path.join(tmp_path, "abc"))
-
-
-def test_teacher_is_trained_once_per_seed_and_shared(regs, pm, results_dir, test_recipe, data_dir):
-    specs = build_specs(regs, ["dense", "random"], ["sst2"], [0.5], [1], "test-bert-tiny", test_recipe,
-                        data_dir=data_dir)
-    harness = Harness(results_dir, regs=regs, pm=pm, progress=False, save_models=False, measure_latency=False)
-    records = [harness.run(spec) for spec in specs]
-    assert all(r.ok for r in records), [r.error for r in records]
-    assert len([d for d in os.listdir(harness.teacher_cache) if not d.startswith(".")]) == 1
-    assert records[0].teacher_scores == records[1].teacher_scores
-    assert records[0].teacher_scores["accuracy"] > records[0].chance_scores["accuracy"] == 0.5  # it learned
-    assert records[0].warnings == []
-    assert 0.0 <= records[0].scores["accuracy"] <= 1.0
-
-
-def test_a_teacher_no_better_than_chance_is_used_but_never_cached(regs, pm, results_dir, test_recipe):
-    """The tiny character-level model cannot learn tweet sentiment from 64 rows: its teacher predicts the majority
-    class. The runs of this process share it, the records say so, and nothing is cached for later sweeps."""
-    specs = build_specs(regs, ["dense", "random"], ["tweets"], [0.5], [1], "test-bert-tiny", test_recipe)
-    harness = Harness(results_dir, regs=regs, pm=pm, progress=False, save_models=False, measure_latency=False)
-    records = [harness.run(spec) for spec in specs]
-    assert all(r.ok for r in records), [r.error for r in records]
-    teacher, chance = records[0].teacher_scores["accuracy"], records[0].chance_scores["accuracy"]
-    assert teacher <= chance
-    assert not os.path.exists(harness.teacher_cache)
-    for record in records:
-        assert record.teacher_scores == records[0].teacher_scores
-        assert any("no better than a trivial predictor" in w and "not cached" in w for w in record.warnings)
 
 
 def test_a_method_that_observes_nothing_gets_the_same_training_from_one_backward(setup):
