@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import importlib
 
-from grain_bench.hookspecs import hookimpl
-from grain_bench.version import __version__
+from grain_bench.layout import map_checkout_folders
+
+map_checkout_folders()  # a source checkout imported directly: methods/, tasks/ and leaderboard/ sit beside it
+
+from grain_bench.hookspecs import hookimpl  # noqa: E402
+from grain_bench.version import __version__  # noqa: E402
 
 __all__ = ["__version__", "compact", "hookimpl", "load_pruned", "load_results", "run", "save_pruned"]
 

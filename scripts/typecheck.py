@@ -1,6 +1,7 @@
 """Type-check all four folders as the one package they install as (``grain_bench``, with ``methods/``, ``tasks/`` and
-``leaderboard/`` mapped into it by pyproject.toml's package-dir): build a tree of symbolic links in ``.mypy-path/`` that
-mirrors the installed layout, then run mypy on ``grain_bench`` there. Used by ``tox -e type``.
+``leaderboard/`` mapped into it by pyproject.toml's package-dir, read by ``grain_bench.layout``): build a tree of
+symbolic links in ``.mypy-path/`` that mirrors the installed layout, then run mypy on ``grain_bench`` there (mypy has
+no notion of a package-dir mapping). Used by ``tox -e type``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MAPPED = {"methods": "methods", "tasks": "tasks", "leaderboard": "leaderboard"}
+sys.path.insert(0, ROOT)
+from grain_bench.layout import PACKAGE, package_dirs  # noqa: E402
 
 
 def build_tree(target: str) -> str:
@@ -22,8 +24,9 @@ def build_tree(target: str) -> str:
     for name in os.listdir(os.path.join(ROOT, "grain_bench")):
         if name != "__pycache__":
             os.symlink(os.path.join(ROOT, "grain_bench", name), os.path.join(package, name))
-    for name, folder in MAPPED.items():
-        os.symlink(os.path.join(ROOT, folder), os.path.join(package, name))
+    for name, folder in package_dirs(ROOT).items():
+        if name != PACKAGE:
+            os.symlink(os.path.join(ROOT, folder), os.path.join(package, name[len(PACKAGE) + 1:]))
     return target
 
 

@@ -10,21 +10,41 @@ import pytest
 import tomllib
 from helpers import ROOT
 
+from grain_bench.layout import package_dirs
+
 
 def test_every_package_folder_is_in_the_wheel():
-    """Each folder with an ``__init__.py`` must be listed in pyproject.toml, or a regular install leaves it out
-    (``grain_bench.metrics`` once was: every evaluation of a non-editable install failed)."""
+    """Each folder that holds files the package ships (modules, kernel sources, metric modules) must be listed in
+    pyproject.toml, or a regular install leaves it out (``grain_bench.metrics`` once was: every evaluation of a
+    non-editable install failed) and setuptools warns. The folders are found through the one mapping,
+    ``grain_bench.layout.package_dirs``."""
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as handle:
-        config = tomllib.load(handle)["tool"]["setuptools"]
-    listed = set(config["packages"])
-    folders = {"grain_bench": "grain_bench", **config["package-dir"]}
+        listed = set(tomllib.load(handle)["tool"]["setuptools"]["packages"])
+    folders = package_dirs(ROOT)
+    assert set(folders) == {"grain_bench", "grain_bench.methods", "grain_bench.tasks", "grain_bench.leaderboard"}
     found = set()
     for package, folder in folders.items():
         for root, _, files in os.walk(os.path.join(ROOT, folder)):
-            if "__init__.py" in files and "__pycache__" not in root:
+            if "__pycache__" not in root and any(f.endswith((".py", ".c")) for f in files):
                 relative = os.path.relpath(root, os.path.join(ROOT, folder))
                 found.add(package if relative == "." else f"{package}.{relative.replace(os.sep, '.')}")
-    assert found <= listed, f"not in [tool.setuptools] packages: {sorted(found - listed)}"
+    assert found == listed, f"not in [tool.setuptools] packages: {sorted(found - listed)}; listed but not found: " \
+                            f"{sorted(listed - found)}"
+
+
+def test_a_checkout_imported_directly_finds_its_mapped_folders():
+    """Without an editable install's finder (``-S`` skips the .pth that installs it; site-packages is added as a
+    plain path), the checkout's ``grain_bench`` still finds methods/, tasks/ and leaderboard/, as pyproject maps them:
+    what ``python -m pytest`` from the repository root beside a regular install, or the device script, meets."""
+    import sysconfig
+
+    code = (f"import sys; sys.path[:0] = [{ROOT!r}, {sysconfig.get_paths()['purelib']!r}]; "
+            "import grain_bench.methods, grain_bench.tasks, grain_bench.leaderboard.store as store; "
+            "print(grain_bench.methods.__file__); print(store.__file__)")
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [os.path.join(ROOT, "methods", "__init__.py"),
+                                  os.path.join(ROOT, "leaderboard", "store.py")]
 
 
 @pytest.mark.parametrize("code", [
@@ -47,7 +67,7 @@ def test_every_module_states_its_job_and_the_readme_names_it():
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
         layout = handle.read().split("## Layout", 1)[1]
     named = set(re.findall(r"([a-z_]+\.py)", layout))
-    for folder in ("grain_bench", "methods", "tasks", "leaderboard"):
+    for folder in package_dirs(ROOT).values():
         for name in os.listdir(os.path.join(ROOT, folder)):
             if not name.endswith(".py") or name in ("__init__.py", "__main__.py"):
                 continue
@@ -60,8 +80,7 @@ def test_no_import_cycles_between_modules():
     """No module imports (at any depth, function-level imports included) a module that imports it back."""
     import ast
 
-    roots = {"grain_bench": "grain_bench", "grain_bench.methods": "methods", "grain_bench.tasks": "tasks",
-             "grain_bench.leaderboard": "leaderboard"}
+    roots = package_dirs(ROOT)
     modules = {f"{package}.{name[:-3]}" if name != "__init__.py" else package: os.path.join(ROOT, folder, name)
                for package, folder in roots.items() for name in os.listdir(os.path.join(ROOT, folder))
                if name.endswith(".py")}
