@@ -50,7 +50,7 @@ def curves(task_name: str, data_dir: str, recipe, every: int, student_steps: int
     harness = Harness(os.devnull, regs=regs, progress=False)
     task, provenance = harness.task_for(spec)
     set_seed(seed)
-    teacher, tokenizer = load_backbone("minilm-l6", task.head, task.num_labels)
+    teacher, tokenizer = load_backbone("minilm-l6", task.head, task.num_labels, regs=regs)
     teacher.to(device)
     data = harness.data(spec, task, tokenizer, recipe)
     started = time.time()
@@ -94,7 +94,7 @@ def curves(task_name: str, data_dir: str, recipe, every: int, student_steps: int
             continue
         method = regs.methods.get(name).from_options({}, seed=seed)
         set_seed(seed)
-        student, _ = load_backbone("minilm-l6", task.head, task.num_labels)
+        student, _ = load_backbone("minilm-l6", task.head, task.num_labels, regs=regs)
         student.to(device)
         points = out["students"][name] = []
         end = int(student_recipe.prune_end * student_steps)

@@ -131,14 +131,12 @@ def _looks_like_path(model_id: str) -> bool:
             and not _HUB_ID.match(model_id))
 
 
-def inspect_backbone(model_id: str, pm=None, regs=None) -> BackboneInfo:
+def inspect_backbone(model_id: str, pm=None, *, regs) -> BackboneInfo:
     """Resolve ``model_id`` (named backbone, plugin, local directory or hub id) and check it can be pruned here:
     a BERT-family encoder with a real tokenizer. Loads no weights for directories and hub ids; raises ``UsageError``
-    (or ``DataError`` when a hub id cannot be fetched) with what was wrong and what is expected."""
-    from grain_bench.plugins import get_plugin_manager, get_registries
-
-    regs = regs or get_registries()
-    pm = pm or get_plugin_manager()
+    (or ``DataError`` when a hub id cannot be fetched) with what was wrong and what is expected. ``pm`` defaults to the
+    plugin manager ``regs`` came from."""
+    pm = pm or regs.pm
     _quiet_transformers()
     if model_id in regs.backbones:
         model, tokenizer = regs.backbones.get(model_id)("sequence", 2)
@@ -241,12 +239,10 @@ def check_max_length(model_id: str, config, max_length: int) -> None:
                          f"({positions} positions); give -r max_length={positions} or less")
 
 
-def load_backbone(model_id: str, head: str, num_labels: int, pm=None, regs=None):
-    """(model, tokenizer) for a named backbone, a plugin's ``load_backbone`` hook, a hub id or a local path."""
-    from grain_bench.plugins import get_plugin_manager, get_registries
-
-    regs = regs or get_registries()
-    pm = pm or get_plugin_manager()
+def load_backbone(model_id: str, head: str, num_labels: int, pm=None, *, regs):
+    """(model, tokenizer) for a named backbone, a plugin's ``load_backbone`` hook, a hub id or a local path (``pm``
+    defaults to the plugin manager ``regs`` came from)."""
+    pm = pm or regs.pm
     _quiet_transformers()
     if model_id in regs.backbones:
         return regs.backbones.get(model_id)(head, num_labels)

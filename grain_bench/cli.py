@@ -224,7 +224,9 @@ def cmd_run(args) -> int:
     from grain_bench.sweep import SweepTerminated
 
     regs = get_registries()
-    regs.exporters.get(args.format)  # an unknown table format is refused before the sweep, not after it
+    from grain_bench.leaderboard.render import exporter
+
+    writer = exporter(args.format, regs)  # an unknown table format is refused before the sweep, not after it
     executor_options = parse_key_values(args.executor_option, "executor option", "max_retries=2")
     if args.ray_address is not None:
         if args.executor not in regs.executors or regs.executors.entry(args.executor).name != "ray":
@@ -252,8 +254,9 @@ def cmd_run(args) -> int:
     versus = regs.resolve_methods(args.methods)[0] if args.versus is None else args.versus
     versus = None if versus.lower() == "none" else versus
     for task in regs.expand_tasks(args.tasks):
-        text, notes = show_table(args.results, args.format, task=task, run_ids=sweep.run_ids, versus=versus)
-        print(text, end="" if args.format == "csv" else "\n")
+        text, notes = show_table(args.results, args.format, task=task, run_ids=sweep.run_ids, versus=versus,
+                                 regs=regs)
+        print(text, end="" if writer.data_only else "\n")
         print_notes(notes)
     failed = [r for r in records if not r.ok]
     for record in failed:

@@ -83,7 +83,8 @@ class Harness:
     """Runs specs one at a time, caching task data and teachers in memory (and teachers on disk).
 
     ``Harness(config)`` or, for short, ``Harness(results_dir, progress=False, ...)`` with ``HarnessConfig``'s fields
-    as keywords."""
+    as keywords. ``regs``: the registries every name is looked up in (default: the process-wide ones, as the CLI and
+    the Python API use); ``pm``: the plugin manager whose hooks are called (default: the one ``regs`` came from)."""
 
     def __init__(self, config: HarnessConfig | str = DEFAULT_RESULTS, regs=None, pm=None, **settings):
         from grain_bench.plugins import get_plugin_manager, get_registries
@@ -94,7 +95,7 @@ class Harness:
             config = dataclasses.replace(config, **settings)
         self.config = config
         self.regs = regs or get_registries()
-        self.pm = pm or get_plugin_manager()
+        self.pm = pm or self.regs.pm or get_plugin_manager()
         if not config.progress:
             import datasets
 

@@ -154,17 +154,6 @@ class Method:
         return []
 
 
-def registered_defaults(method: str | None) -> dict[str, Any] | None:
-    """Default options of a registered method (None when no installed plugin registers it); imports no torch."""
-    try:
-        from grain_bench.plugins import get_registries
-
-        cls = get_registries().methods.get(method)
-    except Exception:  # an unknown or broken plugin: the caller keeps what it has
-        return None
-    return {name: default for name, _, default in cls.Options.describe()}
-
-
 def without_defaults(options: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """``options`` minus the entries that equal their default (a stored list equals a default tuple)."""
     def same(value, default):

@@ -33,7 +33,7 @@ def check_device(device: str | None) -> None:
                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
 
 
-def check_backbones(specs: list[RunSpec], regs=None, pm=None) -> None:
+def check_backbones(specs: list[RunSpec], regs, pm=None) -> None:
     """Resolve and check every backbone of ``specs`` once, and every task's ``max_length`` against it."""
     from grain_bench.backbones import check_max_length, inspect_backbone
 

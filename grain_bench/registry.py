@@ -1,10 +1,16 @@
-"""Name -> plugin object maps for methods, tasks, backbones and executors, filled through the plugin hooks."""
+"""Name -> plugin object maps for methods, tasks, backbones, executors and table formats, filled through the hooks.
+
+Each ``Registry[T]`` knows what it holds: registration checks the object (a ``Method`` or ``Task`` subclass with a
+name, a callable loader or factory, an exporter), so a wrong registration fails at start-up naming the plugin, and
+``get`` returns a ``T``. One ``Registries`` object comes from one plugin manager (``build_registries``); the CLI and
+the Python API take the process-wide one (``grain_bench.plugins.get_registries``) and pass it down explicitly.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from grain_bench.errors import (
     DuplicateNameError,
@@ -16,31 +22,57 @@ from grain_bench.errors import (
     UsageError,
     _UnknownNameError,
 )
+from grain_bench.method import Method
+from grain_bench.task import Task
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Entry:
+class Entry(Generic[T]):
     """One registered object with the plugin that registered it."""
 
     name: str
-    obj: Any
+    obj: T
     plugin: str
     description: str = ""
     aliases: tuple[str, ...] = ()
     suites: tuple[str, ...] = ()
 
 
+def subclass_of(base: type) -> Callable[[Any], str | None]:
+    """A registration check: the object must be a subclass of ``base`` with a non-empty ``name``."""
+    def check(obj: Any) -> str | None:
+        if not (isinstance(obj, type) and issubclass(obj, base)):
+            return f"is not a subclass of {base.__module__}.{base.__qualname__}"
+        return None if getattr(obj, "name", None) else "has no name"
+    return check
+
+
+def is_callable(what: str) -> Callable[[Any], str | None]:
+    """A registration check: the object must be callable (``what`` says what it is called for)."""
+    def check(obj: Any) -> str | None:
+        return None if callable(obj) else f"is not callable ({what})"
+    return check
+
+
 @dataclass
-class Registry:
-    """A map from names (and aliases) to entries; unknown names raise with a 'did you mean'."""
+class Registry(Generic[T]):
+    """A map from names (and aliases) to entries of one kind; unknown names raise with a 'did you mean'."""
 
     kind: str
     error: type[_UnknownNameError]
-    entries: dict[str, Entry] = field(default_factory=dict)
+    check: Callable[[Any], str | None]  # why an object cannot be registered here, or None
+    entries: dict[str, Entry[T]] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
 
-    def add(self, entry: Entry) -> None:
-        """Add ``entry``; a name or alias already taken raises ``DuplicateNameError`` naming both plugins."""
+    def add(self, entry: Entry[T]) -> None:
+        """Add ``entry`` after checking its object; a taken name or alias raises ``DuplicateNameError`` naming both
+        plugins, an object of the wrong kind ``UsageError`` naming the plugin."""
+        problem = self.check(entry.obj) or (None if entry.name else "has no name")
+        if problem:
+            raise UsageError(f"plugin {entry.plugin!r} cannot register {self.kind} {entry.name or entry.obj!r}: "
+                             f"{entry.obj!r} {problem}")
         for key in (entry.name, *entry.aliases):
             owner = self._owner(key)
             if owner is not None:
@@ -52,21 +84,21 @@ class Registry:
         for alias in entry.aliases:
             self.aliases[alias] = entry.name
 
-    def _owner(self, key: str) -> Entry | None:
+    def _owner(self, key: str) -> Entry[T] | None:
         if key in self.entries:
             return self.entries[key]
         if key in self.aliases:
             return self.entries[self.aliases[key]]
         return None
 
-    def entry(self, name: str) -> Entry:
+    def entry(self, name: str) -> Entry[T]:
         """The entry for ``name`` or one of its aliases."""
         found = self._owner(name)
         if found is None:
             raise self.error(name, [*self.entries, *self.aliases])
         return found
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str) -> T:
         """The registered object for ``name``."""
         return self.entry(name).obj
 
@@ -82,11 +114,13 @@ class Registry:
 class Registries:
     """Every registry of one plugin manager."""
 
-    methods: Registry
-    tasks: Registry
-    backbones: Registry
-    executors: Registry
-    exporters: Registry
+    methods: Registry[type[Method]]
+    tasks: Registry[type[Task]]
+    backbones: Registry[Callable[..., Any]]
+    executors: Registry[Callable[..., Any]]
+    exporters: Registry[Callable[..., str]]
+    #: the plugin manager they were built from: its other hooks (``load_backbone``, ``run_finished``) go with them
+    pm: Any = None
 
     def suites(self) -> dict[str, list[str]]:
         """Suite name -> task names, in registration order."""
@@ -121,21 +155,27 @@ class Registries:
         return out
 
 
-def _check_class(kind: str, obj: Any, required: tuple[str, ...]) -> None:
-    missing = [attr for attr in required if not getattr(obj, attr, None)]
-    if missing:
-        raise UsageError(f"{kind} {obj!r} cannot be registered: it lacks {', '.join(missing)}")
+def empty_registries() -> Registries:
+    """Registries with nothing registered yet, each with its check."""
+    return Registries(
+        methods=Registry("method", UnknownMethodError, subclass_of(Method)),
+        tasks=Registry("task", UnknownTaskError, subclass_of(Task)),
+        backbones=Registry("backbone", UnknownBackboneError, is_callable("loader(head, num_labels)")),
+        executors=Registry("executor", UnknownExecutorError, is_callable("factory(**options)")),
+        exporters=Registry("format", UnknownExporterError,
+                           is_callable("exporter(summary, caption, notes, extra) -> str")),
+    )
+
+
+def _described(obj: Any) -> str:
+    doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+    return getattr(obj, "description", "") or (doc[0] if doc else "")
 
 
 def build_registries(pm) -> Registries:
     """Call every registration hook of ``pm`` (one implementation at a time, so duplicates name both plugins)."""
-    regs = Registries(
-        methods=Registry("method", UnknownMethodError),
-        tasks=Registry("task", UnknownTaskError),
-        backbones=Registry("backbone", UnknownBackboneError),
-        executors=Registry("executor", UnknownExecutorError),
-        exporters=Registry("format", UnknownExporterError),
-    )
+    regs = empty_registries()
+    regs.pm = pm
 
     def each(hook_name: str, make_register: Callable[[str], Callable[..., None]]) -> None:
         hook = getattr(pm.hook, hook_name)
@@ -145,18 +185,13 @@ def build_registries(pm) -> Registries:
 
     def method_register(plugin: str):
         def register(cls, aliases=()):
-            _check_class("method", cls, ("name",))
-            doc = (cls.__doc__ or "").strip().splitlines()
-            regs.methods.add(Entry(cls.name, cls, plugin, getattr(cls, "description", "") or (doc[0] if doc else ""),
-                                   tuple(aliases)))
+            regs.methods.add(Entry(getattr(cls, "name", ""), cls, plugin, _described(cls), tuple(aliases)))
         return register
 
     def task_register(plugin: str):
         def register(cls, aliases=(), suites=()):
-            _check_class("task", cls, ("name",))
-            doc = (cls.__doc__ or "").strip().splitlines()
-            regs.tasks.add(Entry(cls.name, cls, plugin, getattr(cls, "description", "") or (doc[0] if doc else ""),
-                                 tuple(aliases), tuple(suites)))
+            regs.tasks.add(Entry(getattr(cls, "name", ""), cls, plugin, _described(cls), tuple(aliases),
+                                 tuple(suites)))
         return register
 
     def named_register(registry: Registry):

@@ -35,8 +35,9 @@ class RetimeSettings:
 
 
 def retime(results_dir: str, settings: RetimeSettings, task: str | None = None, progress: bool = True,
-           command: str = "") -> list[dict[str, Any]]:
-    """Re-time every ``ok`` run of ``results_dir`` that stored its masks; append and return the measurements."""
+           command: str = "", regs=None) -> list[dict[str, Any]]:
+    """Re-time every ``ok`` run of ``results_dir`` that stored its masks; append and return the measurements.
+    ``regs``: where tasks and backbones are looked up (default: the process-wide registries)."""
     from tqdm.auto import tqdm
 
     from grain_bench.backbones import auto_class, load_backbone
@@ -56,7 +57,7 @@ def retime(results_dir: str, settings: RetimeSettings, task: str | None = None, 
     from grain_bench.predictions import load_masks
     from grain_bench.types import Recipe
 
-    regs = get_registries()
+    regs = regs or get_registries()
     records, _ = load_records(results_dir, task)
     runs = [r for r in records if r.ok and r.masks]
     if not runs:
@@ -70,7 +71,7 @@ def retime(results_dir: str, settings: RetimeSettings, task: str | None = None, 
     out = []
     for (backbone, head, seq_len), members in tqdm(groups.items(), desc="re-timing", disable=not progress):
         num_labels = 1 if head == "regression" else 2
-        dense, _ = load_backbone(backbone, head, num_labels)
+        dense, _ = load_backbone(backbone, head, num_labels, regs=regs)
         dense = dense.eval()
         models: dict[str, Any] = {"dense": dense}
         predicted: dict[str, float] = {"dense": 1.0}

@@ -20,7 +20,8 @@ from typing import Any
 import pandas as pd
 
 from grain_bench.errors import GrainBenchError
-from grain_bench.method import registered_defaults, without_defaults
+from grain_bench.method import without_defaults
+from grain_bench.plugins import registered_defaults
 from grain_bench.types import Density, RunRecord
 
 GROUP_KEYS = ["task", "setup", "method", "options", "target_density"]

@@ -1,4 +1,4 @@
-"""Text renderers of the comparison table: Markdown, CSV, LaTeX (booktabs) and JSON.
+"""Text renderers of the comparison table: Markdown, CSV, LaTeX (booktabs) and JSON, each an ``Exporter``.
 
 In Markdown and LaTeX the best value of each result column (score, relative score, speedups) is bold, per task and
 setup, over every row but the teacher's (the teacher is the reference, not a contender). A mark in the ``front`` column
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -195,27 +197,67 @@ def render_csv(summary: pd.DataFrame, caption: str = "", notes: list[str] | None
     return summary.to_csv(index=False)
 
 
+@dataclass(frozen=True)
+class Exporter:
+    """A table format: the function that writes the comparison, and what kind of document it writes, so that the
+    commands around it (``show``, ``export``, the closing table of ``run``) need no format names.
+
+    A plugin registers one (``register_exporters``), or a plain function ``(summary, caption, notes, extra) -> str``,
+    which becomes an ``Exporter`` with the defaults below."""
+
+    render: Callable[..., str]  # (summary, caption, notes, extra) -> the document's text
+    #: ``export`` writes the notes after the document as ``note:`` lines (Markdown); otherwise the document carries
+    #: them itself, as comments or fields, or leaves them out
+    appends_notes: bool = False
+    #: the document is data rows alone (CSV): no text stands in for an empty table, no blank line follows it on stdout
+    data_only: bool = False
+    #: an empty comparison is still a document of this format (JSON: no rows), rendered like any other
+    renders_empty: bool = False
+
+    def __call__(self, summary: pd.DataFrame, caption: str = "", notes: list[str] | None = None,
+                 extra: dict[str, Any] | None = None) -> str:
+        return self.render(summary, caption, list(notes or []), extra)
+
+    @classmethod
+    def of(cls, obj: Exporter | Callable[..., str]) -> Exporter:
+        """``obj`` as an ``Exporter`` (a plain function gets the defaults)."""
+        return obj if isinstance(obj, Exporter) else cls(obj)
+
+
 def render(summary: pd.DataFrame, fmt: str = "markdown", caption: str = "", notes: list[str] | None = None,
-           extra: dict[str, Any] | None = None) -> str:
+           extra: dict[str, Any] | None = None, regs=None) -> str:
     """The table in format ``fmt``: a registered exporter (``register_exporters``; built in: markdown, csv, latex,
-    json). Notes go after the table, as comments where the format has them."""
-    from grain_bench.plugins import get_registries
+    json) of ``regs`` (default: the process-wide registries). Notes go after the table, as comments where the format
+    has them."""
+    return exporter(fmt, regs)(summary, caption, notes, extra)
 
-    return get_registries().exporters.get(fmt)(summary, caption, list(notes or []), extra)
+
+def exporter(fmt: str, regs=None) -> Exporter:
+    """The registered ``Exporter`` of ``fmt`` (``UnknownExporterError`` with a did-you-mean otherwise)."""
+    if regs is None:
+        from grain_bench.plugins import get_registries
+
+        regs = get_registries()
+    return Exporter.of(regs.exporters.get(fmt))
 
 
-def formats() -> list[str]:
+def formats(regs=None) -> list[str]:
     """Names of the registered table formats."""
-    from grain_bench.plugins import get_registries
+    if regs is None:
+        from grain_bench.plugins import get_registries
 
-    return get_registries().exporters.names()
+        regs = get_registries()
+    return regs.exporters.names()
 
 
 @hookimpl
 def register_exporters(register):
     """The built-in table formats."""
-    register("markdown", render_markdown, "GitHub Markdown, best values bold, caption below")
-    register("csv", render_csv, "every column, unformatted numbers")
-    register("latex", lambda summary, caption="", notes=None, extra=None: render_latex(summary, caption, notes),
+    register("markdown", Exporter(render_markdown, appends_notes=True), "GitHub Markdown, best values bold, caption "
+                                                                       "below")
+    register("csv", Exporter(render_csv, data_only=True), "every column, unformatted numbers")
+    register("latex", Exporter(lambda summary, caption="", notes=None, extra=None: render_latex(summary, caption,
+                                                                                              notes)),
              "a booktabs table with the caption; notes as comments")
-    register("json", render_json, "rows as JSON numbers (NaN as null) with the caption and notes")
+    register("json", Exporter(render_json, renders_empty=True),
+             "rows as JSON numbers (NaN as null) with the caption and notes")

@@ -27,7 +27,8 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from grain_bench.errors import GrainBenchError, UsageError
-from grain_bench.method import registered_defaults, without_defaults
+from grain_bench.method import without_defaults
+from grain_bench.plugins import registered_defaults
 from grain_bench.task import is_identity
 from grain_bench.types import SCHEMA_VERSION, RunRecord, RunSpec
 

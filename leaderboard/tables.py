@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from grain_bench.errors import GrainBenchError
 from grain_bench.leaderboard.compare import Comparison, compare, describe_differences, problem_with
-from grain_bench.leaderboard.render import render
+from grain_bench.leaderboard.render import exporter
 from grain_bench.leaderboard.store import RecordStore
 from grain_bench.types import Recipe, RunRecord
 
@@ -115,33 +115,33 @@ def build_report(results_dir: str, task: str | None = None, run_ids=None, allow_
 
 
 def show_table(results_dir: str, fmt: str = "markdown", task: str | None = None, run_ids=None,
-               allow_mixed: bool = False, versus: str | None = AUTO) -> tuple[str, list[str]]:
+               allow_mixed: bool = False, versus: str | None = AUTO, regs=None) -> tuple[str, list[str]]:
     """The rendered comparison of ``results_dir`` (optionally one task, or only ``run_ids``) and its notes.
 
     The notes are returned apart (callers print them on stderr) so that the text stays a clean document; JSON and
-    LaTeX also carry them inside."""
-    check_format(fmt)
+    LaTeX also carry them inside. ``regs``: where ``fmt`` is looked up (default: the process-wide registries)."""
+    writer = exporter(fmt, regs)
     report = build_report(results_dir, task, run_ids, allow_mixed, versus)
     table = report.comparison.table
     notes = list(report.notes)
-    if table.empty and fmt != "json":
+    if table.empty and not writer.renders_empty:
         empty = "no successful runs" + (f" for task {task}" if task else "")
-        text = "" if fmt == "csv" else f"({empty})\n"  # a CSV on stdout stays a CSV: the note goes to stderr
+        text = "" if writer.data_only else f"({empty})\n"  # a CSV on stdout stays a CSV: the note goes to stderr
         notes.append(empty)
     else:
-        text = render(table, fmt, report.caption, report.notes)  # formats with comments embed the notes
+        text = writer(table, report.caption, report.notes)  # formats with comments embed the notes
     return text, notes
 
 
 def export_table(results_dir: str, fmt: str, out: str | None = None, task: str | None = None,
-                 allow_mixed: bool = False, versus: str | None = AUTO) -> tuple[str, list[str]]:
+                 allow_mixed: bool = False, versus: str | None = AUTO, regs=None) -> tuple[str, list[str]]:
     """The rendered table (written to ``out`` when given, never inside the records file) and the notes."""
-    check_format(fmt)
+    writer = exporter(fmt, regs)
     report = build_report(results_dir, task, allow_mixed=allow_mixed, versus=versus)
     if report.comparison.table.empty:
         raise GrainBenchError(f"no successful runs in {results_dir!r}" + (f" for task {task!r}" if task else ""))
-    text = render(report.comparison.table, fmt, report.caption, report.notes)
-    if fmt == "markdown" and report.notes:
+    text = writer(report.comparison.table, report.caption, report.notes)
+    if writer.appends_notes and report.notes:
         text += "\n" + "".join(f"note: {n}\n" for n in report.notes)
     if out is not None:
         guard_output(out, results_dir)
@@ -154,13 +154,6 @@ def export_table(results_dir: str, fmt: str, out: str | None = None, task: str |
         except OSError as exc:
             raise GrainBenchError(f"cannot write {out!r}: {exc}") from None
     return text, report.notes
-
-
-def check_format(fmt: str) -> None:
-    """Raise ``UnknownExporterError`` (a did-you-mean and the choices) unless ``fmt`` is a registered table format."""
-    from grain_bench.plugins import get_registries
-
-    get_registries().exporters.get(fmt)
 
 
 def guard_output(out: str, results_dir: str) -> None:

@@ -12,6 +12,7 @@ from grain_bench.errors import DuplicateNameError, GrainBenchError, UnknownMetho
 from grain_bench.method import Method
 from grain_bench.plugins import DEFAULT_PLUGINS, make_plugin_manager
 from grain_bench.registry import build_registries
+from grain_bench.task import Task
 
 
 def test_builtins_register_through_the_hooks(pm, regs):
@@ -42,13 +43,11 @@ def test_unknown_task_lists_suites(regs):
 
 
 def test_suite_expands_to_its_tasks():
-    class One:
+    class One(Task):
         name = "one"
-        version = "1"
 
-    class Two:
+    class Two(Task):
         name = "two"
-        version = "1"
 
     class SuitePlugin:
         @hookimpl
@@ -97,3 +96,26 @@ def test_unknown_plugin_in_load_plugins_is_an_error(monkeypatch, capsys):
     monkeypatch.setenv("GRAIN_BENCH_LOAD_PLUGINS", "nosuch")
     line = one_line_error(main(["methods"]), capsys.readouterr().err)
     assert "GRAIN_BENCH_LOAD_PLUGINS names 'nosuch', which no installed package provides" in line
+
+
+@pytest.mark.parametrize("hook,register,expected", [
+    ("register_methods", lambda register: register(dict), "is not a subclass of grain_bench.method.Method"),
+    ("register_tasks", lambda register: register(Method), "is not a subclass of grain_bench.task.Task"),
+    ("register_methods", lambda register: register(type("Nameless", (Method,), {})), "has no name"),
+    ("register_exporters", lambda register: register("fmt", "not a function"), "is not callable"),
+    ("register_backbones", lambda register: register("tiny2", None), "is not callable"),
+])
+def test_registration_checks_what_it_registers_and_names_the_plugin(hook, register, expected):
+    """A registry holds one kind of object: a method must be a ``Method`` subclass, a task a ``Task`` subclass, a
+    format or a backbone loader callable; anything else fails when the registries are built, naming the plugin."""
+    def implementation(self, register=None):
+        register_wrongly(register)
+
+    register_wrongly = register
+    implementation.__name__ = hook
+    plugin = type("Wrong", (), {hook: hookimpl(implementation)})()
+    pm = make_plugin_manager(load_entry_points=False)
+    pm.register(plugin, name="wrong-plugin")
+    with pytest.raises(GrainBenchError, match="plugin 'wrong-plugin' cannot register") as info:
+        build_registries(pm)
+    assert expected in str(info.value)
