@@ -140,12 +140,12 @@ def real_mask_models(dense, results_dir: str, seq_len: int, methods: tuple[str, 
 
     records, _ = load_records(results_dir)
     chosen = {}
-    for record in sorted((r for r in records if r.ok and r.masks), key=lambda r: r.spec["seed"]):
+    for record in sorted((r for r in records if r.ok and r.masks), key=lambda r: r.spec.seed):
         spec = record.spec
-        if methods and spec["method"] not in methods:
+        if methods and spec.method not in methods:
             continue
-        options = options_label(spec.get("method_options", {}), spec["method"])
-        label = f"{spec['method']}{f'[{options}]' if options else ''}@{spec['target_density']:g}"
+        options = options_label(spec.method_options)
+        label = f"{spec.method}{f'[{options}]' if options else ''}@{spec.target_density:g}"
         chosen.setdefault(label, record)
     models, info = {"dense": dense}, {"dense": {"density": 1.0, "flops_predicted_speedup": 1.0}}
     for label, record in sorted(chosen.items()):

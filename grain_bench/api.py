@@ -15,7 +15,8 @@ from typing import Any
 
 from grain_bench.backbones import DEFAULT_BACKBONE
 from grain_bench.harness import DEFAULT_RESULTS
-from grain_bench.types import RunRecord, RunSpec
+from grain_bench.records import RunRecord
+from grain_bench.types import RunSpec
 
 DEFAULT_METHODS = ("dense", "random", "magnitude", "grain", "heads")
 
@@ -89,6 +90,7 @@ def prepare_sweep(methods: Iterable[str] = DEFAULT_METHODS, tasks: Iterable[str]
                         _expand_revisions(regs, data_revisions))
     store = RecordStore(results)
     store.check_writable()
+    store.check_current()  # records of an older schema: upgraded once, explicitly, not re-run
     check_backbones(specs, regs)
     recovered = store.recover_aside()
     harness = Harness(results, regs=regs, progress=progress, device=device, save_models=save_models,
@@ -150,23 +152,22 @@ def load_results(results: str = DEFAULT_RESULTS, task: str | None = None, run_id
 def record_row(record: RunRecord) -> dict[str, Any]:
     """One DataFrame row of ``load_results``."""
     spec = record.spec
-    compact = next((e for e in record.latency if e.get("label") == "compact"), {})
+    compact = record.latency_of("compact")
     row: dict[str, Any] = {
-        "run_id": record.run_id, "status": record.status, "error": record.error, "method": spec.get("method"),
-        "options": dict(spec.get("method_options", {})), "task": spec.get("task"),
-        "task_version": spec.get("task_version"), "data": spec.get("data"), "backbone": spec.get("backbone"),
-        "target_density": spec.get("target_density"), "seed": spec.get("seed"),
-        "recipe": spec.get("recipe", {}).get("name"), "metric": record.primary_metric,
+        "run_id": record.run_id, "status": record.status, "error": record.error, "method": spec.method,
+        "options": dict(spec.method_options), "task": spec.task, "task_version": spec.task_version,
+        "data": spec.data, "backbone": spec.backbone, "target_density": spec.target_density, "seed": spec.seed,
+        "recipe": spec.recipe.get("name"), "metric": record.primary_metric,
         "score": record.scores.get(record.primary_metric) if record.primary_metric else None,
     }
     for prefix, scores in (("score", record.scores), ("teacher", record.teacher_scores),
                            ("chance", record.chance_scores)):
         row.update({f"{prefix}.{name}": value for name, value in scores.items()})
     row.update({
-        "density": record.density.get("encoder_params"), "achieved_density": record.density.get("achieved"),
-        "encoder_params": record.params.get("encoder"),
-        "flops_speedup": record.flops.get("predicted_speedup"), "speedup": compact.get("speedup"),
-        "latency_device": compact.get("device"), "wall_time_s": record.wall_time_s, "artifact": record.artifact,
+        "density": record.density.encoder_params, "achieved_density": record.density.achieved,
+        "encoder_params": record.params.encoder, "flops_speedup": record.flops.predicted_speedup,
+        "speedup": compact.speedup if compact else None, "latency_device": compact.device if compact else None,
+        "wall_time_s": record.wall_time_s, "artifact": record.artifact,
         "predictions": record.predictions, "warnings": list(record.warnings), "nonfinite": list(record.nonfinite),
         "created": record.created,
     })

@@ -18,7 +18,14 @@ from tqdm.auto import tqdm
 
 from grain_bench.environment import environment, package_versions
 from grain_bench.errors import GrainBenchError
-from grain_bench.types import Recipe, RunRecord, RunSpec
+from grain_bench.records import (
+    DenseShape,
+    Provenance,
+    RecordShape,
+    RunRecord,
+    quality_of,
+)
+from grain_bench.types import Recipe, RunSpec
 
 DEFAULT_RESULTS = "grain-bench-results"
 
@@ -55,7 +62,7 @@ class TaskData:
     eval: Any
     collate: Any
     #: a trivial predictor's scores on the eval split ({} when the task defines none)
-    chance: dict[str, float] = field(default_factory=dict)
+    chance: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,7 +81,7 @@ class Distilled:
 class Scored:
     """The compact model's scores on the reported split, its collapse verdict and stored predictions."""
 
-    scores: dict[str, float]
+    scores: dict[str, float | None]
     quality: dict[str, Any]
     predictions: str | None
 
@@ -132,7 +139,7 @@ class Harness:
             raise DataError(f"{spec.task}: the data read from {identity.source} ({identity.key}) is not the data "
                             f"this run was planned with ({spec.data}): a file changed meanwhile; start the command "
                             f"again to plan the runs with the data as it is now")
-        return task, {**identity.to_dict(), "data_dir": spec.data_dir}
+        return task, Provenance(**identity.to_dict(), data_dir=spec.data_dir)
 
     def teacher_outputs(self, spec: RunSpec, task, recipe: Recipe):
         """The shared cache of teacher outputs for this teacher, seed and batch stream (one stream kept at a time)."""
@@ -224,7 +231,7 @@ class Harness:
             raise
         except Exception as exc:  # recorded, not fatal: the sweep goes on
             message = str(exc) if isinstance(exc, GrainBenchError) else f"{type(exc).__name__}: {exc}"
-            record = RunRecord(run_id=spec.run_id, spec=spec.to_dict(), status="error", error=message,
+            record = RunRecord(run_id=spec.run_id, spec=spec, status="error", error=message,
                                wall_time_s=time.time() - start, versions=package_versions(),
                                created=_now(), method_info={"traceback": traceback.format_exc(limit=8)})
         self.pm.hook.run_finished(record=record)
@@ -287,7 +294,7 @@ class Harness:
         return Scored(task.score(predictions, data.eval), assess(task, predictions, data.eval),
                       self._save_predictions(spec, task, data.eval, predictions, warnings))
 
-    def _record(self, spec: RunSpec, task, provenance: dict, teacher_meta: dict, distilled: Distilled, measured,
+    def _record(self, spec: RunSpec, task, provenance: Provenance, teacher_meta: dict, distilled: Distilled, measured,
                 scored: Scored, mask_file: str | None, data: TaskData, warnings: list[str],
                 seconds: float) -> RunRecord:
         """The ``ok`` record of a finished run."""
@@ -302,16 +309,19 @@ class Harness:
         versions = package_versions()
         versions.update({f"plugin:{k}": v for k, v in plugin_versions(self.pm).items()
                          if not k.startswith("grain_bench.")})
+        summary = shape.summary()
         return RunRecord(
-            run_id=spec.run_id, spec=spec.to_dict(), status="ok", scores=scored.scores,
+            run_id=spec.run_id, spec=spec, status="ok", scores=scored.scores,
             primary_metric=task.primary_metric, teacher_scores=teacher_meta["scores"], chance_scores=data.chance,
             higher_is_better={metric: task.higher_is_better(metric) for metric in scored.scores},
-            data=provenance, quality=scored.quality, teacher_quality=teacher_meta.get("quality", {}),
-            warnings=warnings, density=measured.density, params=measured.params, flops=measured.flops,
+            data=provenance, quality=quality_of(scored.quality),
+            teacher_quality=quality_of(teacher_meta.get("quality")),
+            warnings=tuple(warnings), density=measured.density, params=measured.params, flops=measured.flops,
             latency=measured.latency,
-            shape={**shape.summary(), "heads_kept": masks.heads_kept(), "units": masks.counts(),
-                   "head_widths": [[list(head) for head in layer.heads] for layer in shape.layers],
-                   "dense": {"num_heads": space.num_heads, "head_dim": space.head_dim, "ffn_dim": space.ffn_dim}},
+            shape=RecordShape(heads=tuple(summary["heads"]), qk=tuple(summary["qk"]), vo=tuple(summary["vo"]),
+                              ffn=tuple(summary["ffn"]), heads_kept=masks.heads_kept(), units=masks.counts(),
+                              head_widths=tuple(tuple(tuple(head) for head in layer.heads) for layer in shape.layers),
+                              dense=DenseShape(space.num_heads, space.head_dim, space.ffn_dim)),
             method_info={**info, "compact": measured.compact, "train_seconds": result.seconds, "steps": result.steps,
                          "final_losses": result.history[-1] if result.history else {}},
             wall_time_s=seconds, versions=versions, environment=environment(self._device()),
@@ -348,13 +358,13 @@ class Harness:
         from grain_bench.files import STORAGE_ERRORS, storage_error_text
         from grain_bench.model_card import base_model, write_model_card
 
-        backbone = record.spec["backbone"]
+        backbone = record.spec.backbone
         try:
             base = base_model(backbone, backbone in self.regs.backbones)
             write_model_card(record.artifact, record, task.head, base)
         except STORAGE_ERRORS as exc:
-            return dataclasses.replace(record, warnings=[*record.warnings, f"the model card could not be written "
-                                                                           f"({storage_error_text(exc)})"])
+            return dataclasses.replace(record, warnings=(*record.warnings, f"the model card could not be written "
+                                                                           f"({storage_error_text(exc)})"))
         return record
 
 

@@ -16,13 +16,14 @@ import os
 import random
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from grain_bench.errors import GrainBenchError, TrainingDiverged
+from grain_bench.records import Density, Flops, LatencyEntry, ParamCounts, latency_entry
 from grain_bench.shape import ModelShape
 
 SCHEMA_VERSION = 1
@@ -268,7 +269,8 @@ def _device_name(device: str) -> str:
     return device
 
 
-def speedup_entries(results: dict[str, LatencyResult], baseline: str, predicted: dict[str, float] | None = None
+def speedup_entries(results: dict[str, LatencyResult], baseline: str,
+                    predicted: Mapping[str, float | None] | None = None
                     ) -> list[dict[str, Any]]:
     """Latency entries for a record: each with ``speedup`` over ``baseline`` and the FLOPs-predicted speedup beside."""
     base = results[baseline].median_ms
@@ -357,10 +359,10 @@ class Measured:
     model: Any  # the compact model, checked against the masked one, on the student's device: what gets scored
     shape: ModelShape
     dense_shape: ModelShape
-    params: dict[str, int]
-    flops: dict[str, Any]
-    density: dict[str, float]
-    latency: list[dict[str, Any]]
+    params: ParamCounts
+    flops: Flops
+    density: Density
+    latency: list[LatencyEntry]
     artifact: str | None
     compact: dict[str, Any]  # the equivalence check's max |logit difference| and the compact model's parameter counts
 
@@ -381,27 +383,28 @@ def measure_run(config, spec, task, result, data, tokenizer, recipe, extra: dict
     diff = check_equivalence(student, compact_model, _eval_batch(data, task, device))  # a wrong model is never timed
     shape, dense_shape = masks.model_shape(space, extra), type(masks).full(space).model_shape(space)
     counts = check_param_counts(compact_model, masks.model_shape(space))
-    params = {"encoder": shape.encoder_params(), "encoder_linear": shape.encoder_linear_params(),
-              "embeddings": shape.embedding_params(), "dense_encoder": dense_shape.encoder_params(),
-              "head": _head_params(result.model)}
-    params["total"] = params["encoder"] + params["embeddings"] + params["head"]
-    density = {"target": spec.target_density, "achieved": masks.density(space),
-               "encoder_params": params["encoder"] / params["dense_encoder"]}
-    counted = flops(shape, recipe.max_length, dense_shape)
+    head = _head_params(result.model)
+    params = ParamCounts(total=shape.encoder_params() + shape.embedding_params() + head,
+                         encoder=shape.encoder_params(), encoder_linear=shape.encoder_linear_params(),
+                         embeddings=shape.embedding_params(), dense_encoder=dense_shape.encoder_params(), head=head)
+    density = Density(target=spec.target_density, achieved=masks.density(space),
+                      encoder_params=shape.encoder_params() / dense_shape.encoder_params())
+    counted = Flops(**flops(shape, recipe.max_length, dense_shape))
 
-    latency: list[dict] = []
+    latency: list[LatencyEntry] = []
     if config.measure_latency:
         settings = record_settings(str(device), recipe.max_length)
         dense = _dense_copy(student)
         results = time_models({"dense": dense, "compact": compact_model}, settings)
-        latency = speedup_entries(results, "dense", {"compact": counted["predicted_speedup"], "dense": 1.0})
+        latency = [latency_entry(entry) for entry in speedup_entries(
+            results, "dense", {"compact": counted.predicted_speedup, "dense": 1.0})]
         del dense
 
     artifact = None
     if config.save_models:
         path = os.path.join(config.results_dir, "models", spec.run_id)
         metadata = {"run_id": spec.run_id, "spec": spec.to_dict(), "max_abs_logit_diff": diff,
-                    "density": density["achieved"], "masks": masks.to_dict()}
+                    "density": density.achieved, "masks": masks.to_dict()}
         try:
             artifact = save_pruned(compact_model.to("cpu"), path, tokenizer=tokenizer, metadata=metadata)
         except STORAGE_ERRORS as exc:  # a full or read-only disk costs the saved model, not the trained result

@@ -6,7 +6,8 @@ import json
 import os
 
 from grain_bench.files import write_atomically
-from grain_bench.types import Recipe, RunRecord
+from grain_bench.records import RunRecord
+from grain_bench.types import Recipe
 from grain_bench.version import __version__
 
 PIPELINE_TAGS = {"sequence": "text-classification", "regression": "text-classification",
@@ -25,6 +26,10 @@ def base_model(backbone: str, named: bool) -> str | None:
     return None if os.path.exists(os.path.expanduser(backbone)) else backbone
 
 
+def _number(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
 def _scores(scores: dict, digits: int = 4) -> str:
     return ", ".join(f"{k} {v:.{digits}f}" if isinstance(v, (int, float)) else f"{k} -" for k, v in scores.items())
 
@@ -32,8 +37,8 @@ def _scores(scores: dict, digits: int = 4) -> str:
 def model_card(record: RunRecord, head: str, base: str | None = None) -> str:
     """The Markdown card (with Hugging Face front matter) of the model a run saved; ``base`` is its hub base model."""
     spec = record.spec
-    method, task, backbone = spec["method"], spec["task"], spec["backbone"]
-    options = spec.get("method_options") or {}
+    method, task, backbone = spec.method, spec.task, spec.backbone
+    options = spec.method_options
     options_text = ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "defaults"
     front = ["---", "library_name: transformers", f"pipeline_tag: {PIPELINE_TAGS.get(head, 'feature-extraction')}",
              "tags:", "- grain-bench", "- structured-pruning", f"- {method}"]
@@ -42,35 +47,35 @@ def model_card(record: RunRecord, head: str, base: str | None = None) -> str:
     front.append("---")
     density, params = record.density, record.params
     rows = [
-        ("task", f"{task} v{spec.get('task_version', '?')} (data: {spec.get('data', 'default')}); primary metric "
+        ("task", f"{task} v{spec.task_version} (data: {spec.data}); primary metric "
                  f"{record.primary_metric}"),
         ("backbone", backbone + (f" ({base})" if base and base != backbone else "")),
         ("method", f"`{method}` ({options_text})"),
-        ("density", f"target {spec['target_density']:g}, achieved {density.get('achieved', float('nan')):.4f} of "
-                    f"the unit cost; {density.get('encoder_params', float('nan')) * 100:.1f}% of the encoder's "
+        ("density", f"target {spec.target_density:g}, achieved {_number(density.achieved):.4f} of "
+                    f"the unit cost; {_number(density.encoder_params) * 100:.1f}% of the encoder's "
                     f"parameters kept"),
-        ("parameters", f"{params.get('total', 0):,} in all; encoder {params.get('encoder', 0):,} of "
-                       f"{params.get('dense_encoder', 0):,}"),
+        ("parameters", f"{params.total or 0:,} in all; encoder {params.encoder or 0:,} of "
+                       f"{params.dense_encoder or 0:,}"),
         ("scores", _scores(record.scores) + f" (teacher: {_scores(record.teacher_scores)}"
                    + (f"; trivial predictor: {_scores(record.chance_scores)}" if record.chance_scores else "") + ")"),
-        ("FLOPs", f"{record.flops.get('predicted_speedup', float('nan')):.2f}x fewer than the dense model at "
-                  f"{record.flops.get('seq_len', '?')} tokens"),
+        ("FLOPs", f"{_number(record.flops.predicted_speedup):.2f}x fewer than the dense model at "
+                  f"{record.flops.seq_len or '?'} tokens"),
     ]
-    compact = next((e for e in record.latency if e.get("label") == "compact"), None)
+    compact = record.latency_of("compact")
     if compact:
-        rows.append(("latency", f"{compact['median_ms']:.1f} ms per batch, {compact.get('speedup', 0):.2f}x faster "
-                                f"than the dense model, timed side by side in the run ({compact['device']}, "
-                                f"{compact['dtype']}, "
-                                f"batch {compact['batch']} x {compact['seq_len']}, {compact.get('threads')} threads)"))
+        rows.append(("latency", f"{_number(compact.median_ms):.1f} ms per batch, {compact.speedup or 0:.2f}x faster "
+                                f"than the dense model, timed side by side in the run ({compact.device}, "
+                                f"{compact.dtype}, batch {compact.batch} x {compact.seq_len}, {compact.threads} "
+                                f"threads)"))
     try:
-        caption = Recipe.parse(spec["recipe"]).caption()
+        caption = Recipe.parse(spec.recipe).caption()
     except Exception:  # a recipe field this version does not know
-        caption = json.dumps(spec["recipe"], sort_keys=True)
+        caption = json.dumps(spec.recipe, sort_keys=True)
     rows += [("recipe", caption), ("run", f"`{record.run_id}`, {record.created}, grain-bench {__version__}")]
     table = ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
     auto = AUTO_CLASSES.get(head, "AutoModel")
     body = [
-        f"# {method} at {spec['target_density']:g} density: compact {backbone} for {task}", "",
+        f"# {method} at {spec.target_density:g} density: compact {backbone} for {task}", "",
         f"A physically pruned encoder made with grain-bench, a benchmark for structured pruning (GRAIN, Yang et al., "
         f"ACL 2023, and its rivals), by the `{method}` method under grain-bench's shared distillation: every pruned "
         f"attention unit and FFN neuron is removed, each layer keeps its own heads and widths. Its outputs were "

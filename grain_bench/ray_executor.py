@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 
 from grain_bench.errors import GrainBenchError, UsageError
 from grain_bench.options import Options
+from grain_bench.records import RunRecord
 from grain_bench.sweep import store_record
-from grain_bench.types import Recipe, RunRecord, RunSpec, canonical_json
+from grain_bench.types import Recipe, RunSpec, canonical_json
 
 # Environment variables a worker needs to behave like the driver (plugin selection, offline hub, caches).
 FORWARDED_ENV = ("GRAIN_BENCH_LOAD_PLUGINS", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
@@ -214,7 +215,7 @@ class RayExecutor:
             what = "Ray worker lost" if lost else "Ray task failed"
             first = str(exc).splitlines()[0]
             message = f"{what} after {self.options.max_retries} retries: {type(exc).__name__}: {first}"
-            record = RunRecord(run_id=spec.run_id, spec=spec.to_dict(), status="error", error=message,
+            record = RunRecord(run_id=spec.run_id, spec=spec, status="error", error=message,
                                versions=package_versions(), method_info={"traceback": traceback.format_exc(limit=8)},
                                created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
             harness.pm.hook.run_finished(record=record)  # the worker could not announce it

@@ -65,9 +65,9 @@ def retime(results_dir: str, settings: RetimeSettings, task: str | None = None, 
                               f"masks were stored cannot be re-timed; run them again)")
     groups: dict[tuple, list] = {}
     for record in runs:
-        head = regs.tasks.get(record.spec["task"]).head if record.spec["task"] in regs.tasks else "sequence"
-        seq_len = settings.seq_len or Recipe.parse(record.spec["recipe"]).max_length
-        groups.setdefault((record.spec["backbone"], head, seq_len), []).append(record)
+        head = regs.tasks.get(record.spec.task).head if record.spec.task in regs.tasks else "sequence"
+        seq_len = settings.seq_len or Recipe.parse(record.spec.recipe).max_length
+        groups.setdefault((record.spec.backbone, head, seq_len), []).append(record)
     out = []
     for (backbone, head, seq_len), members in tqdm(groups.items(), desc="re-timing", disable=not progress):
         num_labels = 1 if head == "regression" else 2

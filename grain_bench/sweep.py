@@ -17,7 +17,8 @@ from typing import Protocol, runtime_checkable
 from tqdm.auto import tqdm
 
 from grain_bench.errors import UsageError
-from grain_bench.types import RunRecord, RunSpec
+from grain_bench.records import RunRecord
+from grain_bench.types import RunSpec
 
 
 @runtime_checkable

@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 
 from tqdm.auto import tqdm
 
@@ -89,13 +90,14 @@ def save_teacher(cache_dir: str, key: str, model, meta: dict) -> None:
         raise
 
 
-def not_learned(task, scores: dict[str, float], chance: dict[str, float]) -> str | None:
+def not_learned(task, scores: Mapping[str, float | None], chance: Mapping[str, float | None]) -> str | None:
     """Why a fine-tuned teacher's score says it learned nothing (not better than a trivial predictor), or None."""
     metric = task.primary_metric
-    if metric not in chance or metric not in scores:
+    floor = chance.get(metric)
+    if floor is None or metric not in scores:
         return None
-    score, floor = scores[metric], chance[metric]
-    learned = score > floor if task.higher_is_better(metric) else score < floor
+    score = scores[metric]
+    learned = score is not None and (score > floor if task.higher_is_better(metric) else score < floor)
     if learned:
         return None
     return f"the teacher scores {metric} {score:.4f}, no better than a trivial predictor ({floor:.4f})"

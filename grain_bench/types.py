@@ -1,19 +1,17 @@
-"""Stored value types: the distillation recipe, the run spec (content-hashed) and the run record."""
+"""Stored value types: the distillation recipe and the run spec (content-hashed). The run record that holds a spec is
+``grain_bench.records.RunRecord``."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from grain_bench.errors import UsageError
 from grain_bench.options import Options, option
+from grain_bench.stored import read, to_jsonable
 
-#: version of the stored record; older records are brought up to it on read (``leaderboard.store.current_form``)
-SCHEMA_VERSION = 2
 #: version of the run spec: part of every run id, so it changes only when ids must change
 SPEC_SCHEMA_VERSION = 1
 #: The shortest ``max_length`` a recipe accepts: a sentence pair's special tokens alone take three positions.
@@ -111,155 +109,16 @@ class RunSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
-        return dataclasses.asdict(self)
+        return to_jsonable(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
-        """Inverse of ``to_dict``; unknown keys are ignored for forward compatibility."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """Inverse of ``to_dict``, each field checked against its type (``ValueError`` naming it); unknown keys are
+        ignored for forward compatibility."""
+        return read(cls, data)
 
     def label(self) -> str:
         """Short human label."""
         opts = ",".join(f"{k}={v}" for k, v in sorted(self.method_options.items()))
         options = f"[{opts}]" if opts else ""
         return f"{self.method}{options} on {self.task} @ {self.target_density:g} seed {self.seed}"
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """The outcome of one run, as stored in ``records.jsonl``.
-
-    Non-finite numbers (NaN, infinities) anywhere in a record are replaced by ``None`` when the record is made, and
-    their places are listed in ``nonfinite`` (e.g. ``scores.pearson``): stored JSON stays strict and no table ranks
-    such a value. ``warnings`` says what a reader of an ``ok`` record should know (a teacher not cached, a model
-    not saved).
-
-    The parts (schema 2): ``scores``/``teacher_scores``/``chance_scores`` map metric -> value and
-    ``higher_is_better`` metric -> direction (from the task); ``density`` has ``target``, ``achieved`` (kept unit
-    cost) and ``encoder_params`` (kept encoder parameters), read through ``Density``; ``params`` ``total``,
-    ``encoder``, ``encoder_linear``, ``embeddings``, ``dense_encoder``, ``head``; ``flops`` ``seq_len``, ``encoder``,
-    ``total``, ``dense_encoder``, ``dense_total``, ``predicted_speedup``; ``latency`` one entry per timed model."""
-
-    run_id: str
-    spec: dict[str, Any]
-    status: str  # "ok" or "error"
-    error: str | None = None
-    scores: dict[str, float] = field(default_factory=dict)
-    primary_metric: str | None = None
-    teacher_scores: dict[str, float] = field(default_factory=dict)
-    density: dict[str, float] = field(default_factory=dict)
-    params: dict[str, int] = field(default_factory=dict)
-    flops: dict[str, float] = field(default_factory=dict)
-    latency: list[dict[str, Any]] = field(default_factory=list)
-    shape: dict[str, Any] = field(default_factory=dict)
-    method_info: dict[str, Any] = field(default_factory=dict)
-    wall_time_s: float = 0.0
-    versions: dict[str, str] = field(default_factory=dict)
-    environment: dict[str, Any] = field(default_factory=dict)
-    artifact: str | None = None
-    predictions: str | None = None  # per-example predictions, relative to the results directory
-    masks: str | None = None  # the final unit masks, relative to the results directory
-    created: str = ""
-    schema_version: int = SCHEMA_VERSION
-    chance_scores: dict[str, float] = field(default_factory=dict)  # a trivial predictor on the scored split
-    higher_is_better: dict[str, bool] = field(default_factory=dict)  # each metric's direction, from the task
-    data: dict[str, Any] = field(default_factory=dict)  # provenance: identity key, source, hub commit, file hashes
-    quality: dict[str, Any] = field(default_factory=dict)  # collapse verdict and evidence (grain_bench.quality)
-    teacher_quality: dict[str, Any] = field(default_factory=dict)  # the same for the run's teacher
-    warnings: list[str] = field(default_factory=list)
-    nonfinite: list[str] = field(default_factory=list)
-
-    def __post_init__(self):
-        found = list(self.nonfinite or [])
-        for f in dataclasses.fields(self):
-            if f.name != "nonfinite":
-                object.__setattr__(self, f.name, _finite_or_none(getattr(self, f.name), f.name, found))
-        object.__setattr__(self, "nonfinite", sorted(set(found)))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
-        """Inverse of ``to_dict``; raises ``ValueError`` when a required key is missing or a field has a wrong type."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = [k for k in ("run_id", "spec", "status") if k not in data]
-        if missing:
-            raise ValueError(f"record lacks {', '.join(missing)}")
-        values = {k: v for k, v in data.items() if k in names}
-        for name, value in values.items():
-            expected = _RECORD_TYPES[name]
-            if not _has_type(value, expected):
-                raise ValueError(f"field {name} is {type(value).__name__} {_short(value)}, expected "
-                                 f"{' or '.join(_TYPE_NAMES[t] for t in expected)}")
-        if values["status"] not in ("ok", "error"):
-            raise ValueError(f"field status is {_short(values['status'])}, expected 'ok' or 'error'")
-        if not values["run_id"]:
-            raise ValueError("field run_id is empty")
-        for name in ("scores", "teacher_scores", "chance_scores"):
-            for key, score in values.get(name, {}).items():
-                if score is not None and not _has_type(score, (float,)):
-                    raise ValueError(f"{name}.{key} is {type(score).__name__} {_short(score)}, expected a number")
-        return cls(**values)
-
-    @property
-    def ok(self) -> bool:
-        """True when the run finished."""
-        return self.status == "ok"
-
-
-_NUMBER = float  # in the table below: an int or a float, never a bool
-_RECORD_TYPES: dict[str, tuple[type, ...]] = {
-    "run_id": (str,), "spec": (dict,), "status": (str,), "error": (str, type(None)), "scores": (dict,),
-    "primary_metric": (str, type(None)), "teacher_scores": (dict,), "density": (dict,), "params": (dict,),
-    "flops": (dict,), "latency": (list,), "shape": (dict,), "method_info": (dict,), "wall_time_s": (_NUMBER,),
-    "versions": (dict,), "environment": (dict,), "artifact": (str, type(None)), "created": (str,),
-    "predictions": (str, type(None)), "masks": (str, type(None)), "quality": (dict,), "teacher_quality": (dict,),
-    "schema_version": (int,), "chance_scores": (dict,), "higher_is_better": (dict,), "warnings": (list,),
-    "nonfinite": (list,), "data": (dict,),
-}
-_TYPE_NAMES = {str: "a string", dict: "an object", list: "a list", float: "a number", int: "an integer",
-               type(None): "null"}
-
-
-def _has_type(value: Any, expected: tuple[type, ...]) -> bool:
-    if isinstance(value, bool):  # JSON true/false is no number
-        return False
-    return any(isinstance(value, (int, float)) if t is float else isinstance(value, t) for t in expected)
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _finite_or_none(value: Any, path: str, found: list[str]) -> Any:
-    """``value`` with every non-finite float replaced by None (its path appended to ``found``)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        found.append(path)
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v, f"{path}.{k}", found) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_or_none(v, f"{path}[{i}]", found) for i, v in enumerate(value)]
-    return value
-
-
-@dataclass(frozen=True)
-class Density:
-    """The densities of a record (``RunRecord.density``), typed; a field the record lacks is None."""
-
-    target: float | None = None
-    achieved: float | None = None  # kept unit cost / total unit cost (what ``target`` asks for)
-    encoder_params: float | None = None  # kept encoder parameters / the dense encoder's
-
-    @classmethod
-    def of(cls, record: RunRecord) -> Density:
-        """The density part of ``record``; numbers only (anything else reads as None)."""
-        def number(key: str) -> float | None:
-            value = record.density.get(key)
-            return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-        return cls(number("target"), number("achieved"), number("encoder_params"))

@@ -1,7 +1,8 @@
 """The ``grain-bench leaderboard`` subcommands (parser and handlers); imports no torch.
 
 ``show`` prints the comparison, ``export`` writes it as Markdown, LaTeX, CSV or JSON, ``publish`` writes a static
-page. All three only read the results directory; a corrupt, mixed or missing one is a ``GrainBenchError`` (exit 2).
+page, ``plot`` the figures. They only read the results directory; a corrupt, mixed or missing one is a
+``GrainBenchError`` (exit 2). ``upgrade`` brings records of an older schema up to this grain-bench's, once.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def add_parser(sub, parser_class, default_results: str) -> None:
     _common(plot, default_results)
     plot.add_argument("--out", required=True, metavar="DIR", help="output directory")
     plot.add_argument("--stem", default="leaderboard", help="file name without extension (default: leaderboard)")
+    upgrade = board_sub.add_parser("upgrade", help="rewrite the records of an older schema in this grain-bench's, "
+                                                   "once (the old file is kept beside)")
+    upgrade.add_argument("--results", default=default_results, help=f"results directory (default: {default_results})")
 
 
 def print_notes(notes: list[str]) -> None:
@@ -92,4 +96,35 @@ def run(args) -> int:
             print(path)
         print_notes(report.notes)
         return 0
-    raise GrainBenchError("leaderboard needs an action: show, export, publish or plot")
+    if args.board_command == "upgrade":
+        return upgrade(args.results)
+    raise GrainBenchError("leaderboard needs an action: show, export, publish, plot or upgrade")
+
+
+def upgrade(results: str) -> int:
+    """``leaderboard upgrade``: bring the records of ``results`` to the current schema; says what it did on stderr."""
+    import os
+
+    from grain_bench.leaderboard.store import RecordStore
+    from grain_bench.migrations import UpgradeContext
+    from grain_bench.plugins import get_registries
+    from grain_bench.records import SCHEMA_VERSION
+
+    store = RecordStore(results)
+    if not os.path.isfile(store.path):
+        raise GrainBenchError(f"no records in {results!r} (expected a file {store.path})")
+    try:
+        result = store.upgrade(UpgradeContext(get_registries()))
+    except OSError as exc:
+        raise GrainBenchError(f"cannot upgrade {store.path}: {exc.strerror or exc}") from None
+    if not result.upgraded:
+        print(f"grain-bench: every record of {store.path} is at schema {SCHEMA_VERSION}: nothing to do",
+              file=sys.stderr)
+    else:
+        counts = ", ".join(f"{n} from schema {v}" for v, n in sorted(result.upgraded.items()))
+        print(f"grain-bench: upgraded {sum(result.upgraded.values())} record(s) of {store.path} to schema "
+              f"{SCHEMA_VERSION} ({counts}); the old file is {result.backup}", file=sys.stderr)
+    for problem in result.kept:
+        print(f"grain-bench: warning: {store.path} {problem}", file=sys.stderr)
+    print_notes(result.notes)
+    return 0

@@ -20,9 +20,7 @@ from typing import Any
 import pandas as pd
 
 from grain_bench.errors import GrainBenchError
-from grain_bench.method import without_defaults
-from grain_bench.plugins import registered_defaults
-from grain_bench.types import Density, RunRecord
+from grain_bench.records import LatencyEntry, RunRecord
 
 GROUP_KEYS = ["task", "setup", "method", "options", "target_density"]
 #: rows that are references, never contenders (no bold, no fronts)
@@ -36,10 +34,9 @@ class MixedRecordsError(GrainBenchError):
     """The records were made with different versions, recipes, backbones or task versions."""
 
 
-def options_label(options: dict[str, Any], method: str | None = None) -> str:
-    """Stable short label of method options: those that differ from the method's defaults, sorted."""
-    shown = without_defaults(options, (registered_defaults(method) if method else None) or {})
-    return ",".join(f"{k}={v}" for k, v in sorted(shown.items())) if shown else ""
+def options_label(options: dict[str, Any]) -> str:
+    """Stable short label of a spec's method options (stored without the values equal to their defaults), sorted."""
+    return ",".join(f"{k}={v}" for k, v in sorted(options.items())) if options else ""
 
 
 def recipe_label(recipe: dict[str, Any]) -> str:
@@ -49,39 +46,21 @@ def recipe_label(recipe: dict[str, Any]) -> str:
 
 
 def problem_with(record: RunRecord) -> str | None:
-    """Why an ``ok`` record cannot be compared (a malformed field), or None when it can."""
-    spec = record.spec
-    if not isinstance(spec, dict):
-        return "spec is not an object"
-    for key in ("task", "method", "backbone"):
-        if not isinstance(spec.get(key), str):
-            return f"spec.{key} is missing or not a string"
-    if not isinstance(spec.get("target_density"), (int, float)):
-        return "spec.target_density is missing or not a number"
-    if not isinstance(spec.get("recipe", {}), dict) or not isinstance(spec.get("method_options", {}), dict):
-        return "spec.recipe or spec.method_options is not an object"
-    for name in ("scores", "teacher_scores", "density", "params", "flops", "versions", "environment"):
-        if not isinstance(getattr(record, name), dict):
-            return f"{name} is not an object"
-    if not isinstance(record.latency, list) or not all(isinstance(e, dict) for e in record.latency):
-        return "latency is not a list of objects"
+    """Why an ``ok`` record cannot be compared, or None when it can (reading checked every field's type already)."""
     if record.ok:
         if record.primary_metric not in record.scores:
             return f"primary metric {record.primary_metric!r} is not among the scores"
         value = record.scores[record.primary_metric]
-        nonfinite = value is None and f"scores.{record.primary_metric}" in record.nonfinite  # shown, never ranked
-        if not nonfinite and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            return "the primary score is not a number"
+        if value is None and f"scores.{record.primary_metric}" not in record.nonfinite:
+            return "the primary score is null"  # a non-finite score is shown, never ranked
     return None
 
 
 def setup_values(record: RunRecord) -> dict[str, str]:
     """The values of ``SETUP_FIELDS`` for one record."""
     spec = record.spec
-    return {"grain-bench": str(record.versions.get("grain-bench", "?")),
-            "recipe": recipe_label(spec.get("recipe", {})), "backbone": str(spec.get("backbone")),
-            "task_version": f"{spec.get('task')} v{spec.get('task_version', '?')}",
-            "data": str(spec.get("data", "default"))}
+    return {"grain-bench": str(record.versions.get("grain-bench", "?")), "recipe": recipe_label(spec.recipe),
+            "backbone": spec.backbone, "task_version": f"{spec.task} v{spec.task_version}", "data": spec.data}
 
 
 def differences(records: list[RunRecord]) -> dict[str, Counter]:
@@ -93,7 +72,7 @@ def differences(records: list[RunRecord]) -> dict[str, Counter]:
     for name in SETUP_FIELDS:
         by_task: dict[str, Counter] = {}
         for record in records:
-            by_task.setdefault(record.spec["task"], Counter())[setup_values(record)[name]] += 1
+            by_task.setdefault(record.spec.task, Counter())[setup_values(record)[name]] += 1
         merged: Counter = Counter()
         for counts in by_task.values():
             if len(counts) > 1:
@@ -123,24 +102,16 @@ def check_comparable(records: list[RunRecord], allow_mixed: bool = False) -> dic
     return diffs
 
 
-def latency_environment(record: RunRecord, entry: dict[str, Any]) -> str:
+def latency_environment(record: RunRecord, entry: LatencyEntry) -> str:
     """Label of the machine and the measurement settings of one latency entry."""
     env = record.environment
-    device = env.get("gpu") or entry.get("device") or env.get("device", "?")
-    parts = [str(device), f"{entry.get('threads', env.get('torch_threads', '?'))} threads",
-             str(entry.get("dtype", "?")), f"batch {entry.get('batch', '?')} x {entry.get('seq_len', '?')}"]
-    if entry.get("mode"):
-        parts.append(str(entry["mode"]))
+    device = env.get("gpu") or entry.device or env.get("device", "?")
+    parts = [str(device), f"{entry.threads} threads", entry.dtype, f"batch {entry.batch} x {entry.seq_len}"]
+    if entry.mode:
+        parts.append(entry.mode)
     machine = env.get("processor") or env.get("platform", "?")
-    source = "re-timed by grain-bench measure" if entry.get("source") else "timed during the run"
+    source = "re-timed by grain-bench measure" if entry.source else "timed during the run"
     return ", ".join(parts) + f" on {machine} ({env.get('cpu_count', '?')} CPUs), {source}"
-
-
-def _compact_latency(record: RunRecord) -> dict[str, Any]:
-    for entry in record.latency:
-        if entry.get("label") == "compact":
-            return entry
-    return {}
 
 
 def _number(value: Any) -> float:
@@ -159,24 +130,21 @@ def records_frame(records: list[RunRecord], diffs: dict[str, Counter] | None = N
             continue
         spec = record.spec
         metric = record.primary_metric or ""
-        compact = _compact_latency(record)
+        compact = record.latency_of("compact")
         values = setup_values(record)
-        density = Density.of(record).encoder_params
         rows.append({
-            "run_id": record.run_id, "task": spec["task"], "method": spec["method"],
-            "options": options_label(spec.get("method_options", {}), spec.get("method")),
-            "target_density": float(spec["target_density"]),
-            "setup": ", ".join(values[name] for name in diffs), "seed": spec.get("seed"),
-            "backbone": spec["backbone"], "recipe": spec.get("recipe", {}).get("name", "custom"),
-            "recipe_json": json.dumps(spec.get("recipe", {}), sort_keys=True), "metric": metric,
+            "run_id": record.run_id, "task": spec.task, "method": spec.method,
+            "options": options_label(spec.method_options), "target_density": float(spec.target_density),
+            "setup": ", ".join(values[name] for name in diffs), "seed": spec.seed,
+            "backbone": spec.backbone, "recipe": spec.recipe.get("name", "custom"),
+            "recipe_json": json.dumps(spec.recipe, sort_keys=True), "metric": metric,
             "score": _number(record.scores.get(metric)), "teacher": _number(record.teacher_scores.get(metric)),
             "higher": bool(record.higher_is_better.get(metric, True)),
             "chance": _number(record.chance_scores.get(metric)),
-            "collapsed": bool(record.quality.get("collapsed", False)),
-            "teacher_collapsed": bool(record.teacher_quality.get("collapsed", False)),
-            "density": _number(density), "encoder_params": _number(record.params.get("encoder")),
-            "flops_speedup": _number(record.flops.get("predicted_speedup")),
-            "speedup": _number(compact.get("speedup")),
+            "collapsed": record.quality.collapsed, "teacher_collapsed": record.teacher_quality.collapsed,
+            "density": _number(record.density.encoder_params), "encoder_params": _number(record.params.encoder),
+            "flops_speedup": _number(record.flops.predicted_speedup),
+            "speedup": _number(compact.speedup if compact else None),
             "latency_env": latency_environment(record, compact) if compact else None,
             "version": record.versions.get("grain-bench"),
         })

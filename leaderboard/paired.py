@@ -15,8 +15,8 @@ from collections import defaultdict
 import pandas as pd
 
 from grain_bench.predictions import load_predictions
+from grain_bench.records import RunRecord
 from grain_bench.significance import paired_bootstrap
-from grain_bench.types import RunRecord
 
 COLUMNS = ("versus", "diff", "diff_low", "diff_high", "diff_seeds")
 
@@ -60,7 +60,7 @@ def add_paired_intervals(table: pd.DataFrame, records: list[RunRecord], results_
         pairs: list[tuple] = []
         kinds: set[str] = set()
         for run_id in str(row["run_ids"]).split(","):
-            seed = by_id[run_id].spec.get("seed")
+            seed = by_id[run_id].spec.seed
             reference = references.get((row["task"], row["setup"], seed, row["target_density"]))
             kind, mine = stats(run_id)
             ref_kind, theirs = stats(reference) if reference else (None, None)
@@ -93,7 +93,7 @@ def _references(table: pd.DataFrame, by_id: dict[str, RunRecord], versus: str) -
     densities: dict[tuple, set] = defaultdict(set)
     for _, row in rows.iterrows():
         for run_id in str(row["run_ids"]).split(","):
-            seed = by_id[run_id].spec.get("seed")
+            seed = by_id[run_id].spec.seed
             found.setdefault((row["task"], row["setup"], seed, row["target_density"]), run_id)
             densities[(row["task"], row["setup"], seed)].add(row["target_density"])
     # a reference with one density (dense) serves every density

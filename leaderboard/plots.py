@@ -12,6 +12,7 @@ import os
 import pandas as pd
 
 from grain_bench.errors import GrainBenchError
+from grain_bench.records import RecordShape
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 
@@ -128,7 +129,7 @@ def write_plots(table: pd.DataFrame, out_dir: str, stem: str = "leaderboard", ti
     return paths
 
 
-def structure_rows(table: pd.DataFrame, records) -> list[tuple[str, dict]]:
+def structure_rows(table: pd.DataFrame, records) -> list[tuple[str, RecordShape]]:
     """(label, record.shape) of each pruned row's first run that recorded its per-head widths."""
     by_id = {r.run_id: r for r in records}
     out = []
@@ -136,10 +137,10 @@ def structure_rows(table: pd.DataFrame, records) -> list[tuple[str, dict]]:
         if row["method"] in ("teacher", "chance", "dense") or not row.get("run_ids"):
             continue
         for run_id in str(row["run_ids"]).split(","):
-            shape = by_id[run_id].shape if run_id in by_id else {}
-            if shape.get("head_widths") and shape.get("dense"):
+            shape = by_id[run_id].shape if run_id in by_id else None
+            if shape is not None and shape.head_widths and shape.dense is not None:
                 options = f" [{row['options']}]" if row["options"] else ""
-                seed = by_id[run_id].spec.get("seed")
+                seed = by_id[run_id].spec.seed
                 out.append((f"{row['task']}: {row['method']}{options} @ {row['target_density']:g} (seed {seed})",
                             shape))
                 break
@@ -163,11 +164,12 @@ def plot_structures(table: pd.DataFrame, records):
     for ax in axes.flat[len(rows):]:
         ax.axis("off")
     for ax, (label, shape) in zip(axes.flat, rows):
-        dense = shape["dense"]
-        heads, head_dim, ffn_dim = dense["num_heads"], dense["head_dim"], dense["ffn_dim"]
-        layers = len(shape["head_widths"])
+        dense = shape.dense
+        assert dense is not None  # structure_rows keeps only shapes that have it
+        heads, head_dim, ffn_dim = dense.num_heads, dense.head_dim, dense.ffn_dim
+        layers = len(shape.head_widths)
         ffn_left = heads + 0.6
-        for index, (layer_heads, ffn) in enumerate(zip(shape["head_widths"], shape["ffn"])):
+        for index, (layer_heads, ffn) in enumerate(zip(shape.head_widths, shape.ffn)):
             y = layers - 1 - index
             for slot in range(heads):
                 ax.add_patch(Rectangle((slot + 0.05, y + 0.1), 0.9, 0.8, fill=False, lw=0.4, ec="#c8cdd8"))

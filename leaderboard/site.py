@@ -149,27 +149,32 @@ def _details(row, records_by_id) -> str:
     if runs:
         from grain_bench.leaderboard.tables import caption_for
 
-        recipe = runs[0].spec.get("recipe", {})
+        spec = runs[0].spec
         items.append(("recipe", _esc(caption_for(runs[:1]).split("; backbone")[0])))
-        items.append(("recipe fields", "<code>" + _esc(json.dumps(recipe, sort_keys=True)) + "</code>"))
-        items.append(("backbone", _esc(runs[0].spec.get("backbone"))
-                      + _esc(f" · task version {runs[0].spec.get('task_version', '?')} · "
-                             f"data {runs[0].spec.get('data', 'default')}")))
+        items.append(("recipe fields", "<code>" + _esc(json.dumps(spec.recipe, sort_keys=True)) + "</code>"))
+        items.append(("backbone", _esc(spec.backbone)
+                      + _esc(f" · task version {spec.task_version} · data {spec.data}")))
         versions = _common([r.versions for r in runs])
         items.append(("versions", "<br>".join(f"{_esc(k)} {_esc(v)}" for k, v in versions.items())))
         environment = _common([r.environment for r in runs])
         items.append(("environment", "<br>".join(f"{_esc(k)}: {_esc(v)}" for k, v in environment.items())))
-        latency = [e for r in runs for e in r.latency if e.get("label") == "compact"]
+        latency = [e for r in runs for e in r.latency if e.label == "compact"]
         if latency:
             keys = ("device", "dtype", "batch", "seq_len", "mode", "threads")
             items.append(("latency settings", _esc(", ".join(f"{k} {v}" for k, v in _common(
-                [{k: e.get(k) for k in keys} for e in latency]).items()))))
+                [{k: getattr(e, k) for k in keys} for e in latency]).items()))))
         metric = row["metric"]
         items.append(("runs", "<br>".join(
-            f"seed {_esc(r.spec.get('seed'))}: {_esc(metric)} {_fmt(r.scores.get(metric), '{:.4f}')}, "
-            f"density {_fmt(r.density.get('encoder_params', r.density.get('achieved')), '{:.4f}')} "
-            f"<code>{_esc(r.run_id)}</code>" for r in sorted(runs, key=lambda r: str(r.spec.get('seed'))))))
+            f"seed {_esc(r.spec.seed)}: {_esc(metric)} {_fmt(r.scores.get(metric), '{:.4f}')}, "
+            f"density {_fmt(_density(r), '{:.4f}')} "
+            f"<code>{_esc(r.run_id)}</code>" for r in sorted(runs, key=lambda r: str(r.spec.seed)))))
     return _dl(items)
+
+
+def _density(record) -> float | None:
+    """The kept share of the encoder's parameters (the unit-cost density of records that lack it)."""
+    density = record.density
+    return density.encoder_params if density.encoder_params is not None else density.achieved
 
 
 def _dl(items: list[tuple[str, str]]) -> str:

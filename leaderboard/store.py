@@ -8,6 +8,10 @@ A trained result is never lost to storage: ``check_writable`` refuses an unusabl
 append that fails (full disk, read-only filesystem, a lock held too long) is rolled back to the previous end of the
 file, retried, and then written aside to a file outside the results directory (``aside_path``), from which the next
 ``grain-bench run`` on the same results directory appends it (``recover_aside``).
+
+Reading is a pure read (``grain_bench.records``). Records of an older schema are listed in ``outdated``; tables and
+sweeps refuse such a store with the command that upgrades it once (``upgrade``, ``grain-bench leaderboard upgrade``),
+which rewrites the file atomically and keeps the old one beside it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import signal
+import stat
 import tempfile
 import threading
 import time
@@ -27,10 +33,8 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from grain_bench.errors import GrainBenchError, UsageError
-from grain_bench.method import without_defaults
-from grain_bench.plugins import registered_defaults
-from grain_bench.task import is_identity
-from grain_bench.types import SCHEMA_VERSION, RunRecord, RunSpec
+from grain_bench.records import SCHEMA_VERSION, LatencyEntry, RunRecord, SchemaMismatch
+from grain_bench.stored import read
 
 RECORDS_FILE = "records.jsonl"
 #: quiet re-timings of the runs (``grain-bench measure``, ``grain_bench.retime``), one JSON line each
@@ -74,6 +78,17 @@ def _signals_deferred():
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a signal blocked meanwhile is delivered here
         for signum in dict.fromkeys(pending):
             signal.raise_signal(signum)
+
+
+@dataclass
+class UpgradeResult:
+    """What ``RecordStore.upgrade`` did: records upgraded by their old schema version, lines kept as they were, the
+    old file's new name (None when nothing was written), and what the upgrade could not look up."""
+
+    upgraded: dict[int, int] = field(default_factory=dict)
+    kept: list = field(default_factory=list)
+    backup: str | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -124,6 +139,8 @@ class RecordStore:
 
     directory: str
     problems: list[StoreProblem] = field(default_factory=list)
+    #: line numbers of the records of an older schema seen by the last read (``upgrade`` brings them up to date)
+    outdated: list[int] = field(default_factory=list)
     #: (run id, path) of every record this store object had to write aside instead of appending
     aside: list[tuple[str, str]] = field(default_factory=list)
 
@@ -241,54 +258,129 @@ class RecordStore:
                 os.replace(path, claimed)
             except FileNotFoundError:
                 continue
-            known = {(r.run_id, r.created) for r in self.records()}
+            known = self._identities()
             with open(claimed, "rb") as handle:
                 lines = handle.read().splitlines()
             for raw in lines:
-                try:
-                    record = RunRecord.from_dict(json.loads(raw)["record"])
+                try:  # appended as it was written (an older grain-bench's record is upgraded with the rest)
+                    record = json.loads(raw)["record"]
+                    identity = (record["run_id"], record.get("created", ""))
                 except (ValueError, TypeError, KeyError):
                     continue  # a line cut short while it was written aside: nothing to recover from it
-                if (record.run_id, record.created) in known:
+                if identity in known:
                     continue
                 try:
-                    self._append_line(encode_record(record))
+                    self._append_line((json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode())
                 except (OSError, Timeout) as exc:
                     _put_back(claimed, path)
                     raise StoreError(f"cannot append the records kept aside in {path} to {self.path}: "
                                      f"{getattr(exc, 'strerror', None) or exc}") from None
-                known.add((record.run_id, record.created))
+                known.add(identity)
                 recovered += 1
             os.remove(claimed)
         return recovered
 
     # ---- reading ------------------------------------------------------------------------------------------------
-    def records(self) -> list[RunRecord]:
-        """Every readable record in file order; unreadable or wrongly typed lines are listed in ``problems``."""
-        self.problems = []
+    def _lines(self):
+        """(line number, stripped text) of every non-empty line."""
         if not os.path.exists(self.path):
-            return []
-        out = []
+            return
         with open(self.path, "rb") as handle:
             for number, raw in enumerate(handle, start=1):
                 text = raw.decode("utf-8", errors="replace").strip()
-                if not text:
-                    continue
+                if text:
+                    yield number, text
+
+    def records(self) -> list[RunRecord]:
+        """Every readable record in file order, read purely (no registry, no data files); unreadable or wrongly typed
+        lines are listed in ``problems``, records of an older schema in ``outdated``."""
+        self.problems, self.outdated = [], []
+        out = []
+        for number, text in self._lines():
+            try:
+                out.append(RunRecord.from_dict(json.loads(text)))
+            except SchemaMismatch as exc:
+                if exc.older:
+                    self.outdated.append(number)
+                else:
+                    self.problems.append(StoreProblem(number, str(exc)))
+            except (ValueError, TypeError) as exc:
+                self.problems.append(StoreProblem(number, f"unreadable record ({exc})"))
+        return out
+
+    def _identities(self) -> set[tuple[str, str]]:
+        """(run id, created) of every record line that names them, whatever its schema."""
+        found = set()
+        for _, text in self._lines():
+            try:
+                data = json.loads(text)
+                found.add((data["run_id"], data.get("created", "")))
+            except (ValueError, TypeError, KeyError):
+                continue
+        return found
+
+    def check_current(self) -> None:
+        """Raise ``UsageError`` when the store holds records of an older schema: they are read only once upgraded
+        (a sweep would otherwise run their specs again, a table leave them out)."""
+        if not os.path.isfile(self.path):
+            return
+        self.records()
+        if self.outdated:
+            raise UsageError(f"{self.path} holds {len(self.outdated)} record(s) of an older schema than this "
+                             f"grain-bench reads ({SCHEMA_VERSION}); upgrade them once with `grain-bench leaderboard "
+                             f"upgrade --results {self.directory}` (the old file is kept beside)")
+
+    # ---- upgrading ----------------------------------------------------------------------------------------------
+    def upgrade(self, context) -> UpgradeResult:
+        """Bring every record of an older schema up to this one (``grain_bench.migrations``, with what ``context``
+        may look up) and rewrite the file atomically under the store lock, the old one kept beside it as
+        ``records.jsonl.pre-schema-<N>``. A line that cannot be read or upgraded is kept as it was and reported;
+        current records are kept byte for byte. Writes nothing when no record needs it."""
+        from grain_bench.migrations import upgrade
+
+        result = UpgradeResult()
+        with self._lock(), _signals_deferred():
+            out = []
+            for number, text in self._lines():
                 try:
                     data = json.loads(text)
-                    if not isinstance(data, dict):
-                        raise ValueError("not a JSON object")
-                    record = RunRecord.from_dict(data)
+                    version = data.get("schema_version", 1) if isinstance(data, dict) else None
+                    if isinstance(version, int) and not isinstance(version, bool) and version < SCHEMA_VERSION:
+                        out.append(encode_record(RunRecord.from_dict(upgrade(data, context))))
+                        result.upgraded[version] = result.upgraded.get(version, 0) + 1
+                        continue
                 except (ValueError, TypeError) as exc:
-                    self.problems.append(StoreProblem(number, f"unreadable record ({exc})"))
-                    continue
-                record = current_form(record)
-                if record.schema_version > SCHEMA_VERSION:
-                    newer = f"schema version {record.schema_version} is newer than this grain-bench ({SCHEMA_VERSION})"
-                    self.problems.append(StoreProblem(number, f"{newer}; upgrade to read it"))
-                    continue
-                out.append(record)
-        return out
+                    result.kept.append(StoreProblem(number, f"kept as it was ({exc})"))
+                out.append((text + "\n").encode())
+            if result.upgraded:
+                result.backup = self._replace_lines(out)
+        result.notes = list(context.notes)
+        return result
+
+    def _replace_lines(self, lines: list[bytes]) -> str:
+        """Swap in a records file of ``lines`` (written and synced aside, then renamed over the old one, which stays
+        as a hard link or copy under a new name); returns that name. Called with the lock held."""
+        backup = f"{self.path}.pre-schema-{SCHEMA_VERSION}"
+        suffix = 1
+        while os.path.lexists(backup):
+            backup, suffix = f"{self.path}.pre-schema-{SCHEMA_VERSION}.{suffix}", suffix + 1
+        handle, tmp = tempfile.mkstemp(prefix=".records-", suffix=".jsonl", dir=self.directory)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.writelines(lines)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, stat.S_IMODE(os.stat(self.path).st_mode))
+            try:
+                os.link(self.path, backup)
+            except OSError:  # a filesystem without hard links
+                shutil.copy2(self.path, backup)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+        return backup
 
     def latest(self) -> dict[str, RunRecord]:
         """The last record of every run id (a retried run replaces its earlier error)."""
@@ -302,73 +394,6 @@ class RecordStore:
     def done(self) -> set[str]:
         """Run ids with an ``ok`` record."""
         return {run_id for run_id, record in self.latest().items() if record.ok}
-
-
-def current_form(record: RunRecord) -> RunRecord:
-    """A record written by an older grain-bench, read as today's writer would write it (a read-time migration).
-
-    Spec changes (they change the run id; the record is read under the new id, the old one kept in
-    ``method_info["previous_run_id"]``, so a sweep of the same command finds it and does not run it again):
-
-    - method options equal to their defaults were once stored (``-o grain.alpha=0.3`` named another run than no
-      ``-o``); they are dropped now;
-    - ``spec.data`` once held the data's location (a folder, or ``default``); it holds the data's identity now (a
-      content hash of the files, or a hub commit), computed here when the data can still be read.
-
-    Record changes, schema 1 -> 2: ``higher_is_better`` (each metric's direction, from the registered task; a name
-    rule for a task that is not installed) and ``density["encoder_params"]`` (from the parameter counts)."""
-    spec = dict(record.spec)
-    options = spec.get("method_options")
-    if options and isinstance(options, dict):
-        spec["method_options"] = without_defaults(options, registered_defaults(spec.get("method")) or {})
-    data = spec.get("data")
-    if isinstance(data, str) and not is_identity(data):
-        identity = _identity_of(spec.get("task"), data)
-        if identity is not None:
-            spec["data"], spec["data_dir"] = identity, None if data == "default" else data
-    changes: dict = {}
-    if spec != record.spec:
-        with contextlib.suppress(TypeError, ValueError):  # a spec this version cannot build keeps its old form
-            changes.update(run_id=RunSpec.from_dict(spec).run_id, spec=spec,
-                           method_info={**record.method_info, "previous_run_id": record.run_id})
-    if record.schema_version < 2:
-        metrics = {*record.scores, *record.teacher_scores, *record.chance_scores}
-        changes["higher_is_better"] = {m: _direction(spec.get("task"), m) for m in sorted(metrics)}
-        params = record.params
-        if "encoder_params" not in record.density and params.get("encoder") and params.get("dense_encoder"):
-            changes["density"] = {**record.density, "encoder_params": params["encoder"] / params["dense_encoder"]}
-        changes["schema_version"] = 2
-    return dataclasses.replace(record, **changes) if changes else record
-
-
-#: words in a metric's name that mean lower is better, for records of tasks that are not installed here
-_LOWER_IS_BETTER = ("loss", "error", "perplexity", "mse", "mae", "rmse", "wer", "cer")
-
-
-def _direction(task: str | None, metric: str) -> bool:
-    """Whether a larger ``metric`` is better for ``task``: the registered task says; else a rule on the name."""
-    try:
-        from grain_bench.plugins import get_registries
-
-        return bool(get_registries().tasks.get(task).higher_is_better(metric))
-    except Exception:  # the task is not installed here: fall back to the name
-        return not any(word in metric.lower() for word in _LOWER_IS_BETTER)
-
-
-_IDENTITIES: dict[tuple, str | None] = {}
-
-
-def _identity_of(task: str | None, data: str) -> str | None:
-    """The identity key of an old spec's data (``default`` or a folder), or None when it cannot be read here."""
-    if (task, data) not in _IDENTITIES:
-        try:
-            from grain_bench.plugins import get_registries
-
-            cls = get_registries().tasks.get(task)
-            _IDENTITIES[(task, data)] = cls(None if data == "default" else data).data_identity().key
-        except Exception:  # an unknown task, files that moved, an offline hub: the record keeps its old form
-            _IDENTITIES[(task, data)] = None
-    return _IDENTITIES[(task, data)]
 
 
 def append_line(path: str, data: bytes) -> None:
@@ -437,6 +462,6 @@ def with_measurement(record, measurement: dict[str, Any] | None):
     """``record`` with its latency and environment replaced by a re-timing (marked ``source``), if there is one."""
     if not measurement or not record.ok:
         return record
-    latency = [{**measurement["dense"], "source": "grain-bench measure"},
-               {**measurement["compact"], "source": "grain-bench measure"}]
+    latency = [read(LatencyEntry, {**measurement[label], "source": "grain-bench measure"})
+               for label in ("dense", "compact")]
     return dataclasses.replace(record, latency=latency, environment=dict(measurement.get("environment", {})))

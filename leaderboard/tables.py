@@ -9,7 +9,8 @@ from grain_bench.errors import GrainBenchError
 from grain_bench.leaderboard.compare import Comparison, compare, describe_differences, problem_with
 from grain_bench.leaderboard.render import exporter
 from grain_bench.leaderboard.store import RecordStore
-from grain_bench.types import Recipe, RunRecord
+from grain_bench.records import SCHEMA_VERSION, RunRecord
+from grain_bench.types import Recipe
 
 AUTO = "auto"  # ``versus``: grain when the records have it
 
@@ -39,6 +40,10 @@ def load_records(results_dir: str, task: str | None = None, run_ids=None) -> tup
         latest = store.latest()
     except OSError as exc:
         raise GrainBenchError(f"cannot read {store.path}: {exc}") from None
+    if store.outdated:
+        raise GrainBenchError(f"{store.path} holds {len(store.outdated)} record(s) of an older schema than this "
+                              f"grain-bench reads ({SCHEMA_VERSION}); upgrade them once with `grain-bench leaderboard "
+                              f"upgrade --results {results_dir}` (the old file is kept beside)")
     notes = [f"skipped unreadable {p}" for p in store.problems]
     from grain_bench.leaderboard.store import load_measurements, with_measurement
 
@@ -51,7 +56,7 @@ def load_records(results_dir: str, task: str | None = None, run_ids=None) -> tup
             continue
         if run_ids is not None and record.run_id not in run_ids:
             continue
-        if task is not None and record.spec.get("task") != task:
+        if task is not None and record.spec.task != task:
             continue
         records.append(with_measurement(record, measurements.get(record.run_id)))
     usable = len(latest) - sum(1 for note in notes if note.startswith("skipped malformed"))
@@ -64,8 +69,8 @@ def load_records(results_dir: str, task: str | None = None, run_ids=None) -> tup
 def caption_for(records, comparison: Comparison | None = None) -> str:
     """Recipe, backbone and environment of the records, for the table caption."""
     ok = [r for r in records if r.ok]
-    recipes = {tuple(sorted(r.spec["recipe"].items())) for r in ok}
-    backbones = sorted({r.spec["backbone"] for r in ok})
+    recipes = {tuple(sorted(r.spec.recipe.items())) for r in ok}
+    backbones = sorted({r.spec.backbone for r in ok})
     parts = []
     if len(recipes) == 1:
         try:

@@ -18,8 +18,8 @@ def test_an_edited_data_file_trains_a_new_teacher_and_records_its_provenance(reg
     (first,) = build_specs(regs, ["dense"], ["sst2"], [1.0], [1], "test-bert-tiny", test_recipe, data_dir=data_dir)
     record = harness.run(first)
     assert record.ok, record.error
-    assert record.data["key"] == first.data and first.data.startswith("sha256:")
-    assert record.data["data_dir"] == data_dir and set(record.data["files"]) == {"train", "validation"}
+    assert record.data.key == first.data and first.data.startswith("sha256:")
+    assert record.data.data_dir == data_dir and set(record.data.files) == {"train", "validation"}
     dev = os.path.join(data_dir, "SST-2", "dev.tsv")
     with open(dev, "a") as handle:
         handle.write("a brand new review\t1\n")

@@ -62,9 +62,9 @@ def test_entry_point_method_runs_through_the_harness(installed_example, monkeypa
     harness = Harness(results_dir, regs=regs, pm=pm, progress=False, save_models=False, measure_latency=False)
     (record,) = run_sweep(specs, harness, store, progress=False)
     assert record.ok, record.error
-    assert record.spec["method"] == "toy-magnitude-ffn"
-    assert record.shape["qk"] == [32, 32] and record.shape["vo"] == [32, 32]  # attention untouched
-    assert abs(record.density["achieved"] - 0.6) < 0.01
+    assert record.spec.method == "toy-magnitude-ffn"
+    assert record.shape.qk == (32, 32) and record.shape.vo == (32, 32)  # attention untouched
+    assert abs(record.density.achieved - 0.6) < 0.01
     assert "plugin:toy" in record.versions
 
 

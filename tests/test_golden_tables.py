@@ -22,3 +22,30 @@ def test_committed_tables_render_as_their_golden_files(name, pm):
             diff = "".join(list(difflib.unified_diff(golden.splitlines(True), text.splitlines(True), f"golden/{file}",
                                                      f"rendered/{file}"))[:40])
             pytest.fail(f"{name}/{file} renders differently from its golden file:\n{diff}")
+
+
+def test_upgrading_the_old_records_gives_the_committed_tables(tmp_path, pm, capsys):
+    """The committed tweets-minilm-long records as they were before schema 3 (schema 1 and 2 side by side, kept in
+    tests/data/schema-1-2/), upgraded by `grain-bench leaderboard upgrade`, render exactly the golden tables; before
+    the upgrade every command refuses the folder with that command, and the old file is kept beside."""
+    import shutil
+
+    from grain_bench.cli import main
+
+    folder = tmp_path / "tweets-minilm-long"
+    shutil.copytree(os.path.join(RESULTS, "tweets-minilm-long"), folder)
+    shutil.copyfile(os.path.join(os.path.dirname(GOLDEN), "schema-1-2", "tweets-minilm-long.jsonl"),
+                    folder / "records.jsonl")
+    old = (folder / "records.jsonl").read_bytes()
+    assert main(["leaderboard", "show", "--results", str(folder)]) == 2
+    assert f"upgrade them once with `grain-bench leaderboard upgrade --results {folder}`" in capsys.readouterr().err
+    assert main(["leaderboard", "upgrade", "--results", str(folder)]) == 0
+    err = capsys.readouterr().err
+    assert "upgraded 4 record(s)" in err and "(3 from schema 1, 1 from schema 2)" in err
+    assert (folder / "records.jsonl.pre-schema-3").read_bytes() == old
+    rendered = render_all(str(folder))
+    for file, text in rendered.items():
+        with open(os.path.join(GOLDEN, "tweets-minilm-long", file), encoding="utf-8") as handle:
+            assert text == handle.read(), file
+    assert main(["leaderboard", "upgrade", "--results", str(folder)]) == 0
+    assert "nothing to do" in capsys.readouterr().err

@@ -12,7 +12,8 @@ import pytest
 
 from grain_bench.cli import main
 from grain_bench.leaderboard.store import RecordStore
-from grain_bench.types import RunRecord, RunSpec
+from grain_bench.records import Density, Flops, LatencyEntry, ParamCounts, RunRecord
+from grain_bench.types import RunSpec
 
 RECIPE = {"name": "test", "temperature": 2.0, "max_steps": 12, "batch_size": 8, "lr": 0.001, "max_length": 32}
 ENV = {"platform": "Linux-x86_64", "processor": "x86_64", "cpu_count": 2, "torch_threads": 2, "device": "cpu",
@@ -28,16 +29,17 @@ def make_record(task="tweets", method="grain", density=0.2, seed=1, score=0.8, t
                    data=f"sha256:{task:0>16}"[:23])  # an identity, as today's writer stores
     latency = []
     if speedup is not None:
-        common = {"device": "cpu", "dtype": "float32", "batch": 32, "seq_len": 64, "mode": "eager", "threads": 2}
-        latency = [{"label": "dense", "median_ms": 450.0, **common},
-                   {"label": "compact", "median_ms": 450.0 / speedup, "speedup": speedup, **common}]
+        common = dict(device="cpu", dtype="float32", batch=32, seq_len=64, mode="eager", threads=2, iqr_ms=1.0,
+                      runs=5, warmup=1)
+        latency = [LatencyEntry(label="dense", median_ms=450.0, **common),
+                   LatencyEntry(label="compact", median_ms=450.0 / speedup, speedup=speedup, **common)]
     achieved = 1.0 if method == "dense" else density * 1.02
     return RunRecord(
-        run_id=spec.run_id, spec=spec.to_dict(), status=status, error=None if status == "ok" else "boom",
+        run_id=spec.run_id, spec=spec, status=status, error=None if status == "ok" else "boom",
         scores={metric: score} if status == "ok" else {}, primary_metric=metric if status == "ok" else None,
-        teacher_scores={metric: teacher}, density={"target": density, "achieved": achieved, "encoder_params": achieved},
-        params={"encoder": int(17088 * achieved), "dense_encoder": 17088},
-        flops={"predicted_speedup": flops_speedup or 1.0 / max(achieved, 1e-3)}, latency=latency,
+        teacher_scores={metric: teacher}, density=Density(target=density, achieved=achieved, encoder_params=achieved),
+        params=ParamCounts(encoder=int(17088 * achieved), dense_encoder=17088),
+        flops=Flops(predicted_speedup=flops_speedup or 1.0 / max(achieved, 1e-3)), latency=latency,
         versions={"grain-bench": version, "torch": "2.13.0"}, environment=dict(env or ENV),
         created=f"2026-01-0{seed}T00:00:00+00:00")
 

@@ -176,16 +176,16 @@ def test_measure_run_records_latency_counts_and_saves_the_model(tiny_model, resu
     finally:
         result.masked.remove()
     latency, artifact, scored, masks = measured.latency, measured.artifact, measured.model, result.masks
-    entries = {e["label"]: e for e in latency}
+    entries = {e.label: e for e in latency}
     assert set(entries) == {"dense", "compact"}
     compact_entry = entries["compact"]
-    assert compact_entry["speedup"] > 0 and compact_entry["flops_predicted_speedup"] > 1.0
-    assert compact_entry["seq_len"] == 32 and compact_entry["batch"] == 32 and compact_entry["device"] == "cpu"
-    assert compact_entry["threads"] >= 1 and compact_entry["runs"] == 3
+    assert compact_entry.speedup > 0 and compact_entry.flops_predicted_speedup > 1.0
+    assert compact_entry.seq_len == 32 and compact_entry.batch == 32 and compact_entry.device == "cpu"
+    assert compact_entry.threads >= 1 and compact_entry.runs == 3
     assert measured.compact["max_abs_logit_diff"] <= 1e-4
-    assert compact_entry["flops_predicted_speedup"] == measured.flops["predicted_speedup"]  # one FLOPs count
-    assert measured.density["achieved"] == masks.density(result.space)
-    assert measured.params["total"] == sum(p.numel() for p in scored.parameters())
+    assert compact_entry.flops_predicted_speedup == measured.flops.predicted_speedup  # one FLOPs count
+    assert measured.density.achieved == masks.density(result.space)
+    assert measured.params.total == sum(p.numel() for p in scored.parameters())
     assert artifact == os.path.join(results_dir, "models", spec.run_id)
     meta = json.load(open(os.path.join(artifact, "grain_bench.json")))
     assert meta["run_id"] == spec.run_id and meta["masks"]["ffn"][1] == [0] * 64

@@ -63,12 +63,14 @@ def test_a_constant_regressor_is_collapsed():
 
 # ---- tables and the page ------------------------------------------------------------------------------------------
 def with_quality(record, collapsed=False, teacher_collapsed=False, chance=0.6):
-    from grain_bench.types import RunRecord
+    import dataclasses
+
+    from grain_bench.records import Quality
 
     metric = record.primary_metric
-    return RunRecord(**{**record.__dict__, "chance_scores": {metric: chance},
-                        "quality": {"collapsed": collapsed, "reasons": ["predicts one class"] if collapsed else []},
-                        "teacher_quality": {"collapsed": teacher_collapsed}})
+    return dataclasses.replace(record, chance_scores={metric: chance},
+                               quality=Quality(collapsed, ("predicts one class",) if collapsed else ()),
+                               teacher_quality=Quality(teacher_collapsed))
 
 
 @pytest.fixture
@@ -123,16 +125,18 @@ def test_markdown_and_page_show_the_flags(flagged_board, tmp_path):
 
 
 def test_structure_pictures_one_panel_per_pruned_row(tmp_path):
+    import dataclasses
+
     from test_leaderboard import make_record, write_store
 
     from grain_bench.leaderboard.plots import structure_rows, write_plots
     from grain_bench.leaderboard.site import publish
     from grain_bench.leaderboard.tables import build_report
-    from grain_bench.types import RunRecord
+    from grain_bench.records import DenseShape, RecordShape
 
     def shaped(record, widths, ffn):
-        shape = {"head_widths": widths, "ffn": ffn, "dense": {"num_heads": 4, "head_dim": 8, "ffn_dim": 64}}
-        return RunRecord(**{**record.__dict__, "shape": shape})
+        shape = RecordShape(head_widths=widths, ffn=ffn, dense=DenseShape(num_heads=4, head_dim=8, ffn_dim=64))
+        return dataclasses.replace(record, shape=shape)
 
     records = [make_record("tweets", "dense", 1.0, 1, 0.85),
                shaped(make_record("tweets", "grain", 0.2, 1, 0.8), [[[2, 3], [0, 5], [8, 1]], [[1, 1]]], [10, 3]),

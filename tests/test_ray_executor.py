@@ -54,7 +54,7 @@ def test_ray_grid_matches_local(ray_session, regs, pm, tmp_path, test_recipe, on
     for record in stored:
         twin = by_id[record.run_id]
         assert record.spec == twin.spec
-        assert record.density["achieved"] == twin.density["achieved"]
+        assert record.density.achieved == twin.density.achieved
         for metric, value in twin.scores.items():
             assert abs(record.scores[metric] - value) <= SCORE_TOL, (metric, record.scores, twin.scores)
         assert record.teacher_scores == twin.teacher_scores
@@ -82,14 +82,15 @@ def test_teachers_run_before_their_students(ray_session, regs, pm, results_dir, 
         import json as _json
         import time as _time
 
-        from grain_bench.types import RunRecord, RunSpec
+        from grain_bench.records import RunRecord
+        from grain_bench.types import RunSpec
 
         with open(log, "a") as handle:
             handle.write(f"start {spec['seed']} {spec['method']} {spec['target_density']} {_time.time()}\n")
         _time.sleep(0.2)
         with open(log, "a") as handle:
             handle.write(f"end {spec['seed']} {spec['method']} {spec['target_density']} {_time.time()}\n")
-        return RunRecord(run_id=RunSpec.from_dict(spec).run_id, spec=spec, status="ok",
+        return RunRecord(run_id=RunSpec.from_dict(spec).run_id, spec=RunSpec.from_dict(spec), status="ok",
                          method_info={"config": _json.loads(_json.dumps(config))}).to_dict()
 
     class Pretending(RayExecutor):

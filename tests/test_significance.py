@@ -94,7 +94,7 @@ def paired_board(tmp_path):
     """grain and heads at 0.2 and dense, one seed, two scored examples: heads = the hand case against grain."""
     from test_leaderboard import make_record, write_store
 
-    from grain_bench.types import RunRecord
+    from grain_bench.records import RunRecord
 
     results = str(tmp_path / "results")
     records = []

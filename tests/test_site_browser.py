@@ -160,7 +160,7 @@ def expected_rows(records):
     """What the page must show, computed straight from the records: per task, (method, target) -> seeds, mean."""
     groups = defaultdict(list)
     for record in records:
-        groups[(record.spec["task"], record.spec["method"], record.spec["target_density"])].append(record)
+        groups[(record.spec.task, record.spec.method, record.spec.target_density)].append(record)
     out = defaultdict(dict)
     for (task, method, target), runs in groups.items():
         out[task][(method, target)] = (len(runs), mean(r.scores["accuracy"] for r in runs),

@@ -11,7 +11,8 @@ import threading
 import pytest
 
 from grain_bench.leaderboard.store import RecordStore
-from grain_bench.types import RunRecord
+from grain_bench.records import RunRecord
+from grain_bench.types import RunSpec
 
 WRITERS = 4
 APPENDS = 200
@@ -21,7 +22,8 @@ PADDING = 40_000  # characters per record: far above the 4 KiB pipe/page sizes a
 def _record(writer: int, index: int) -> RunRecord:
     run_id = f"w{writer}-{index:04d}"
     # Every record carries its own id in a long payload, so a torn or interleaved line cannot parse back intact.
-    return RunRecord(run_id=run_id, spec={"writer": writer, "index": index}, status="ok",
+    spec = RunSpec(method="dense", task=f"writer-{writer}", backbone="none", target_density=1.0, seed=index, recipe={})
+    return RunRecord(run_id=run_id, spec=spec, status="ok",
                      method_info={"payload": run_id * (PADDING // len(run_id))})
 
 
@@ -55,7 +57,7 @@ def test_concurrent_appends_keep_every_record_whole(results_dir):
         assert handle.read().count(b"\n") == WRITERS * APPENDS  # no blank or split lines
     # Each writer's own records keep their order (appends are not reordered).
     for w in range(WRITERS):
-        own = [r.spec["index"] for r in records if r.spec["writer"] == w]
+        own = [r.spec.seed for r in records if r.spec.task == f"writer-{w}"]
         assert own == sorted(own)
 
 

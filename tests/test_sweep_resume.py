@@ -26,8 +26,8 @@ from grain_bench.harness import Harness
 from grain_bench.leaderboard.store import RecordStore
 from grain_bench.plugins import get_registries
 from grain_bench.recipes import get_recipe
+from grain_bench.records import RunRecord
 from grain_bench.sweep import run_sweep
-from grain_bench.types import RunRecord
 
 GRID = dict(methods=["dense", "random"], tasks=["sst2"], densities=[0.5, 0.3], seeds=[1, 2])  # 6 runs, 2 teachers
 
@@ -45,7 +45,7 @@ class CountingHarness:
         """Pretend to run ``spec``."""
         self.ran.append(spec.run_id)
         status = "error" if spec.run_id in self.fail else "ok"
-        return RunRecord(run_id=spec.run_id, spec=spec.to_dict(), status=status,
+        return RunRecord(run_id=spec.run_id, spec=spec, status=status,
                          error="boom" if status == "error" else None)
 
 
@@ -120,13 +120,13 @@ def test_teacher_trained_once_per_seed_and_corrupt_entry_retrained(regs, pm, res
     assert sorted(finetune_calls) == [1, 2]  # two methods, one teacher per seed
     entries = _teacher_entries(results_dir)
     assert len(entries) == 2
-    teacher_scores = {r.spec["seed"]: r.teacher_scores for r in records}
+    teacher_scores = {r.spec.seed: r.teacher_scores for r in records}
 
     # A new process (fresh harness, empty memory cache) loads both teachers from disk.
     more = build_specs(regs, ["random"], ["sst2"], [0.2], [1, 2], BACKBONE, test_recipe, data_dir=data_dir)
     records = run_sweep(more, _harness(results_dir, regs, pm), store, progress=False)
     assert all(r.ok for r in records) and sorted(finetune_calls) == [1, 2]
-    assert {r.spec["seed"]: r.teacher_scores for r in records} == teacher_scores
+    assert {r.spec.seed: r.teacher_scores for r in records} == teacher_scores
 
     # Flip bytes in one cached teacher: the checksum catches it, the entry is moved aside and the teacher retrained.
 
@@ -145,7 +145,7 @@ def test_teacher_trained_once_per_seed_and_corrupt_entry_retrained(regs, pm, res
     assert _teacher_entries(results_dir) == entries
     moved = [n for n in os.listdir(os.path.join(results_dir, "teachers")) if n.startswith(corrupt + ".corrupt-")]
     assert len(moved) == 1
-    assert {r.spec["seed"]: r.teacher_scores for r in records} == teacher_scores  # same seed, same teacher
+    assert {r.spec.seed: r.teacher_scores for r in records} == teacher_scores  # same seed, same teacher
 
 
 # ---- kill and resume ------------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ def test_teacher_is_trained_once_per_seed_and_shared(regs, pm, results_dir, test
     assert len([d for d in os.listdir(harness.teacher_cache) if not d.startswith(".")]) == 1
     assert records[0].teacher_scores == records[1].teacher_scores
     assert records[0].teacher_scores["accuracy"] > records[0].chance_scores["accuracy"] == 0.5  # it learned
-    assert records[0].warnings == []
+    assert records[0].warnings == ()
     assert 0.0 <= records[0].scores["accuracy"] <= 1.0
 
 
