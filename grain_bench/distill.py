@@ -222,7 +222,7 @@ def compacts_after_pruning(method: Method) -> bool:
 
 
 def distill(method: Method, task, teacher, student, data, recipe: Recipe, target_density: float, seed: int,
-            progress: bool = True, dev_eval=None, teacher_outputs: TeacherOutputs | None = None,
+            progress: bool = True, teacher_outputs: TeacherOutputs | None = None,
             on_step=None, compact_phase: bool = True) -> DistillResult:
     """Distil ``teacher`` into ``student`` while ``method`` prunes it along the shared cubic schedule.
     ``on_step(step, state)``, when given, is called after every optimizer step (learning curves evaluate there;
@@ -253,7 +253,7 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
     teacher.eval()
     student.train()
     state = TrainState(step=0, total_steps=total, model=student, space=space, masks=masked.masks, seed=seed,
-                       dev_eval=dev_eval, target_density=target_density, prune_start_step=schedule.start,
+                       target_density=target_density, prune_start_step=schedule.start,
                        prune_end_step=schedule.end)
     method.setup(state)
     method_optimizers = [adamw(list(group.params), lr=group.lr, weight_decay=group.weight_decay,
