@@ -7,7 +7,7 @@ moments, attention dropout draws the masked model's random numbers on CPU (``Pru
 and at the end the trained weights are written back into the kept places of the dense student, so everything after
 training (folding, compaction, the equivalence check, saving) runs as before. The gradients of the kept weights are
 the masked model's (a pruned unit's weights get zero gradient there), so the result is the same training up to float
-rounding.
+rounding. ``CompactSwitch`` is the trainer's side: which model a run trains at each step, and when it switches.
 """
 
 from __future__ import annotations
@@ -82,3 +82,35 @@ class CompactPhase:
             for name, param in self.model.named_parameters():
                 scatter(self.sources[name], param.detach(), state)
         return self.dense
+
+
+class CompactSwitch:
+    """Which model a run trains: the dense (masked) student, then from ``at_step`` on (when steps remain and the masks
+    there prune something) its compact form (``CompactPhase``), until ``finish``. ``at_step`` 0: never.
+
+    ``model`` is the model to run forward and ``clip_params`` the parameters whose gradient norm is clipped: the
+    student's then the ``extra`` ones (e.g. hidden-state projections), which stay in the optimizer as they are."""
+
+    def __init__(self, dense, masked, space: MaskSpace, optimizer: torch.optim.Optimizer, clip_params, extra,
+                 at_step: int, total_steps: int):
+        self.dense, self.masked, self.space, self.optimizer = dense, masked, space, optimizer
+        self.model, self.clip_params, self.extra = dense, list(clip_params), list(extra)
+        self.at_step, self.total_steps = at_step, total_steps
+        self.phase: CompactPhase | None = None
+
+    def after_step(self, step: int) -> bool:
+        """After the optimizer step of ``step``: switch to the compact student if it is time; True if it switched."""
+        if step == self.at_step and step < self.total_steps and self.masked.masks.density(self.space) < 1.0:
+            self.phase = CompactPhase(self.dense, self.masked.masks, self.space, self.optimizer)
+            self.model = self.phase.model
+            self.clip_params = [p for p in self.model.parameters() if p.requires_grad] + self.extra
+            return True
+        return False
+
+    def finish(self) -> bool:
+        """After training: write the compact phase's weights back into the dense student, which becomes ``model``
+        again; True if there was a compact phase."""
+        if self.phase is None:
+            return False
+        self.model = self.phase.finish()
+        return True
