@@ -277,9 +277,9 @@ class PrunedBertAttention(nn.Module):
     def _split(qkv, batch: int, length: int, position: int, count: int, qk_width: int, vo_width: int):
         """Q, K and V of the bucket of ``count`` heads at ``position`` of the GEMM output: [batch, heads, length,
         width] views."""
-        return (qkv[..., begin: begin + count * width].view(batch, length, count, width).transpose(1, 2)
+        return [qkv[..., begin: begin + count * width].view(batch, length, count, width).transpose(1, 2)
                 for begin, width in ((position, qk_width), (position + count * qk_width, qk_width),
-                                     (position + 2 * count * qk_width, vo_width)))
+                                     (position + 2 * count * qk_width, vo_width))]
 
     def _output(self, contexts, out_weight, hidden_states):
         """LayerNorm(x + W_O context + b_O) of the buckets' contexts, each [batch, length, heads * vo_width]."""
