@@ -3,11 +3,12 @@
 After the schedule's last pruning step a score-and-cut method's masks no longer change, yet the masked model still
 computes every dense matrix and multiplies the pruned units by zero. ``CompactPhase`` swaps in the compact model
 (``grain_bench.compaction.compact``) for the remaining steps: the optimizer takes over the kept slices of its
-moments, attention dropout draws the masked model's random numbers on CPU (``PrunedBertAttention.mirror_dropout``),
-and at the end the trained weights are written back into the kept places of the dense student, so everything after
-training (folding, compaction, the equivalence check, saving) runs as before. The gradients of the kept weights are
-the masked model's (a pruned unit's weights get zero gradient there), so the result is the same training up to float
-rounding.
+moments, attention dropout draws the masked model's random numbers on CPU (``mirror_dropout``, set on the compact
+model's attention blocks for the phase and removed at its end), and at the end the trained weights are written back
+into the kept places of the dense student, so everything after training (folding, compaction, the equivalence check,
+saving) runs as before. The gradients of the kept weights are the masked model's (a pruned unit's weights get zero
+gradient there), so the result is the same training up to float rounding. ``CompactSwitch`` is the trainer's side:
+which model a run trains at each step, and when it switches.
 """
 
 from __future__ import annotations
@@ -16,6 +17,64 @@ import torch
 
 from grain_bench.compaction import Piece, compact, encoder_sources, gather, scatter
 from grain_bench.masks import MaskSpace, UnitMasks
+from grain_bench.modeling_pruned_bert import PrunedBertAttention
+
+
+class MirroredDropoutAttention(PrunedBertAttention):
+    """A compact attention block in training whose attention dropout draws what the dense layer's SDPA draws
+    (``mirror_dropout`` makes a block one, and back); without active dropout it is the plain block."""
+
+    mirror: tuple[int, list[int]]  # the dense layer's head count; the dense head of each kept head
+
+    def forward(self, hidden_states, attention_mask=None):
+        """The plain block's forward, with the dense layer's dropout draws on the kept heads."""
+        dropout = self.dropout_p if self.training else 0.0
+        if not dropout:
+            return super().forward(hidden_states, attention_mask)
+        batch, length, _ = hidden_states.shape
+        # SDPA's one [batch, num_heads, length, length] Bernoulli draw per forward pass, even when no head is left
+        keep = hidden_states.new_empty(batch, self.mirror[0], length, length).bernoulli_(1 - dropout)
+        keep.div_(1 - dropout)
+        if self.qkv is None:
+            return self._empty(hidden_states)
+        qkv, out_weight = self._qkv(hidden_states)
+        contexts, position = [], 0
+        for heads, qk_width, vo_width in self.buckets:
+            count = len(heads)
+            q, k, v = self._split(qkv, batch, length, position, count, qk_width, vo_width)
+            position += count * (2 * qk_width + vo_width)
+            index = torch.tensor([self.mirror[1][h] for h in heads], device=keep.device)
+            context = _dropped_out(q, k, v, attention_mask, self.scaling, keep.index_select(1, index))
+            contexts.append(context.transpose(1, 2).reshape(batch, length, count * vo_width))
+        return self._output(contexts, out_weight, hidden_states)
+
+
+def _dropped_out(q, k, v, attention_mask, scale: float, keep):
+    """Attention of one bucket as matmul, softmax times the dropout ``keep`` factors, matmul."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = torch.softmax(scores, dim=-1)
+    return torch.matmul(probs * keep, v)
+
+
+def mirror_dropout(block: PrunedBertAttention, num_heads: int | None = None, head_index=None) -> None:
+    """Training only: make ``block`` draw attention dropout as the dense layer with ``num_heads`` heads does and give
+    kept head i the draws of dense head ``head_index[i]``, so that a compact student trained in place of the masked
+    one meets the masked model's random numbers. Only this block changes. No arguments: back to the plain block."""
+    if num_heads is None:
+        if isinstance(block, MirroredDropoutAttention):
+            block.__class__ = PrunedBertAttention
+            del block.mirror
+        return
+    if type(block) not in (PrunedBertAttention, MirroredDropoutAttention):
+        raise ValueError(f"mirror_dropout takes a plain PrunedBertAttention block, got {type(block).__name__}")
+    head_index = [int(h) for h in head_index]
+    if len(head_index) != block.num_heads or not all(0 <= h < num_heads for h in head_index):
+        raise ValueError(f"mirror_dropout: {block.num_heads} kept heads need as many indices below {num_heads}, "
+                         f"got {head_index}")
+    block.__class__ = MirroredDropoutAttention
+    block.mirror = (int(num_heads), head_index)
 
 
 class CompactPhase:
@@ -43,7 +102,7 @@ class CompactPhase:
             # fused kernels draw their own way: there the compact model keeps its fused kernel and its own draws
             # (the same dropout, other random numbers).
             for index, layer in enumerate(self.model.base_model.encoder.layer):
-                layer.attention.mirror_dropout(space.num_heads, masks.kept_head_indices(index))
+                mirror_dropout(layer.attention, space.num_heads, masks.kept_head_indices(index))
         self._move_optimizer(optimizer)
 
     def _move_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
@@ -76,9 +135,44 @@ class CompactPhase:
             group["params"] = params
 
     def finish(self):
-        """Write the trained weights into the kept places of the dense student; returns it."""
+        """Write the trained weights into the kept places of the dense student; returns it. The compact model's
+        attention blocks are plain again."""
         state = self.dense.state_dict()
         with torch.no_grad():
             for name, param in self.model.named_parameters():
                 scatter(self.sources[name], param.detach(), state)
+        for layer in self.model.base_model.encoder.layer:
+            mirror_dropout(layer.attention)
         return self.dense
+
+
+class CompactSwitch:
+    """Which model a run trains: the dense (masked) student, then from ``at_step`` on (when steps remain and the masks
+    there prune something) its compact form (``CompactPhase``), until ``finish``. ``at_step`` 0: never.
+
+    ``model`` is the model to run forward and ``clip_params`` the parameters whose gradient norm is clipped: the
+    student's then the ``extra`` ones (e.g. hidden-state projections), which stay in the optimizer as they are."""
+
+    def __init__(self, dense, masked, space: MaskSpace, optimizer: torch.optim.Optimizer, clip_params, extra,
+                 at_step: int, total_steps: int):
+        self.dense, self.masked, self.space, self.optimizer = dense, masked, space, optimizer
+        self.model, self.clip_params, self.extra = dense, list(clip_params), list(extra)
+        self.at_step, self.total_steps = at_step, total_steps
+        self.phase: CompactPhase | None = None
+
+    def after_step(self, step: int) -> bool:
+        """After the optimizer step of ``step``: switch to the compact student if it is time; True if it switched."""
+        if step == self.at_step and step < self.total_steps and self.masked.masks.density(self.space) < 1.0:
+            self.phase = CompactPhase(self.dense, self.masked.masks, self.space, self.optimizer)
+            self.model = self.phase.model
+            self.clip_params = [p for p in self.model.parameters() if p.requires_grad] + self.extra
+            return True
+        return False
+
+    def finish(self) -> bool:
+        """After training: write the compact phase's weights back into the dense student, which becomes ``model``
+        again; True if there was a compact phase."""
+        if self.phase is None:
+            return False
+        self.model = self.phase.finish()
+        return True

@@ -23,6 +23,10 @@ from grain_bench.version import __version__
 
 MODELING_FILE = "modeling_pruned_bert.py"
 METADATA_FILE = "grain_bench.json"
+#: Compact-model format versions ``load_pruned`` reads. Format 2 (``modeling_pruned_bert.FORMAT_VERSION``) has format
+#: 1's config and weights; only the modeling file changed (it no longer carries grain-bench's training and runtime
+#: hooks), and a folder carries its own, which ``trust_remote_code`` uses.
+READABLE_FORMATS = (1, 2)
 
 # transformers class name of the source model -> compact class name (same head, same forward signature).
 HEAD_CLASSES = {
@@ -212,6 +216,8 @@ def save_pruned(model, path: str, tokenizer=None, metadata: dict[str, Any] | Non
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
     try:
         model.config.auto_map = dict(AUTO_MAP)
+        # the folder gets this grain-bench's modeling file, so it is in this format whatever the model was loaded from
+        model.config.pruned_format_version = modeling.FORMAT_VERSION
         model.save_pretrained(tmp, safe_serialization=True)
         shutil.copyfile(modeling.__file__, os.path.join(tmp, MODELING_FILE))
         if tokenizer is not None:
@@ -254,11 +260,12 @@ def load_pruned(path: str, device: str | torch.device | None = None, runtime: st
         raise UsageError(f"{path!r} holds a {config.get('model_type')!r} model, not a grain-bench compact model "
                          f"(model_type {modeling.PrunedBertConfig.model_type!r})")
     version = config.get("pruned_format_version", 1)
-    if not isinstance(version, int) or version != modeling.FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version not in READABLE_FORMATS:
+        readable = " and ".join(str(v) for v in READABLE_FORMATS)
         raise UsageError(f"{path!r} holds a compact model in format version {version!r}; this grain-bench "
-                         f"{__version__} reads format {modeling.FORMAT_VERSION}: load it with the grain-bench that "
-                         f"wrote it (its {MODELING_FILE} is in the folder: AutoModel.from_pretrained(path, "
-                         f"trust_remote_code=True) uses that one)")
+                         f"{__version__} reads formats {readable}: load it with the grain-bench that wrote it (its "
+                         f"{MODELING_FILE} is in the folder: AutoModel.from_pretrained(path, trust_remote_code=True) "
+                         f"uses that one)")
     names = config.get("architectures") or ["PrunedBertModel"]
     cls = getattr(modeling, names[0], None)
     if cls is None:

@@ -6,12 +6,19 @@ loss only: gradient separation) -> backward the hidden-state MSE (and a method's
 ``method.masks_for(state, scheduled density)`` and apply -> clip -> optimizer step. After the last pruning step a
 method whose masks are final trains in compact form (``grain_bench.compact_training``): the same steps on the compact
 student, the same training up to float rounding.
+
+The loop's parts have names: ``Objective`` computes and checks a step's losses (``StepLosses``);
+``separated_backward`` is the gradient-separation rule (and one backward of the sum when nothing is observed); the
+pruning policy is chosen once from the method (``pruning_policy``: ``CutOnSchedule`` for score-and-cut methods,
+``FreezeAtStep`` for learned-mask methods that own their density, ``NeverPrune``), and so is the last observed step;
+``CompactSwitch`` swaps in the compact student.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from grain_bench.compact_training import CompactPhase
+from grain_bench.compact_training import CompactSwitch
 from grain_bench.compaction import can_compact
 from grain_bench.errors import GrainBenchError, TrainingDiverged
 from grain_bench.losses import hidden_mse
@@ -216,141 +223,291 @@ def _check_reaches(method: Method, masks, space: MaskSpace, target: float) -> No
 def compacts_after_pruning(method: Method) -> bool:
     """Whether the trainer may train ``method``'s student in compact form after the schedule's last pruning step:
     the schedule cuts its masks, and from there on it observes nothing and sets no gates and no loss."""
-    observes_late = type(method).observe is not Method.observe and method.observes_after_pruning
+    observes_late = _observes(method) and method.observes_after_pruning
     return (method.prunes and not method.owns_density and not observes_late
             and type(method).gates is Method.gates and type(method).loss is Method.loss)
 
 
+def _observes(method: Method) -> bool:
+    return type(method).observe is not Method.observe
+
+
+# ---- the losses of a step and their backward passes -----------------------------------------------------------------
+@dataclass
+class StepLosses:
+    """One step's losses: ``logit`` (KD, plus the hard-label term), ``method`` (the method's own, or None) and
+    ``hidden`` (the hidden-state MSE, or None; ``Objective.rest`` sets it after the logit loss's backward)."""
+
+    logit: torch.Tensor
+    method: torch.Tensor | None
+    hidden: torch.Tensor | None = None
+
+
+class Objective:
+    """How the student's losses are computed, each checked finite before it is backpropagated (the message names the
+    loss and the learning rate to lower): logit KD at the recipe's temperature (plus ``hard_label_weight`` times the
+    task's hard-label loss), the hidden-state MSE through the projections and the method's own loss."""
+
+    def __init__(self, task, recipe: Recipe, projections: torch.nn.ModuleList, pairs, method_name: str):
+        self.task, self.recipe, self.projections, self.pairs = task, recipe, projections, pairs
+        self.method_name = method_name
+        self.lr_field = f"lr (now {recipe.lr:g})"
+
+    def logit(self, student_out, teacher_out, batch, step: int) -> torch.Tensor:
+        """The logit loss: KD, plus the hard-label term when the recipe weights one (checked)."""
+        recipe = self.recipe
+        loss = self.task.kd_loss(student_out, teacher_out, batch, recipe.temperature)
+        if recipe.hard_label_weight:
+            loss = loss + recipe.hard_label_weight * self.task.hard_loss(student_out, batch)
+        check_finite_loss({"logit loss": loss}, step, "training", self.lr_field)
+        return loss
+
+    def follow(self, losses: StepLosses) -> bool:
+        """Whether terms follow the logit loss (its backward must then keep the graph)."""
+        return bool(self.recipe.hidden_loss) or losses.method is not None
+
+    def rest(self, losses: StepLosses, student_out, teacher_out, attention_mask, step: int) -> list[torch.Tensor]:
+        """The terms after the logit loss, in order (the hidden-state loss, then the method's), each checked."""
+        terms = []
+        if self.recipe.hidden_loss:
+            losses.hidden = self.recipe.hidden_weight * hidden_mse(student_out.hidden_states, teacher_out.hidden_states,
+                                                                   self.projections, self.pairs, attention_mask)
+            check_finite_loss({"hidden loss": losses.hidden}, step, "training", self.lr_field)
+            terms.append(losses.hidden)
+        if losses.method is not None:
+            check_finite_loss({f"{self.method_name} loss": losses.method}, step, "training", self.lr_field)
+            terms.append(losses.method)
+        return terms
+
+
+def _sum(terms: list[torch.Tensor]) -> torch.Tensor:
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
+def separated_backward(logit_loss: torch.Tensor, rest: Callable[[], list[torch.Tensor]], keep_graph: bool,
+                       observe: Callable[[str], None] | None, gradient_source: str = "logit") -> None:
+    """Backpropagate a step's losses so that the method sees the gradients it asks for (gradient separation).
+
+    With ``observe`` (the method observes this step): backward the logit loss (keeping the graph when ``keep_graph``:
+    terms follow), ``observe("logit")`` when ``gradient_source`` is "logit" (dL/dgate of the logit loss alone), then
+    backward the sum of ``rest()`` (computed only now), then ``observe("total")`` when it is "total". Without: one
+    backward of the logit loss plus ``rest()``, which gives the optimizer the same gradients at less cost."""
+    if observe is None:
+        _sum([logit_loss, *rest()]).backward()
+        return
+    logit_loss.backward(retain_graph=keep_graph)
+    if gradient_source == "logit":
+        observe("logit")
+    terms = rest()
+    if terms:
+        _sum(terms).backward()
+    if gradient_source == "total":
+        observe("total")
+
+
+# ---- when the masks change: one policy per run, chosen from the method ---------------------------------------------
+class CutOnSchedule:
+    """Score-and-cut methods: ``masks_for(state, scheduled density)`` on the schedule's pruning steps (masks only
+    shrink). With ``observes_after_pruning = False`` the method is observed up to the last pruning step only."""
+
+    def __init__(self, method: Method, masked: MaskedModel, schedule: CubicSchedule):
+        self.method, self.masked, self.schedule = method, masked, schedule
+
+    def last_observed(self, total: int) -> int:
+        """The last step whose gradients the method is shown."""
+        # Observations after the last pruning step would feed no mask: from there on one backward of the summed loss
+        # gives the same gradients (up to float rounding) for about two thirds of the cost.
+        return total if self.method.observes_after_pruning else self.schedule.end
+
+    def after_backward(self, state: TrainState) -> None:
+        """Cut on a pruning step."""
+        if self.schedule.is_pruning_step(state.step):
+            _apply(self.method, self.masked, self.method.masks_for(state, state.scheduled_density), state.step)
+
+
+class FreezeAtStep:
+    """Learned-mask methods that own their density: at ``freeze_step`` the trainer calls ``masks_for(state, target)``
+    once; the masks must reach the target within one unit and may re-grow units; from then on they are frozen."""
+
+    def __init__(self, method: Method, masked: MaskedModel, space: MaskSpace, freeze_step: int, target: float):
+        self.method, self.masked, self.space = method, masked, space
+        self.freeze_step, self.target = freeze_step, target
+
+    def last_observed(self, total: int) -> int:
+        """The last step whose gradients the method is shown: every step."""
+        return total
+
+    def after_backward(self, state: TrainState) -> None:
+        """Fix the structure at the freeze step."""
+        if not state.frozen and state.step >= self.freeze_step:
+            final = self.method.masks_for(state, self.target)
+            _check_reaches(self.method, final, self.space, self.target)
+            _apply(self.method, self.masked, final, state.step, may_grow=True)
+            state.frozen, state.masks = True, self.masked.masks
+
+
+class NeverPrune:
+    """Methods with ``prunes = False``: the masks stay full."""
+
+    def last_observed(self, total: int) -> int:
+        """The last step whose gradients the method is shown: every step."""
+        return total
+
+    def after_backward(self, state: TrainState) -> None:
+        """Nothing to cut."""
+
+
+def pruning_policy(method: Method, state: TrainState, masked: MaskedModel, schedule: CubicSchedule):
+    """The run's pruning policy, chosen once (after ``method.setup``: ``freeze_step`` may read what it set)."""
+    if not method.prunes:
+        return NeverPrune()
+    if method.owns_density:
+        return FreezeAtStep(method, masked, state.space, method.freeze_step(state), state.target_density)
+    return CutOnSchedule(method, masked, schedule)
+
+
+# ---- the loop -----------------------------------------------------------------------------------------------------
+def _projections(count: int, hidden: int, device) -> torch.nn.ModuleList:
+    """One hidden-state projection per matched layer pair, initialised to the identity."""
+    projections = torch.nn.ModuleList()
+    for _ in range(count):
+        linear = torch.nn.Linear(hidden, hidden)
+        with torch.no_grad():
+            linear.weight.copy_(torch.eye(hidden))
+            linear.bias.zero_()
+        projections.append(linear)
+    return projections.to(device)
+
+
+class _Run:
+    """The parts of one distillation run, built in the order the trainer has always built them (the projections'
+    initialisation draws random numbers): the masked student, the schedule, the objective, the optimizers, the
+    method's state, its pruning policy and observation window, and the compact switch."""
+
+    def __init__(self, method: Method, task, teacher, student, data, recipe: Recipe, target_density: float,
+                 seed: int, teacher_outputs: TeacherOutputs | None, compact_phase: bool):
+        self.method, self.task, self.teacher, self.recipe = method, task, teacher, recipe
+        self.teacher_outputs = teacher_outputs
+        self.device = next(student.parameters()).device
+        self.space = space = MaskSpace.from_config(student.config)
+        self.masked = MaskedModel(student, space)
+        self.total = steps_for(recipe.max_steps, recipe.epochs, len(data.train.features), recipe.batch_size)
+        self.schedule = CubicSchedule(self.total, target_density, recipe.prune_start, recipe.prune_end)
+        self.pairs = layer_pairs(space.num_layers, recipe.hidden_layer_step) if recipe.hidden_loss else []
+        projections = _projections(len(self.pairs), space.hidden, self.device)
+        params = list(student.named_parameters()) + [(f"proj.{n}", p) for n, p in projections.named_parameters()]
+        self.optimizer, self.scheduler = make_optimizer(params, recipe.lr, recipe, self.total)
+        self.objective = Objective(task, recipe, projections, self.pairs, method.name)
+        teacher.eval()
+        student.train()
+        self.state = TrainState(step=0, total_steps=self.total, model=student, space=space, masks=self.masked.masks,
+                                seed=seed, target_density=target_density, prune_start_step=self.schedule.start,
+                                prune_end_step=self.schedule.end)
+        method.setup(self.state)
+        self.method_optimizers = [adamw(list(group.params), lr=group.lr, weight_decay=group.weight_decay,
+                                        maximize=group.maximize) for group in method.parameters(self.state)]
+        self.pruning = pruning_policy(method, self.state, self.masked, self.schedule)
+        # Two backward passes are only needed to show a method the logit loss's gradients alone (or, after the
+        # second, the total's): a method that overrides no ``observe`` is never observed, one backward a step.
+        self.last_observed = self.pruning.last_observed(self.total) if _observes(method) else 0
+        compact_from = (self.schedule.end if compact_phase and compacts_after_pruning(method) and can_compact(student)
+                        else 0)
+        self.switch = CompactSwitch(student, self.masked, space, self.optimizer, [p for _, p in params],
+                                    list(projections.parameters()), compact_from, self.total)
+
+    def _teacher(self, step: int, inputs):
+        """The teacher's outputs at ``step``: from the shared cache, else computed (and cached)."""
+        cache = self.teacher_outputs
+        output = cache.get(step) if cache is not None else None
+        if output is None:
+            with torch.no_grad():
+                output = self.teacher(**inputs, output_hidden_states=self.recipe.hidden_loss)
+            if cache is not None:
+                cache.put(step, output, {t for _, t in self.pairs})
+        return output
+
+    def _zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        for method_optimizer in self.method_optimizers:
+            method_optimizer.zero_grad(set_to_none=True)
+        self.masked.zero_grad()
+
+    def _observe(self, loss_name: str) -> None:
+        self.state.unit_grads, self.state.loss_name = self.masked.unit_grads(), loss_name
+        self.method.observe(self.state)
+
+    def step(self, step: int, batch) -> StepLosses:
+        """One training step; returns its losses."""
+        batch, state = _to(batch, self.device), self.state
+        inputs = self.task.model_inputs(batch)
+        self._zero_grad()
+        state.step, state.masks, state.scheduled_density = step, self.masked.masks, self.schedule.density(step)
+        self.masked.set_values(self.method.gates(state))
+        teacher_out = self._teacher(step, inputs)
+        student_out = self.switch.model(**inputs, output_hidden_states=self.recipe.hidden_loss)
+        # The method's loss is asked for once the logit loss is checked; it is checked and backpropagated after the
+        # observation, with the hidden-state loss.
+        losses = StepLosses(self.objective.logit(student_out, teacher_out, batch, step), self.method.loss(state))
+        observe = self._observe if step <= self.last_observed else None
+        separated_backward(losses.logit, lambda: self.objective.rest(losses, student_out, teacher_out,
+                                                                     inputs["attention_mask"], step),
+                           self.objective.follow(losses), observe, self.method.gradient_source)
+        self.pruning.after_backward(state)
+        torch.nn.utils.clip_grad_norm_(self.switch.clip_params, self.recipe.clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        for method_optimizer in self.method_optimizers:
+            method_optimizer.step()
+        if self.switch.after_step(step):
+            state.model = self.switch.model
+        return losses
+
+    def record(self, step: int, losses: StepLosses) -> dict[str, float]:
+        """The history entry of ``step``."""
+        record = {"step": step, "logit_loss": losses.logit.item(),
+                  "hidden_loss": losses.hidden.item() if losses.hidden is not None else 0.0,
+                  "density": self.masked.masks.density(self.space)}
+        if losses.method is not None:
+            record["method_loss"] = losses.method.item()
+        return record
+
+    def finish(self, student) -> None:
+        """Back to the dense student, the method's unit scales folded in, gates removed, checked finite."""
+        state = self.state
+        if self.switch.finish():
+            state.model = self.switch.model
+        state.masks = self.masked.masks
+        scales = self.method.unit_scales(state)
+        self.masked.set_values(None)
+        if scales is not None:
+            fold_unit_scales(student, self.space, self.masked.masks, scales)
+        student.eval()
+        check_finite_weights(student, "training", self.objective.lr_field)
+
+
 def distill(method: Method, task, teacher, student, data, recipe: Recipe, target_density: float, seed: int,
-            progress: bool = True, dev_eval=None, teacher_outputs: TeacherOutputs | None = None,
-            on_step=None, compact_phase: bool = True) -> DistillResult:
+            progress: bool = True, teacher_outputs: TeacherOutputs | None = None, on_step=None,
+            compact_phase: bool = True) -> DistillResult:
     """Distil ``teacher`` into ``student`` while ``method`` prunes it along the shared cubic schedule.
     ``on_step(step, state)``, when given, is called after every optimizer step (learning curves evaluate there;
     ``state.model`` is the model being trained). With ``compact_phase`` (the default) a method for which
     ``compacts_after_pruning`` holds is trained in compact form after the last pruning step (``CompactPhase``: the
     same training up to float rounding, at the compact model's cost); the returned student is dense either way."""
     start = time.time()
-    device = next(student.parameters()).device
-    space = MaskSpace.from_config(student.config)
-    masked = MaskedModel(student, space)
-    total = steps_for(recipe.max_steps, recipe.epochs, len(data.train.features), recipe.batch_size)
-    schedule = CubicSchedule(total, target_density, recipe.prune_start, recipe.prune_end)
-
-    pairs = layer_pairs(space.num_layers, recipe.hidden_layer_step) if recipe.hidden_loss else []
-    projections = torch.nn.ModuleList()
-    for _ in pairs:
-        linear = torch.nn.Linear(space.hidden, space.hidden)
-        with torch.no_grad():
-            linear.weight.copy_(torch.eye(space.hidden))
-            linear.bias.zero_()
-        projections.append(linear)
-    projections.to(device)
-    params = list(student.named_parameters()) + [(f"proj.{n}", p) for n, p in projections.named_parameters()]
-    optimizer, scheduler = make_optimizer(params, recipe.lr, recipe, total)
-    clip_params = [p for _, p in params]
-
-    lr_field = f"lr (now {recipe.lr:g})"
-    teacher.eval()
-    student.train()
-    state = TrainState(step=0, total_steps=total, model=student, space=space, masks=masked.masks, seed=seed,
-                       dev_eval=dev_eval, target_density=target_density, prune_start_step=schedule.start,
-                       prune_end_step=schedule.end)
-    method.setup(state)
-    method_optimizers = [adamw(list(group.params), lr=group.lr, weight_decay=group.weight_decay,
-                               maximize=group.maximize) for group in method.parameters(state)]
-    freeze = method.freeze_step(state) if method.owns_density and method.prunes else None
-    # Two backward passes are only needed to show a method the logit loss's gradients alone (or, after the second,
-    # the total's); for a method that overrides no ``observe`` one backward of the summed loss gives the optimizer the
-    # same gradients at less cost.
-    observes = type(method).observe is not Method.observe
-    # A score-and-cut method's observations after the schedule's last pruning step feed no mask: from there on one
-    # backward of the summed loss gives the same gradients (up to float rounding) for about two thirds of the cost.
-    cut_by_schedule = method.prunes and not method.owns_density
-    last_observed = schedule.end if cut_by_schedule and not method.observes_after_pruning else total
-    compact_from = schedule.end if compact_phase and compacts_after_pruning(method) and can_compact(student) else 0
-    phase: CompactPhase | None = None
-    net = student  # the model trained: the masked student, then (after compact_from) the compact one
+    run = _Run(method, task, teacher, student, data, recipe, target_density, seed, teacher_outputs, compact_phase)
     history = []
-    bar = tqdm(batches(data.train.features, data.collate, recipe.batch_size, seed, total), total=total,
+    bar = tqdm(batches(data.train.features, data.collate, recipe.batch_size, seed, run.total), total=run.total,
                desc=f"{method.name} {task.name} @{target_density:g}", disable=not progress)
     for step, batch in enumerate(bar, start=1):
-        batch = _to(batch, device)
-        inputs = task.model_inputs(batch)
-        optimizer.zero_grad(set_to_none=True)
-        for method_optimizer in method_optimizers:
-            method_optimizer.zero_grad(set_to_none=True)
-        masked.zero_grad()
-        state.step, state.masks, state.scheduled_density = step, masked.masks, schedule.density(step)
-        masked.set_values(method.gates(state))
-        teacher_out = teacher_outputs.get(step) if teacher_outputs is not None else None
-        if teacher_out is None:
-            with torch.no_grad():
-                teacher_out = teacher(**inputs, output_hidden_states=recipe.hidden_loss)
-            if teacher_outputs is not None:
-                teacher_outputs.put(step, teacher_out, {t for _, t in pairs})
-        student_out = net(**inputs, output_hidden_states=recipe.hidden_loss)
-        logit_loss = task.kd_loss(student_out, teacher_out, batch, recipe.temperature)
-        if recipe.hard_label_weight:
-            logit_loss = logit_loss + recipe.hard_label_weight * task.hard_loss(student_out, batch)
-        check_finite_loss({"logit loss": logit_loss}, step, "training", lr_field)
-        method_loss = method.loss(state)  # backpropagated after observe, with the hidden loss
-        observing = observes and step <= last_observed
-        if observing:  # gradient separation: the method sees dL/dgate of the logit loss alone
-            logit_loss.backward(retain_graph=recipe.hidden_loss or method_loss is not None)
-            if method.gradient_source == "logit":
-                state.unit_grads, state.loss_name = masked.unit_grads(), "logit"
-                method.observe(state)
-        hidden_loss = torch.zeros((), device=device)
-        rest = [] if observing else [logit_loss]  # nothing observed this step: one backward of the sum
-        if recipe.hidden_loss:
-            hidden_loss = recipe.hidden_weight * hidden_mse(student_out.hidden_states, teacher_out.hidden_states,
-                                                            projections, pairs, inputs["attention_mask"])
-            check_finite_loss({"hidden loss": hidden_loss}, step, "training", lr_field)
-            rest.append(hidden_loss)
-        if method_loss is not None:
-            check_finite_loss({f"{method.name} loss": method_loss}, step, "training", lr_field)
-            rest.append(method_loss)
-        if rest:
-            second = rest[0]
-            for term in rest[1:]:
-                second = second + term
-            second.backward()
-        if observing and method.gradient_source == "total":
-            state.unit_grads, state.loss_name = masked.unit_grads(), "total"
-            method.observe(state)
-        if cut_by_schedule and schedule.is_pruning_step(step):
-            _apply(method, masked, method.masks_for(state, state.scheduled_density), step)
-        elif freeze is not None and not state.frozen and step >= freeze:
-            final = method.masks_for(state, target_density)
-            _check_reaches(method, final, space, target_density)
-            _apply(method, masked, final, step, may_grow=True)
-            state.frozen, state.masks = True, masked.masks
-        torch.nn.utils.clip_grad_norm_(clip_params, recipe.clip)
-        optimizer.step()
-        scheduler.step()
-        for method_optimizer in method_optimizers:
-            method_optimizer.step()
-        if step == compact_from and step < total and masked.masks.density(space) < 1.0:
-            phase = CompactPhase(student, masked.masks, space, optimizer)
-            net = state.model = phase.model
-            clip_params = [p for p in phase.model.parameters() if p.requires_grad] + list(projections.parameters())
+        losses = run.step(step, batch)
         if on_step is not None:
-            on_step(step, state)
-        if step % 10 == 0 or step == total:
-            record = {"step": step, "logit_loss": logit_loss.item(), "hidden_loss": hidden_loss.item(),
-                      "density": masked.masks.density(space)}
-            if method_loss is not None:
-                record["method_loss"] = method_loss.item()
-            history.append(record)
-            bar.set_postfix(kd=f"{record['logit_loss']:.3f}", hid=f"{record['hidden_loss']:.3f}",
-                            dens=f"{record['density']:.3f}", refresh=False)
-    if phase is not None:
-        state.model = phase.finish()
-    state.masks = masked.masks
-    scales = method.unit_scales(state)
-    masked.set_values(None)
-    if scales is not None:
-        fold_unit_scales(student, space, masked.masks, scales)
-    student.eval()
-    check_finite_weights(student, "training", lr_field)
-    return DistillResult(student, masked, masked.masks, space, total, time.time() - start, history)
+            on_step(step, run.state)
+        if step % 10 == 0 or step == run.total:
+            history.append(run.record(step, losses))
+            bar.set_postfix(kd=f"{history[-1]['logit_loss']:.3f}", hid=f"{history[-1]['hidden_loss']:.3f}",
+                            dens=f"{history[-1]['density']:.3f}", refresh=False)
+    run.finish(student)
+    return DistillResult(student, run.masked, run.masked.masks, run.space, run.total, time.time() - start, history)

@@ -31,7 +31,6 @@ This module imports no torch, so listing methods stays fast.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -50,7 +49,8 @@ class MethodOptions(Options):
 
 @dataclass
 class TrainState:
-    """What the trainer shows a method at each callback."""
+    """What the trainer shows a method at each callback. (It no longer has ``dev_eval``: the trainer never set it; a
+    method that selects on the dev split lists option sets in ``variants()`` and the harness compares them.)"""
 
     step: int  # 1-based global step
     total_steps: int
@@ -59,7 +59,6 @@ class TrainState:
     masks: UnitMasks  # the current 0/1 masks
     unit_grads: UnitTensors | None = None  # dL/dgate of every unit, None before the first backward
     loss_name: str = "logit"  # which loss produced unit_grads: "logit" or "total"
-    dev_eval: Callable[[Any], float] | None = None  # model -> primary dev score, for methods that select on dev
     seed: int = 0
     target_density: float = 1.0  # the run's target
     scheduled_density: float = 1.0  # the trainer's cubic schedule at this step (what score-and-cut methods cut to)

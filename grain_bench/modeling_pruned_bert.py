@@ -14,9 +14,11 @@ Attention runs on buckets of heads of similar widths (``plan_buckets``; usually 
 one ``scaled_dot_product_attention`` call on heads zero-padded to the bucket's widest head (zero query channels add
 nothing to the scores, zero value channels meet zero W_O columns). Q, K and V of every bucket come from one GEMM of a
 padded copy of the kept weights, and one GEMM maps the contexts back, so no activation is scattered or gathered.
-See docs/compact-and-latency.md for the layouts that were measured against this one. For inference a block can hand
-its attention to a kernel that takes heads of unequal widths in one call (``PrunedBertAttention.use_kernel``;
-grain-bench's ``ragged`` runtime sets one); without it, this file computes everything with PyTorch alone.
+See docs/compact-and-latency.md for the layouts that were measured against this one.
+
+This file holds what inference and plain training run, nothing more: grain-bench's own training and runtime hooks
+(compact training's dropout mirror, the ragged runtime's kernel, the compile runtime's written-out attention) live in
+grain-bench and act on single blocks, so the file a Hub user runs stays small.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from transformers.models.bert.modeling_bert import (
     BertPreTrainedModel,
 )
 
-FORMAT_VERSION = 1
+#: 2: the file no longer carries grain-bench's training and runtime hooks (the config is format 1's).
+FORMAT_VERSION = 2
 
 
 class PrunedBertConfig(BertConfig):
@@ -76,11 +79,6 @@ def _additive_mask(attention_mask, dtype):
 
 
 _is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # newer than some torch this file may meet
-
-
-def _compiling_for_inference() -> bool:
-    """True while torch.compile traces the model (not while torch.export does: exported graphs keep SDPA)."""
-    return torch.compiler.is_compiling() and not _is_exporting()
 
 
 #: GEMM output widths are zero-padded up to a multiple of this: on CPU (oneDNN/MKL), a linear layer whose output width
@@ -183,8 +181,6 @@ class PrunedBertAttention(nn.Module):
         self.qk_total, self.vo_total = sum(self.qk_dims), sum(self.vo_dims)
         self.scaling = config.original_head_dim ** -0.5
         self.dropout_p = config.attention_probs_dropout_prob
-        self._mirror: tuple[int, list[int]] | None = None  # see mirror_dropout
-        self.kernel = None  # see use_kernel
         if self.num_heads:
             self.qkv = nn.Linear(hidden, 2 * self.qk_total + self.vo_total)
             self.dense = nn.Linear(self.vo_total, hidden)
@@ -203,7 +199,7 @@ class PrunedBertAttention(nn.Module):
         ``align``). The outputs do not depend on either; the defaults are the measured best (benchmarks compare)."""
         self.buckets = plan_buckets(self.qk_dims, self.vo_dims, call_cost)
         self.align = int(align)
-        self._weights, self._kernel_weights = _PaddedWeights(), _PaddedWeights()
+        self._weights = _PaddedWeights()
         # Where each kept row of ``qkv`` (and column of ``dense``) goes in the padded layout. Plain lists, not
         # buffers: derived from the config, so nothing to save or load.
         q_start = [sum(self.qk_dims[:h]) for h in range(self.num_heads)]
@@ -245,54 +241,8 @@ class PrunedBertAttention(nn.Module):
 
         return self._weights.get(params, build)
 
-    def mirror_dropout(self, num_heads: int | None = None, head_index=None) -> None:
-        """Training only: draw attention dropout as the dense layer with ``num_heads`` heads does (SDPA's one
-        [batch, num_heads, length, length] Bernoulli draw per forward pass, even when no head is left here) and give
-        kept head i the draws of dense head ``head_index[i]``. A compact student trained in place of the masked one
-        (``grain_bench.compact_training``) then meets the masked model's random numbers. No arguments: off."""
-        if num_heads is None:
-            self._mirror = None
-            return
-        head_index = [int(h) for h in head_index]
-        if len(head_index) != self.num_heads or not all(0 <= h < num_heads for h in head_index):
-            raise ValueError(f"mirror_dropout: {self.num_heads} kept heads need as many indices below {num_heads}, "
-                             f"got {head_index}")
-        self._mirror = (int(num_heads), head_index)
-
-    def use_kernel(self, kernel=None) -> None:
-        """Inference only: compute this block's attention with ``kernel(qkv, attention_mask, scale)``, where ``qkv`` is
-        the exact QKV GEMM's output [batch, length, channels] (the kept query rows, key rows and value rows, head by
-        head, then zero channels up to a multiple of ``ALIGN``) and the result is the contexts [batch, length,
-        vo_total] in W_O's column order: one call for all heads at their own widths, no buckets and no padding.
-        grain-bench's ``ragged`` runtime sets it (``grain_bench.ragged``). Training, gradients and compilers keep the
-        bucket layout. No argument: off."""
-        self.kernel = kernel if self.num_heads else None
-
-    def _exact_weights(self):
-        """(W_qkv, b_qkv) with zero rows up to a multiple of ``align``: the kernel's GEMM."""
-        params = self.qkv.weight, self.qkv.bias
-        extra = _round_up(len(params[0]), self.align) - len(params[0])
-        if not extra:
-            return params
-        return self._kernel_weights.get(params, lambda: (F.pad(params[0], (0, 0, 0, extra)),
-                                                         F.pad(params[1], (0, extra))))
-
-    def _written_out(self, q, k, v, attention_mask, keep=None):
-        """Attention of one bucket as matmul, softmax (times the dropout ``keep`` factors), matmul."""
-        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scaling
-        if attention_mask is not None:
-            scores = scores + attention_mask
-        probs = torch.softmax(scores, dim=-1)
-        return torch.matmul(probs if keep is None else probs * keep, v)
-
     def _attend(self, q, k, v, attention_mask, dropout: float):
         """SDPA of one bucket; [batch, heads, length, vo_width]."""
-        if not dropout and q.device.type == "cpu" and _compiling_for_inference():
-            # Under torch.compile on CPU the fused kernel is an opaque call; written out, inductor fuses the scaling,
-            # the mask and the softmax into one loop and the two matmuls need no padding: 7% faster at batch 1 x 64
-            # and level or 1-3% faster at batch 8-32 on GRAIN's real masks (docs/compact-and-latency.md). Eager keeps
-            # the fused kernel, which is 15-50% faster than these three operations run one by one.
-            return self._written_out(q, k, v, attention_mask)
         # SDPA's fused (flash) CPU kernel needs one head width for Q, K and V; unequal widths fall back to a much
         # slower path. Zero-pad the narrower side here (a small copy) rather than in the GEMM.
         qk_width, vo_width = q.shape[-1], v.shape[-1]
@@ -314,41 +264,47 @@ class PrunedBertAttention(nn.Module):
         context = torch.matmul(torch.softmax(attention_mask.to(v.dtype), dim=-1), v)  # [b, h, 1 or length, width]
         return context.expand(-1, -1, v.shape[2], -1)
 
+    def _empty(self, hidden_states):
+        """The block without heads: LayerNorm(x + b_O), b_O dropped out as the dense output it stands for."""
+        return self.LayerNorm(hidden_states + self.hidden_dropout(self.dense_bias.expand_as(hidden_states)))
+
+    def _qkv(self, hidden_states):
+        """Every bucket's Q, K and V from one GEMM of the padded W_qkv, and the padded W_O."""
+        weight, bias, out_weight = self._padded()
+        return F.linear(hidden_states, weight, bias), out_weight
+
+    @staticmethod
+    def _split(qkv, batch: int, length: int, position: int, count: int, qk_width: int, vo_width: int):
+        """Q, K and V of the bucket of ``count`` heads at ``position`` of the GEMM output: [batch, heads, length,
+        width] views."""
+        return [qkv[..., begin: begin + count * width].view(batch, length, count, width).transpose(1, 2)
+                for begin, width in ((position, qk_width), (position + count * qk_width, qk_width),
+                                     (position + 2 * count * qk_width, vo_width))]
+
+    def _output(self, contexts, out_weight, hidden_states):
+        """LayerNorm(x + W_O context + b_O) of the buckets' contexts, each [batch, length, heads * vo_width]."""
+        context = contexts[0] if len(contexts) == 1 else torch.cat(contexts, dim=-1)
+        return self.LayerNorm(_residual_linear(context, out_weight, self.dense.bias, hidden_states,
+                                               self.hidden_dropout))
+
     def forward(self, hidden_states, attention_mask=None):
         """LayerNorm(x + W_O attention(x) + b_O), with ``attention_mask`` in SDPA form (or None)."""
+        if self.qkv is None:
+            return self._empty(hidden_states)
         batch, length, _ = hidden_states.shape
         dropout = self.dropout_p if self.training else 0.0
-        keep = None
-        if dropout and self._mirror is not None:  # what SDPA's dropout does, on the dense layer's heads
-            keep = hidden_states.new_empty(batch, self._mirror[0], length, length).bernoulli_(1 - dropout)
-            keep.div_(1 - dropout)
-        if self.qkv is None:
-            return self.LayerNorm(hidden_states + self.hidden_dropout(self.dense_bias.expand_as(hidden_states)))
-        if (self.kernel is not None and not self.training and not torch.is_grad_enabled()
-                and not torch.compiler.is_compiling() and not _is_exporting()):
-            context = self.kernel(F.linear(hidden_states, *self._exact_weights()), attention_mask, self.scaling)
-            return self.LayerNorm(_residual_linear(context, self.dense.weight, self.dense.bias, hidden_states,
-                                                   self.hidden_dropout))
-        weight, bias, out_weight = self._padded()
-        qkv = F.linear(hidden_states, weight, bias)
+        qkv, out_weight = self._qkv(hidden_states)
         contexts, position = [], 0
         for heads, qk_width, vo_width in self.buckets:
             count = len(heads)
-            q, k, v = (qkv[..., begin: begin + count * width].view(batch, length, count, width).transpose(1, 2)
-                       for begin, width in ((position, qk_width), (position + count * qk_width, qk_width),
-                                            (position + 2 * count * qk_width, vo_width)))
+            q, k, v = self._split(qkv, batch, length, position, count, qk_width, vo_width)
             position += count * (2 * qk_width + vo_width)
-            if keep is not None:
-                index = torch.tensor([self._mirror[1][h] for h in heads], device=keep.device)
-                context = self._written_out(q, k, v, attention_mask, keep.index_select(1, index))
-            elif not qk_width and not dropout:
+            if not qk_width and not dropout:
                 context = self._uniform(v, attention_mask)
             else:
                 context = self._attend(q, k, v, attention_mask, dropout)
             contexts.append(context.transpose(1, 2).reshape(batch, length, count * vo_width))
-        context = contexts[0] if len(contexts) == 1 else torch.cat(contexts, dim=-1)
-        return self.LayerNorm(_residual_linear(context, out_weight, self.dense.bias, hidden_states,
-                                               self.hidden_dropout))
+        return self._output(contexts, out_weight, hidden_states)
 
 
 class PrunedBertFeedForward(nn.Module):

@@ -1,5 +1,6 @@
 """The ragged-width attention kernel (``kernels/ragged_attention.c``): one call per layer over heads of unequal widths,
-for the compact model's CPU inference in fp32. The ``ragged`` runtime (``grain_bench.runtimes``) uses it.
+for the compact model's CPU inference in fp32. The ``ragged`` runtime (``grain_bench.runtimes``) uses it, through
+``use_kernel``, which hands one compact attention block's inference to a kernel (``RaggedAttention``).
 
 The kernel is plain C with OpenMP. It is built on first use with the system's C compiler (``$CC``, else ``cc``, with
 ``-O3 -march=native -fopenmp``) into a cache folder (``$GRAIN_BENCH_KERNEL_CACHE``, else
@@ -16,11 +17,22 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from importlib import resources
 
 import torch
+from torch.nn import functional as F
 
 from grain_bench.errors import GrainBenchError
+from grain_bench.modeling_pruned_bert import (
+    ALIGN,
+    BUCKET_CALL_COST,
+    PrunedBertAttention,
+    _is_exporting,
+    _PaddedWeights,
+    _residual_linear,
+    _round_up,
+)
 
 SOURCE = "ragged_attention.c"
 _LIBRARY: ctypes.CDLL | None = None
@@ -153,3 +165,58 @@ class RaggedLayout:
         if failed:
             raise MemoryError("ragged attention could not allocate its scratch memory")
         return out
+
+
+class RaggedAttention(PrunedBertAttention):
+    """A compact attention block whose inference hands its attention to ``kernel`` (``use_kernel`` makes a block one,
+    and back). Training, gradients and compilers keep the bucket layout."""
+
+    kernel: Callable[[torch.Tensor, torch.Tensor | None, float], torch.Tensor]
+
+    def set_layout(self, call_cost: float = BUCKET_CALL_COST, align: int = ALIGN) -> None:
+        """``PrunedBertAttention.set_layout``, and a fresh cache of the kernel's GEMM weights."""
+        super().set_layout(call_cost, align)
+        self._kernel_weights = _PaddedWeights()
+
+    def _exact_weights(self):
+        """(W_qkv, b_qkv) with zero rows up to a multiple of ``align``: the kernel's GEMM."""
+        params = self.qkv.weight, self.qkv.bias
+        extra = _round_up(len(params[0]), self.align) - len(params[0])
+        if not extra:
+            return params
+        return self._kernel_weights.get(params, lambda: (F.pad(params[0], (0, 0, 0, extra)),
+                                                         F.pad(params[1], (0, extra))))
+
+    def forward(self, hidden_states, attention_mask=None):
+        """The kernel's attention without gradients (not compiled or exported); the bucket layout otherwise."""
+        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling() or _is_exporting():
+            return super().forward(hidden_states, attention_mask)
+        context = self.kernel(F.linear(hidden_states, *self._exact_weights()), attention_mask, self.scaling)
+        return self.LayerNorm(_residual_linear(context, self.dense.weight, self.dense.bias, hidden_states,
+                                               self.hidden_dropout))
+
+
+def use_kernel(block: PrunedBertAttention, kernel=None) -> None:
+    """Inference only: compute ``block``'s attention with ``kernel(qkv, attention_mask, scale)``, where ``qkv`` is the
+    exact QKV GEMM's output [batch, length, channels] (the kept query rows, key rows and value rows, head by head, then
+    zero channels up to a multiple of ``ALIGN``) and the result is the contexts [batch, length, vo_total] in W_O's
+    column order: one call for all heads at their own widths, no buckets and no padding (``RaggedLayout`` is such a
+    kernel). Only this block changes; a block without heads has no attention to hand over and stays as it is. No
+    kernel: back to the plain block."""
+    if kernel is None:
+        if isinstance(block, RaggedAttention):
+            block.__class__ = PrunedBertAttention
+            del block.kernel, block._kernel_weights
+        return
+    if type(block) not in (PrunedBertAttention, RaggedAttention):
+        raise GrainBenchError(f"use_kernel takes a plain PrunedBertAttention block, got {type(block).__name__}")
+    if not block.num_heads:
+        return
+    block.__class__ = RaggedAttention
+    block.kernel = kernel
+    block._kernel_weights = _PaddedWeights()
+
+
+def kernel_of(block) -> Callable | None:
+    """The kernel ``block`` runs its inference with (``use_kernel``), or None."""
+    return block.kernel if isinstance(block, RaggedAttention) else None

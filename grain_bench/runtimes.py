@@ -4,8 +4,9 @@
 - ``compile``: ``torch.compile`` for inference with static shapes and inductor's freezing (the weights, including the
   compact model's padded bucket layout, are folded into constants and the fixed per-token work -- LayerNorm, GELU,
   residuals, the score scaling and softmax -- is fused); on CPU with inductor's C++ wrapper, which calls the kernels
-  from C++ instead of Python (at batch 1 the calls are most of the time). Compiles on the first call of each input
-  shape (tens of seconds on CPU);
+  from C++ instead of Python (at batch 1 the calls are most of the time), and with the compact model's attention
+  written out as matmul, softmax, matmul (``for_compile``). Compiles on the first call of each input shape (tens of
+  seconds on CPU);
 - ``aoti``: the model exported with ``torch.export`` (batch and length dynamic) and compiled ahead of time by
   AOTInductor (freezing, C++ kernels and wrapper) into a package that runs without Python or dynamo: no guard
   checks on each call, which cost ``compile`` about 0.3 ms a call on a compact model (11% of GRAIN's 5% model at
@@ -37,6 +38,7 @@ from typing import Any
 import torch
 
 from grain_bench.errors import GrainBenchError, UsageError
+from grain_bench.modeling_pruned_bert import PrunedBertAttention, _is_exporting
 
 RUNTIMES = ("eager", "compile", "aoti", "ragged", "onnx")
 #: torch._dynamo's recompile limit while models are compiled here: one process may compile every run of a results
@@ -172,28 +174,33 @@ class OnnxModel:
         return self
 
 
+def _sharing_copy(model):
+    """A copy of ``model`` that shares its parameters and buffers (what a runtime changes in the copy's modules stays
+    there), in eval mode."""
+    memo = {id(tensor): tensor for tensor in (*model.parameters(), *model.buffers())}
+    return copy.deepcopy(model, memo).eval()
+
+
 class RaggedModel:
-    """The eager module with every compact attention block on the ragged kernel (``PrunedBertAttention.use_kernel``),
+    """The eager module with every compact attention block on the ragged kernel (``grain_bench.ragged.use_kernel``),
     called under ``torch.inference_mode``. The module is a copy that shares the parameters: the model it came from
     keeps its own attention."""
 
     def __init__(self, model):
-        from grain_bench.modeling_pruned_bert import PrunedBertAttention
-        from grain_bench.ragged import RaggedLayout, library
+        from grain_bench.ragged import RaggedLayout, library, use_kernel
 
         reference = next(model.parameters())
         if reference.device.type != "cpu" or reference.dtype != torch.float32:
             raise GrainBenchError(f"the ragged runtime runs fp32 models on the CPU; this one is {reference.dtype} on "
                                   f"{reference.device}")
         library()  # built (or found in the cache) now, so that a missing compiler is an error here
-        memo = {id(tensor): tensor for tensor in (*model.parameters(), *model.buffers())}
-        self.model = copy.deepcopy(model, memo).eval()
+        self.model = _sharing_copy(model)
         self.config = model.config
         self.kernel_layers = 0
         for block in self.model.modules():
             if isinstance(block, PrunedBertAttention) and block.num_heads \
                     and max(*block.qk_dims, *block.vo_dims) <= RAGGED_MAX_WIDTH:
-                block.use_kernel(RaggedLayout(block.qk_dims, block.vo_dims))
+                use_kernel(block, RaggedLayout(block.qk_dims, block.vo_dims))
                 self.kernel_layers += 1
 
     def __call__(self, **inputs):
@@ -202,6 +209,34 @@ class RaggedModel:
 
     def eval(self):
         return self
+
+
+class WrittenOutAttention(PrunedBertAttention):
+    """A compact attention block whose attention, while torch.compile traces it on the CPU for inference, is matmul,
+    softmax, matmul instead of the fused SDPA call (``for_compile``); eager calls and torch.export keep SDPA."""
+
+    def _attend(self, q, k, v, attention_mask, dropout: float):
+        """``PrunedBertAttention._attend``, written out under torch.compile on the CPU."""
+        if not dropout and q.device.type == "cpu" and torch.compiler.is_compiling() and not _is_exporting():
+            # Under torch.compile on CPU the fused kernel is an opaque call; written out, inductor fuses the scaling,
+            # the mask and the softmax into one loop and the two matmuls need no padding: 7% faster at batch 1 x 64
+            # and level or 1-3% faster at batch 8-32 on GRAIN's real masks (docs/compact-and-latency.md). Eager keeps
+            # the fused kernel, which is 15-50% faster than these three operations run one by one.
+            scores = torch.matmul(q, k.transpose(-1, -2)) * self.scaling
+            if attention_mask is not None:
+                scores = scores + attention_mask
+            return torch.matmul(torch.softmax(scores, dim=-1), v)
+        return super()._attend(q, k, v, attention_mask, dropout)
+
+
+def for_compile(model):
+    """What the ``compile`` runtime compiles: a copy of ``model`` (eval mode) sharing its parameters, with its compact
+    attention blocks written out (``WrittenOutAttention``). ``model`` itself is unchanged."""
+    prepared = _sharing_copy(model)
+    for block in prepared.modules():
+        if type(block) is PrunedBertAttention:
+            block.__class__ = WrittenOutAttention
+    return prepared
 
 
 def allow_recompiles() -> None:
@@ -230,7 +265,7 @@ def prepare(model, runtime: str, inputs: dict[str, torch.Tensor], threads: int |
     if runtime == "compile":
         allow_recompiles()
         device = next(model.parameters()).device
-        prepared = torch.compile(model, dynamic=False, options=compile_options(device))
+        prepared = torch.compile(for_compile(model), dynamic=False, options=compile_options(device))
     elif runtime == "aoti":
         prepared = AotiModel(model, inputs)
     elif runtime == "ragged":

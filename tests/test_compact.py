@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -304,13 +305,13 @@ CHILD = textwrap.dedent("""
     with torch.no_grad():
         logits = model(**inputs).logits
     assert not any(m.startswith("grain_bench") for m in sys.modules), "grain_bench got imported"
-    print(json.dumps({"class": type(model).__name__, "logits": logits.tolist()}))
+    hooks = hasattr(type(model.bert.encoder.layer[0].attention), "mirror_dropout")  # format 1's file has them
+    print(json.dumps({"class": type(model).__name__, "logits": logits.tolist(), "training_hooks": hooks}))
 """)
 
 
-def test_loads_with_trust_remote_code_without_grain_bench(tmp_path, tiny_model):
-    small, path, _ = _saved(tmp_path, tiny_model)
-    inputs = _inputs(small.config.vocab_size)
+def _child_logits(tmp_path, path, inputs):
+    """The child's class, logits and whether its modeling file has format 1's training hooks."""
     inputs_file = tmp_path / "inputs.json"
     inputs_file.write_text(json.dumps({k: v.tolist() for k, v in inputs.items()}))
     script = tmp_path / "child.py"
@@ -319,11 +320,50 @@ def test_loads_with_trust_remote_code_without_grain_bench(tmp_path, tiny_model):
     done = subprocess.run([sys.executable, str(script), path, str(inputs_file)], capture_output=True, text=True,
                           env=env, cwd=str(tmp_path), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_loads_with_trust_remote_code_without_grain_bench(tmp_path, tiny_model):
+    small, path, _ = _saved(tmp_path, tiny_model)
+    inputs = _inputs(small.config.vocab_size)
+    result = _child_logits(tmp_path, path, inputs)
     assert result["class"] == "PrunedBertForSequenceClassification"
     with torch.no_grad():
         expected = small(**inputs).logits
     assert (torch.tensor(result["logits"]) - expected).abs().max().item() <= 1e-6
+    assert not result["training_hooks"]  # the saved file is format 2's: what inference and plain training need
+
+
+def test_a_compact_model_of_format_1_still_loads(tmp_path, tiny_model):
+    """A folder written before format 2 (the same config and weights, with format 1's modeling file, which carried
+    training and runtime hooks: tests/data/compact-format-1 holds it as commit bd54c4a saved it) loads through
+    ``load_pruned`` and, with its own modeling file, through ``trust_remote_code`` without grain-bench; re-saved, it
+    is format 2."""
+    from grain_bench.compaction import METADATA_FILE, MODELING_FILE, load_pruned, save_pruned
+
+    small, path, _ = _saved(tmp_path, tiny_model)
+    for name, key in (("config.json", "pruned_format_version"), (METADATA_FILE, "format_version")):
+        with open(os.path.join(path, name)) as handle:
+            values = json.load(handle)
+        values[key] = 1
+        with open(os.path.join(path, name), "w") as handle:
+            json.dump(values, handle)
+    shutil.copyfile(os.path.join(os.path.dirname(__file__), "data", "compact-format-1", MODELING_FILE),
+                    os.path.join(path, MODELING_FILE))
+    inputs = _inputs(small.config.vocab_size)
+    with torch.no_grad():
+        expected = small(**inputs).logits
+        loaded = load_pruned(path)
+        assert loaded.config.pruned_format_version == 1
+        assert (loaded(**inputs).logits - expected).abs().max().item() <= 1e-6
+    result = _child_logits(tmp_path, path, inputs)
+    assert result["class"] == "PrunedBertForSequenceClassification" and result["training_hooks"]
+    assert (torch.tensor(result["logits"]) - expected).abs().max().item() <= 1e-6
+    again = save_pruned(loaded, str(tmp_path / "again"))
+    with open(os.path.join(again, "config.json")) as handle:
+        assert json.load(handle)["pruned_format_version"] == 2
+    with open(os.path.join(again, METADATA_FILE)) as handle:
+        assert json.load(handle)["format_version"] == 2
 
 
 @pytest.mark.slow
@@ -443,5 +483,6 @@ def test_a_compact_model_of_another_format_version_is_refused_clearly(tmp_path, 
     config["pruned_format_version"] = 99
     with open(os.path.join(folder, "config.json"), "w") as handle:
         json.dump(config, handle)
-    with pytest.raises(UsageError, match="format version 99; this grain-bench .* reads format 1"):
+    with pytest.raises(UsageError, match="format version 99; this grain-bench .* reads formats 1 and 2: load it with "
+                                         "the grain-bench that wrote it"):
         load_pruned(folder)

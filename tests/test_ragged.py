@@ -102,7 +102,7 @@ def test_the_kernel_serves_inference_only(tiny_model):
     from test_runtimes import _compact_with_odd_heads
 
     from grain_bench.modeling_pruned_bert import PrunedBertAttention
-    from grain_bench.ragged import RaggedLayout
+    from grain_bench.ragged import RaggedLayout, kernel_of, use_kernel
 
     small = _compact_with_odd_heads(tiny_model)
     inputs = _inputs(small.config.vocab_size)
@@ -118,7 +118,7 @@ def test_the_kernel_serves_inference_only(tiny_model):
 
     blocks = [block for block in small.modules() if isinstance(block, PrunedBertAttention) and block.num_heads]
     for block in blocks:
-        block.use_kernel(counting(RaggedLayout(block.qk_dims, block.vo_dims)))
+        use_kernel(block, counting(RaggedLayout(block.qk_dims, block.vo_dims)))
     with torch.no_grad():
         assert float((small(**inputs).logits - expected).abs().max()) <= 1e-5
     assert len(calls) == len(blocks)
@@ -127,5 +127,5 @@ def test_the_kernel_serves_inference_only(tiny_model):
     assert len(calls) == len(blocks)
     assert all(block.qkv.weight.grad is not None and block.qkv.weight.grad.abs().sum() > 0 for block in blocks)
     for block in blocks:
-        block.use_kernel()
-        assert block.kernel is None
+        use_kernel(block)
+        assert kernel_of(block) is None

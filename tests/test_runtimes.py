@@ -66,7 +66,11 @@ def test_compile_runtime_compiles_more_models_than_dynamos_default_limit(tiny_mo
 @pytest.mark.runtime
 def test_compiled_cpu_attention_is_written_out_and_exported_attention_stays_fused(tiny_model):
     """Under torch.compile on CPU each bucket's attention is matmul, softmax, matmul (inductor fuses the softmax part);
-    torch.export (the ONNX runtime's tracer) and eager keep the fused SDPA call."""
+    torch.export (the ONNX runtime's tracer) and eager keep the fused SDPA call. What the compile runtime compiles is
+    a copy (``for_compile``): the model it came from is unchanged."""
+    from grain_bench.modeling_pruned_bert import PrunedBertAttention
+    from grain_bench.runtimes import for_compile
+
     small = _compact_with_odd_heads(tiny_model)
     inputs = _inputs(small.config.vocab_size)
     graphs = []
@@ -77,13 +81,15 @@ def test_compiled_cpu_attention_is_written_out_and_exported_attention_stays_fuse
 
     torch._dynamo.reset()
     with torch.inference_mode():
-        compiled = torch.compile(small, backend=capture, dynamic=False)(**inputs)
+        compiled = torch.compile(for_compile(small), backend=capture, dynamic=False)(**inputs)
         assert float((compiled.logits - small(**inputs).logits).abs().max()) <= 1e-5
     traced = {str(node.target) for graph in graphs for node in graph.graph.nodes}
     assert graphs and not any("scaled_dot_product" in target for target in traced)
     assert any("softmax" in target for target in traced)
     exported = torch.export.export(small, (), kwargs=inputs)
     assert any("scaled_dot_product" in str(node.target) for node in exported.graph.nodes)
+    blocks = [block for block in small.modules() if isinstance(block, PrunedBertAttention)]
+    assert blocks and all(type(block) is PrunedBertAttention for block in blocks)
 
 
 @pytest.mark.runtime
@@ -125,6 +131,7 @@ def test_ragged_runtime_loads_a_saved_model_and_reproduces_it_at_every_shape(tmp
     neurons."""
     from grain_bench import load_pruned
     from grain_bench.modeling_pruned_bert import PrunedBertAttention
+    from grain_bench.ragged import kernel_of
     from grain_bench.runtimes import TOLERANCE, RaggedModel, prepare
 
     _, path, _ = _saved(tmp_path, tiny_model)
@@ -132,12 +139,12 @@ def test_ragged_runtime_loads_a_saved_model_and_reproduces_it_at_every_shape(tmp
     prepared = load_pruned(path, runtime="ragged")
     assert isinstance(prepared, RaggedModel)
     blocks = [block for block in prepared.model.modules() if isinstance(block, PrunedBertAttention) and block.num_heads]
-    assert blocks and prepared.kernel_layers == len(blocks) and all(block.kernel is not None for block in blocks)
+    assert blocks and prepared.kernel_layers == len(blocks) and all(kernel_of(block) is not None for block in blocks)
     for batch, length in ((1, 9), (1, 40), (3, 11), (5, 2), (2, 70)):
         other = _inputs(small.config.vocab_size, batch=batch, length=length, seed=batch + length)
         assert _outputs_equal(prepared, small, other) <= TOLERANCE
     again = prepare(small, "ragged", _inputs(small.config.vocab_size))
-    assert all(block.kernel is None for block in small.modules() if isinstance(block, PrunedBertAttention))
+    assert all(kernel_of(block) is None for block in small.modules() if isinstance(block, PrunedBertAttention))
     assert again.model is not small and next(again.model.parameters()) is next(small.parameters())  # shared weights
 
 

@@ -217,3 +217,28 @@ def test_compact_training_after_the_last_pruning_step_is_the_masked_training(set
     other, _ = run(True, reseed_at=5)
     with torch.no_grad():
         assert not torch.allclose(compact(other.model, kept).eval()(**inputs).logits, got, rtol=1e-4, atol=1e-5)
+
+
+def test_the_compact_phase_mirrors_dropout_on_its_own_blocks_only():
+    """``CompactPhase`` makes its compact model's attention blocks draw the masked model's dropout (``mirror_dropout``:
+    those blocks only, not the class nor another compact model) and ``finish()`` makes them plain again."""
+    from grain_bench.compact_training import CompactPhase, MirroredDropoutAttention, mirror_dropout
+    from grain_bench.compaction import compact
+    from grain_bench.masks import MaskSpace
+    from grain_bench.modeling_pruned_bert import PrunedBertAttention
+
+    student = _dropout_student()
+    space = MaskSpace.from_config(student.config)
+    masks = UnitMasks.full(space)
+    masks.qk[0, 0], masks.vo[0, 0], masks.vo[1] = False, False, False
+    masks.ffn[:, ::3] = False
+    other = compact(student, masks)
+    phase = CompactPhase(student, masks, space, torch.optim.AdamW(student.parameters()))
+    blocks = [layer.attention for layer in phase.model.base_model.encoder.layer]
+    assert [type(block) for block in blocks] == [MirroredDropoutAttention] * 2
+    assert [block.mirror for block in blocks] == [(4, [1, 2, 3]), (4, [])]
+    assert all(type(layer.attention) is PrunedBertAttention for layer in other.base_model.encoder.layer)
+    with pytest.raises(ValueError, match="3 kept heads need as many indices below 4, got \\[0, 4\\]"):
+        mirror_dropout(blocks[0], 4, [0, 4])
+    phase.finish()
+    assert all(type(block) is PrunedBertAttention and not hasattr(block, "mirror") for block in blocks)
