@@ -10,28 +10,23 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from grain_bench.backbones import DEFAULT_BACKBONE
-from grain_bench.harness import DEFAULT_RESULTS
+from grain_bench.errors import UsageError
 from grain_bench.records import RunRecord
+from grain_bench.request import DEFAULT_RESULTS, SweepRequest
 from grain_bench.types import RunSpec
-
-DEFAULT_METHODS = ("dense", "random", "magnitude", "grain", "heads")
 
 
 @dataclass
 class Sweep:
-    """A validated grid, ready to run: its specs, the store and the harness."""
+    """A validated grid, ready to run: the request it came from, its specs, the store and the harness."""
 
+    request: SweepRequest
     specs: list[RunSpec]
     store: Any  # RecordStore
     harness: Any  # Harness
-    executor: str = "local"
-    executor_options: dict[str, Any] = field(default_factory=dict)
-    retry_failed: bool = False
-    progress: bool = True
     recovered: int = 0  # records an earlier sweep had kept aside, appended by ``prepare_sweep``
 
     def status(self) -> str:
@@ -39,10 +34,10 @@ class Sweep:
         existing = self.store.latest()
         done = [s for s in self.specs if s.run_id in existing]
         failed = sum(1 for s in done if not existing[s.run_id].ok)
-        skipped = len(done) - (failed if self.retry_failed else 0)
+        skipped = len(done) - (failed if self.request.retry_failed else 0)
         hint = ""
         if failed:
-            hint = (f" ({failed} of them failed: rerunning them)" if self.retry_failed else
+            hint = (f" ({failed} of them failed: rerunning them)" if self.request.retry_failed else
                     f" ({failed} of them failed and are skipped: rerun them with --retry-failed)")
         return f"{len(self.specs)} runs in the grid, {skipped} already recorded in {self.store.path}{hint}"
 
@@ -50,8 +45,10 @@ class Sweep:
         """Run what is not recorded yet (errors too with ``retry_failed``); returns the new records."""
         from grain_bench.sweep import run_sweep
 
-        return run_sweep(self.specs, self.harness, self.store, retry_failed=self.retry_failed, progress=self.progress,
-                         executor=self.executor, executor_options=self.executor_options)
+        request = self.request
+        return run_sweep(self.specs, self.harness, self.store, retry_failed=request.retry_failed,
+                         progress=request.progress, executor=request.executor,
+                         executor_options=request.executor_options)
 
     @property
     def run_ids(self) -> set[str]:
@@ -59,15 +56,11 @@ class Sweep:
         return {s.run_id for s in self.specs}
 
 
-def prepare_sweep(methods: Iterable[str] = DEFAULT_METHODS, tasks: Iterable[str] = ("tweets",),
-                  densities: Iterable[float] = (0.2,), seeds: Iterable[int] = (1,), backbone: str = DEFAULT_BACKBONE,
-                  recipe: str = "demo", recipe_options: dict[str, Any] | None = None,
-                  method_options: dict[str, dict[str, Any]] | None = None, results: str = DEFAULT_RESULTS,
-                  data_dir: str | None = None, device: str | None = None, executor: str = "local",
-                  executor_options: dict[str, Any] | None = None, retry_failed: bool = False,
-                  save_models: bool = True, measure_latency: bool = True, progress: bool = True,
-                  data_revisions: dict[str, str] | None = None, save_predictions: bool = True, regs=None) -> Sweep:
-    """Validate everything about a grid (raises ``GrainBenchError``) and return the ``Sweep`` that runs it."""
+def prepare_sweep(request: SweepRequest | None = None, regs=None, **choices: Any) -> Sweep:
+    """Validate everything about a sweep (raises ``GrainBenchError``) and return the ``Sweep`` that runs it.
+
+    ``request`` is a ``SweepRequest`` (default: one built from ``choices``, its field names as keywords); ``regs`` the
+    registries names are looked up in (default: the process-wide ones)."""
     import os
 
     from grain_bench.errors import UsageError
@@ -78,24 +71,30 @@ def prepare_sweep(methods: Iterable[str] = DEFAULT_METHODS, tasks: Iterable[str]
     from grain_bench.preflight import check_backbones, check_device
     from grain_bench.recipes import get_recipe
 
+    request = _request(request, choices)
     regs = regs or get_registries()
-    overrides = dict(recipe_options or {})
-    get_recipe(recipe, overrides)  # the name and the overrides, before anything else
-    if data_dir is not None and not os.path.isdir(data_dir):
-        raise UsageError(f"--data-dir {data_dir!r} is not a directory")
-    regs.executors.get(executor)  # raises with the choices
-    check_device(device)
-    specs = build_specs(regs, list(methods), list(tasks), list(densities), list(seeds), backbone,
-                        lambda task: get_recipe(recipe, overrides, task), method_options, data_dir,
-                        _expand_revisions(regs, data_revisions))
-    store = RecordStore(results)
+    overrides = dict(request.recipe_options)
+    get_recipe(request.recipe, overrides)  # the name and the overrides, before anything else
+    if request.data_dir is not None and not os.path.isdir(request.data_dir):
+        raise UsageError(f"--data-dir {request.data_dir!r} is not a directory")
+    regs.executors.get(request.executor)  # raises with the choices
+    check_device(request.device)
+    specs = build_specs(regs, list(request.methods), list(request.tasks), list(request.densities),
+                        list(request.seeds), request.backbone,
+                        lambda task: get_recipe(request.recipe, overrides, task), request.method_options,
+                        request.data_dir, _expand_revisions(regs, request.data_revisions))
+    store = RecordStore(request.results)
     store.check_writable()
     store.check_current()  # records of an older schema: upgraded once, explicitly, not re-run
     check_backbones(specs, regs)
     recovered = store.recover_aside()
-    harness = Harness(results, regs=regs, progress=progress, device=device, save_models=save_models,
-                      measure_latency=measure_latency, save_predictions=save_predictions)
-    return Sweep(specs, store, harness, executor, dict(executor_options or {}), retry_failed, progress, recovered)
+    return Sweep(request, specs, store, Harness(request, regs=regs), recovered)
+
+
+def _request(request: SweepRequest | None, choices: dict[str, Any]) -> SweepRequest:
+    if request is not None and choices:
+        raise UsageError(f"give a SweepRequest or its fields as keywords, not both (got {', '.join(choices)})")
+    return request if request is not None else SweepRequest.parse(choices)
 
 
 def _expand_revisions(regs, revisions: dict[str, str] | None) -> dict[str, str]:
@@ -107,27 +106,20 @@ def _expand_revisions(regs, revisions: dict[str, str] | None) -> dict[str, str]:
     return out
 
 
-def run(methods: Iterable[str] = DEFAULT_METHODS, tasks: Iterable[str] = ("tweets",),
-        densities: Iterable[float] = (0.2,), seeds: Iterable[int] = (1,), backbone: str = DEFAULT_BACKBONE,
-        recipe: str = "demo", recipe_options: dict[str, Any] | None = None,
-        method_options: dict[str, dict[str, Any]] | None = None, results: str = DEFAULT_RESULTS,
-        data_dir: str | None = None, device: str | None = None, executor: str = "local",
-        executor_options: dict[str, Any] | None = None, retry_failed: bool = False, save_models: bool = True,
-        measure_latency: bool = True, progress: bool = True, data_revisions: dict[str, str] | None = None,
-        save_predictions: bool = True):
-    """Run the grid methods × tasks × densities × seeds (what is not recorded yet) and return the records of the
-    whole grid as a DataFrame, one row per run (see ``load_results`` for the columns).
+def run(request: SweepRequest | None = None, **choices: Any):
+    """Run a sweep (what is not recorded yet) and return the records of its whole grid as a DataFrame, one row per
+    run (see ``load_results`` for the columns).
 
-    The same grid as ``grain-bench run``: ``recipe_options`` is ``-r`` ({"max_steps": 300}), ``method_options`` is
-    ``-o`` ({"grain": {"alpha": 0.0}}), ``data_revisions`` is ``--data-revision`` ({"glue": "main"} or {"*": ...}).
-    A failed run is a row with ``status == "error"`` and its message."""
-    sweep = prepare_sweep(methods, tasks, densities, seeds, backbone, recipe, recipe_options, method_options, results,
-                          data_dir, device, executor, executor_options, retry_failed, save_models, measure_latency,
-                          progress, data_revisions, save_predictions)
-    if progress:
+    The choices are ``SweepRequest``'s fields, as keywords (or a ``SweepRequest``): the same as ``grain-bench run``'s
+    flags, with the same defaults: ``methods=["grain", "heads"]``, ``densities=[0.05, 0.2]``, ``recipe="quick"``,
+    ``recipe_options`` is ``-r`` ({"max_steps": 300}), ``method_options`` is ``-o`` ({"grain": {"alpha": 0.0}}),
+    ``data_revisions`` is ``--data-revision`` ({"glue": "main"} or {"*": ...}). A bad choice raises
+    ``GrainBenchError`` before anything runs; a failed run is a row with ``status == "error"`` and its message."""
+    sweep = prepare_sweep(request, **choices)
+    if sweep.request.progress:
         print(f"grain-bench: {sweep.status()}", file=sys.stderr)
     sweep.execute()
-    return load_results(results, run_ids=sweep.run_ids)
+    return load_results(sweep.request.results, run_ids=sweep.run_ids)
 
 
 def load_results(results: str = DEFAULT_RESULTS, task: str | None = None, run_ids: Iterable[str] | None = None):

@@ -7,6 +7,7 @@ Every user mistake becomes one line on stderr and exit code 2; ``--help``, ``met
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from grain_bench import __version__
@@ -52,44 +53,57 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every built-in subcommand (plugins add theirs through ``register_commands``)."""
-    from grain_bench.backbones import DEFAULT_BACKBONE
-    from grain_bench.harness import DEFAULT_RESULTS
+    from grain_bench.leaderboard.commands import add_parser as add_leaderboard_parser
+    from grain_bench.request import DEFAULT_RESULTS
 
-    parser = _Parser(prog="grain-bench", description=__doc__.splitlines()[0],
+    parser = _Parser(prog="grain-bench", description="A pluggable benchmark for structured pruning of pre-trained "
+                                                     "transformer encoders (GRAIN, head pruning, CoFi, baselines).",
                      epilog="Run options without a command mean `run`: grain-bench --methods grain,heads --tasks glue")
     parser.add_argument("--version", action="version", version=f"grain-bench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_run_parser(sub)
+    _add_measure_parser(sub, DEFAULT_RESULTS)
+    sub.add_parser("methods", help="list registered methods and their options")
+    sub.add_parser("tasks", help="list registered tasks and suites")
+    sub.add_parser("plugins", help="list loaded plugins and their versions")
+    add_leaderboard_parser(sub, _Parser, DEFAULT_RESULTS)
+    return parser
+
+
+#: a ``run`` flag that is not given leaves its ``SweepRequest`` field out, so the request's declared default applies
+_UNSET = argparse.SUPPRESS
+
+
+def _add_run_parser(sub) -> None:
+    """``run``: one flag per ``SweepRequest`` choice (help texts read the request's defaults), plus how to print."""
+    from grain_bench.request import help_text
 
     run = sub.add_parser("run", help="run a grid of methods x tasks x densities x seeds and print the comparison")
-    run.add_argument("--methods", type=_names("method", "grain,heads"),
-                     default=["dense", "random", "magnitude", "grain", "heads"],
-                     help="comma list of methods (default: dense,random,magnitude,grain,heads)")
-    run.add_argument("--tasks", type=_names("task", "tweets or glue"), default=["tweets"],
-                     help="comma list of tasks or suites, e.g. glue (default: tweets)")
-    run.add_argument("--densities", type=_floats, default=[0.2],
-                     help="target encoder densities in (0, 1] (default: 0.2)")
-    run.add_argument("--seeds", type=_ints, default=[1], help="comma list of seeds (default: 1)")
-    run.add_argument("--backbone", default=DEFAULT_BACKBONE,
-                     help=f"named backbone, hub id or local path (default: {DEFAULT_BACKBONE})")
-    run.add_argument("--recipe", default="demo", help="distillation recipe: demo (default), quick, paper, test")
+    run.add_argument("--methods", type=_names("method", "grain,heads"), default=_UNSET, help=help_text("methods"))
+    run.add_argument("--tasks", type=_names("task", "tweets or glue"), default=_UNSET, help=help_text("tasks"))
+    run.add_argument("--densities", type=_floats, default=_UNSET, help=help_text("densities"))
+    run.add_argument("--seeds", type=_ints, default=_UNSET, help=help_text("seeds"))
+    run.add_argument("--backbone", default=_UNSET, help=help_text("backbone"))
+    run.add_argument("--recipe", default=_UNSET, help=help_text("recipe"))
     run.add_argument("-r", "--recipe-option", action="append", default=[], metavar="KEY=VALUE",
                      help="override one recipe field, e.g. -r max_steps=300 (repeatable)")
     run.add_argument("-o", "--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                      help="method option, e.g. -o grain.alpha=0.3 (repeatable)")
-    run.add_argument("--results", default=DEFAULT_RESULTS, help=f"results directory (default: {DEFAULT_RESULTS})")
-    run.add_argument("--data-dir", default=None,
-                     help="local task files in the task's canonical format (default: hub/package)")
+    run.add_argument("--results", default=_UNSET, help=help_text("results"))
+    run.add_argument("--data-dir", dest="data_dir", default=_UNSET, help=help_text("data_dir", "hub/package"))
     run.add_argument("--data-revision", action="append", default=[], metavar="[TASK=]REVISION",
                      help="hub data: the branch, tag or commit to load (default: each task's pinned ref, resolved to "
                           "its commit when the grid is planned); TASK may be a suite, e.g. glue=main (repeatable)")
-    run.add_argument("--retry-failed", action="store_true", help="re-run specs whose last record is an error")
-    run.add_argument("--no-save-models", action="store_true", help="do not write the compact model of each run")
-    run.add_argument("--no-latency", action="store_true", help="skip latency measurement")
-    run.add_argument("--no-predictions", action="store_true",
+    run.add_argument("--retry-failed", dest="retry_failed", action="store_true", default=_UNSET,
+                     help="re-run specs whose last record is an error")
+    run.add_argument("--no-save-models", dest="save_models", action="store_false", default=_UNSET,
+                     help="do not write the compact model of each run")
+    run.add_argument("--no-latency", dest="measure_latency", action="store_false", default=_UNSET,
+                     help="skip latency measurement")
+    run.add_argument("--no-predictions", dest="save_predictions", action="store_false", default=_UNSET,
                      help="do not store per-example predictions (then no paired confidence intervals)")
-    run.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    run.add_argument("--executor", default="local",
-                     help="where runs execute: local (default), ray, or a plugin's executor")
+    run.add_argument("--device", default=_UNSET, help=help_text("device", "cuda when available, else cpu"))
+    run.add_argument("--executor", default=_UNSET, help=help_text("executor"))
     run.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
                      help="with --executor ray: the Ray cluster to use (default: start a local Ray instance)")
     run.add_argument("-E", "--executor-option", action="append", default=[], metavar="KEY=VALUE",
@@ -99,31 +113,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--versus", default=None, metavar="METHOD",
                      help="compare every row with METHOD by a paired 95%% confidence interval of the score difference "
                           "(default: the first method of --methods; none: no comparison)")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    run.add_argument("-q", "--quiet", dest="progress", action="store_false", default=_UNSET, help="no progress bars")
 
+
+def _add_measure_parser(sub, default_results: str) -> None:
+    """``measure``: re-time a results directory's runs (defaults from ``RetimeSettings``)."""
+    from grain_bench.retime import RetimeSettings
+
+    defaults = RetimeSettings()
     measure = sub.add_parser("measure", help="re-time every run's compact model against its dense backbone, side by "
                                              "side in one process (run it on a quiet machine)")
-    measure.add_argument("--results", default=DEFAULT_RESULTS, help=f"results directory (default: {DEFAULT_RESULTS})")
+    measure.add_argument("--results", default=default_results, help=f"results directory (default: {default_results})")
     measure.add_argument("--task", default=None, help="only this task's runs")
-    measure.add_argument("--batch", type=int, default=32, help="batch size (default: 32)")
+    measure.add_argument("--batch", type=int, default=defaults.batch, help=f"batch size (default: {defaults.batch})")
     measure.add_argument("--seq-len", type=int, default=None, help="sequence length (default: each run's recipe's)")
-    measure.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
-    measure.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    measure.add_argument("--dtype", default="fp32", help="fp32 (default), fp16 or bf16")
-    measure.add_argument("--mode", default="eager",
-                         help="eager (default); on CPU also compile, aoti, ragged or onnx (grain_bench.runtimes), on "
-                              "CUDA cuda_graph or compile")
-    measure.add_argument("--runs", type=int, default=15, help="timed rounds (default: 15)")
+    measure.add_argument("--threads", type=int, default=defaults.threads,
+                         help=f"CPU threads (default: {defaults.threads})")
+    measure.add_argument("--device", default=defaults.device, help=f"cpu or cuda[:N] (default: {defaults.device})")
+    measure.add_argument("--dtype", default=defaults.dtype, help=f"fp32, fp16 or bf16 (default: {defaults.dtype})")
+    measure.add_argument("--mode", default=defaults.mode,
+                         help=f"{defaults.mode} (default); on CPU also compile, aoti, ragged or onnx "
+                              f"(grain_bench.runtimes), on CUDA cuda_graph or compile")
+    measure.add_argument("--runs", type=int, default=defaults.runs, help=f"timed rounds (default: {defaults.runs})")
     measure.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-
-    sub.add_parser("methods", help="list registered methods and their options")
-    sub.add_parser("tasks", help="list registered tasks and suites")
-    sub.add_parser("plugins", help="list loaded plugins and their versions")
-
-    from grain_bench.leaderboard.commands import add_parser as add_leaderboard_parser
-
-    add_leaderboard_parser(sub, _Parser, DEFAULT_RESULTS)
-    return parser
 
 
 def _add_plugin_commands(parser: argparse.ArgumentParser) -> None:
@@ -213,33 +225,37 @@ def cmd_leaderboard(args) -> int:
     return run(args)
 
 
+def request_from_args(args):
+    """The ``SweepRequest`` of a parsed ``run`` command line: only the choices given, by name; the rest keep the
+    request's declared defaults."""
+    from grain_bench.options import parse_assignments, parse_key_values
+    from grain_bench.request import SweepRequest
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(SweepRequest) if hasattr(args, f.name)}
+    given["recipe_options"] = parse_key_values(args.recipe_option, "recipe option", "max_steps=300")
+    given["method_options"] = parse_assignments(args.option)
+    given["executor_options"] = parse_key_values(args.executor_option, "executor option", "max_retries=2")
+    given["data_revisions"] = dict(item.split("=", 1) if "=" in item else ("*", item) for item in args.data_revision)
+    if args.ray_address is not None:
+        given["executor_options"]["address"] = args.ray_address
+    return SweepRequest.parse(given)
+
+
 def cmd_run(args) -> int:
     """Validate the whole grid, run what is not done yet, print the table; exit 1 if any run failed."""
     from grain_bench.api import prepare_sweep
     from grain_bench.errors import UsageError
-    from grain_bench.leaderboard.commands import print_notes
-    from grain_bench.leaderboard.tables import show_table
-    from grain_bench.options import parse_assignments, parse_key_values
+    from grain_bench.leaderboard.render import exporter
     from grain_bench.plugins import get_registries
     from grain_bench.sweep import SweepTerminated
 
     regs = get_registries()
-    from grain_bench.leaderboard.render import exporter
-
     writer = exporter(args.format, regs)  # an unknown table format is refused before the sweep, not after it
-    executor_options = parse_key_values(args.executor_option, "executor option", "max_retries=2")
-    if args.ray_address is not None:
-        if args.executor not in regs.executors or regs.executors.entry(args.executor).name != "ray":
-            raise UsageError("--ray-address needs --executor ray")
-        executor_options["address"] = args.ray_address
-    sweep = prepare_sweep(args.methods, args.tasks, args.densities, args.seeds, args.backbone, args.recipe,
-                          parse_key_values(args.recipe_option, "recipe option", "max_steps=300"),
-                          parse_assignments(args.option), args.results, args.data_dir, args.device, args.executor,
-                          executor_options, args.retry_failed, save_models=not args.no_save_models,
-                          measure_latency=not args.no_latency, progress=not args.quiet,
-                          data_revisions=dict(item.split("=", 1) if "=" in item else ("*", item)
-                                              for item in args.data_revision),
-                          save_predictions=not args.no_predictions, regs=regs)
+    request = request_from_args(args)
+    if args.ray_address is not None and (request.executor not in regs.executors
+                                         or regs.executors.entry(request.executor).name != "ray"):
+        raise UsageError("--ray-address needs --executor ray")
+    sweep = prepare_sweep(request, regs=regs)
     store = sweep.store
     if sweep.recovered:
         print(f"grain-bench: appended {sweep.recovered} record(s) that an earlier run had to keep aside",
@@ -251,13 +267,27 @@ def cmd_run(args) -> int:
         print(f"grain-bench: {exc}; finished runs are stored in {store.path}, run the same command to resume",
               file=sys.stderr)
         return 128 + exc.signum
-    versus = regs.resolve_methods(args.methods)[0] if args.versus is None else args.versus
+    _print_tables(args, sweep, regs, writer)
+    return _closing(records, store)
+
+
+def _print_tables(args, sweep, regs, writer) -> None:
+    """The closing comparison of each task of the sweep, compared with ``--versus`` (default: the first method)."""
+    from grain_bench.leaderboard.commands import print_notes
+    from grain_bench.leaderboard.tables import show_table
+
+    request = sweep.request
+    versus = regs.resolve_methods(request.methods)[0] if args.versus is None else args.versus
     versus = None if versus.lower() == "none" else versus
-    for task in regs.expand_tasks(args.tasks):
-        text, notes = show_table(args.results, args.format, task=task, run_ids=sweep.run_ids, versus=versus,
+    for task in regs.expand_tasks(request.tasks):
+        text, notes = show_table(request.results, args.format, task=task, run_ids=sweep.run_ids, versus=versus,
                                  regs=regs)
         print(text, end="" if writer.data_only else "\n")
         print_notes(notes)
+
+
+def _closing(records, store) -> int:
+    """Say which runs failed and which records wait aside; 1 when any did, else 0."""
     failed = [r for r in records if not r.ok]
     for record in failed:
         print(f"grain-bench: run {record.run_id} failed: {record.error}", file=sys.stderr)

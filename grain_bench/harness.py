@@ -1,7 +1,8 @@
 """The run harness: runs one spec (teacher, distillation, compaction and measurement, scoring) and turns it into a
-``RunRecord``; a failed run becomes an ``error`` record and the sweep goes on. ``HarnessConfig`` is everything a
-harness needs besides the plugins, frozen and JSON-able, so an executor can ship it to a worker. The grid is
-``grain_bench.grid``, the sweep ``grain_bench.sweep``, the teacher cache ``grain_bench.teachers``."""
+``RunRecord``; a failed run becomes an ``error`` record and the sweep goes on. It takes the sweep's
+``SweepRequest`` (where results go, the device, what to save and time), frozen and JSON-able, so an executor can ship
+it to a worker. The grid is ``grain_bench.grid``, the sweep ``grain_bench.sweep``, the teacher cache
+``grain_bench.teachers``."""
 
 from __future__ import annotations
 
@@ -25,30 +26,8 @@ from grain_bench.records import (
     RunRecord,
     quality_of,
 )
+from grain_bench.request import DEFAULT_RESULTS, SweepRequest
 from grain_bench.types import Recipe, RunSpec
-
-DEFAULT_RESULTS = "grain-bench-results"
-
-
-@dataclass(frozen=True)
-class HarnessConfig:
-    """How runs are run and where they are stored; the same for every run of a sweep."""
-
-    results_dir: str = DEFAULT_RESULTS
-    progress: bool = True
-    device: str | None = None  # None: cuda when available, else cpu
-    save_models: bool = True
-    measure_latency: bool = True
-    save_predictions: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (what an executor ships to a worker)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HarnessConfig:
-        """Inverse of ``to_dict``."""
-        return cls(**data)
 
 
 @dataclass
@@ -89,17 +68,18 @@ class Scored:
 class Harness:
     """Runs specs one at a time, caching task data and teachers in memory (and teachers on disk).
 
-    ``Harness(config)`` or, for short, ``Harness(results_dir, progress=False, ...)`` with ``HarnessConfig``'s fields
-    as keywords. ``regs``: the registries every name is looked up in (default: the process-wide ones, as the CLI and
-    the Python API use); ``pm``: the plugin manager whose hooks are called (default: the one ``regs`` came from)."""
+    ``Harness(request)`` (a ``SweepRequest``) or, for short, ``Harness(results, progress=False, ...)`` with its
+    fields as keywords. ``regs``: the registries every name is looked up in (default: the process-wide ones, as the
+    CLI and the Python API use); ``pm``: the plugin manager whose hooks are called (default: the one ``regs`` came
+    from)."""
 
-    def __init__(self, config: HarnessConfig | str = DEFAULT_RESULTS, regs=None, pm=None, **settings):
+    def __init__(self, config: SweepRequest | str = DEFAULT_RESULTS, regs=None, pm=None, **settings):
         from grain_bench.plugins import get_plugin_manager, get_registries
 
         if isinstance(config, str):
-            config = HarnessConfig(results_dir=config, **settings)
+            config = SweepRequest.parse({"results": config, **settings})
         elif settings:
-            config = dataclasses.replace(config, **settings)
+            config = config.replace(**settings)
         self.config = config
         self.regs = regs or get_registries()
         self.pm = pm or self.regs.pm or get_plugin_manager()
@@ -114,7 +94,7 @@ class Harness:
     @property
     def results_dir(self) -> str:
         """Where records, teachers, models and predictions go."""
-        return self.config.results_dir
+        return self.config.results
 
     @property
     def progress(self) -> bool:

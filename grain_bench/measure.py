@@ -372,7 +372,7 @@ def measure_run(config, spec, task, result, data, tokenizer, recipe, extra: dict
     """Compact the student, check it against the masked model on an eval batch, count its parameters and FLOPs,
     time it against the dense model (``config.measure_latency``), save it (``config.save_models``).
 
-    ``config`` is the harness's ``HarnessConfig``; ``extra`` the method's ``finalize`` shape fields. A storage error
+    ``config`` is the harness's ``SweepRequest``; ``extra`` the method's ``finalize`` shape fields. A storage error
     while saving costs the saved model, not the run: it is appended to ``warnings``."""
     from grain_bench.compaction import compact, save_pruned
     from grain_bench.files import STORAGE_ERRORS, storage_error_text
@@ -402,7 +402,7 @@ def measure_run(config, spec, task, result, data, tokenizer, recipe, extra: dict
 
     artifact = None
     if config.save_models:
-        path = os.path.join(config.results_dir, "models", spec.run_id)
+        path = os.path.join(config.results, "models", spec.run_id)
         metadata = {"run_id": spec.run_id, "spec": spec.to_dict(), "max_abs_logit_diff": diff,
                     "density": density.achieved, "masks": masks.to_dict()}
         try:

@@ -54,7 +54,12 @@ def _coerce(owner: str, key: str, value: Any, annotation: Any) -> Any:
     if annotation is str:
         return str(value)
     if origin is tuple:
-        items = value.split(",") if isinstance(value, str) else list(value)
+        if isinstance(value, str):
+            items = value.split(",")
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:  # one value where a list is expected: grain_bench.run(densities=0.5)
+            items = [value]
         item_type = args[0] if args else str
         return tuple(_coerce(owner, key, item, item_type) for item in items if item != "")
     return value

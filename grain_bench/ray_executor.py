@@ -15,7 +15,6 @@ executor.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import os
 import traceback
@@ -99,12 +98,13 @@ _WORKER_HARNESSES: dict[str, Any] = {}
 
 def run_in_worker(spec: dict, config: dict) -> dict:
     """Body of one Ray task: run ``spec`` with a harness kept per worker process (its data and teacher caches)."""
-    from grain_bench.harness import Harness, HarnessConfig
+    from grain_bench.harness import Harness
+    from grain_bench.request import SweepRequest
 
     key = canonical_json(config)
     harness = _WORKER_HARNESSES.get(key)
     if harness is None:
-        harness = _WORKER_HARNESSES[key] = Harness(HarnessConfig.from_dict(config))
+        harness = _WORKER_HARNESSES[key] = Harness(SweepRequest.from_dict(config))
     return harness.run(RunSpec.from_dict(spec)).to_dict()
 
 
@@ -112,7 +112,7 @@ class RayExecutor:
     """One Ray task per spec; the driver appends results to the store as they arrive."""
 
     Options = RayOptions
-    worker_function = staticmethod(run_in_worker)  # the body of every task: (spec dict, harness config) -> record dict
+    worker_function = staticmethod(run_in_worker)  # the body of every task: (spec dict, request dict) -> record dict
 
     def __init__(self, **options):
         self.options = RayOptions.parse(options)
@@ -166,8 +166,7 @@ class RayExecutor:
 
     def _run(self, ray, specs, harness, store, progress):
         remote = ray.remote(self.worker_function).options(**self._task_options(ray))
-        config = dataclasses.replace(harness.config, results_dir=os.path.abspath(harness.results_dir),
-                                     progress=False).to_dict()
+        config = harness.config.replace(results=os.path.abspath(harness.results_dir), progress=False).to_dict()
         groups: dict[str, list[RunSpec]] = {}
         for spec in specs:
             groups.setdefault(teacher_group(spec), []).append(spec)

@@ -36,3 +36,27 @@ def grain_bench_errors():
     import grain_bench.errors
 
     return grain_bench.errors
+
+
+def test_a_sweep_request_declares_every_default_once_and_refuses_what_it_cannot_hold(tmp_path):
+    """The CLI's help reads its defaults from ``SweepRequest``; the API converts a single value or a comma string
+    where a list is expected, and names the field of a wrong value or an unknown keyword."""
+    import grain_bench
+    from grain_bench.cli import build_parser
+    from grain_bench.errors import UsageError
+    from grain_bench.request import SweepRequest, default
+
+    request = SweepRequest.parse({"densities": 0.5, "methods": "grain,heads", "seeds": [1, 2]})
+    assert request.densities == (0.5,) and request.methods == ("grain", "heads") and request.seeds == (1, 2)
+    assert SweepRequest.from_dict(request.to_dict()) == request  # what an executor ships to a worker
+    assert request.replace(seeds=[3]).seeds == (3,) and request.replace(seeds=[3]).methods == request.methods
+    text = next(a for a in build_parser()._subparsers._group_actions[0].choices["run"]._actions
+                if "--recipe" in a.option_strings).help
+    assert f"(default: {default('recipe')})" in text
+    with pytest.raises(UsageError, match="unknown option 'metods'. Did you mean 'methods'"):
+        grain_bench.run(metods=["grain"], results=str(tmp_path / "r"))
+    with pytest.raises(UsageError, match="option seeds='one' must be an integer"):
+        grain_bench.run(seeds=["one"], results=str(tmp_path / "r"))
+    with pytest.raises(UsageError, match="method_options must be a dict"):
+        grain_bench.run(method_options=["grain"], results=str(tmp_path / "r"))
+    assert not (tmp_path / "r").exists()

@@ -16,8 +16,8 @@ from grain_bench.cli import main
 BAD_RUNS = [
     (["--methods", "grian"], "unknown method 'grian'. Did you mean 'grain'"),
     (["--tasks", "tweetz"], "unknown task 'tweetz'. Did you mean 'tweets'"),
-    (["--densities", "0,0.5"], "density 0 is outside (0, 1]"),
-    (["--densities", "1.5"], "density 1.5 is outside (0, 1]"),
+    (["--densities", "0,0.5"], "option densities=0.0 must be in (0, 1] (give fractions such as 0.05,0.1)"),
+    (["--densities", "1.5"], "option densities=1.5 must be in (0, 1]"),
     (["--densities", "half"], "expected comma-separated numbers"),
     (["--seeds", "one"], "expected comma-separated integers"),
     (["-o", "grain.alpah=0.3"], "unknown option 'alpah'. Did you mean 'alpha'"),

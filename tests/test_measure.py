@@ -138,7 +138,7 @@ class _Task:
 
 
 def _run_parts(tiny_model, results_dir, save_models=True, measure_latency=True):
-    from grain_bench.harness import HarnessConfig
+    from grain_bench.request import SweepRequest
     from grain_bench.masked import MaskedModel
     from grain_bench.types import RunSpec
 
@@ -155,7 +155,7 @@ def _run_parts(tiny_model, results_dir, save_models=True, measure_latency=True):
     recipe = get_recipe("test")
     spec = RunSpec(method="random", task="tweets", backbone="test-bert-tiny", target_density=0.5, seed=0,
                    recipe=recipe.to_dict(), method_options={}, task_version="1", data="default")
-    config = HarnessConfig(results_dir=results_dir, save_models=save_models, measure_latency=measure_latency)
+    config = SweepRequest(results=results_dir, save_models=save_models, measure_latency=measure_latency)
     result = SimpleNamespace(model=model, masked=masked, masks=masks, space=masked.space)
     data = SimpleNamespace(eval=SimpleNamespace(features=rows), collate=collate)
     return config, spec, _Task(), result, data, tokenizer, recipe

@@ -63,7 +63,7 @@ REFUSED = [
     (["--seeds", ""], "argument --seeds: expected at least one seed"),
     (["--tasks", ","], "argument --tasks: expected at least one task"),
     (["--densities", "0.1,,0.2"], "empty item in '0.1,,0.2'"),
-    (["--densities", "nan"], "density nan is outside (0, 1]"),
+    (["--densities", "nan"], "option densities=nan must be a finite number in (0, 1]"),
 ]
 
 

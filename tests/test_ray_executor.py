@@ -101,7 +101,7 @@ def test_teachers_run_before_their_students(ray_session, regs, pm, results_dir, 
     records = Pretending().run(specs, _harness(results_dir, regs, pm), store, progress=False)
     assert len(records) == len(specs) == 10 and all(r.ok for r in records)
     assert {r.run_id for r in store.records()} == {s.run_id for s in specs}
-    assert records[0].method_info["config"]["results_dir"] == os.path.abspath(results_dir)  # shared teacher cache
+    assert records[0].method_info["config"]["results"] == os.path.abspath(results_dir)  # shared teacher cache
 
     events = [line.split() for line in open(log)]
     first = {}
