@@ -64,7 +64,7 @@ def mirror_dropout(block: PrunedBertAttention, num_heads: int | None = None, hea
     one meets the masked model's random numbers. Only this block changes. No arguments: back to the plain block."""
     if num_heads is None:
         if isinstance(block, MirroredDropoutAttention):
-            block.__class__ = PrunedBertAttention
+            block.__class__ = PrunedBertAttention  # type: ignore[assignment]  # back to the plain block
             del block.mirror
         return
     if type(block) not in (PrunedBertAttention, MirroredDropoutAttention):
@@ -74,7 +74,7 @@ def mirror_dropout(block: PrunedBertAttention, num_heads: int | None = None, hea
         raise ValueError(f"mirror_dropout: {block.num_heads} kept heads need as many indices below {num_heads}, "
                          f"got {head_index}")
     block.__class__ = MirroredDropoutAttention
-    block.mirror = (int(num_heads), head_index)
+    block.mirror = (int(num_heads), head_index)  # type: ignore[assignment]  # plain data, not a parameter
 
 
 class CompactPhase:

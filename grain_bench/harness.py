@@ -77,13 +77,12 @@ class Harness:
         from grain_bench.plugins import get_plugin_manager, get_registries
 
         if isinstance(config, str):
-            config = SweepRequest.parse({"results": config, **settings})
-        elif settings:
-            config = config.replace(**settings)
-        self.config = config
+            self.config = SweepRequest.parse({"results": config, **settings})
+        else:
+            self.config = config.replace(**settings) if settings else config
         self.regs = regs or get_registries()
         self.pm = pm or self.regs.pm or get_plugin_manager()
-        if not config.progress:
+        if not self.config.progress:
             import datasets
 
             datasets.disable_progress_bars()

@@ -205,7 +205,7 @@ def use_kernel(block: PrunedBertAttention, kernel=None) -> None:
     kernel: back to the plain block."""
     if kernel is None:
         if isinstance(block, RaggedAttention):
-            block.__class__ = PrunedBertAttention
+            block.__class__ = PrunedBertAttention  # type: ignore[assignment]  # back to the plain block
             del block.kernel, block._kernel_weights
         return
     if type(block) not in (PrunedBertAttention, RaggedAttention):
@@ -214,7 +214,7 @@ def use_kernel(block: PrunedBertAttention, kernel=None) -> None:
         return
     block.__class__ = RaggedAttention
     block.kernel = kernel
-    block._kernel_weights = _PaddedWeights()
+    block._kernel_weights = _PaddedWeights()  # type: ignore[assignment]  # a cache, not a parameter
 
 
 def kernel_of(block) -> Callable | None:

@@ -138,8 +138,8 @@ class _Task:
 
 
 def _run_parts(tiny_model, results_dir, save_models=True, measure_latency=True):
-    from grain_bench.request import SweepRequest
     from grain_bench.masked import MaskedModel
+    from grain_bench.request import SweepRequest
     from grain_bench.types import RunSpec
 
     model, tokenizer = tiny_model
