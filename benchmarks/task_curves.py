@@ -56,7 +56,7 @@ def curves(task_name: str, data_dir: str, recipe, every: int, student_steps: int
     started = time.time()
     path = os.path.join(out_dir, f"curve-{task_name}.json") if out_dir else None
     weights = os.path.join(out_dir, "teachers", f"{task_name}.pt") if out_dir else None
-    out = {"task": task_name, "metric": task.primary_metric, "chance": data.chance, "data": provenance["key"],
+    out = {"task": task_name, "metric": task.primary_metric, "chance": data.chance, "data": provenance.key,
            "recipe": recipe.to_dict(), "teacher": [], "students": {}, "complete": False, **(common or {})}
     if path and weights and os.path.exists(path) and os.path.exists(weights):
         with open(path) as handle:
@@ -88,7 +88,7 @@ def curves(task_name: str, data_dir: str, recipe, every: int, student_steps: int
             torch.save(teacher.state_dict(), weights)
         save()
     teacher.eval()
-    student_recipe = get_recipe("quick", {**_overrides(recipe), "max_steps": student_steps}, task_name)
+    student_recipe = get_recipe("quick", {**_overrides(recipe), "max_steps": student_steps}, type(task))
     for name in methods:
         if out["students"].get(name):
             continue
@@ -133,6 +133,7 @@ def main(argv=None) -> int:
 
     import torch
 
+    from grain_bench.plugins import get_registries
     from grain_bench.recipes import get_recipe
 
     os.makedirs(args.out, exist_ok=True)
@@ -153,7 +154,8 @@ def main(argv=None) -> int:
                     continue
         overrides = {"max_length": LENGTHS.get(task, 128), "teacher_max_steps": args.teacher_steps,
                      "teacher_lr": TEACHER_LR.get(task, get_recipe("quick").teacher_lr)}
-        curves(task, args.data_dir, get_recipe("quick", overrides, task), args.every, args.student_steps,
+        curves(task, args.data_dir, get_recipe("quick", overrides, get_registries().tasks.get(task)), args.every,
+               args.student_steps,
                [m for m in args.methods.split(",") if m], out_dir=args.out,
                common={"machine": machine, "command": command}, device=device)
     return 0

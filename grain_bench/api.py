@@ -79,10 +79,12 @@ def prepare_sweep(request: SweepRequest | None = None, regs=None, **choices: Any
         raise UsageError(f"--data-dir {request.data_dir!r} is not a directory")
     regs.executors.get(request.executor)  # raises with the choices
     check_device(request.device)
+    def recipe(task: str):  # the named recipe with the values the task declares for it, under the user's overrides
+        return get_recipe(request.recipe, overrides, regs.tasks.get(task))
+
     specs = build_specs(regs, list(request.methods), list(request.tasks), list(request.densities),
-                        list(request.seeds), request.backbone,
-                        lambda task: get_recipe(request.recipe, overrides, task), request.method_options,
-                        request.data_dir, _expand_revisions(regs, request.data_revisions))
+                        list(request.seeds), request.backbone, recipe, request.method_options, request.data_dir,
+                        _expand_revisions(regs, request.data_revisions))
     store = RecordStore(request.results)
     store.check_writable()
     store.check_current()  # records of an older schema: upgraded once, explicitly, not re-run

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from grain_bench.errors import DataError, UsageError
+from grain_bench.heads import task_head
 from grain_bench.hookspecs import hookimpl
 
 DEFAULT_BACKBONE = "minilm-l6"
 TINY_BACKBONE = "test-bert-tiny"
-HEADS = ("sequence", "regression", "token", "span")
 
 
 def _quiet_transformers() -> None:
@@ -25,26 +25,14 @@ def _quiet_transformers() -> None:
 
 
 def auto_class(head: str):
-    """The transformers Auto class for a task head."""
+    """The transformers Auto class for a task head (``grain_bench.heads``; ``UsageError`` for an unknown head)."""
     import transformers
 
-    classes = {
-        "sequence": transformers.AutoModelForSequenceClassification,
-        "regression": transformers.AutoModelForSequenceClassification,
-        "token": transformers.AutoModelForTokenClassification,
-        "span": transformers.AutoModelForQuestionAnswering,
-    }
-    if head not in classes:
-        raise UsageError(f"unknown task head {head!r}; expected one of {', '.join(HEADS)}")
-    return classes[head]
+    return getattr(transformers, task_head(head).auto_class)
 
 
 def _head_kwargs(head: str, num_labels: int) -> dict:
-    if head == "regression":
-        return {"num_labels": 1, "problem_type": "regression"}
-    if head == "span":
-        return {}
-    return {"num_labels": num_labels}
+    return task_head(head).model_kwargs(num_labels)
 
 
 def tiny_tokenizer():

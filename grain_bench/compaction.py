@@ -17,6 +17,7 @@ import torch
 
 from grain_bench.errors import UsageError
 from grain_bench.files import ordinary_permissions
+from grain_bench.heads import compact_classes
 from grain_bench.masks import MaskSpace, UnitMasks
 from grain_bench.shape import ModelShape
 from grain_bench.version import __version__
@@ -28,13 +29,9 @@ METADATA_FILE = "grain_bench.json"
 #: hooks), and a folder carries its own, which ``trust_remote_code`` uses.
 READABLE_FORMATS = (1, 2)
 
-# transformers class name of the source model -> compact class name (same head, same forward signature).
-HEAD_CLASSES = {
-    "BertModel": "PrunedBertModel",
-    "BertForSequenceClassification": "PrunedBertForSequenceClassification",
-    "BertForTokenClassification": "PrunedBertForTokenClassification",
-    "BertForQuestionAnswering": "PrunedBertForQuestionAnswering",
-}
+# transformers class name of the source model -> compact class name (same head, same forward signature): one per
+# task head (grain_bench.heads) and the bare encoder.
+HEAD_CLASSES = compact_classes()
 AUTO_MAP = {
     "AutoConfig": "modeling_pruned_bert.PrunedBertConfig",
     "AutoModel": "modeling_pruned_bert.PrunedBertModel",

@@ -17,10 +17,10 @@ def build_specs(regs, methods: list[str], tasks: list[str], densities: list[floa
     """The grid methods x tasks x densities x seeds as run specs (methods that do not prune get density 1 once).
 
     ``recipe`` is one recipe for every task, or a function of the task name (``lambda task: get_recipe(name,
-    overrides, task)`` applies a named recipe's per-task values). Each task's data is identified here (``RunSpec.data``:
-    a content hash of the files it reads from ``data_dir`` or its package, or the hub commit that ``data_revisions``
-    ({task or "*": branch, tag or commit}, default each task's ``hub_ref``) names now). Every name and option is
-    validated here, before anything runs or is written.
+    overrides, regs.tasks.get(task))`` applies the values a task declares for a named recipe). Each task's data is
+    identified here (``RunSpec.data``: a content hash of the files it reads from ``data_dir`` or its package, or the
+    hub commit that ``data_revisions`` ({task or "*": branch, tag or commit}, default each task's ``hub_ref``) names
+    now). Every name and option is validated here, before anything runs or is written.
     """
     for what, items in (("methods", methods), ("tasks", tasks), ("densities", densities), ("seeds", seeds)):
         if not items:

@@ -6,14 +6,11 @@ import json
 import os
 
 from grain_bench.files import write_atomically
+from grain_bench.heads import HEADS
 from grain_bench.records import RunRecord
 from grain_bench.types import Recipe
 from grain_bench.version import __version__
 
-PIPELINE_TAGS = {"sequence": "text-classification", "regression": "text-classification",
-                 "token": "token-classification", "span": "question-answering"}
-AUTO_CLASSES = {"sequence": "AutoModelForSequenceClassification", "regression": "AutoModelForSequenceClassification",
-                "token": "AutoModelForTokenClassification", "span": "AutoModelForQuestionAnswering"}
 #: hub ids of the named backbones' weights, for the card's ``base_model``
 BASE_MODELS = {"minilm-l6": "sentence-transformers/all-MiniLM-L6-v2"}
 CARD_FILE = "README.md"
@@ -24,6 +21,11 @@ def base_model(backbone: str, named: bool) -> str | None:
     if named:
         return BASE_MODELS.get(backbone)
     return None if os.path.exists(os.path.expanduser(backbone)) else backbone
+
+
+def _head(head: str, attribute: str, fallback: str) -> str:
+    """An attribute of the task head (``grain_bench.heads``), or ``fallback`` for a head this version does not know."""
+    return getattr(HEADS[head], attribute) if head in HEADS else fallback
 
 
 def _number(value: float | None) -> float:
@@ -40,7 +42,7 @@ def model_card(record: RunRecord, head: str, base: str | None = None) -> str:
     method, task, backbone = spec.method, spec.task, spec.backbone
     options = spec.method_options
     options_text = ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "defaults"
-    front = ["---", "library_name: transformers", f"pipeline_tag: {PIPELINE_TAGS.get(head, 'feature-extraction')}",
+    front = ["---", "library_name: transformers", f"pipeline_tag: {_head(head, 'pipeline_tag', 'feature-extraction')}",
              "tags:", "- grain-bench", "- structured-pruning", f"- {method}"]
     if base:
         front.append(f"base_model: {base}")
@@ -73,7 +75,7 @@ def model_card(record: RunRecord, head: str, base: str | None = None) -> str:
         caption = json.dumps(spec.recipe, sort_keys=True)
     rows += [("recipe", caption), ("run", f"`{record.run_id}`, {record.created}, grain-bench {__version__}")]
     table = ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
-    auto = AUTO_CLASSES.get(head, "AutoModel")
+    auto = _head(head, "auto_class", "AutoModel")
     body = [
         f"# {method} at {spec.target_density:g} density: compact {backbone} for {task}", "",
         f"A physically pruned encoder made with grain-bench, a benchmark for structured pruning (GRAIN, Yang et al., "

@@ -1,5 +1,6 @@
 """Named distillation recipes: ``paper`` (the GRAIN paper's), ``quick`` (the CPU benchmark), ``demo`` (the default
-job), ``test`` (the tiny test model)."""
+job), ``test`` (the tiny test model). A task may declare its own values of a named recipe (``Task.recipe_values``:
+SQuAD's length, CoNLL-2003's learning rate), applied under the user's overrides."""
 
 from __future__ import annotations
 
@@ -29,29 +30,11 @@ RECIPES: dict[str, dict] = {
 }
 
 
-#: Per-task values of a named recipe, applied under the user's overrides. The reference code trains CoNLL-2003 at lr
-#: 1e-4 for 40 epochs and SQuAD at max length 384 (airaria/GRAIN run scripts). ``quick``'s values come from the
-#: learning curves in benchmarks/results/task-curves (teacher and dense/grain/heads students at 0.2 against steps,
-#: MiniLM-L6; docs/tasks.md): the fewest steps after which the teacher's curve flattens and the students have recovered.
-#: CoNLL-2003's students take the curves' full 600 steps: a 400-step run (pruning squeezed into 80 steps) left grain
-#: and heads at 65% and 55% of the teacher's entity F1 on the CPU (benchmarks/results/tasks-minilm.md).
-#: RTE's teacher never clears its majority class by more than noise in this range; SQuAD clears it only at length 256
-#: with 800 teacher steps, which is past the CPU budget (docs/tasks.md gives the estimates). ``demo`` has none.
-TASK_VALUES: dict[str, dict[str, dict]] = {
-    "paper": {"conll2003": dict(lr=1e-4, epochs=40.0), "squad": dict(max_length=384)},
-    "quick": {"stsb": dict(teacher_max_steps=600, max_steps=400),
-              "mrpc": dict(max_length=128, teacher_max_steps=400, max_steps=400),
-              "rte": dict(max_length=128, teacher_max_steps=400, max_steps=400),
-              "conll2003": dict(max_length=128, teacher_lr=1e-4, teacher_max_steps=600, max_steps=600,
-                                max_eval_examples=4000),
-              "squad": dict(max_length=256, teacher_max_steps=800, max_steps=400)},
-}
-
-
-def get_recipe(name: str, overrides: dict | None = None, task: str | None = None) -> Recipe:
-    """The named recipe, with its values for ``task`` (``TASK_VALUES``) and then ``overrides`` (key -> value, strings
-    converted) applied; the user's overrides always win."""
+def get_recipe(name: str, overrides: dict | None = None, task=None) -> Recipe:
+    """The named recipe, with the values ``task`` (a ``Task`` class) declares for it (``Task.recipe_values``) and then
+    ``overrides`` (key -> value, strings converted) applied; the user's overrides always win."""
     if name not in RECIPES:
         raise UnknownRecipeError(name, RECIPES)
-    values = {**RECIPES[name], **TASK_VALUES.get(name, {}).get(task or "", {}), **(overrides or {})}
+    declared = getattr(task, "recipe_values", {}).get(name, {}) if task is not None else {}
+    values = {**RECIPES[name], **declared, **(overrides or {})}
     return Recipe.parse({**values, "name": name if not overrides else f"{name}+custom"})

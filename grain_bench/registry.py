@@ -49,6 +49,16 @@ def subclass_of(base: type) -> Callable[[Any], str | None]:
     return check
 
 
+def task_class(obj: Any) -> str | None:
+    """A registration check for tasks: a named ``Task`` subclass whose ``head`` is a known head kind."""
+    from grain_bench.heads import HEADS
+
+    problem = subclass_of(Task)(obj)
+    if problem is None and obj.head not in HEADS:
+        return f"has head {obj.head!r}; expected one of {', '.join(HEADS)} (grain_bench.heads)"
+    return problem
+
+
 def is_callable(what: str) -> Callable[[Any], str | None]:
     """A registration check: the object must be callable (``what`` says what it is called for)."""
     def check(obj: Any) -> str | None:
@@ -159,7 +169,7 @@ def empty_registries() -> Registries:
     """Registries with nothing registered yet, each with its check."""
     return Registries(
         methods=Registry("method", UnknownMethodError, subclass_of(Method)),
-        tasks=Registry("task", UnknownTaskError, subclass_of(Task)),
+        tasks=Registry("task", UnknownTaskError, task_class),
         backbones=Registry("backbone", UnknownBackboneError, is_callable("loader(head, num_labels)")),
         executors=Registry("executor", UnknownExecutorError, is_callable("factory(**options)")),
         exporters=Registry("format", UnknownExporterError,

@@ -65,12 +65,12 @@ def retime(results_dir: str, settings: RetimeSettings, task: str | None = None, 
                               f"masks were stored cannot be re-timed; run them again)")
     groups: dict[tuple, list] = {}
     for record in runs:
-        head = regs.tasks.get(record.spec.task).head if record.spec.task in regs.tasks else "sequence"
+        task = regs.tasks.get(record.spec.task) if record.spec.task in regs.tasks else None
+        head, num_labels = (task.head, task.num_labels) if task is not None else ("sequence", 2)
         seq_len = settings.seq_len or Recipe.parse(record.spec.recipe).max_length
-        groups.setdefault((record.spec.backbone, head, seq_len), []).append(record)
+        groups.setdefault((record.spec.backbone, head, num_labels, seq_len), []).append(record)
     out = []
-    for (backbone, head, seq_len), members in tqdm(groups.items(), desc="re-timing", disable=not progress):
-        num_labels = 1 if head == "regression" else 2
+    for (backbone, head, num_labels, seq_len), members in tqdm(groups.items(), desc="re-timing", disable=not progress):
         dense, _ = load_backbone(backbone, head, num_labels, regs=regs)
         dense = dense.eval()
         models: dict[str, Any] = {"dense": dense}

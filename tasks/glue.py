@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from grain_bench.errors import DataError
 from grain_bench.hookspecs import hookimpl
-from grain_bench.task import EncodedSplit, Task, load_hub_dataset
+from grain_bench.task import Task, load_hub_dataset
 
 HUB_ID = "nyu-mll/glue"
 SPLIT_SEED = 20230709
@@ -69,6 +69,12 @@ class GlueTask(Task):
     label_map: ClassVar[dict[str, int] | None] = None  # string labels -> ids (None: integer or float labels)
     #: split name -> file name in the task folder
     tsv_files: ClassVar[dict[str, str]] = {"train": "train.tsv", "validation": "dev.tsv"}
+    #: how a label is stored (``datasets`` value type): class ids, or scores for STS-B
+    label_type: ClassVar[str] = "int64"
+    #: A task's own ``quick`` values come from the learning curves in benchmarks/results/task-curves (teacher and
+    #: dense/grain/heads students at 0.2 against steps, MiniLM-L6; docs/tasks.md): the fewest steps after which the
+    #: teacher's curve flattens and the students have recovered. The others keep the named recipe's.
+    recipe_values: ClassVar[dict[str, dict[str, Any]]] = {}
 
     # ---- loading ------------------------------------------------------------------------------------------------
     def task_folder(self) -> str:
@@ -89,19 +95,12 @@ class GlueTask(Task):
         return " without a header (columns: source, label, author mark, sentence)"
 
     def _parse_label(self, value: str, path: str, line: int):
+        """A class id from a TSV label (a name of ``label_map``, or an integer)."""
         value = value.strip()
         try:
-            if self.label_map is not None:
-                return self.label_map[value]
-            if self.head == "regression":
-                number = float(value)
-                if not math.isfinite(number):
-                    raise ValueError(value)
-                return number
-            label = int(value)
+            label = self.label_map[value] if self.label_map is not None else int(value)
         except (KeyError, ValueError):
-            allowed = ", ".join(self.label_map) if self.label_map else ("a finite number" if self.head == "regression"
-                                                                        else "an integer class id")
+            allowed = ", ".join(self.label_map) if self.label_map else "an integer class id"
             raise DataError(f"{self.name}: {path} line {line}: label {value!r} is not {allowed}") from None
         if not 0 <= label < self.num_labels:
             raise DataError(f"{self.name}: {path} line {line}: label {label} outside 0..{self.num_labels - 1}")
@@ -132,8 +131,8 @@ class GlueTask(Task):
     def _features(self):
         import datasets
 
-        label = datasets.Value("float32") if self.head == "regression" else datasets.Value("int64")
-        return datasets.Features({**{f: datasets.Value("string") for f in self.text_fields}, "label": label})
+        return datasets.Features({**{f: datasets.Value("string") for f in self.text_fields},
+                                  "label": datasets.Value(self.label_type)})
 
     def load_local(self) -> dict[str, Any]:
         """Official train/validation splits from the GLUE TSV folder."""
@@ -164,29 +163,6 @@ class GlueTask(Task):
     def combine_validation(self, official: dict[str, Any]) -> dict[str, Any]:
         """The reported split(s) from the official dev file(s)."""
         return {"validation": official["validation"]}
-
-    # ---- encoding -----------------------------------------------------------------------------------------------
-    def select(self, split: str, limit: int | None):
-        """The raw split, cut to its first ``limit`` rows."""
-        raw = self.splits()[split]
-        if limit is not None and limit < len(raw):
-            raw = raw.select(range(limit))
-        return raw
-
-    def encode(self, split: str, tokenizer, max_length: int, limit: int | None = None) -> EncodedSplit:
-        """Tokenise one sentence or a sentence pair per row (pairs truncated longest-first)."""
-        raw = self.select(split, limit)
-        fields = self.text_fields
-
-        def tokenize(batch):
-            out = tokenizer(*[batch[f] for f in fields], truncation=True, max_length=max_length)
-            out["labels"] = batch["label"]
-            return out
-
-        features = raw.map(tokenize, batched=True, remove_columns=raw.column_names,
-                           desc=f"tokenising {self.name}/{split}")
-        return EncodedSplit(split, features, raw, {})
-
 
 def carve(train, task: str):
     """(train, dev): a fixed-seed held-out part of the official train set, ``min(1000, max(1, n // 10))`` rows."""
@@ -247,6 +223,8 @@ class MRPC(GlueTask):
     text_fields = ("sentence1", "sentence2")
     tsv_columns = {"sentence1": "#1 String", "sentence2": "#2 String"}
     tsv_label = "Quality"
+    #: ``quick``: from the learning curves (``GlueTask.recipe_values``)
+    recipe_values = {"quick": dict(max_length=128, teacher_max_steps=400, max_steps=400)}
 
 
 class STSB(GlueTask):
@@ -263,6 +241,20 @@ class STSB(GlueTask):
     text_fields = ("sentence1", "sentence2")
     tsv_columns = {"sentence1": "sentence1", "sentence2": "sentence2"}
     tsv_label = "score"
+    label_type = "float32"
+    #: ``quick``: from the learning curves (``GlueTask.recipe_values``)
+    recipe_values = {"quick": dict(teacher_max_steps=600, max_steps=400)}
+
+    def _parse_label(self, value: str, path: str, line: int):
+        """A similarity score from a TSV label: a finite number."""
+        value = value.strip()
+        try:
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(value)
+        except ValueError:
+            raise DataError(f"{self.name}: {path} line {line}: label {value!r} is not a finite number") from None
+        return number
 
 
 class QQP(GlueTask):
@@ -392,6 +384,9 @@ class RTE(GlueTask):
     tsv_columns = {"sentence1": "sentence1", "sentence2": "sentence2"}
     tsv_label = "label"
     label_map = ENTAILMENT
+    #: ``quick``: from the learning curves (``GlueTask.recipe_values``); RTE's teacher never clears its majority class
+    #: by more than noise in this range
+    recipe_values = {"quick": dict(max_length=128, teacher_max_steps=400, max_steps=400)}
 
 
 GLUE_TASKS = (CoLA, SST2, MRPC, STSB, QQP, MNLI, QNLI, RTE)

@@ -101,6 +101,8 @@ def test_unknown_plugin_in_load_plugins_is_an_error(monkeypatch, capsys):
 @pytest.mark.parametrize("hook,register,expected", [
     ("register_methods", lambda register: register(dict), "is not a subclass of grain_bench.method.Method"),
     ("register_tasks", lambda register: register(Method), "is not a subclass of grain_bench.task.Task"),
+    ("register_tasks", lambda register: register(type("Odd", (Task,), {"name": "odd", "head": "ranking"})),
+     "has head 'ranking'; expected one of sequence, regression, token, span"),
     ("register_methods", lambda register: register(type("Nameless", (Method,), {})), "has no name"),
     ("register_exporters", lambda register: register("fmt", "not a function"), "is not callable"),
     ("register_backbones", lambda register: register("tiny2", None), "is not callable"),

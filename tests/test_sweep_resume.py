@@ -300,20 +300,21 @@ def test_executor_mistakes_are_one_line_errors(pm, results_dir, capsys):
 
 
 def test_named_recipe_per_task_values_and_user_overrides_win(regs):
-
-    assert get_recipe("paper", task="squad").max_length == 384  # the GRAIN paper, §4.1: SQuAD at length 384
-    assert get_recipe("paper", task="rte").max_length == 128
-    conll = get_recipe("paper", task="conll2003")
+    """A task declares its values of a named recipe (``Task.recipe_values``); the user's overrides win."""
+    task = regs.tasks.get
+    assert get_recipe("paper", task=task("squad")).max_length == 384  # the GRAIN paper, §4.1: SQuAD at length 384
+    assert get_recipe("paper", task=task("rte")).max_length == 128
+    conll = get_recipe("paper", task=task("conll2003"))
     assert (conll.lr, conll.epochs) == (1e-4, 40.0)
-    assert get_recipe("paper", {"max_length": "256"}, "squad").max_length == 256  # the user's value wins
+    assert get_recipe("paper", {"max_length": "256"}, task("squad")).max_length == 256  # the user's value wins
     # quick: values chosen from the task curves; the offline default task keeps the recipe as it is
-    assert get_recipe("quick", task="tweets") == get_recipe("quick")
-    conll = get_recipe("quick", task="conll2003")
+    assert get_recipe("quick", task=task("tweets")) == get_recipe("quick")
+    conll = get_recipe("quick", task=task("conll2003"))
     assert (conll.max_length, conll.teacher_lr, conll.teacher_max_steps, conll.max_steps) == (128, 1e-4, 600, 600)
-    assert get_recipe("quick", {"max_steps": "50"}, "stsb").max_steps == 50
+    assert get_recipe("quick", {"max_steps": "50"}, task("stsb")).max_steps == 50
     fixtures = os.path.join(os.path.dirname(__file__), "data")  # SQuAD JSON and GLUE TSV files
     specs = build_specs(regs, ["dense"], ["squad", "rte"], [1.0], [1], BACKBONE,
-                        lambda task: get_recipe("paper", None, task), data_dir=fixtures)
+                        lambda name: get_recipe("paper", None, task(name)), data_dir=fixtures)
     lengths = {spec.task: spec.recipe["max_length"] for spec in specs}
     assert lengths == {"squad": 384, "rte": 128}
     one = build_specs(regs, ["dense"], ["squad", "rte"], [1.0], [1], BACKBONE, get_recipe("paper"), data_dir=fixtures)
