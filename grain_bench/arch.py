@@ -1,4 +1,7 @@
-"""Where each architecture keeps its encoder layers and projections. Add a row to support a new family."""
+"""Where each supported architecture keeps its encoder layers and projections: the one list of encoder families
+grain-bench masks and compacts (``backbones.check_architecture`` refuses every other). A family is supported when its
+row is here *and* the saved modeling file (``modeling_pruned_bert.py``) has compact classes for it; today that is BERT
+(MiniLM, TinyBERT and other BERT checkpoints)."""
 
 from __future__ import annotations
 
@@ -22,9 +25,6 @@ class ArchMap:
 
 ARCHITECTURES: dict[str, ArchMap] = {
     "bert": ArchMap(),
-    "roberta": ArchMap(),
-    "xlm-roberta": ArchMap(),
-    "electra": ArchMap(),
 }
 
 

@@ -9,6 +9,7 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
+from grain_bench.arch import ARCHITECTURES
 from grain_bench.errors import DataError, UsageError
 from grain_bench.heads import task_head
 from grain_bench.hookspecs import hookimpl
@@ -95,8 +96,8 @@ def load_minilm(head: str, num_labels: int):
     return load_pretrained(minilm_path(), head, num_labels)
 
 
-#: ``model_type`` values whose models grain-bench can mask and compact (``grain_bench.compaction``).
-SUPPORTED_MODEL_TYPES = ("bert",)
+#: ``model_type`` values whose models grain-bench can mask and compact: the families of ``grain_bench.arch``.
+SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
