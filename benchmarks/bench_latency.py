@@ -303,11 +303,12 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
 
     On ``device="cuda"`` (fp16; ``runtimes`` are then the GPU modes eager, cuda_graph, compile) each mode is timed
     in its own interleaved rounds, and every row's speedup is against the dense model under the same mode."""
-    from grain_bench.measure import GPU_MODES, LatencySettings, time_models
+    from grain_bench.measure import LatencySettings, time_models
+    from grain_bench.runtimes import runtime_names
 
     on_cuda = device.startswith("cuda")
-    if on_cuda and not set(runtimes) <= set(GPU_MODES):
-        raise SystemExit(f"on CUDA the runtimes are the modes {', '.join(GPU_MODES)}, not {', '.join(runtimes)}")
+    if on_cuda and not set(runtimes) <= set(runtime_names("cuda")):
+        raise SystemExit(f"on CUDA the runtimes are {', '.join(runtime_names('cuda'))}, not {', '.join(runtimes)}")
 
     torch.manual_seed(0)
     started = time.time()

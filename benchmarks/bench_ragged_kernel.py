@@ -7,7 +7,7 @@ SDPA on [batch, H, 64, width] tensors (what one bucket of the compact model's de
 ``grain_bench.ragged.RaggedLayout`` on the packed [batch, 64, 3 H width] GEMM output (what the ``ragged`` runtime
 calls), both checked equal first, then timed alternately in one process (2 threads, median over rounds of 20 calls
 each). A row gives microseconds per (sequence, head) and SDPA's time over the kernel's (above 1: the kernel is faster).
-This is what ``grain_bench.runtimes.RAGGED_MAX_WIDTH`` rests on; whole models are in ``latency-real-masks.md``.
+This is what ``grain_bench.ragged.RAGGED_MAX_WIDTH`` rests on; whole models are in ``latency-real-masks.md``.
 """
 
 from __future__ import annotations

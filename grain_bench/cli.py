@@ -200,14 +200,9 @@ def cmd_measure(args) -> int:
     if args.seq_len is not None and args.seq_len < 1:
         raise UsageError(f"--seq-len must be at least 1, got {args.seq_len}")
     check_device(args.device)
-    from grain_bench.measure import CPU_MODES, GPU_MODES
-    from grain_bench.runtimes import check_runtime
+    from grain_bench.runtimes import get_runtime
 
-    modes = GPU_MODES if args.device.startswith("cuda") else CPU_MODES
-    if args.mode not in modes:
-        raise UsageError(f"--mode {args.mode!r} is not one of {', '.join(modes)} on {args.device!r}")
-    if args.mode == "onnx":
-        check_runtime(args.mode)  # onnx and onnxruntime installed
+    get_runtime(args.mode, args.device, what="--mode").check()  # a runtime of that device, and what it needs here
     settings = RetimeSettings(batch=args.batch, seq_len=args.seq_len, threads=args.threads, device=args.device,
                               dtype=args.dtype, mode=args.mode, runs=args.runs)
     command = "grain-bench " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["measure"] else "grain-bench measure"

@@ -241,12 +241,13 @@ def load_pruned(path: str, device: str | torch.device | None = None, runtime: st
                 example_inputs: dict[str, torch.Tensor] | None = None):
     """Load a directory written by ``save_pruned`` (or by a grain-bench run) as its compact model, in eval mode.
 
-    ``runtime`` (``grain_bench.runtimes``): ``eager`` returns the module; ``compile``, ``aoti``, ``ragged`` and
-    ``onnx`` return it prepared for inference on ``example_inputs`` (default: a batch of 2 x 16 tokens), checked to
-    reproduce the module's outputs."""
-    from grain_bench.runtimes import check_runtime
+    ``runtime`` (a registered ``grain_bench.runtimes.Runtime`` of the device): ``eager`` returns the module;
+    ``compile``, ``aoti``, ``ragged``, ``onnx`` (CPU) or ``cuda_graph`` (CUDA) return it prepared for inference on
+    ``example_inputs`` (default: a batch of 2 x 16 tokens), checked to reproduce the module's outputs."""
+    from grain_bench.runtimes import get_runtime
 
-    check_runtime(runtime)
+    chosen = get_runtime(runtime, str(device or "cpu"))
+    chosen.check()
     modeling = _modeling()
     config_path = os.path.join(path, "config.json")
     if not os.path.isfile(config_path):
@@ -271,9 +272,7 @@ def load_pruned(path: str, device: str | torch.device | None = None, runtime: st
     if device is not None:
         model.to(device)
     model.eval()
-    if runtime == "eager":
-        return model
     from grain_bench.runtimes import example_inputs as default_inputs
-    from grain_bench.runtimes import prepare
 
-    return prepare(model, runtime, example_inputs or default_inputs(model.config, next(model.parameters()).device))
+    inputs = example_inputs or default_inputs(model.config, next(model.parameters()).device)
+    return chosen.prepare(model, inputs) if runtime != "eager" else model

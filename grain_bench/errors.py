@@ -72,6 +72,12 @@ class UnknownExporterError(_UnknownNameError):
     kind = "format"
 
 
+class UnknownRuntimeError(_UnknownNameError):
+    """An inference runtime that no plugin registered."""
+
+    kind = "runtime"
+
+
 class UnknownRecipeError(_UnknownNameError):
     """A recipe name that does not exist."""
 

@@ -40,6 +40,13 @@ def register_exporters(register):
 
 
 @hookspec
+def register_runtimes(register):
+    """Register inference runtimes: ``register(runtime, aliases=())``, a ``grain_bench.runtimes.Runtime`` instance
+    (``prepare(model, inputs, threads)`` on the ``devices`` it names); ``grain-bench measure --mode`` and
+    ``load_pruned(runtime=...)`` take its name."""
+
+
+@hookspec
 def register_commands(cli):
     """Add subcommands: ``cli`` is the argparse subparsers object of ``grain-bench``."""
 

@@ -23,14 +23,13 @@ from typing import Any
 import torch
 
 from grain_bench.errors import GrainBenchError, TrainingDiverged
+from grain_bench.prepared import head_outputs
 from grain_bench.records import Density, Flops, LatencyEntry, ParamCounts, latency_entry
 from grain_bench.shape import ModelShape
 
 SCHEMA_VERSION = 1
 EQUIVALENCE_ATOL = 1e-4
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-GPU_MODES = ("eager", "cuda_graph", "compile")
-CPU_MODES = ("eager", "compile", "aoti", "ragged", "onnx")  # grain_bench.runtimes
 # Threads of the CPU protocol in run records; the issue's protocol is 2 threads. Env var so a user can match a machine.
 THREADS_ENV = "GRAIN_BENCH_THREADS"
 DEFAULT_CPU_THREADS = 2
@@ -97,9 +96,6 @@ class LatencySettings:
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise GrainBenchError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
-        modes = GPU_MODES if self.device.startswith("cuda") else CPU_MODES
-        if self.mode not in modes:
-            raise GrainBenchError(f"latency mode {self.mode!r} is not one of {', '.join(modes)} on {self.device!r}")
         if self.calls < 1 or (self.calls > 1 and self.device.startswith("cuda")):
             raise GrainBenchError(f"calls per round must be 1 on CUDA and at least 1 on CPU, got {self.calls}")
 
@@ -181,65 +177,50 @@ def _cpu_call(model, inputs, calls: int = 1) -> Callable[[], float]:
     return call
 
 
-def _cuda_call(model, inputs, mode: str) -> Callable[[], float]:
-    """A timed call on CUDA: events around the forward; graph replay for ``cuda_graph``; compiled for ``compile``."""
-    if mode == "compile":
-        from grain_bench.runtimes import allow_recompiles
-
-        allow_recompiles()  # every model of a side-by-side run is compiled in one process
-        model = torch.compile(model, mode="max-autotune-no-cudagraphs", dynamic=False)
-    if mode == "cuda_graph":
-        static = {k: v.clone() for k, v in inputs.items()}
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(3):  # warm-up on a side stream before capture, as the CUDA-graph docs require
-                model(**static)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.inference_mode():
-            model(**static)
-
-        def run() -> None:
-            graph.replay()
-    else:
-        def run() -> None:
-            with torch.inference_mode():
-                model(**inputs)
-
+def _cuda_call(model, inputs) -> Callable[[], float]:
+    """A timed call on CUDA: CUDA events around the (prepared) model's call."""
     def call() -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        run()
+        with torch.inference_mode():
+            model(**inputs)
         end.record()
         end.synchronize()
         return start.elapsed_time(end)
     return call
 
 
-def time_models(models: dict[str, Any], settings: LatencySettings, inputs: dict[str, torch.Tensor] | None = None
-                ) -> dict[str, LatencyResult]:
-    """Time every model under ``settings``, interleaved in a shuffled order each round, in this one process."""
+def _timed_calls(models: dict[str, Any], settings: LatencySettings, inputs, threads, runtime) -> dict[str, Callable]:
+    """One timed call per model: each on the timing device and dtype, prepared by ``runtime`` (checked against the
+    eager model on CPU; a model prepared beforehand is taken as it is)."""
     on_cuda = settings.device.startswith("cuda")
+    calls = {}
+    for label, model in models.items():
+        model = _prepare(model, settings)
+        model_inputs = inputs if inputs is not None else synthetic_inputs(
+            model.config, settings.batch, settings.seq_len, settings.device, settings.seed)
+        model_inputs = {k: v.to(settings.device) for k, v in model_inputs.items()}
+        if isinstance(model, torch.nn.Module):
+            model = runtime.prepare(model, model_inputs, threads, check=not on_cuda)
+        calls[label] = _cuda_call(model, model_inputs) if on_cuda else _cpu_call(model, model_inputs, settings.calls)
+    return calls
+
+
+def time_models(models: dict[str, Any], settings: LatencySettings, inputs: dict[str, torch.Tensor] | None = None,
+                regs=None) -> dict[str, LatencyResult]:
+    """Time every model under ``settings``, interleaved in a shuffled order each round, in this one process
+    (``settings.mode`` names a runtime of ``grain_bench.runtimes`` in ``regs``, default the process-wide registries)."""
+    from grain_bench.runtimes import get_runtime
+
+    on_cuda = settings.device.startswith("cuda")
+    runtime = get_runtime(settings.mode, settings.device, regs, what="latency mode")
     if on_cuda and not torch.cuda.is_available():
         raise GrainBenchError(f"latency on {settings.device!r} asked for, but CUDA is not available")
     threads = None if on_cuda else settings.threads
     rng = random.Random(settings.seed)
     times: dict[str, list[float]] = {label: [] for label in models}
     with torch_threads(threads):
-        calls = {}
-        for label, model in models.items():
-            model = _prepare(model, settings)
-            model_inputs = inputs if inputs is not None else synthetic_inputs(
-                model.config, settings.batch, settings.seq_len, settings.device, settings.seed)
-            model_inputs = {k: v.to(settings.device) for k, v in model_inputs.items()}
-            if on_cuda:
-                calls[label] = _cuda_call(model, model_inputs, settings.mode)
-            else:
-                from grain_bench.runtimes import prepare
-
-                calls[label] = _cpu_call(prepare(model, settings.mode, model_inputs, threads), model_inputs,
-                                         settings.calls)
+        calls = _timed_calls(models, settings, inputs, threads, runtime)
         labels = list(calls)
         for _ in range(settings.warmup):
             for label in labels:
@@ -285,10 +266,6 @@ def speedup_entries(results: dict[str, LatencyResult], baseline: str,
 
 
 # ---- equivalence ------------------------------------------------------------------------------------------------
-def output_tensors(outputs) -> dict[str, torch.Tensor]:
-    """The logits of a model output (``logits``, or ``start_logits``/``end_logits`` for span heads)."""
-    keys = [k for k in ("logits", "start_logits", "end_logits", "last_hidden_state") if k in outputs]
-    return {k: outputs[k] for k in keys if outputs[k] is not None}
 
 
 def max_output_diff(reference, candidate, inputs: dict[str, torch.Tensor]) -> float:
@@ -298,8 +275,8 @@ def max_output_diff(reference, candidate, inputs: dict[str, torch.Tensor]) -> fl
     candidate.eval()
     try:
         with torch.inference_mode():
-            ref = output_tensors(reference(**inputs))
-            out = output_tensors(candidate(**inputs))
+            ref = head_outputs(reference(**inputs))
+            out = head_outputs(candidate(**inputs))
     finally:
         reference.train(modes[0])
         candidate.train(modes[1])

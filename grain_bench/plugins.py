@@ -27,6 +27,7 @@ DEFAULT_PLUGINS = (
     "grain_bench.tasks.conll",
     "grain_bench.backbones",
     "grain_bench.executors",
+    "grain_bench.runtimes",
     "grain_bench.leaderboard.render",
 )
 

@@ -220,3 +220,42 @@ def use_kernel(block: PrunedBertAttention, kernel=None) -> None:
 def kernel_of(block) -> Callable | None:
     """The kernel ``block`` runs its inference with (``use_kernel``), or None."""
     return block.kernel if isinstance(block, RaggedAttention) else None
+
+
+#: the ``ragged`` runtime's kernel runs a layer whose heads are all at most this wide (query/key or value units); wider
+#: heads keep the bucket layout. Per (sequence, head) at 64 tokens and batch 32 on the 2-core CPU of
+#: docs/compact-and-latency.md, the kernel was 1.35-1.8x faster than PyTorch's fused attention up to 13 units, level at
+#: 32 and 11% slower at 64 (benchmarks/results/ragged-kernel.json); in whole MiniLM models (32-unit heads) GRAIN's
+#: masks ran 7-37% faster with it and whole-head masks level (benchmarks/results/latency-real-masks.md). BERT-base's
+#: 64-unit heads keep the buckets.
+RAGGED_MAX_WIDTH = 32
+
+
+class RaggedModel:
+    """The eager module with every compact attention block on the ragged kernel (``grain_bench.ragged.use_kernel``),
+    called under ``torch.inference_mode``. The module is a copy that shares the parameters: the model it came from
+    keeps its own attention."""
+
+    def __init__(self, model):
+        from grain_bench.prepared import sharing_copy
+
+        reference = next(model.parameters())
+        if reference.device.type != "cpu" or reference.dtype != torch.float32:
+            raise GrainBenchError(f"the ragged runtime runs fp32 models on the CPU; this one is {reference.dtype} on "
+                                  f"{reference.device}")
+        library()  # built (or found in the cache) now, so that a missing compiler is an error here
+        self.model = sharing_copy(model)
+        self.config = model.config
+        self.kernel_layers = 0
+        for block in self.model.modules():
+            if isinstance(block, PrunedBertAttention) and block.num_heads \
+                    and max(*block.qk_dims, *block.vo_dims) <= RAGGED_MAX_WIDTH:
+                use_kernel(block, RaggedLayout(block.qk_dims, block.vo_dims))
+                self.kernel_layers += 1
+
+    def __call__(self, **inputs):
+        with torch.inference_mode():
+            return self.model(**inputs)
+
+    def eval(self):
+        return self

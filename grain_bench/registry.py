@@ -18,6 +18,7 @@ from grain_bench.errors import (
     UnknownExecutorError,
     UnknownExporterError,
     UnknownMethodError,
+    UnknownRuntimeError,
     UnknownTaskError,
     UsageError,
     _UnknownNameError,
@@ -57,6 +58,15 @@ def task_class(obj: Any) -> str | None:
     if problem is None and obj.head not in HEADS:
         return f"has head {obj.head!r}; expected one of {', '.join(HEADS)} (grain_bench.heads)"
     return problem
+
+
+def runtime_object(obj: Any) -> str | None:
+    """A registration check for runtimes: a ``grain_bench.runtimes.Runtime`` (named, with ``devices`` and a callable
+    ``prepare``), checked by what it has: the runtimes module itself registers through the registry."""
+    if isinstance(obj, type) or not callable(getattr(obj, "prepare", None)) or not isinstance(
+            getattr(obj, "devices", None), tuple):
+        return "is not a grain_bench.runtimes.Runtime instance (prepare(model, inputs, threads), devices)"
+    return None if getattr(obj, "name", None) else "has no name"
 
 
 def is_callable(what: str) -> Callable[[Any], str | None]:
@@ -129,6 +139,7 @@ class Registries:
     backbones: Registry[Callable[..., Any]]
     executors: Registry[Callable[..., Any]]
     exporters: Registry[Callable[..., str]]
+    runtimes: Registry[Any]  # grain_bench.runtimes.Runtime instances
     #: the plugin manager they were built from: its other hooks (``load_backbone``, ``run_finished``) go with them
     pm: Any = None
 
@@ -174,6 +185,7 @@ def empty_registries() -> Registries:
         executors=Registry("executor", UnknownExecutorError, is_callable("factory(**options)")),
         exporters=Registry("format", UnknownExporterError,
                            is_callable("exporter(summary, caption, notes, extra) -> str")),
+        runtimes=Registry("runtime", UnknownRuntimeError, runtime_object),
     )
 
 
@@ -198,6 +210,12 @@ def build_registries(pm) -> Registries:
             regs.methods.add(Entry(getattr(cls, "name", ""), cls, plugin, _described(cls), tuple(aliases)))
         return register
 
+    def runtime_register(plugin: str):
+        def register(runtime, aliases=()):
+            regs.runtimes.add(Entry(getattr(runtime, "name", ""), runtime, plugin, _described(runtime),
+                                    tuple(aliases)))
+        return register
+
     def task_register(plugin: str):
         def register(cls, aliases=(), suites=()):
             regs.tasks.add(Entry(getattr(cls, "name", ""), cls, plugin, _described(cls), tuple(aliases),
@@ -216,6 +234,7 @@ def build_registries(pm) -> Registries:
     each("register_backbones", named_register(regs.backbones))
     each("register_executors", named_register(regs.executors))
     each("register_exporters", named_register(regs.exporters))
+    each("register_runtimes", runtime_register)
     clash = set(regs.suites()) & set(regs.tasks.entries)
     if clash:
         raise DuplicateNameError(f"suite name(s) {sorted(clash)} are also task names")

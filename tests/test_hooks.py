@@ -128,6 +128,50 @@ def test_hook_register_executors(results_dir, test_recipe, data_dir):
     assert seen == [specs[0].run_id] and records[0].ok and RecordStore(results_dir).done() == set(seen)
 
 
+def test_hook_register_runtimes(tiny_model):
+    """A plugin's runtime is chosen by name like a built-in one (``measure --mode``, ``load_pruned(runtime=...)``),
+    on the devices it names, and its prepared model is checked against the eager one."""
+    import torch
+
+    from grain_bench.errors import GrainBenchError
+    from grain_bench.measure import LatencySettings, time_models
+    from grain_bench.runtimes import Runtime, get_runtime, prepare, runtime_names
+
+    class Halved:
+        def __init__(self, model, scale):
+            self.model, self.config, self.scale = model, model.config, scale
+
+        def __call__(self, **inputs):
+            out = self.model(**inputs)
+            out.logits = out.logits * self.scale
+            return out
+
+    class Traced(Runtime):
+        name, devices, description = "traced", ("cpu",), "a model wrapped by a plugin"
+        scale = 1.0
+
+        def build(self, model, inputs, threads):
+            return Halved(model, self.scale)
+
+    class Plugin:
+        @hookimpl
+        def register_runtimes(self, register):
+            register(Traced(), aliases=("trace",))
+
+    _, regs = regs_with(Plugin())
+    model, _ = tiny_model
+    inputs = {"input_ids": torch.tensor([[2, 10, 11, 3]])}
+    assert runtime_names("cpu", regs)[-1] == "traced" and "traced" not in runtime_names("cuda", regs)
+    assert get_runtime("trace", "cpu", regs).description == "a model wrapped by a plugin"
+    assert isinstance(prepare(model, "traced", inputs, regs=regs), Halved)
+    timed = time_models({"tiny": model}, LatencySettings(mode="traced", batch=1, seq_len=4, threads=1, warmup=0,
+                                                         runs=2), regs=regs)
+    assert timed["tiny"].mode == "traced" and timed["tiny"].runs == 2
+    Traced.scale = 2.0  # a runtime that changes the outputs is refused
+    with pytest.raises(GrainBenchError, match="runtime 'traced' does not reproduce the model"):
+        prepare(model, "traced", inputs, regs=regs)
+
+
 def test_hook_register_exporters(tmp_path):
     from test_leaderboard import make_record, write_store
 

@@ -54,12 +54,17 @@ def test_quantiles_and_threads():
     assert torch.get_num_threads() == before
 
 
-def test_settings_reject_gpu_modes_on_cpu():
-    from grain_bench.measure import LatencySettings
+def test_timing_refuses_a_runtime_of_another_device(tiny_model):
+    """The latency mode is a registered runtime of the timing device: CUDA graphs are refused on the CPU before
+    anything is timed."""
+    from grain_bench.measure import LatencySettings, time_models
+    from grain_bench.runtimes import runtime_names
 
-    assert LatencySettings(device="cpu", mode="compile").mode == "compile"  # grain_bench.runtimes on CPU
-    with pytest.raises(GrainBenchError, match="'cuda_graph' is not one of eager, compile, aoti, ragged, onnx on 'cpu'"):
-        LatencySettings(device="cpu", mode="cuda_graph")
+    assert runtime_names("cpu") == ["eager", "compile", "aoti", "ragged", "onnx"]
+    assert runtime_names("cuda:1") == ["eager", "cuda_graph", "compile"]
+    with pytest.raises(GrainBenchError, match="latency mode 'cuda_graph' is not one of eager, compile, aoti, ragged, "
+                                              "onnx on 'cpu'"):
+        time_models({"tiny": tiny_model[0]}, LatencySettings(device="cpu", mode="cuda_graph"))
     with pytest.raises(GrainBenchError, match="dtype"):
         LatencySettings(dtype="fp8")
 

@@ -106,6 +106,7 @@ def test_unknown_plugin_in_load_plugins_is_an_error(monkeypatch, capsys):
     ("register_methods", lambda register: register(type("Nameless", (Method,), {})), "has no name"),
     ("register_exporters", lambda register: register("fmt", "not a function"), "is not callable"),
     ("register_backbones", lambda register: register("tiny2", None), "is not callable"),
+    ("register_runtimes", lambda register: register(print), "is not a grain_bench.runtimes.Runtime instance"),
 ])
 def test_registration_checks_what_it_registers_and_names_the_plugin(hook, register, expected):
     """A registry holds one kind of object: a method must be a ``Method`` subclass, a task a ``Task`` subclass, a

@@ -69,7 +69,7 @@ def test_compiled_cpu_attention_is_written_out_and_exported_attention_stays_fuse
     torch.export (the ONNX runtime's tracer) and eager keep the fused SDPA call. What the compile runtime compiles is
     a copy (``for_compile``): the model it came from is unchanged."""
     from grain_bench.modeling_pruned_bert import PrunedBertAttention
-    from grain_bench.runtimes import for_compile
+    from grain_bench.prepared import for_compile
 
     small = _compact_with_odd_heads(tiny_model)
     inputs = _inputs(small.config.vocab_size)
@@ -112,7 +112,8 @@ def test_aoti_runtime_loads_a_saved_model_and_reproduces_it_at_every_shape(tmp_p
     one package serves batch 1 (which a trace at batch 1 would have frozen) and other lengths. The saved model has a
     head without query units and a layer without FFN neurons."""
     from grain_bench import load_pruned
-    from grain_bench.runtimes import TOLERANCE, AotiModel
+    from grain_bench.prepared import AotiModel
+    from grain_bench.runtimes import TOLERANCE
 
     _, path, _ = _saved(tmp_path, tiny_model)
     small = load_pruned(path)
@@ -132,7 +133,8 @@ def test_ragged_runtime_loads_a_saved_model_and_reproduces_it_at_every_shape(tmp
     from grain_bench import load_pruned
     from grain_bench.modeling_pruned_bert import PrunedBertAttention
     from grain_bench.ragged import kernel_of
-    from grain_bench.runtimes import TOLERANCE, RaggedModel, prepare
+    from grain_bench.ragged import RaggedModel
+    from grain_bench.runtimes import TOLERANCE, prepare
 
     _, path, _ = _saved(tmp_path, tiny_model)
     small = load_pruned(path)
@@ -197,7 +199,7 @@ def test_load_pruned_selects_a_runtime(tmp_path, tiny_model):
     inputs = _inputs(small.config.vocab_size)
     compiled = load_pruned(path, runtime="compile", example_inputs=inputs)
     assert _outputs_equal(compiled, small, inputs) <= TOLERANCE
-    with pytest.raises(UsageError, match="unknown runtime 'fast'; expected one of eager, compile, aoti, ragged, onnx"):
+    with pytest.raises(UsageError, match="runtime 'fast' is not one of eager, compile, aoti, ragged, onnx on 'cpu'"):
         load_pruned(path, runtime="fast")
 
 
