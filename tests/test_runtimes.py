@@ -132,8 +132,7 @@ def test_ragged_runtime_loads_a_saved_model_and_reproduces_it_at_every_shape(tmp
     neurons."""
     from grain_bench import load_pruned
     from grain_bench.modeling_pruned_bert import PrunedBertAttention
-    from grain_bench.ragged import kernel_of
-    from grain_bench.ragged import RaggedModel
+    from grain_bench.ragged import RaggedModel, kernel_of
     from grain_bench.runtimes import TOLERANCE, prepare
 
     _, path, _ = _saved(tmp_path, tiny_model)
