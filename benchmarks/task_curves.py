@@ -34,16 +34,16 @@ TEACHER_LR = {"conll2003": 1e-4}  # the reference's CoNLL rate (GRAIN's code)
 def curves(task_name: str, data_dir: str, recipe, every: int, student_steps: int, methods: list[str],
            seed: int = 1, out_dir: str | None = None, common: dict | None = None, device: str = "cpu") -> dict:
     """The teacher's and the students' learning curves of one task (see the module docstring). With ``out_dir`` the
-    curve file is written after each phase and the fine-tuned teacher is kept in ``<out_dir>/teachers/`` (ignored by
-    git), so an interrupted task resumes with the students it has not finished."""
-    import torch
-
+    curve file is written after each phase and the fine-tuned teacher is kept in the suite's teacher cache under
+    ``<out_dir>/teachers/`` (``grain_bench.teachers.TeacherCache``: verified on load; ignored by git), so an
+    interrupted task resumes with the students it has not finished."""
     from grain_bench.backbones import load_backbone
     from grain_bench.distill import distill, finetune, set_seed
     from grain_bench.grid import build_specs
     from grain_bench.harness import Harness
     from grain_bench.plugins import get_registries
     from grain_bench.recipes import get_recipe
+    from grain_bench.teachers import TeacherCache, teacher_key
 
     regs = get_registries()
     (spec,) = build_specs(regs, ["dense"], [task_name], [1.0], [seed], "minilm-l6", recipe, data_dir=data_dir)
@@ -55,16 +55,17 @@ def curves(task_name: str, data_dir: str, recipe, every: int, student_steps: int
     data = harness.data(spec, task, tokenizer, recipe)
     started = time.time()
     path = os.path.join(out_dir, f"curve-{task_name}.json") if out_dir else None
-    weights = os.path.join(out_dir, "teachers", f"{task_name}.pt") if out_dir else None
+    cache = TeacherCache(os.path.join(out_dir, "teachers")) if out_dir else None
+    key = teacher_key(task, spec.data, spec.backbone, recipe, seed)
     out = {"task": task_name, "metric": task.primary_metric, "chance": data.chance, "data": provenance.key,
            "recipe": recipe.to_dict(), "teacher": [], "students": {}, "complete": False, **(common or {})}
-    if path and weights and os.path.exists(path) and os.path.exists(weights):
+    if path and cache and os.path.exists(path):
         with open(path) as handle:
             previous = json.load(handle)
-        if previous.get("recipe") == out["recipe"] and previous.get("data") == out["data"]:
+        if previous.get("recipe") == out["recipe"] and previous.get("data") == out["data"] \
+                and cache.load(key, teacher) is not None:
             out.update(teacher=previous["teacher"], students=previous["students"])
-            teacher.load_state_dict(torch.load(weights, weights_only=True, map_location=device))
-            print(f"{task_name}: resumed with the kept teacher", file=sys.stderr, flush=True)
+            print(f"{task_name}: resumed with the cached teacher", file=sys.stderr, flush=True)
 
     def save():
         if path:
@@ -83,9 +84,9 @@ def curves(task_name: str, data_dir: str, recipe, every: int, student_steps: int
 
     if not out["teacher"]:
         finetune(teacher, task, data, recipe, seed, progress=False, on_step=teacher_point)
-        if weights:
-            os.makedirs(os.path.dirname(weights), exist_ok=True)
-            torch.save(teacher.state_dict(), weights)
+        if cache:
+            last = out["teacher"][-1]["scores"] if out["teacher"] else {}
+            cache.save(key, teacher, {"key": key, "task": task_name, "scores": last, "curve": out["teacher"]})
         save()
     teacher.eval()
     student_recipe = get_recipe("quick", {**_overrides(recipe), "max_steps": student_steps}, type(task))

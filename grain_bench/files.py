@@ -1,13 +1,18 @@
 """Small filesystem helpers shared by the writers of the results directory (teacher cache, saved models, per-run
-files, model cards)."""
+files, model cards), and ``RunWarnings``: a storage failure on the way costs the file, not the run."""
 
 from __future__ import annotations
 
 import gzip
 import os
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from safetensors import SafetensorError
+
+T = TypeVar("T")
 
 #: What a full or read-only disk raises while a model is written (safetensors wraps the OS error in its own type).
 STORAGE_ERRORS = (OSError, SafetensorError)
@@ -17,6 +22,33 @@ def storage_error_text(exc: BaseException) -> str:
     """The short reason of a ``STORAGE_ERRORS`` exception, e.g. "No space left on device"."""
     text = getattr(exc, "strerror", None) or str(exc)
     return text.removeprefix("Error while serializing: ")
+
+
+@dataclass
+class RunWarnings:
+    """What a reader of a run's ``ok`` record should know (a teacher not cached, a model not saved), collected as the
+    run goes and stored in its ``warnings``."""
+
+    items: list[str] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        """Note ``text`` once."""
+        if text not in self.items:
+            self.items.append(text)
+
+    def extend(self, texts) -> None:
+        """Note each of ``texts``."""
+        for text in texts:
+            self.add(text)
+
+    def store(self, failure: str, write: Callable[[], T]) -> T | None:
+        """``write()``'s result; when a full or read-only disk stops it (``STORAGE_ERRORS``), None and the warning
+        "``failure`` (the reason)", e.g. "the masks could not be saved (No space left on device)"."""
+        try:
+            return write()
+        except STORAGE_ERRORS as exc:
+            self.add(f"{failure} ({storage_error_text(exc)})")
+            return None
 
 
 def _umask() -> int:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from grain_bench.environment import environment, package_versions
 from grain_bench.errors import GrainBenchError
+from grain_bench.files import RunWarnings
 from grain_bench.records import (
     DenseShape,
     Provenance,
@@ -27,6 +28,7 @@ from grain_bench.records import (
     quality_of,
 )
 from grain_bench.request import DEFAULT_RESULTS, SweepRequest
+from grain_bench.teachers import TeacherCache
 from grain_bench.types import Recipe, RunSpec
 
 
@@ -87,7 +89,7 @@ class Harness:
 
             datasets.disable_progress_bars()
         self._data: dict[tuple, TaskData] = {}
-        self._teachers: dict[str, tuple[Any, dict]] = {}
+        self.teachers = TeacherCache(os.path.join(self.results_dir, "teachers"))
         self._teacher_outputs: tuple[tuple, Any] | None = None  # (key, TeacherOutputs) of the latest stream
 
     @property
@@ -102,8 +104,8 @@ class Harness:
 
     @property
     def teacher_cache(self) -> str:
-        """Folder of cached fine-tuned teachers."""
-        return os.path.join(self.results_dir, "teachers")
+        """Folder of cached fine-tuned teachers (``self.teachers``)."""
+        return self.teachers.folder
 
     def task_for(self, spec: RunSpec):
         """The task adapter of ``spec``, reading ``spec.data_dir`` (or the hub commit in ``spec.data``), and its data
@@ -161,45 +163,49 @@ class Harness:
         return self._data[key]
 
     def teacher(self, spec: RunSpec, task, recipe: Recipe):
-        """The fine-tuned teacher (trained once per task data, backbone, teacher recipe and seed) and its metadata
-        (scores, quality, warnings)."""
+        """The fine-tuned teacher (trained once per task data, backbone, teacher recipe and seed: ``TeacherCache``)
+        and its metadata (scores, quality, warnings)."""
         from grain_bench.backbones import check_max_length
-        from grain_bench.distill import finetune, set_seed
-        from grain_bench.files import STORAGE_ERRORS, storage_error_text
+        from grain_bench.distill import set_seed
         from grain_bench.quality import assess
-        from grain_bench.teachers import load_cached_teacher, not_learned, save_teacher, teacher_key
+        from grain_bench.teachers import teacher_key
 
         key = teacher_key(task, spec.data, spec.backbone, recipe, spec.seed)
-        if key in self._teachers:
-            return self._teachers[key]
+        held = self.teachers.held(key)
+        if held is not None:
+            return held
         set_seed(spec.seed)
         model, tokenizer = self.load_model(spec, task)
         check_max_length(spec.backbone, model.config, recipe.max_length)  # preflight checks it too; the API may not
         data = self.data(spec, task, tokenizer, recipe)
-        meta = load_cached_teacher(self.teacher_cache, key, model)
+        meta = self.teachers.load(key, model)
         if meta is None:
-            seconds = finetune(model, task, data, recipe, spec.seed, self.progress)  # raises if it diverged
-            predictions = task.predict(model, data.eval, tokenizer, recipe.eval_batch_size, self.progress)
-            scores = task.score(predictions, data.eval)
-            meta = {"key": key, "task": task.name, "backbone": spec.backbone, "seed": spec.seed, "scores": scores,
-                    "train_seconds": seconds, "recipe": recipe.teacher_dict(), "warnings": [],
-                    "quality": assess(task, predictions, data.eval)}
-            problem = not_learned(task, scores, data.chance)
-            if problem:  # kept for this process's runs, never cached: the next sweep trains it again
-                meta["warnings"].append(f"{problem}; the teacher was not cached")
-                tqdm.write(f"grain-bench: warning: {task.name} seed {spec.seed}: {problem}; not caching it "
-                           f"(give the teacher more steps or another teacher_lr)", file=sys.stderr)
-            else:
-                try:
-                    save_teacher(self.teacher_cache, key, model, meta)
-                except STORAGE_ERRORS as exc:  # a full or read-only disk costs the cache, not the run
-                    meta["warnings"].append(f"the teacher could not be cached ({storage_error_text(exc)})")
+            meta = self._train_teacher(key, spec, task, model, data, recipe)
         if "quality" not in meta:  # a teacher cached before quality was recorded: one pass over the scored split
             predictions = task.predict(model, data.eval, tokenizer, recipe.eval_batch_size, self.progress)
             meta["quality"] = assess(task, predictions, data.eval)
         model.eval()
-        self._teachers[key] = (model, meta)
+        self.teachers.hold(key, model, meta)
         return model, meta
+
+    def _train_teacher(self, key: str, spec: RunSpec, task, model, data: TaskData, recipe: Recipe) -> dict:
+        """Fine-tune, score and cache a teacher (one that did not learn is used, never cached); returns its meta."""
+        from grain_bench.distill import finetune
+        from grain_bench.quality import assess
+        from grain_bench.teachers import not_learned
+
+        seconds = finetune(model, task, data, recipe, spec.seed, self.progress)  # raises if it diverged
+        predictions = task.predict(model, data.eval, data.tokenizer, recipe.eval_batch_size, self.progress)
+        scores = task.score(predictions, data.eval)
+        meta = {"key": key, "task": task.name, "backbone": spec.backbone, "seed": spec.seed, "scores": scores,
+                "train_seconds": seconds, "recipe": recipe.teacher_dict(), "warnings": [],
+                "quality": assess(task, predictions, data.eval)}
+        problem = not_learned(task, scores, data.chance)
+        if problem:
+            tqdm.write(f"grain-bench: warning: {task.name} seed {spec.seed}: {problem}; not caching it (give the "
+                       f"teacher more steps or another teacher_lr)", file=sys.stderr)
+        self.teachers.save(key, model, meta, problem)
+        return meta
 
     def run(self, spec: RunSpec) -> RunRecord:
         """Run one spec; any exception becomes an ``error`` record (with the message) instead of stopping a sweep."""
@@ -227,7 +233,7 @@ class Harness:
         teacher, teacher_meta = self.teacher(spec, task, recipe)
         distilled = self._distil(spec, task, recipe, teacher)
         data = self.data(spec, task, distilled.tokenizer, recipe)
-        warnings = [*teacher_meta.get("warnings", [])]
+        warnings = RunWarnings(list(teacher_meta.get("warnings", [])))
         # Compact, check against the masked model, time and save first: the scores are then those of the compact
         # model that is saved (it equals the masked one within 1e-4 on the logits, checked before any timing).
         measured = measure_run(self.config, spec, task, distilled.result, data, distilled.tokenizer, recipe,
@@ -265,7 +271,7 @@ class Harness:
         assert best is not None  # candidates is never empty
         return best
 
-    def _score(self, spec: RunSpec, task, model, data: TaskData, recipe: Recipe, warnings: list[str]) -> Scored:
+    def _score(self, spec: RunSpec, task, model, data: TaskData, recipe: Recipe, warnings: RunWarnings) -> Scored:
         """Predict the reported split with the compact model: scores, collapse verdict, stored predictions."""
         from grain_bench.quality import assess
 
@@ -274,14 +280,14 @@ class Harness:
                       self._save_predictions(spec, task, data.eval, predictions, warnings))
 
     def _record(self, spec: RunSpec, task, provenance: Provenance, teacher_meta: dict, distilled: Distilled, measured,
-                scored: Scored, mask_file: str | None, data: TaskData, warnings: list[str],
+                scored: Scored, mask_file: str | None, data: TaskData, warnings: RunWarnings,
                 seconds: float) -> RunRecord:
         """The ``ok`` record of a finished run."""
         from grain_bench.plugins import plugin_versions
 
         method, result = distilled.method, distilled.result
         info = {key: value for key, value in method.info.items() if key != "warnings"}
-        warnings = [*warnings, *method.info.get("warnings", [])]
+        warnings.extend(method.info.get("warnings", []))
         if distilled.candidates:
             info.update(selected_options=distilled.options, candidates=distilled.candidates)
         space, masks, shape = result.space, result.masks, measured.shape
@@ -295,7 +301,7 @@ class Harness:
             higher_is_better={metric: task.higher_is_better(metric) for metric in scored.scores},
             data=provenance, quality=quality_of(scored.quality),
             teacher_quality=quality_of(teacher_meta.get("quality")),
-            warnings=tuple(warnings), density=measured.density, params=measured.params, flops=measured.flops,
+            warnings=tuple(warnings.items), density=measured.density, params=measured.params, flops=measured.flops,
             latency=measured.latency,
             shape=RecordShape(heads=tuple(summary["heads"]), qk=tuple(summary["qk"]), vo=tuple(summary["vo"]),
                               ffn=tuple(summary["ffn"]), heads_kept=masks.heads_kept(), units=masks.counts(),
@@ -306,45 +312,33 @@ class Harness:
             wall_time_s=seconds, versions=versions, environment=environment(self._device()),
             artifact=measured.artifact, predictions=scored.predictions, masks=mask_file, created=_now())
 
-    def _save_masks(self, spec: RunSpec, result, warnings: list[str]) -> str | None:
+    def _save_masks(self, spec: RunSpec, result, warnings: RunWarnings) -> str | None:
         """Store the run's final masks (a few kilobytes; what latency re-timing rebuilds); failure is a warning."""
-        from grain_bench.files import STORAGE_ERRORS, storage_error_text
         from grain_bench.predictions import save_masks
 
-        try:
-            return save_masks(self.results_dir, spec.run_id, result.masks, result.space)
-        except STORAGE_ERRORS as exc:
-            warnings.append(f"the masks could not be saved ({storage_error_text(exc)})")
-            return None
+        return warnings.store("the masks could not be saved",
+                              lambda: save_masks(self.results_dir, spec.run_id, result.masks, result.space))
 
-    def _save_predictions(self, spec: RunSpec, task, encoded, predictions, warnings: list[str]) -> str | None:
+    def _save_predictions(self, spec: RunSpec, task, encoded, predictions, warnings: RunWarnings) -> str | None:
         """Store the run's per-example predictions (``grain_bench.predictions``); a storage failure is a warning."""
         if not self.config.save_predictions:
             return None
-        from grain_bench.files import STORAGE_ERRORS, storage_error_text
         from grain_bench.predictions import save_predictions
 
-        try:
-            return save_predictions(self.results_dir, spec.run_id, task, encoded, predictions)
-        except STORAGE_ERRORS as exc:
-            warnings.append(f"the predictions could not be saved ({storage_error_text(exc)})")
-            return None
+        return warnings.store("the predictions could not be saved",
+                              lambda: save_predictions(self.results_dir, spec.run_id, task, encoded, predictions))
 
     def _with_model_card(self, record: RunRecord, task) -> RunRecord:
         """Write the saved model's README.md from the finished record; a storage failure becomes a warning."""
         if record.artifact is None:
             return record
-        from grain_bench.files import STORAGE_ERRORS, storage_error_text
         from grain_bench.model_card import base_model, write_model_card
 
         backbone = record.spec.backbone
-        try:
-            base = base_model(backbone, backbone in self.regs.backbones)
-            write_model_card(record.artifact, record, task.head, base)
-        except STORAGE_ERRORS as exc:
-            return dataclasses.replace(record, warnings=(*record.warnings, f"the model card could not be written "
-                                                                           f"({storage_error_text(exc)})"))
-        return record
+        base = base_model(backbone, backbone in self.regs.backbones)
+        artifact, late = record.artifact, RunWarnings()
+        late.store("the model card could not be written", lambda: write_model_card(artifact, record, task.head, base))
+        return dataclasses.replace(record, warnings=(*record.warnings, *late.items)) if late.items else record
 
 
 def _better(task, candidate: dict[str, float], incumbent: dict[str, float]) -> bool:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from grain_bench.errors import GrainBenchError, TrainingDiverged
+from grain_bench.files import RunWarnings
 from grain_bench.prepared import head_outputs
 from grain_bench.records import Density, Flops, LatencyEntry, ParamCounts, latency_entry
 from grain_bench.shape import ModelShape
@@ -345,14 +346,13 @@ class Measured:
 
 
 def measure_run(config, spec, task, result, data, tokenizer, recipe, extra: dict | None = None,
-                warnings: list[str] | None = None) -> Measured:
+                warnings: RunWarnings | None = None) -> Measured:
     """Compact the student, check it against the masked model on an eval batch, count its parameters and FLOPs,
     time it against the dense model (``config.measure_latency``), save it (``config.save_models``).
 
     ``config`` is the harness's ``SweepRequest``; ``extra`` the method's ``finalize`` shape fields. A storage error
     while saving costs the saved model, not the run: it is appended to ``warnings``."""
     from grain_bench.compaction import compact, save_pruned
-    from grain_bench.files import STORAGE_ERRORS, storage_error_text
 
     student, space, masks = result.model, result.space, result.masks
     device = next(student.parameters()).device
@@ -382,11 +382,10 @@ def measure_run(config, spec, task, result, data, tokenizer, recipe, extra: dict
         path = os.path.join(config.results, "models", spec.run_id)
         metadata = {"run_id": spec.run_id, "spec": spec.to_dict(), "max_abs_logit_diff": diff,
                     "density": density.achieved, "masks": masks.to_dict()}
-        try:
-            artifact = save_pruned(compact_model.to("cpu"), path, tokenizer=tokenizer, metadata=metadata)
-        except STORAGE_ERRORS as exc:  # a full or read-only disk costs the saved model, not the trained result
-            if warnings is not None:
-                warnings.append(f"the compact model could not be saved to {path} ({storage_error_text(exc)})")
+        # a full or read-only disk costs the saved model, not the trained result
+        artifact = (warnings if warnings is not None else RunWarnings()).store(
+            f"the compact model could not be saved to {path}",
+            lambda: save_pruned(compact_model.to("cpu"), path, tokenizer=tokenizer, metadata=metadata))
         compact_model.to(device)
     return Measured(compact_model, shape, dense_shape, params, counted, density, latency, artifact,
                     {"max_abs_logit_diff": diff, "params": counts})

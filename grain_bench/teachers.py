@@ -3,6 +3,8 @@
 A cache entry is ``RESULTS/teachers/<key>/`` with ``model.safetensors`` and ``meta.json`` (scores, quality, the
 weights' SHA-256). Entries are written to a temporary folder and renamed into place; a corrupt, incomplete or
 non-finite entry is moved aside and rebuilt. A teacher that did not learn (``not_learned``) is never cached.
+``TeacherCache`` is the object the harness and the benchmarks hold: the entries of one folder and the teachers this
+process already has.
 """
 
 from __future__ import annotations
@@ -15,11 +17,44 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from grain_bench.files import ordinary_permissions
+from grain_bench.files import RunWarnings, ordinary_permissions
 from grain_bench.types import Recipe, canonical_json
+
+
+class TeacherCache:
+    """The fine-tuned teachers of one folder (``RESULTS/teachers``): verified entries on disk and the teachers this
+    process holds, so that every run of a sweep with the same key shares one teacher and a later sweep loads it."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self._held: dict[str, tuple[Any, dict]] = {}
+
+    def held(self, key: str) -> tuple[Any, dict] | None:
+        """(model, meta) of a teacher this process already has, or None."""
+        return self._held.get(key)
+
+    def hold(self, key: str, model, meta: dict) -> None:
+        """Keep (``model``, ``meta``) for the rest of this process."""
+        self._held[key] = (model, meta)
+
+    def load(self, key: str, model) -> dict | None:
+        """Load a verified entry's weights into ``model`` and return its meta; None when there is none (a corrupt one
+        is moved aside, to be rebuilt)."""
+        return load_cached_teacher(self.folder, key, model)
+
+    def save(self, key: str, model, meta: dict, problem: str | None = None) -> None:
+        """Write the entry of a teacher that learned; ``problem`` (``not_learned``'s reason) keeps it out of the
+        cache. Either way, what a reader should know goes into ``meta["warnings"]`` (a full or read-only disk costs
+        the cache, not the run)."""
+        warnings = RunWarnings(meta.setdefault("warnings", []))
+        if problem:  # kept for this process's runs, never cached: the next sweep trains it again
+            warnings.add(f"{problem}; the teacher was not cached")
+            return
+        warnings.store("the teacher could not be cached", lambda: save_teacher(self.folder, key, model, meta))
 
 
 def teacher_key(task, data: str, backbone: str, recipe: Recipe, seed: int) -> str:
