@@ -296,6 +296,65 @@ def add_runtime(models: dict, info: dict, runtime: str, inputs) -> None:
         print(f"prepared {label} [{runtime}] in {time.time() - started:.0f} s", file=sys.stderr, flush=True)
 
 
+def result_rows(results: dict, info: dict, on_cuda: bool, densities, masks_dir: str | None) -> dict:
+    """One report row per timed model: its timing, its info, its speedups (each against the dense model of the same
+    rounds) and what it is compared with (uniform stock twins, equal-width twins, its no-attention ceiling)."""
+    rows = {}
+    for label, result in results.items():
+        # On CUDA the baseline is the dense model of the same mode (timed in the same rounds); on CPU eager dense.
+        mode = label.partition(" [")[2]
+        baseline = results[f"dense [{mode}"] if on_cuda and mode else results["dense"]
+        row = {**result.to_dict(), **info.get(label, {}), "speedup_vs_dense": baseline.median_ms / result.median_ms,
+               "speedup_vs_dense_min": baseline.min_ms / result.min_ms}
+        # Spread of the ratio: quartiles of per-round ratios (baseline and this model timed in the same round).
+        row["speedup_q1_q3"] = _ratio_quartiles(baseline, result)
+        rows[label] = row
+    for density in densities:
+        c, u = rows.get(f"compact@{density:g}"), rows.get(f"uniform@{density:g}")
+        if c and u:
+            c["slower_than_uniform_stock"] = c["median_ms"] / u["median_ms"] - 1.0
+        if c:
+            c["fraction_of_flops_predicted"] = c["speedup_vs_dense"] / c["flops_predicted_speedup"]
+    for label, row in rows.items():
+        _compare_row(label, row, rows, results, masks_dir)
+    return rows
+
+
+def _compare_row(label: str, row: dict, rows: dict, results: dict, masks_dir: str | None) -> None:
+    """A row beside the dense model under its own runtime and, for a real mask, beside its twins and its ceiling."""
+    base, _, runtime = label.partition(" [")
+    suffix = f" [{runtime}" if runtime else ""
+    if suffix and f"dense{suffix}" in rows:  # against the dense model under the same runtime, same rounds
+        row["speedup_vs_same_runtime_dense"] = rows[f"dense{suffix}"]["median_ms"] / row["median_ms"]
+        row["same_runtime_q1_q3"] = _ratio_quartiles(results[f"dense{suffix}"], results[label])
+    if masks_dir and base != "dense" and ":" not in base:
+        row["fraction_of_flops_predicted"] = row["speedup_vs_dense"] / row["flops_predicted_speedup"]
+        for twin in ("twin-heads", "twin-64"):
+            twin_row = rows.get(f"{base}:{twin}{suffix}")
+            if twin_row:
+                row[f"{twin}_speedup"] = twin_row["speedup_vs_dense"]
+                row[f"slower_than_{twin}"] = row["median_ms"] / twin_row["median_ms"] - 1.0
+        ceiling = rows.get(f"{base}:no-attention{suffix}")
+        if ceiling:  # same runtime, same rounds
+            row["no_attention_speedup"] = ceiling["speedup_vs_dense"]
+
+
+def report_targets(rows: dict, runtimes, densities, masks_dir: str | None, on_cuda: bool, batch: int) -> dict:
+    """The targets a report checks: per runtime on real masks (each against the eager dense model), none on CUDA
+    (the GPU protocol is reported as measured), the synthetic ones otherwise."""
+    if masks_dir and on_cuda:
+        return {}  # issue 14 sets CPU targets
+    if not masks_dir:
+        return _targets(rows, densities)
+    targets = {}
+    for runtime in runtimes:
+        suffix = "" if runtime == "eager" else f" [{runtime}]"
+        chosen = {label[:len(label) - len(suffix)]: row for label, row in rows.items()
+                  if (label.endswith(suffix) if suffix else " [" not in label)}
+        targets[runtime] = _real_mask_targets(chosen, batch)
+    return targets
+
+
 def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, malloc: dict | None = None,
         masks_dir: str | None = None, batch: int = BATCH, seq_len: int = SEQ_LEN, runtimes=("eager",),
         methods: tuple[str, ...] | None = None, device: str = "cpu", calls: int = 1) -> dict:
@@ -346,50 +405,9 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
 
     def publish(results: dict) -> dict:
         """Rows, targets and the report from the timings so far; printed, and written to ``out_path``."""
-        rows = {}
-        for label, result in results.items():
-            # On CUDA the baseline is the dense model of the same mode (timed in the same rounds); on CPU eager dense.
-            mode = label.partition(" [")[2]
-            baseline = results[f"dense [{mode}"] if on_cuda and mode else results["dense"]
-            row = {**result.to_dict(), **info.get(label, {}), "speedup_vs_dense": baseline.median_ms / result.median_ms,
-                   "speedup_vs_dense_min": baseline.min_ms / result.min_ms}
-            # Spread of the ratio: quartiles of per-round ratios (baseline and this model timed in the same round).
-            row["speedup_q1_q3"] = _ratio_quartiles(baseline, result)
-            rows[label] = row
-        for density in densities:
-            c, u = rows.get(f"compact@{density:g}"), rows.get(f"uniform@{density:g}")
-            if c and u:
-                c["slower_than_uniform_stock"] = c["median_ms"] / u["median_ms"] - 1.0
-            if c:
-                c["fraction_of_flops_predicted"] = c["speedup_vs_dense"] / c["flops_predicted_speedup"]
-        for label, row in rows.items():
-            base, _, runtime = label.partition(" [")
-            suffix = f" [{runtime}" if runtime else ""
-            if suffix and f"dense{suffix}" in rows:  # against the dense model under the same runtime, same rounds
-                row["speedup_vs_same_runtime_dense"] = rows[f"dense{suffix}"]["median_ms"] / row["median_ms"]
-                row["same_runtime_q1_q3"] = _ratio_quartiles(results[f"dense{suffix}"], results[label])
-            if masks_dir and base != "dense" and ":" not in base:
-                row["fraction_of_flops_predicted"] = row["speedup_vs_dense"] / row["flops_predicted_speedup"]
-                for twin in ("twin-heads", "twin-64"):
-                    twin_row = rows.get(f"{base}:{twin}{suffix}")
-                    if twin_row:
-                        row[f"{twin}_speedup"] = twin_row["speedup_vs_dense"]
-                        row[f"slower_than_{twin}"] = row["median_ms"] / twin_row["median_ms"] - 1.0
-                ceiling = rows.get(f"{base}:no-attention{suffix}")
-                if ceiling:  # same runtime, same rounds
-                    row["no_attention_speedup"] = ceiling["speedup_vs_dense"]
+        rows = result_rows(results, info, on_cuda, densities, masks_dir)
         report["results"] = rows
-        if masks_dir and on_cuda:
-            report["targets"] = {}  # issue 14 sets CPU targets; the GPU protocol is reported as measured
-        elif masks_dir:  # the targets per runtime (each compared with the eager dense model)
-            report["targets"] = {}
-            for runtime in runtimes:
-                suffix = "" if runtime == "eager" else f" [{runtime}]"
-                chosen = {label[:len(label) - len(suffix)]: row for label, row in rows.items()
-                          if (label.endswith(suffix) if suffix else " [" not in label)}
-                report["targets"][runtime] = _real_mask_targets(chosen, batch)
-        else:
-            report["targets"] = _targets(rows, densities)
+        report["targets"] = report_targets(rows, runtimes, densities, masks_dir, on_cuda, batch)
         report["seconds"] = time.time() - started
         report["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
         _print(rows)

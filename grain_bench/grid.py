@@ -22,29 +22,10 @@ def build_specs(regs, methods: list[str], tasks: list[str], densities: list[floa
     hub commit that ``data_revisions`` ({task or "*": branch, tag or commit}, default each task's ``hub_ref``) names
     now). Every name and option is validated here, before anything runs or is written.
     """
-    for what, items in (("methods", methods), ("tasks", tasks), ("densities", densities), ("seeds", seeds)):
-        if not items:
-            raise UsageError(f"no {what} given: the grid needs at least one")
-    for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
-            raise UsageError(f"seed {seed!r} is not an integer in [0, 2^32), the range numpy's random seed takes")
-    method_options = dict(method_options or {})
+    _check_grid(methods, tasks, densities, seeds)
     methods = regs.resolve_methods(methods)
     tasks = regs.expand_tasks(tasks)
-    for key in method_options:
-        if regs.methods.entry(key).name not in methods:
-            raise UsageError(f"options given for method {key!r}, which is not in --methods ({', '.join(methods)})")
-    for density in densities:
-        if not 0 < density <= 1:  # also refuses NaN
-            raise UsageError(f"density {density:g} is outside (0, 1]; give fractions such as 0.05,0.1")
-    options: dict[str, dict[str, Any]] = {}
-    for name in methods:
-        cls = regs.methods.get(name)
-        given: dict[str, Any] = {}
-        for key, values in method_options.items():
-            if regs.methods.entry(key).name == name:
-                given.update(values)
-        options[name] = cls.canonical_options(given)  # validates; defaults left out, so equal runs share one id
+    options = _method_options(regs, methods, dict(method_options or {}))
     specs = []
     for task_name in tasks:
         task_cls = regs.tasks.get(task_name)
@@ -53,12 +34,39 @@ def build_specs(regs, methods: list[str], tasks: list[str], densities: list[floa
         data = task_cls(data_dir, revision).data_identity().key  # content hash or hub commit; DataError if unreadable
         task_recipe = (recipe(task_name) if callable(recipe) else recipe).to_dict()
         for name in methods:
-            cls = regs.methods.get(name)
-            method_densities = densities if getattr(cls, "prunes", True) else [1.0]
-            for density in method_densities:
-                for seed in seeds:
-                    specs.append(RunSpec(method=name, task=task_name, backbone=backbone, target_density=float(density),
-                                         seed=int(seed), recipe=task_recipe, method_options=options[name],
-                                         task_version=task_cls.version, data=data,
-                                         data_dir=os.path.abspath(data_dir) if data_dir else None))
+            method_densities = densities if getattr(regs.methods.get(name), "prunes", True) else [1.0]
+            specs += [RunSpec(method=name, task=task_name, backbone=backbone, target_density=float(density),
+                              seed=int(seed), recipe=task_recipe, method_options=options[name],
+                              task_version=task_cls.version, data=data,
+                              data_dir=os.path.abspath(data_dir) if data_dir else None)
+                      for density in method_densities for seed in seeds]
     return list({spec.run_id: spec for spec in specs}.values())
+
+
+def _check_grid(methods: list[str], tasks: list[str], densities: list[float], seeds: list[int]) -> None:
+    """Every axis of the grid non-empty, seeds that numpy takes, densities in (0, 1]."""
+    for what, items in (("methods", methods), ("tasks", tasks), ("densities", densities), ("seeds", seeds)):
+        if not items:
+            raise UsageError(f"no {what} given: the grid needs at least one")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+            raise UsageError(f"seed {seed!r} is not an integer in [0, 2^32), the range numpy's random seed takes")
+    for density in densities:
+        if not 0 < density <= 1:  # also refuses NaN
+            raise UsageError(f"density {density:g} is outside (0, 1]; give fractions such as 0.05,0.1")
+
+
+def _method_options(regs, methods: list[str], given: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each method's options in their one stored form (validated, defaults left out, so equal runs share one id);
+    options given under an alias count for the method, options of a method not in the grid are refused."""
+    for key in given:
+        if regs.methods.entry(key).name not in methods:
+            raise UsageError(f"options given for method {key!r}, which is not in --methods ({', '.join(methods)})")
+    options: dict[str, dict[str, Any]] = {}
+    for name in methods:
+        values: dict[str, Any] = {}
+        for key, more in given.items():
+            if regs.methods.entry(key).name == name:
+                values.update(more)
+        options[name] = regs.methods.get(name).canonical_options(values)
+    return options

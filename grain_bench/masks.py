@@ -218,6 +218,13 @@ def prune_to_density(scores: UnitTensors, masks: UnitMasks, space: MaskSpace, de
     one_head_of_queries = space.head_dim * space.unit_costs["qk"] / space.total_cost()
     if result.density(space) >= density - one_head_of_queries:
         return result
+    return _closest_coupled(coupled, already, n_prune, space, density) or masks
+
+
+def _closest_coupled(coupled, already: int, n_prune: int, space: MaskSpace, density: float) -> UnitMasks | None:
+    """Of the prefixes between ``already`` and ``n_prune`` units (``coupled(count)``: their masks, coupled), the
+    coupled masks closest to ``density`` around it, by bisection; None when no prefix longer than ``already`` keeps
+    the target."""
     low, high = already, n_prune  # coupled(low) keeps >= density; coupled(high) does not
     while high - low > 1:
         middle = (low + high) // 2
@@ -226,7 +233,7 @@ def prune_to_density(scores: UnitTensors, masks: UnitMasks, space: MaskSpace, de
         else:
             high = middle
     if low <= already:
-        return masks
+        return None
     # of the two prefixes around the target, keep the one whose coupled density is closer to it
     above, below = coupled(low), coupled(high)
     return below if density - below.density(space) < above.density(space) - density else above

@@ -351,8 +351,8 @@ def measure_run(config, spec, task, result, data, tokenizer, recipe, extra: dict
     time it against the dense model (``config.measure_latency``), save it (``config.save_models``).
 
     ``config`` is the harness's ``SweepRequest``; ``extra`` the method's ``finalize`` shape fields. A storage error
-    while saving costs the saved model, not the run: it is appended to ``warnings``."""
-    from grain_bench.compaction import compact, save_pruned
+    while saving costs the saved model, not the run: it is noted in ``warnings``."""
+    from grain_bench.compaction import compact
 
     student, space, masks = result.model, result.space, result.masks
     device = next(student.parameters()).device
@@ -367,28 +367,36 @@ def measure_run(config, spec, task, result, data, tokenizer, recipe, extra: dict
     density = Density(target=spec.target_density, achieved=masks.density(space),
                       encoder_params=shape.encoder_params() / dense_shape.encoder_params())
     counted = Flops(**flops(shape, recipe.max_length, dense_shape))
-
-    latency: list[LatencyEntry] = []
-    if config.measure_latency:
-        settings = record_settings(str(device), recipe.max_length)
-        dense = _dense_copy(student)
-        results = time_models({"dense": dense, "compact": compact_model}, settings)
-        latency = [latency_entry(entry) for entry in speedup_entries(
-            results, "dense", {"compact": counted.predicted_speedup, "dense": 1.0})]
-        del dense
-
+    latency = _run_latency(student, compact_model, recipe, counted) if config.measure_latency else []
     artifact = None
     if config.save_models:
-        path = os.path.join(config.results, "models", spec.run_id)
         metadata = {"run_id": spec.run_id, "spec": spec.to_dict(), "max_abs_logit_diff": diff,
                     "density": density.achieved, "masks": masks.to_dict()}
-        # a full or read-only disk costs the saved model, not the trained result
-        artifact = (warnings if warnings is not None else RunWarnings()).store(
-            f"the compact model could not be saved to {path}",
-            lambda: save_pruned(compact_model.to("cpu"), path, tokenizer=tokenizer, metadata=metadata))
-        compact_model.to(device)
+        artifact = _save(compact_model, os.path.join(config.results, "models", spec.run_id), tokenizer, metadata,
+                         warnings if warnings is not None else RunWarnings())
     return Measured(compact_model, shape, dense_shape, params, counted, density, latency, artifact,
                     {"max_abs_logit_diff": diff, "params": counts})
+
+
+def _run_latency(student, compact_model, recipe, counted: Flops) -> list[LatencyEntry]:
+    """The run's own quick timing: the compact model beside a hook-free dense copy of the student."""
+    settings = record_settings(str(next(student.parameters()).device), recipe.max_length)
+    results = time_models({"dense": _dense_copy(student), "compact": compact_model}, settings)
+    return [latency_entry(entry) for entry in speedup_entries(
+        results, "dense", {"compact": counted.predicted_speedup, "dense": 1.0})]
+
+
+def _save(compact_model, path: str, tokenizer, metadata: dict, warnings: RunWarnings) -> str | None:
+    """Save the compact model (from the CPU, then back on its device); a full or read-only disk costs the saved
+    model, not the trained result."""
+    from grain_bench.compaction import save_pruned
+
+    device = next(compact_model.parameters()).device
+    artifact = warnings.store(f"the compact model could not be saved to {path}",
+                              lambda: save_pruned(compact_model.to("cpu"), path, tokenizer=tokenizer,
+                                                  metadata=metadata))
+    compact_model.to(device)
+    return artifact
 
 
 def _head_params(model) -> int:

@@ -38,21 +38,23 @@ def _scores(scores: dict, digits: int = 4) -> str:
 
 def model_card(record: RunRecord, head: str, base: str | None = None) -> str:
     """The Markdown card (with Hugging Face front matter) of the model a run saved; ``base`` is its hub base model."""
-    spec = record.spec
-    method, task, backbone = spec.method, spec.task, spec.backbone
-    options = spec.method_options
-    options_text = ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "defaults"
     front = ["---", "library_name: transformers", f"pipeline_tag: {_head(head, 'pipeline_tag', 'feature-extraction')}",
-             "tags:", "- grain-bench", "- structured-pruning", f"- {method}"]
+             "tags:", "- grain-bench", "- structured-pruning", f"- {record.spec.method}"]
     if base:
         front.append(f"base_model: {base}")
     front.append("---")
-    density, params = record.density, record.params
+    table = ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in _facts(record, base))]
+    return "\n".join(front + [""] + _body(record, head, table))
+
+
+def _facts(record: RunRecord, base: str | None) -> list[tuple[str, str]]:
+    """The card's table: task, backbone, method, densities, parameters, scores, FLOPs, latency, recipe, run."""
+    spec, density, params = record.spec, record.density, record.params
+    options_text = ", ".join(f"{k}={v}" for k, v in sorted(spec.method_options.items())) or "defaults"
     rows = [
-        ("task", f"{task} v{spec.task_version} (data: {spec.data}); primary metric "
-                 f"{record.primary_metric}"),
-        ("backbone", backbone + (f" ({base})" if base and base != backbone else "")),
-        ("method", f"`{method}` ({options_text})"),
+        ("task", f"{spec.task} v{spec.task_version} (data: {spec.data}); primary metric {record.primary_metric}"),
+        ("backbone", spec.backbone + (f" ({base})" if base and base != spec.backbone else "")),
+        ("method", f"`{spec.method}` ({options_text})"),
         ("density", f"target {spec.target_density:g}, achieved {_number(density.achieved):.4f} of "
                     f"the unit cost; {_number(density.encoder_params) * 100:.1f}% of the encoder's "
                     f"parameters kept"),
@@ -73,14 +75,17 @@ def model_card(record: RunRecord, head: str, base: str | None = None) -> str:
         caption = Recipe.parse(spec.recipe).caption()
     except Exception:  # a recipe field this version does not know
         caption = json.dumps(spec.recipe, sort_keys=True)
-    rows += [("recipe", caption), ("run", f"`{record.run_id}`, {record.created}, grain-bench {__version__}")]
-    table = ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
-    auto = _head(head, "auto_class", "AutoModel")
+    return rows + [("recipe", caption), ("run", f"`{record.run_id}`, {record.created}, grain-bench {__version__}")]
+
+
+def _body(record: RunRecord, head: str, table: list[str]) -> list[str]:
+    """The card below its front matter: what the model is, the table, how to load it, the record's warnings."""
+    spec, auto = record.spec, _head(head, "auto_class", "AutoModel")
     body = [
-        f"# {method} at {spec.target_density:g} density: compact {backbone} for {task}", "",
+        f"# {spec.method} at {spec.target_density:g} density: compact {spec.backbone} for {spec.task}", "",
         f"A physically pruned encoder made with grain-bench, a benchmark for structured pruning (GRAIN, Yang et al., "
-        f"ACL 2023, and its rivals), by the `{method}` method under grain-bench's shared distillation: every pruned "
-        f"attention unit and FFN neuron is removed, each layer keeps its own heads and widths. Its outputs were "
+        f"ACL 2023, and its rivals), by the `{spec.method}` method under grain-bench's shared distillation: every "
+        f"pruned attention unit and FFN neuron is removed, each layer keeps its own heads and widths. Its outputs were "
         f"checked against the masked model before it was timed and scored (max |logit difference| "
         f"{record.method_info.get('compact', {}).get('max_abs_logit_diff', '?')}).",
         "", *table, "", "## Use", "", "```python",
@@ -92,7 +97,7 @@ def model_card(record: RunRecord, head: str, base: str | None = None) -> str:
     ]
     if record.warnings:
         body += ["## Warnings", "", *(f"- {w}" for w in record.warnings), ""]
-    return "\n".join(front + [""] + body)
+    return body
 
 
 def write_model_card(folder: str, record: RunRecord, head: str, base: str | None = None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import types
 import typing
 from typing import Any, ClassVar, Literal, get_args, get_origin
 
@@ -12,57 +13,77 @@ from grain_bench.errors import UsageError
 
 
 def _coerce(owner: str, key: str, value: Any, annotation: Any) -> Any:
+    """``value`` as ``annotation`` describes it (strings converted: ``-o grain.alpha=0.1``); ``UsageError`` naming the
+    option otherwise. Literals, unions with None, bool, int, float, str and tuples of them; anything else as it is."""
     origin = get_origin(annotation)
-    args = get_args(annotation)
     if origin is Literal:
-        choices = args
-        for choice in choices:
-            if value == choice or (isinstance(value, str) and str(choice) == value):
-                return choice
-        raise UsageError(f"{owner}: option {key}={value!r} is not one of {', '.join(map(str, choices))}")
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        errors = []
-        if (value is None or isinstance(value, str) and value.lower() in ("none", "null")) and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(owner, key, value, arg)
-            except UsageError as exc:
-                errors.append(str(exc))
-        raise UsageError(errors[-1] if errors else f"{owner}: option {key}={value!r} has the wrong type")
+        return _choice(owner, key, value, get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return _union(owner, key, value, get_args(annotation))
     if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise UsageError(f"{owner}: option {key}={value!r} must be true or false")
+        return _boolean(owner, key, value)
     if annotation in (int, float):
-        if isinstance(value, bool):
-            raise UsageError(f"{owner}: option {key}={value!r} must be a number")
-        try:
-            number = annotation(value)
-        except (TypeError, ValueError):
-            kind = "an integer" if annotation is int else "a number"
-            raise UsageError(f"{owner}: option {key}={value!r} must be {kind}") from None
-        if annotation is int and isinstance(value, float) and value != int(value):
-            raise UsageError(f"{owner}: option {key}={value!r} must be an integer")
-        return number
+        return _number(owner, key, value, annotation)
     if annotation is str:
         return str(value)
     if origin is tuple:
-        if isinstance(value, str):
-            items = value.split(",")
-        elif isinstance(value, (list, tuple)):
-            items = list(value)
-        else:  # one value where a list is expected: grain_bench.run(densities=0.5)
-            items = [value]
-        item_type = args[0] if args else str
-        return tuple(_coerce(owner, key, item, item_type) for item in items if item != "")
+        return _items(owner, key, value, get_args(annotation))
     return value
+
+
+def _choice(owner: str, key: str, value: Any, choices: tuple) -> Any:
+    for choice in choices:
+        if value == choice or (isinstance(value, str) and str(choice) == value):
+            return choice
+    raise UsageError(f"{owner}: option {key}={value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def _union(owner: str, key: str, value: Any, args: tuple) -> Any:
+    if (value is None or isinstance(value, str) and value.lower() in ("none", "null")) and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(owner, key, value, arg)
+        except UsageError as exc:
+            errors.append(str(exc))
+    raise UsageError(errors[-1] if errors else f"{owner}: option {key}={value!r} has the wrong type")
+
+
+def _boolean(owner: str, key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise UsageError(f"{owner}: option {key}={value!r} must be true or false")
+
+
+def _number(owner: str, key: str, value: Any, annotation: type) -> Any:
+    if isinstance(value, bool):
+        raise UsageError(f"{owner}: option {key}={value!r} must be a number")
+    try:
+        number = annotation(value)
+    except (TypeError, ValueError):
+        kind = "an integer" if annotation is int else "a number"
+        raise UsageError(f"{owner}: option {key}={value!r} must be {kind}") from None
+    if annotation is int and isinstance(value, float) and value != int(value):
+        raise UsageError(f"{owner}: option {key}={value!r} must be an integer")
+    return number
+
+
+def _items(owner: str, key: str, value: Any, args: tuple) -> tuple:
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:  # one value where a list is expected: grain_bench.run(densities=0.5)
+        items = [value]
+    item_type = args[0] if args else str
+    return tuple(_coerce(owner, key, item, item_type) for item in items if item != "")
 
 
 @dataclasses.dataclass(frozen=True)

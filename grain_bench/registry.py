@@ -194,47 +194,52 @@ def _described(obj: Any) -> str:
     return getattr(obj, "description", "") or (doc[0] if doc else "")
 
 
+class _Registrars:
+    """The ``register`` functions one plugin's registration hooks are called with (they name the plugin in every
+    entry, so a duplicate or a wrong object says whose it is)."""
+
+    def __init__(self, regs: Registries, plugin: str):
+        self.regs, self.plugin = regs, plugin
+
+    def method(self, cls, aliases=()) -> None:
+        """``register_methods``: a ``Method`` subclass."""
+        self.regs.methods.add(Entry(getattr(cls, "name", ""), cls, self.plugin, _described(cls), tuple(aliases)))
+
+    def task(self, cls, aliases=(), suites=()) -> None:
+        """``register_tasks``: a ``Task`` subclass, in the suites it names."""
+        self.regs.tasks.add(Entry(getattr(cls, "name", ""), cls, self.plugin, _described(cls), tuple(aliases),
+                                  tuple(suites)))
+
+    def runtime(self, runtime, aliases=()) -> None:
+        """``register_runtimes``: a ``grain_bench.runtimes.Runtime`` instance."""
+        self.regs.runtimes.add(Entry(getattr(runtime, "name", ""), runtime, self.plugin, _described(runtime),
+                                     tuple(aliases)))
+
+    def named(self, kind: str) -> Callable[..., None]:
+        """The ``register(name, obj, description="", aliases=())`` of the registry ``kind`` (backbones, ...)."""
+        registry = getattr(self.regs, kind)
+
+        def register(name, obj, description="", aliases=()):
+            registry.add(Entry(name, obj, self.plugin, description, tuple(aliases)))
+        return register
+
+
+#: each registration hook and the ``register`` it is called with
+_HOOKS: tuple[tuple[str, Callable[[_Registrars], Callable[..., None]]], ...] = (
+    ("register_methods", lambda r: r.method), ("register_tasks", lambda r: r.task),
+    ("register_backbones", lambda r: r.named("backbones")), ("register_executors", lambda r: r.named("executors")),
+    ("register_exporters", lambda r: r.named("exporters")), ("register_runtimes", lambda r: r.runtime),
+)
+
+
 def build_registries(pm) -> Registries:
     """Call every registration hook of ``pm`` (one implementation at a time, so duplicates name both plugins)."""
     regs = empty_registries()
     regs.pm = pm
-
-    def each(hook_name: str, make_register: Callable[[str], Callable[..., None]]) -> None:
-        hook = getattr(pm.hook, hook_name)
+    for hook_name, register in _HOOKS:
         # pluggy returns implementations last-registered-first; built-ins register first, so reverse.
-        for impl in hook.get_hookimpls():
-            impl.function(register=make_register(impl.plugin_name))
-
-    def method_register(plugin: str):
-        def register(cls, aliases=()):
-            regs.methods.add(Entry(getattr(cls, "name", ""), cls, plugin, _described(cls), tuple(aliases)))
-        return register
-
-    def runtime_register(plugin: str):
-        def register(runtime, aliases=()):
-            regs.runtimes.add(Entry(getattr(runtime, "name", ""), runtime, plugin, _described(runtime),
-                                    tuple(aliases)))
-        return register
-
-    def task_register(plugin: str):
-        def register(cls, aliases=(), suites=()):
-            regs.tasks.add(Entry(getattr(cls, "name", ""), cls, plugin, _described(cls), tuple(aliases),
-                                 tuple(suites)))
-        return register
-
-    def named_register(registry: Registry):
-        def make(plugin: str):
-            def register(name, obj, description="", aliases=()):
-                registry.add(Entry(name, obj, plugin, description, tuple(aliases)))
-            return register
-        return make
-
-    each("register_methods", method_register)
-    each("register_tasks", task_register)
-    each("register_backbones", named_register(regs.backbones))
-    each("register_executors", named_register(regs.executors))
-    each("register_exporters", named_register(regs.exporters))
-    each("register_runtimes", runtime_register)
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            impl.function(register=register(_Registrars(regs, impl.plugin_name)))
     clash = set(regs.suites()) & set(regs.tasks.entries)
     if clash:
         raise DuplicateNameError(f"suite name(s) {sorted(clash)} are also task names")

@@ -101,3 +101,26 @@ def test_no_import_cycles_between_modules():
 
     cycles = [m for m in graph if reaches(m, m, {m})]
     assert cycles == [], f"import cycles through {cycles}"
+
+
+#: the longest function the core may have (``grain_bench/``; docstring and signature included)
+MAX_FUNCTION_LINES = 40
+
+
+def test_no_function_of_the_core_is_over_40_lines():
+    """Functions of ``grain_bench/`` stay short enough to read in one screen; ruff's C901 (pyproject.toml) bounds
+    their branching at 15 everywhere."""
+    import ast
+
+    long = []
+    for root, _, files in os.walk(os.path.join(ROOT, "grain_bench")):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(root, name)
+            with open(path, encoding="utf-8") as handle:
+                tree = ast.parse(handle.read())
+            long += [f"{os.path.relpath(path, ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})"
+                     for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                     and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert long == [], f"functions over {MAX_FUNCTION_LINES} lines: {long}"
