@@ -17,7 +17,7 @@ import torch
 
 from grain_bench.errors import UsageError
 from grain_bench.files import ordinary_permissions
-from grain_bench.heads import compact_classes
+from grain_bench.heads import HEADS, compact_classes
 from grain_bench.masks import MaskSpace, UnitMasks
 from grain_bench.shape import ModelShape
 from grain_bench.version import __version__
@@ -32,13 +32,9 @@ READABLE_FORMATS = (1, 2)
 # transformers class name of the source model -> compact class name (same head, same forward signature): one per
 # task head (grain_bench.heads) and the bare encoder.
 HEAD_CLASSES = compact_classes()
-AUTO_MAP = {
-    "AutoConfig": "modeling_pruned_bert.PrunedBertConfig",
-    "AutoModel": "modeling_pruned_bert.PrunedBertModel",
-    "AutoModelForSequenceClassification": "modeling_pruned_bert.PrunedBertForSequenceClassification",
-    "AutoModelForTokenClassification": "modeling_pruned_bert.PrunedBertForTokenClassification",
-    "AutoModelForQuestionAnswering": "modeling_pruned_bert.PrunedBertForQuestionAnswering",
-}
+# what a saved folder's config tells transformers' Auto classes to load (trust_remote_code): one class per head
+AUTO_MAP = {"AutoConfig": "modeling_pruned_bert.PrunedBertConfig", "AutoModel": "modeling_pruned_bert.PrunedBertModel",
+            **{head.auto_class: f"modeling_pruned_bert.{head.compact_class}" for head in HEADS.values()}}
 
 
 def _modeling():
