@@ -200,14 +200,16 @@ def cmd_measure(args) -> int:
     if args.seq_len is not None and args.seq_len < 1:
         raise UsageError(f"--seq-len must be at least 1, got {args.seq_len}")
     check_device(args.device)
+    from grain_bench.plugins import get_registries
     from grain_bench.runtimes import get_runtime
 
-    get_runtime(args.mode, args.device, what="--mode").check()  # a runtime of that device, and what it needs here
+    regs = get_registries()
+    get_runtime(args.mode, args.device, regs, what="--mode").check()  # a runtime of that device, and what it needs
     settings = RetimeSettings(batch=args.batch, seq_len=args.seq_len, threads=args.threads, device=args.device,
                               dtype=args.dtype, mode=args.mode, runs=args.runs)
     command = "grain-bench " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["measure"] else "grain-bench measure"
-    retime(args.results, settings, task=args.task, progress=not args.quiet, command=command)
-    text, notes = show_table(args.results, task=args.task)
+    retime(args.results, settings, task=args.task, progress=not args.quiet, command=command, regs=regs)
+    text, notes = show_table(args.results, task=args.task, regs=regs)
     print(text)
     print_notes(notes)
     return 0

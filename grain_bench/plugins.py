@@ -127,12 +127,3 @@ def get_plugin_manager() -> pluggy.PluginManager:
 def reset() -> None:
     """Forget the process-wide plugin manager (tests use this after changing the environment)."""
     _DEFAULT.clear()
-
-
-def registered_defaults(method: str | None) -> dict[str, Any] | None:
-    """Default options of a registered method (None when no installed plugin registers it); imports no torch."""
-    try:
-        cls = get_registries().methods.get(method)
-    except Exception:  # an unknown or broken plugin: the caller keeps what it has
-        return None
-    return {name: default for name, _, default in cls.Options.describe()}
