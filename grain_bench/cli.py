@@ -76,9 +76,16 @@ _UNSET = argparse.SUPPRESS
 
 def _add_run_parser(sub) -> None:
     """``run``: one flag per ``SweepRequest`` choice (help texts read the request's defaults), plus how to print."""
+    run = sub.add_parser("run", help="run a grid of methods x tasks x densities x seeds and print the comparison")
+    _add_grid_flags(run)
+    _add_execution_flags(run)
+    _add_output_flags(run)
+
+
+def _add_grid_flags(run) -> None:
+    """What the grid is: methods, tasks, densities, seeds, backbone, recipe, options, data."""
     from grain_bench.request import help_text
 
-    run = sub.add_parser("run", help="run a grid of methods x tasks x densities x seeds and print the comparison")
     run.add_argument("--methods", type=_names("method", "grain,heads"), default=_UNSET, help=help_text("methods"))
     run.add_argument("--tasks", type=_names("task", "tweets or glue"), default=_UNSET, help=help_text("tasks"))
     run.add_argument("--densities", type=_floats, default=_UNSET, help=help_text("densities"))
@@ -89,11 +96,17 @@ def _add_run_parser(sub) -> None:
                      help="override one recipe field, e.g. -r max_steps=300 (repeatable)")
     run.add_argument("-o", "--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                      help="method option, e.g. -o grain.alpha=0.3 (repeatable)")
-    run.add_argument("--results", default=_UNSET, help=help_text("results"))
     run.add_argument("--data-dir", dest="data_dir", default=_UNSET, help=help_text("data_dir", "hub/package"))
     run.add_argument("--data-revision", action="append", default=[], metavar="[TASK=]REVISION",
                      help="hub data: the branch, tag or commit to load (default: each task's pinned ref, resolved to "
                           "its commit when the grid is planned); TASK may be a suite, e.g. glue=main (repeatable)")
+
+
+def _add_execution_flags(run) -> None:
+    """Where results go, what each run saves and times, and where runs execute."""
+    from grain_bench.request import help_text
+
+    run.add_argument("--results", default=_UNSET, help=help_text("results"))
     run.add_argument("--retry-failed", dest="retry_failed", action="store_true", default=_UNSET,
                      help="re-run specs whose last record is an error")
     run.add_argument("--no-save-models", dest="save_models", action="store_false", default=_UNSET,
@@ -108,8 +121,13 @@ def _add_run_parser(sub) -> None:
                      help="with --executor ray: the Ray cluster to use (default: start a local Ray instance)")
     run.add_argument("-E", "--executor-option", action="append", default=[], metavar="KEY=VALUE",
                      help="executor option, e.g. -E max_retries=2 or -E cpus_per_run=2 (repeatable)")
-    run.add_argument("--format", default="markdown", help="table format: markdown (default), csv, latex, json, or a "
-                                                         "plugin's")
+
+
+def _add_output_flags(run) -> None:
+    """How the closing table is printed."""
+    from grain_bench.leaderboard.commands import FORMAT_HELP
+
+    run.add_argument("--format", default="markdown", help=FORMAT_HELP)
     run.add_argument("--versus", default=None, metavar="METHOD",
                      help="compare every row with METHOD by a paired 95%% confidence interval of the score difference "
                           "(default: the first method of --methods; none: no comparison)")
@@ -132,8 +150,8 @@ def _add_measure_parser(sub, default_results: str) -> None:
     measure.add_argument("--device", default=defaults.device, help=f"cpu or cuda[:N] (default: {defaults.device})")
     measure.add_argument("--dtype", default=defaults.dtype, help=f"fp32, fp16 or bf16 (default: {defaults.dtype})")
     measure.add_argument("--mode", default=defaults.mode,
-                         help=f"{defaults.mode} (default); on CPU also compile, aoti, ragged or onnx "
-                              f"(grain_bench.runtimes), on CUDA cuda_graph or compile")
+                         help=f"inference runtime: {defaults.mode} (default) or another registered one of the device "
+                              f"(`grain-bench plugins` lists them with their devices)")
     measure.add_argument("--runs", type=int, default=defaults.runs, help=f"timed rounds (default: {defaults.runs})")
     measure.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -178,11 +196,17 @@ def cmd_tasks(args) -> int:
 
 
 def cmd_plugins(args) -> int:
-    """List plugins."""
-    from grain_bench.plugins import get_plugin_manager, plugin_versions
+    """List plugins, then what they registered besides methods and tasks (``grain-bench methods``, ``tasks``)."""
+    from grain_bench.plugins import get_plugin_manager, get_registries, plugin_versions
 
     for name, version in plugin_versions(get_plugin_manager()).items():
         print(f"{name}  {version}")
+    regs = get_registries()
+    for kind in ("backbones", "executors", "exporters", "runtimes"):
+        print(f"\n{'table formats' if kind == 'exporters' else kind}:")
+        for entry in getattr(regs, kind).entries.values():
+            devices = f" (on {', '.join(entry.obj.devices)})" if kind == "runtimes" else ""
+            print(f"  {entry.name}{devices} [{entry.plugin}]: {entry.description}")
     return 0
 
 

@@ -98,8 +98,11 @@ def to_schema_3(record: dict[str, Any], context: UpgradeContext) -> dict[str, An
     if spec != record.get("spec"):
         run_id = RunSpec.from_dict(spec).run_id
         if run_id != record.get("run_id"):
-            out.update(run_id=run_id, method_info={**(record.get("method_info") or {}),
-                                                   "previous_run_id": record.get("run_id")})
+            # the stored id, which a sweep of the old command still names (an earlier migration of the chain may
+            # have moved the run already: its first id is the one to keep)
+            info = record.get("method_info") or {}
+            first = info.get("previous_run_id", record.get("run_id"))
+            out.update(run_id=run_id, method_info={**info, "previous_run_id": first})
         out["spec"] = spec
     return out
 

@@ -11,6 +11,9 @@ import sys
 
 from grain_bench.errors import GrainBenchError
 
+#: the help of every ``--format`` (the formats are whatever the registries hold)
+FORMAT_HELP = "table format: markdown (default) or another registered one (`grain-bench plugins` lists them)"
+
 
 def _common(parser, default_results: str) -> None:
     parser.add_argument("--results", default=default_results, help=f"results directory (default: {default_results})")
@@ -29,11 +32,10 @@ def add_parser(sub, parser_class, default_results: str) -> None:
     board_sub = board.add_subparsers(dest="board_command", metavar="ACTION", parser_class=parser_class)
     show = board_sub.add_parser("show", help="print the comparison table")
     _common(show, default_results)
-    show.add_argument("--format", default="markdown", help="table format: markdown (default), csv, latex, json, or a "
-                                                          "plugin's (grain-bench plugins lists them)")
+    show.add_argument("--format", default="markdown", help=FORMAT_HELP)
     export = board_sub.add_parser("export", help="write the comparison as Markdown, LaTeX (booktabs), CSV or JSON")
     _common(export, default_results)
-    export.add_argument("--format", default="markdown", help="markdown (default), latex, csv, json, or a plugin's")
+    export.add_argument("--format", default="markdown", help=FORMAT_HELP)
     export.add_argument("--out", default=None, metavar="FILE", help="write here instead of stdout")
     publish = board_sub.add_parser("publish", help="write a self-contained static leaderboard page (index.html)")
     _common(publish, default_results)

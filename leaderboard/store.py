@@ -88,6 +88,7 @@ class UpgradeResult:
     upgraded: dict[int, int] = field(default_factory=dict)
     kept: list = field(default_factory=list)
     backup: str | None = None
+    moved: dict[str, str] = field(default_factory=dict)  # old run id -> new, for runs whose id changed
     notes: list[str] = field(default_factory=list)
 
 
@@ -335,10 +336,11 @@ class RecordStore:
         """Bring every record of an older schema up to this one (``grain_bench.migrations``, with what ``context``
         may look up) and rewrite the file atomically under the store lock, the old one kept beside it as
         ``records.jsonl.pre-schema-<N>``. A line that cannot be read or upgraded is kept as it was and reported;
-        current records are kept byte for byte. Writes nothing when no record needs it."""
+        current records are kept byte for byte. A run the upgrade moves to a new id takes its re-timings along
+        (``measurements.jsonl``, kept beside likewise). Writes nothing when no record needs it."""
         from grain_bench.migrations import upgrade
 
-        result = UpgradeResult()
+        result, moved = UpgradeResult(), {}
         with self._lock(), _signals_deferred():
             out = []
             for number, text in self._lines():
@@ -346,41 +348,20 @@ class RecordStore:
                     data = json.loads(text)
                     version = data.get("schema_version", 1) if isinstance(data, dict) else None
                     if isinstance(version, int) and not isinstance(version, bool) and version < SCHEMA_VERSION:
-                        out.append(encode_record(RunRecord.from_dict(upgrade(data, context))))
+                        record = RunRecord.from_dict(upgrade(data, context))
+                        moved[data.get("run_id")] = record.run_id
+                        out.append(encode_record(record))
                         result.upgraded[version] = result.upgraded.get(version, 0) + 1
                         continue
                 except (ValueError, TypeError) as exc:
                     result.kept.append(StoreProblem(number, f"kept as it was ({exc})"))
                 out.append((text + "\n").encode())
             if result.upgraded:
-                result.backup = self._replace_lines(out)
+                result.backup = replace_lines(self.path, out)
+                result.moved = {old: new for old, new in moved.items() if old != new}
+                move_measurements(self.directory, result.moved)
         result.notes = list(context.notes)
         return result
-
-    def _replace_lines(self, lines: list[bytes]) -> str:
-        """Swap in a records file of ``lines`` (written and synced aside, then renamed over the old one, which stays
-        as a hard link or copy under a new name); returns that name. Called with the lock held."""
-        backup = f"{self.path}.pre-schema-{SCHEMA_VERSION}"
-        suffix = 1
-        while os.path.lexists(backup):
-            backup, suffix = f"{self.path}.pre-schema-{SCHEMA_VERSION}.{suffix}", suffix + 1
-        handle, tmp = tempfile.mkstemp(prefix=".records-", suffix=".jsonl", dir=self.directory)
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.writelines(lines)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, stat.S_IMODE(os.stat(self.path).st_mode))
-            try:
-                os.link(self.path, backup)
-            except OSError:  # a filesystem without hard links
-                shutil.copy2(self.path, backup)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
-        return backup
 
     def latest(self) -> dict[str, RunRecord]:
         """The last record of every run id (a retried run replaces its earlier error)."""
@@ -434,6 +415,55 @@ def _probe_write(directory: str, what: str) -> None:
             pass
     except OSError as exc:
         raise UsageError(f"{what}: {exc.strerror or exc}") from None
+
+
+def replace_lines(path: str, lines: list[bytes]) -> str:
+    """Swap in a file of ``lines`` at ``path`` (written and synced aside, then renamed over the old one, which stays
+    as a hard link or copy under ``<path>.pre-schema-<N>``); returns that name. Called with the file's lock held."""
+    backup = f"{path}.pre-schema-{SCHEMA_VERSION}"
+    suffix = 1
+    while os.path.lexists(backup):
+        backup, suffix = f"{path}.pre-schema-{SCHEMA_VERSION}.{suffix}", suffix + 1
+    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}-", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.writelines(lines)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+        try:
+            os.link(path, backup)
+        except OSError:  # a filesystem without hard links
+            shutil.copy2(path, backup)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    return backup
+
+
+def move_measurements(results_dir: str, moved: dict[str, str]) -> None:
+    """Re-file the re-timings of runs that an upgrade moved to a new id (old id -> new id), under the measurements'
+    own lock; an unreadable line is kept as it was. Nothing to move: nothing written."""
+    path = measurements_path(results_dir)
+    if not moved or not os.path.isfile(path):
+        return
+    with FileLock(path + ".lock", timeout=lock_timeout()):
+        with open(path, "rb") as handle:
+            raw_lines = handle.readlines()
+        lines, changed = [], False
+        for raw in raw_lines:
+            try:
+                entry = json.loads(raw)
+                if entry["run_id"] in moved:
+                    entry["run_id"], changed = moved[entry["run_id"]], True
+                    raw = (json.dumps(entry, sort_keys=True) + "\n").encode()
+            except (ValueError, TypeError, KeyError):
+                pass
+            lines.append(raw)
+        if changed:
+            replace_lines(path, lines)
 
 
 def measurements_path(results_dir: str) -> str:

@@ -15,6 +15,7 @@ import torch
 
 from grain_bench.backbones import load_tiny
 from grain_bench.errors import UsageError
+from grain_bench.heads import HEADS
 from grain_bench.masks import UnitMasks
 
 ATOL = 1e-4
@@ -154,7 +155,7 @@ def test_compact_removes_units_physically(tiny_model):
     assert layer1.attention.scaling == pytest.approx(space.head_dim ** -0.5)  # original head size, not pruned widths
 
 
-@pytest.mark.parametrize("head", ["sequence", "regression", "token", "span"])
+@pytest.mark.parametrize("head", list(HEADS))
 def test_compact_keeps_every_task_head(head):
     from grain_bench.masks import MaskSpace
 

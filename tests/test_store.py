@@ -13,7 +13,7 @@ from test_leaderboard import make_record, write_store
 from grain_bench.cli import main
 from grain_bench.errors import GrainBenchError
 from grain_bench.grid import build_specs
-from grain_bench.leaderboard.store import RecordStore
+from grain_bench.leaderboard.store import RecordStore, load_measurements
 from grain_bench.records import Flops, RunRecord
 
 
@@ -36,6 +36,8 @@ def test_records_stored_with_default_options_are_upgraded_to_the_canonical_id(re
                                  "scores": {"accuracy": 0.8}, "primary_metric": "accuracy",
                                  "higher_is_better": {"accuracy": True}}) + "\n")
         handle.write('{"run_id": "torn", "spe\n')  # a line cut short: kept as it is, reported
+    with open(os.path.join(store.directory, "measurements.jsonl"), "w") as handle:  # a re-timing under the old id
+        handle.write(json.dumps({"run_id": old.run_id, "command": "grain-bench measure"}) + "\n")
     assert store.records() == [] and store.outdated == [1] and [p.line for p in store.problems] == [2]
     refused = r"1 record\(s\) of an older schema .* `grain-bench leaderboard upgrade --results"
     with pytest.raises(GrainBenchError, match=refused):
@@ -47,6 +49,7 @@ def test_records_stored_with_default_options_are_upgraded_to_the_canonical_id(re
     assert record.run_id == new.run_id and record.spec.method_options == {"alpha": 0.0}
     assert record.method_info["previous_run_id"] == old.run_id
     assert store.done() == {new.run_id} and store.outdated == []
+    assert result.moved == {old.run_id: new.run_id} and set(load_measurements(store.directory)) == {new.run_id}
     assert store.upgrade(UpgradeContext(regs)).upgraded == {}  # once: a second upgrade writes nothing
 
 
