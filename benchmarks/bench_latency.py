@@ -16,7 +16,7 @@ same number of heads per layer with the layer's total query/value widths spread 
 implementation from the cost of the structure itself), and ``twin-64``, the same total widths in 64-wide heads (what
 GRAIN's many heads cost against few wide ones). Without ``--masks`` (the synthetic control), masks are GRAIN-like: one
 global ranking of all units by their weight norm (``grain_bench.masked.unit_weight_norms``) pruned with
-``grain_bench.masks.prune_to_density`` -- the same ranking and coupling, with magnitude standing in for trained scores.
+``grain_bench.allocate.prune_to_density`` -- the same ranking and coupling, magnitude standing in for trained scores.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ def load_dense():
 
 def density_masks(model, density: float):
     """GRAIN-like masks: global ranking of every unit by weight norm, pruned to ``density`` (coupled)."""
+    from grain_bench.allocate import prune_to_density
     from grain_bench.masked import unit_weight_norms
-    from grain_bench.masks import MaskSpace, UnitMasks, prune_to_density
+    from grain_bench.masks import MaskSpace, UnitMasks
 
     space = MaskSpace.from_config(model.config)
     full = UnitMasks.full(space)

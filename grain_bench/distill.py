@@ -388,7 +388,7 @@ class _Run:
     method's state, its pruning policy and observation window, and the compact switch."""
 
     def __init__(self, method: Method, task, teacher, student, data, recipe: Recipe, target_density: float,
-                 seed: int, teacher_outputs: TeacherOutputs | None, compact_phase: bool):
+                 seed: int, teacher_outputs: TeacherOutputs | None, compact_phase: bool, cost_model=None):
         self.method, self.task, self.teacher, self.recipe = method, task, teacher, recipe
         self.teacher_outputs = teacher_outputs
         self.device = next(student.parameters()).device
@@ -405,7 +405,7 @@ class _Run:
         student.train()
         self.state = TrainState(step=0, total_steps=self.total, model=student, space=space, masks=self.masked.masks,
                                 seed=seed, target_density=target_density, prune_start_step=self.schedule.start,
-                                prune_end_step=self.schedule.end)
+                                prune_end_step=self.schedule.end, cost_model=cost_model)
         method.setup(self.state)
         self.method_optimizers = [adamw(list(group.params), lr=group.lr, weight_decay=group.weight_decay,
                                         maximize=group.maximize) for group in method.parameters(self.state)]
@@ -490,14 +490,17 @@ class _Run:
 
 def distill(method: Method, task, teacher, student, data, recipe: Recipe, target_density: float, seed: int,
             progress: bool = True, teacher_outputs: TeacherOutputs | None = None, on_step=None,
-            compact_phase: bool = True) -> DistillResult:
+            compact_phase: bool = True, cost_model=None) -> DistillResult:
     """Distil ``teacher`` into ``student`` while ``method`` prunes it along the shared cubic schedule.
     ``on_step(step, state)``, when given, is called after every optimizer step (learning curves evaluate there;
     ``state.model`` is the model being trained). With ``compact_phase`` (the default) a method for which
     ``compacts_after_pruning`` holds is trained in compact form after the last pruning step (``CompactPhase``: the
-    same training up to float rounding, at the compact model's cost); the returned student is dense either way."""
+    same training up to float rounding, at the compact model's cost); the returned student is dense either way.
+    ``cost_model`` (``grain_bench.costs``; default the parameter cost) is what ``target_density`` and the scheduled
+    budgets are fractions of: a measured latency model prunes to a speed (``TrainState.cost_model``)."""
     start = time.time()
-    run = _Run(method, task, teacher, student, data, recipe, target_density, seed, teacher_outputs, compact_phase)
+    run = _Run(method, task, teacher, student, data, recipe, target_density, seed, teacher_outputs, compact_phase,
+               cost_model)
     history = []
     bar = tqdm(batches(data.train.features, data.collate, recipe.batch_size, seed, run.total), total=run.total,
                desc=f"{method.name} {task.name} @{target_density:g}", disable=not progress)

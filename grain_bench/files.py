@@ -12,6 +12,17 @@ from typing import TypeVar
 
 from safetensors import SafetensorError
 
+#: the environment variable naming grain-bench's own folder for this user
+HOME_ENV = "GRAIN_BENCH_HOME"
+
+
+def grain_bench_home() -> str:
+    """grain-bench's own folder for this user (``GRAIN_BENCH_HOME``, else ``$XDG_CACHE_HOME/grain-bench``)."""
+    if os.environ.get(HOME_ENV):
+        return os.environ[HOME_ENV]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "grain-bench")
+
 T = TypeVar("T")
 
 #: What a full or read-only disk raises while a model is written (safetensors wraps the OS error in its own type).

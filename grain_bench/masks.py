@@ -62,6 +62,10 @@ class MaskSpace:
         return torch.cat([torch.full((_numel(s),), float(costs[k]), dtype=torch.float64)
                           for k, s in self.shapes().items()])
 
+    def dense_shape(self) -> ModelShape:
+        """The shape of the dense encoder (every unit kept)."""
+        return UnitMasks.full(self).model_shape(self)
+
     def to_dict(self) -> dict[str, int]:
         """JSON-able dict."""
         return dict(self.__dict__)
@@ -180,60 +184,3 @@ class UnitMasks(UnitTensors):
     def from_dict(cls, data: dict[str, Any]) -> UnitMasks:
         """Inverse of ``to_dict``."""
         return cls(*(torch.tensor(data[k], dtype=torch.bool) for k in KINDS))
-
-
-def prune_to_density(scores: UnitTensors, masks: UnitMasks, space: MaskSpace, density: float) -> UnitMasks:
-    """Global ranking, as ``FineISPruner`` ranks (airaria/GRAIN, ``scripts/pruners_and_distiller/pruners.py``):
-    prune the lowest-scored units until kept cost <= ``density``.
-
-    One ascending sort over all units (already-pruned units first), prune the longest prefix whose cumulative
-    normalised cost stays within 1 - density, then couple (a head without value units loses its query units).
-    Masks only shrink: if that prefix is not longer than what is already pruned, ``masks`` is returned unchanged.
-
-    Coupling can push the density below the target. The reference accepts that; with scores that empty many heads
-    at once (weight norms, random scores at 5%) the overshoot reaches several times the target, which would compare
-    methods at different densities. So when coupling costs more than one head's query units below the target, the
-    prefix is shortened (bisection) to the longest one whose coupled density still reaches the target.
-    """
-    flat_scores = scores.flat().double().clone()
-    kept = masks.flat()
-    flat_scores[~kept] = float("-inf")
-    costs = space.cost_vector() / space.total_cost()
-    order = torch.argsort(flat_scores, stable=True)
-    cumulative = torch.cumsum(costs[order], dim=0)
-    # Largest prefix whose cumulative cost stays within 1 - density, so kept density >= target (within one unit).
-    # The tolerance keeps float round-off from sparing a unit when the target is hit exactly.
-    limit = torch.tensor([1.0 - density + 1e-9], dtype=torch.float64)
-    n_prune = int(torch.searchsorted(cumulative, limit, side="right").item())
-    already = int((~kept).sum())
-    if n_prune <= already:
-        return masks
-
-    def coupled(count: int) -> UnitMasks:
-        flat = kept.clone()
-        flat[order[:count]] = False
-        return UnitMasks.from_tensors(UnitTensors.from_flat(space, flat)).coupled()
-
-    result = coupled(n_prune)
-    one_head_of_queries = space.head_dim * space.unit_costs["qk"] / space.total_cost()
-    if result.density(space) >= density - one_head_of_queries:
-        return result
-    return _closest_coupled(coupled, already, n_prune, space, density) or masks
-
-
-def _closest_coupled(coupled, already: int, n_prune: int, space: MaskSpace, density: float) -> UnitMasks | None:
-    """Of the prefixes between ``already`` and ``n_prune`` units (``coupled(count)``: their masks, coupled), the
-    coupled masks closest to ``density`` around it, by bisection; None when no prefix longer than ``already`` keeps
-    the target."""
-    low, high = already, n_prune  # coupled(low) keeps >= density; coupled(high) does not
-    while high - low > 1:
-        middle = (low + high) // 2
-        if coupled(middle).density(space) >= density - 1e-12:
-            low = middle
-        else:
-            high = middle
-    if low <= already:
-        return None
-    # of the two prefixes around the target, keep the one whose coupled density is closer to it
-    above, below = coupled(low), coupled(high)
-    return below if density - below.density(space) < above.density(space) - density else above

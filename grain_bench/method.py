@@ -60,11 +60,14 @@ class TrainState:
     unit_grads: UnitTensors | None = None  # dL/dgate of every unit, None before the first backward
     loss_name: str = "logit"  # which loss produced unit_grads: "logit" or "total"
     seed: int = 0
-    target_density: float = 1.0  # the run's target
+    target_density: float = 1.0  # the run's target (a fraction of the dense model's cost under ``cost_model``)
     scheduled_density: float = 1.0  # the trainer's cubic schedule at this step (what score-and-cut methods cut to)
     prune_start_step: int = 0  # the schedule's first and last pruning steps (1-based)
     prune_end_step: int = 0
     frozen: bool = False  # True once a learned-mask method's structure is fixed
+    #: what budgets are fractions of (``grain_bench.costs``): None is the parameter cost (the density); a measured
+    #: latency model for a run with a target speedup. Score-and-cut methods pass it to ``grain_bench.allocate``.
+    cost_model: Any = None
 
 
 @dataclass
@@ -94,6 +97,9 @@ class Method:
     #: scores only feed ``masks_for``): the trainer then stops calling it there and takes one backward of the summed
     #: loss instead of two. True (the default) keeps every step's observation, e.g. for a method that reports them.
     observes_after_pruning: ClassVar[bool] = True
+    #: True for methods whose ``masks_for`` reads its budget as a fraction of ``state.cost_model``'s cost (through
+    #: ``grain_bench.allocate``): they take a target speedup (``--target-speedup``); others are refused one.
+    prunes_to_cost: ClassVar[bool] = False
 
     def __init__(self, options: MethodOptions | None = None, seed: int = 0):
         self.options = options if options is not None else self.Options()
@@ -151,6 +157,11 @@ class Method:
     def variants(self) -> list[dict[str, Any]]:
         """Option sets to try and select among on the dev split (``[]`` = just this one)."""
         return []
+
+    @classmethod
+    def check_backbone(cls, options: dict[str, Any], space) -> None:
+        """Raise ``UsageError`` when ``options`` cannot apply to a backbone of mask space ``space`` (checked before
+        anything runs; e.g. a block size that does not divide the head width). Default: anything goes."""
 
 
 def without_defaults(options: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:

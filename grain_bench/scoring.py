@@ -1,12 +1,37 @@
-"""Public helpers for score-and-cut methods, built-in or third-party: ``ScoreEMA`` (an exponential moving average of
-per-step unit scores, as GRAIN keeps), ``GlobalRankingMethod`` (score every unit, prune by one global cost-aware
-ranking against the scheduled density), ``random_unit_scores`` and ``has_nan``."""
+"""Public helpers for score-and-cut methods, built-in or third-party: ``ScoreAndCutOptions`` (the options every such
+method shares: the granularity of its blocks), ``ScoreEMA`` (an exponential moving average of per-step unit scores, as
+GRAIN keeps), ``GlobalRankingMethod`` (score every unit, prune by one global cost-aware ranking against the scheduled
+budget, through ``grain_bench.allocate``), ``random_unit_scores`` and ``has_nan``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from grain_bench.method import Method
+from grain_bench.method import Method, MethodOptions
+from grain_bench.options import option
+
+
+@dataclass(frozen=True)
+class ScoreAndCutOptions(MethodOptions):
+    """Options every score-and-cut method takes: query/value units (within a head) and FFN neurons (within a layer)
+    are pruned in aligned blocks of ``granularity`` (FFN blocks of ``ffn_granularity`` when given), so the compact
+    widths are multiples of it. 1: unit by unit."""
+
+    granularity: int = option(1, ge=1)
+    ffn_granularity: int | None = option(None, ge=1, hint="or none for the granularity")
+
+    def blocks(self):
+        """The ``grain_bench.allocate.Granularity`` these options ask for."""
+        from grain_bench.allocate import Granularity
+
+        return Granularity(self.granularity, self.ffn_granularity or self.granularity)
+
+
+def check_blocks(cls, options: dict[str, Any], space) -> None:
+    """``Method.check_backbone`` of a method with ``ScoreAndCutOptions``: its blocks must tile the backbone's head
+    and FFN widths (``UsageError`` otherwise)."""
+    cls.from_options(options).options.blocks().check(space, f"method {cls.name!r}")
 
 
 class ScoreEMA:
@@ -63,16 +88,26 @@ def has_nan(tensors) -> bool:
 
 
 class GlobalRankingMethod(Method):
-    """A method that scores every unit and prunes by one global ranking against the scheduled density."""
+    """A method that scores every unit and prunes by one global ranking against the scheduled budget."""
 
+    Options = ScoreAndCutOptions
+    options: ScoreAndCutOptions
     observes_after_pruning = False  # its scores only feed masks_for
+    prunes_to_cost = True  # masks_for goes through grain_bench.allocate with the run's cost model
 
     def unit_scores(self, state):
         """UnitTensors of scores (higher = more important)."""
         raise NotImplementedError
 
     def masks_for(self, state, density: float):
-        """Prune the lowest-scored units, all kinds and layers together."""
-        from grain_bench.masks import prune_to_density
+        """Keep the best-scored units, all kinds and layers together, within the scheduled budget (``density``: a
+        fraction of the dense model's cost under the run's cost model, the parameter cost by default)."""
+        from grain_bench.allocate import allocate
 
-        return prune_to_density(self.unit_scores(state), state.masks, state.space, density)
+        return allocate(self.unit_scores(state), state.masks, state.space, density, state.cost_model,
+                        self.options.blocks())
+
+    @classmethod
+    def check_backbone(cls, options: dict[str, Any], space) -> None:
+        """Blocks that tile the backbone's widths."""
+        check_blocks(cls, options, space)

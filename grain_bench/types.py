@@ -14,6 +14,8 @@ from grain_bench.stored import read, to_jsonable
 
 #: version of the run spec: part of every run id, so it changes only when ids must change
 SPEC_SCHEMA_VERSION = 1
+#: spec fields added after the first spec schema: left out of the run id while unset (None)
+UNSET_LEFT_OUT = ("target_speedup", "cost_model")
 #: The shortest ``max_length`` a recipe accepts: a sentence pair's special tokens alone take three positions.
 MIN_MAX_LENGTH = 16
 
@@ -98,13 +100,21 @@ class RunSpec:
     data: str = "default"  # what the data is: "sha256:<hash>" of the files read, or "hub:<repo>@<commit>"
     schema_version: int = SPEC_SCHEMA_VERSION
     data_dir: str | None = None  # where the files were found: stored, but not part of the run id
+    #: a speed target: the run prunes to ``1 / target_speedup`` of the dense model's predicted latency (then
+    #: ``target_density`` is that fraction) under the cost model whose key is ``cost_model`` (``grain_bench.costs``)
+    target_speedup: float | None = None
+    cost_model: str | None = None
 
     @property
     def run_id(self) -> str:
         """Content hash of the spec (first 16 hex digits of SHA-256); the data's location is left out, so the same
-        data reached through two paths is one run."""
+        data reached through two paths is one run, and so are the fields added since (``target_speedup``,
+        ``cost_model``) while they are unset, so a spec without them keeps the id it always had."""
         content = self.to_dict()
         del content["data_dir"]
+        for name in UNSET_LEFT_OUT:
+            if content[name] is None:
+                del content[name]
         return hashlib.sha256(canonical_json(content).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,4 +131,8 @@ class RunSpec:
         """Short human label."""
         opts = ",".join(f"{k}={v}" for k, v in sorted(self.method_options.items()))
         options = f"[{opts}]" if opts else ""
-        return f"{self.method}{options} on {self.task} @ {self.target_density:g} seed {self.seed}"
+        return f"{self.method}{options} on {self.task} @ {self.target()} seed {self.seed}"
+
+    def target(self) -> str:
+        """The target as tables show it: a density (``0.05``) or a speedup (``8x``)."""
+        return f"{self.target_speedup:g}x" if self.target_speedup else f"{self.target_density:g}"

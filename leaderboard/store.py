@@ -33,6 +33,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from grain_bench.errors import GrainBenchError, UsageError
+from grain_bench.files import grain_bench_home
 from grain_bench.records import SCHEMA_VERSION, LatencyEntry, RunRecord, SchemaMismatch
 from grain_bench.stored import read
 
@@ -42,8 +43,6 @@ MEASUREMENTS_FILE = "measurements.jsonl"
 #: Seconds an append waits for the store lock (env ``GRAIN_BENCH_LOCK_TIMEOUT``); other writers hold it for a write.
 DEFAULT_LOCK_TIMEOUT = 60.0
 LOCK_TIMEOUT_ENV = "GRAIN_BENCH_LOCK_TIMEOUT"
-#: Where records that could not be appended are kept (env ``GRAIN_BENCH_HOME``, else the user's cache folder).
-HOME_ENV = "GRAIN_BENCH_HOME"
 APPEND_ATTEMPTS = 3
 _DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -119,14 +118,6 @@ def lock_timeout() -> float:
     if not 0 <= seconds < float("inf"):
         raise UsageError(f"{LOCK_TIMEOUT_ENV}={value!r} is not a number of seconds >= 0")
     return seconds
-
-
-def grain_bench_home() -> str:
-    """grain-bench's own folder for this user (``GRAIN_BENCH_HOME``, else ``$XDG_CACHE_HOME/grain-bench``)."""
-    if os.environ.get(HOME_ENV):
-        return os.environ[HOME_ENV]
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "grain-bench")
 
 
 def encode_record(record: RunRecord) -> bytes:

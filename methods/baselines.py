@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from grain_bench.hookspecs import hookimpl
-from grain_bench.method import Method, MethodOptions
+from grain_bench.method import Method
 from grain_bench.options import option
-from grain_bench.scoring import GlobalRankingMethod, ScoreEMA, has_nan, random_unit_scores
+from grain_bench.scoring import GlobalRankingMethod, ScoreAndCutOptions, ScoreEMA, has_nan, random_unit_scores
 
 
 class Dense(Method):
@@ -47,7 +47,7 @@ class Magnitude(GlobalRankingMethod):
 
 
 @dataclass(frozen=True)
-class FfnOnlyOptions(MethodOptions):
+class FfnOnlyOptions(ScoreAndCutOptions):
     """Options of ``ffn-only``."""
 
     beta: float = option(0.998, ge=0, lt=1)  # EMA factor
@@ -83,14 +83,18 @@ class FfnOnly(GlobalRankingMethod):
         return scores
 
     def masks_for(self, state, density: float):
-        """Prune FFN neurons toward ``density``; record when the target is out of reach."""
-        attention_share = 1.0 - (state.space.unit_costs["ffn"] * state.space.num_layers * state.space.ffn_dim
-                                 / state.space.total_cost())
+        """Prune FFN neurons toward ``density``; record when the target is out of reach (attention is never pruned:
+        the lowest budget is what attention costs alone)."""
+        from grain_bench.costs import parameter_cost
+        from grain_bench.masks import UnitMasks
+
+        space, masks = state.space, state.masks
+        cost = state.cost_model or parameter_cost(space)
+        attention_share = cost.fraction(UnitMasks(masks.qk, masks.vo, masks.ffn & False), space)
         if density < attention_share:
             self.info["unreachable_target"] = True
             self.info["lowest_density"] = attention_share
-        masks = super().masks_for(state, max(density, attention_share))
-        return masks
+        return super().masks_for(state, max(density, attention_share))
 
 
 @hookimpl

@@ -14,7 +14,7 @@ Follows the authors' reference code (airaria/GRAIN ``FineISPruner``) where the p
 - gradient separation: scores from the logit-KD loss only (the trainer calls ``observe`` before the hidden loss's
   backward); ``gradient_separation=false`` scores the summed loss instead (ablation);
 - one global ascending ranking without normalisation; masks only shrink; a head without value units loses its
-  query units (``grain_bench.masks.prune_to_density``).
+  query units (``grain_bench.allocate.prune_to_density``).
 
 Differences from the reference, on purpose: the layer-level factor tanh(layer density / 1e-4) is left out (it is
 1 unless a layer is nearly empty); the optional embedding factorisation is a truncated SVD after training (the
@@ -27,14 +27,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from grain_bench.hookspecs import hookimpl
-from grain_bench.method import MethodOptions
 from grain_bench.options import option
-from grain_bench.scoring import GlobalRankingMethod, ScoreEMA, has_nan, random_unit_scores
+from grain_bench.scoring import GlobalRankingMethod, ScoreAndCutOptions, ScoreEMA, has_nan, random_unit_scores
 
 
 @dataclass(frozen=True)
-class GrainOptions(MethodOptions):
-    """Options of ``grain``."""
+class GrainOptions(ScoreAndCutOptions):
+    """Options of ``grain`` (and the blocks of every score-and-cut method: ``granularity``)."""
 
     alpha: float = option(0.3, ge=0)  # structure regularisation strength; 0 disables
     beta: float = option(0.998, ge=0, lt=1)  # EMA factor

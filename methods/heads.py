@@ -13,16 +13,16 @@ from dataclasses import dataclass
 
 from grain_bench.errors import UsageError
 from grain_bench.hookspecs import hookimpl
-from grain_bench.method import Method, MethodOptions
+from grain_bench.method import Method
 from grain_bench.options import option
-from grain_bench.scoring import ScoreEMA, has_nan
+from grain_bench.scoring import ScoreAndCutOptions, ScoreEMA, check_blocks, has_nan
 
 AUTO_SHARES = ("0.2", "proportional", "0.5", "0.7")
 
 
 @dataclass(frozen=True)
-class HeadsOptions(MethodOptions):
-    """Options of ``heads``."""
+class HeadsOptions(ScoreAndCutOptions):
+    """Options of ``heads`` (heads are pruned whole; ``granularity`` blocks the FFN neurons)."""
 
     head_share: str = "proportional"  # a fraction in [0, 1], "proportional" or "auto"
     beta: float = option(0.998, ge=0, lt=1)  # EMA factor
@@ -40,16 +40,6 @@ class HeadsOptions(MethodOptions):
                              f"got {self.head_share!r}")
 
 
-def _prefix_within(scores, costs, budget: float):
-    """Indices of the longest lowest-score prefix whose cost stays within ``budget``."""
-    import torch
-
-    order = torch.argsort(scores, stable=True)
-    cumulative = torch.cumsum(costs[order], dim=0)
-    count = int(torch.searchsorted(cumulative, torch.tensor([budget + 1e-6], dtype=cumulative.dtype), side="right"))
-    return order[:count]
-
-
 class Heads(Method):
     """Whole attention heads and FFN neurons, EMA gradient scores, separate rankings under a budget split."""
 
@@ -59,6 +49,7 @@ class Heads(Method):
     description = "whole heads + FFN neurons (Michel et al. 2019), EMA |dL/dgate|, head_share budget split"
     Options = HeadsOptions
     observes_after_pruning = False  # its scores only feed masks_for
+    prunes_to_cost = True  # masks_for meets the run's cost model through grain_bench.allocate.meet_cost
 
     def __init__(self, options=None, seed: int = 0):
         super().__init__(options, seed)
@@ -87,45 +78,19 @@ class Heads(Method):
         return float(self.options.head_share)
 
     def masks_for(self, state, density: float):
-        """Prune whole heads and FFN neurons to ``density`` with the budget split."""
-        import torch
+        """Whole heads and FFN neurons within the scheduled budget, with the budget split
+        (``grain_bench.allocate.allocate_heads``); under a latency cost, at the density whose cost fits it."""
+        from grain_bench.allocate import allocate_heads, meet_cost
 
-        from grain_bench.masks import UnitMasks
+        space, masks, blocks = state.space, state.masks, self.options.blocks()
+        head_scores, ffn_scores, share = self.ema.value["heads"], self.ema.value["ffn"], self.share(space)
+        return meet_cost(lambda d: allocate_heads(head_scores, ffn_scores, masks, space, d, share, blocks.ffn),
+                         density, state.cost_model, space)
 
-        space, masks = state.space, state.masks
-        costs = space.unit_costs
-        head_cost = space.head_dim * (costs["qk"] + costs["vo"])
-        attention_total = space.num_layers * space.num_heads * head_cost
-        ffn_total = space.num_layers * space.ffn_dim * costs["ffn"]
-        budget = (1.0 - density) * space.total_cost()
-        head_alive = masks.vo.any(-1).reshape(-1)
-        ffn_alive = masks.ffn.reshape(-1)
-        heads_pruned_cost = int((~head_alive).sum()) * head_cost
-        ffn_pruned_cost = int((~ffn_alive).sum()) * costs["ffn"]
-        # The split aims at head_share of the pruned cost, but earlier calls already fixed some of it: never go below
-        # what attention has pruned, nor above what the FFN's pruned neurons leave, and let attention take what the
-        # FFN cannot absorb.
-        attention_budget = min(self.share(space) * budget, attention_total)
-        attention_budget = max(attention_budget, budget - ffn_total, heads_pruned_cost)
-        attention_budget = min(attention_budget, budget - ffn_pruned_cost)
-
-        head_scores = self.ema.value["heads"].reshape(-1).clone()
-        head_scores[~head_alive] = float("-inf")
-        pruned_heads = _prefix_within(head_scores, torch.full_like(head_scores, float(head_cost)), attention_budget)
-        # Whole heads rarely fit the attention budget exactly: FFN neurons take the rest of the pruned cost.
-        ffn_budget = min(budget - pruned_heads.numel() * head_cost, ffn_total)
-        ffn_scores = self.ema.value["ffn"].reshape(-1).clone()
-        ffn_scores[~ffn_alive] = float("-inf")
-        pruned_ffn = _prefix_within(ffn_scores, torch.full_like(ffn_scores, float(costs["ffn"])), ffn_budget)
-
-        keep_head = head_alive.clone()
-        keep_head[pruned_heads] = False
-        keep_ffn = ffn_alive.clone()
-        keep_ffn[pruned_ffn] = False
-        keep_head = keep_head.reshape(space.num_layers, space.num_heads, 1)
-        qk = masks.qk & keep_head
-        vo = masks.vo & keep_head
-        return UnitMasks(qk, vo, masks.ffn & keep_ffn.reshape(space.num_layers, space.ffn_dim))
+    @classmethod
+    def check_backbone(cls, options, space) -> None:
+        """FFN blocks that tile the backbone's FFN width."""
+        check_blocks(cls, options, space)
 
 
 @hookimpl

@@ -14,12 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from grain_bench.hookspecs import hookimpl
-from grain_bench.method import MethodOptions
-from grain_bench.scoring import GlobalRankingMethod, has_nan
+from grain_bench.scoring import GlobalRankingMethod, ScoreAndCutOptions, has_nan
 
 
 @dataclass(frozen=True)
-class MovementOptions(MethodOptions):
+class MovementOptions(ScoreAndCutOptions):
     """Options of ``movement``."""
 
     gradient_separation: bool = True  # scores from the logit-KD loss only (as grain); false: logit + hidden loss

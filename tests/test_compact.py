@@ -369,9 +369,10 @@ def test_a_compact_model_of_format_1_still_loads(tmp_path, tiny_model):
 
 @pytest.mark.slow
 def test_compact_equals_masked_on_minilm(regs):
+    from grain_bench.allocate import prune_to_density
     from grain_bench.backbones import load_minilm
     from grain_bench.masked import unit_weight_norms
-    from grain_bench.masks import MaskSpace, prune_to_density
+    from grain_bench.masks import MaskSpace
 
     model, tokenizer = load_minilm("sequence", 2)
     model.eval()

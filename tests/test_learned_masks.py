@@ -164,9 +164,9 @@ def test_grain_per_step_scores_ema_and_masks_through_the_trainer():
     """GRAIN's behaviour pinned on a fixed tiny case: at every step the EMA equals the one recomputed from the
     observed gradients (|grad|, value scores × tanh(kept share / α) with the previous masks, β = 0.998, from 0), and
     each pruning step's masks equal ``prune_to_density`` of that EMA at the scheduled density."""
+    from grain_bench.allocate import prune_to_density
     from grain_bench.distill import distill, set_seed
     from grain_bench.harness import TaskData
-    from grain_bench.masks import prune_to_density
     from grain_bench.methods.grain import Grain, structure_factor
     from grain_bench.recipes import get_recipe
     from grain_bench.tasks.tweets import TweetSentiment

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from grain_bench.masks import MaskSpace, UnitMasks, UnitTensors, prune_to_density
+from grain_bench.allocate import prune_to_density
+from grain_bench.masks import MaskSpace, UnitMasks, UnitTensors
 from grain_bench.schedule import CubicSchedule
 
 SPACE = MaskSpace(num_layers=2, num_heads=3, head_dim=4, ffn_dim=10, hidden=12)
