@@ -82,15 +82,49 @@ def prepare_sweep(request: SweepRequest | None = None, regs=None, **choices: Any
     def recipe(task: str):  # the named recipe with the values the task declares for it, under the user's overrides
         return get_recipe(request.recipe, overrides, regs.tasks.get(task))
 
-    specs = build_specs(regs, list(request.methods), list(request.tasks), list(request.densities),
+    specs = build_specs(regs, list(request.methods), list(request.tasks), list(request.grid_densities()),
                         list(request.seeds), request.backbone, recipe, request.method_options, request.data_dir,
-                        _expand_revisions(regs, request.data_revisions))
+                        _expand_revisions(regs, request.data_revisions), list(request.target_speedups))
     store = RecordStore(request.results)
     store.check_writable()
     store.check_current()  # records of an older schema: upgraded once, explicitly, not re-run
-    check_backbones(specs, regs)
+    cost_models = _cost_models(request, specs, regs)
+    check_backbones(specs, regs, cost_models=cost_models)
+    specs = _with_cost_models(request, specs, cost_models)
     recovered = store.recover_aside()
     return Sweep(request, specs, store, Harness(request, regs=regs), recovered)
+
+
+def _cost_models(request: SweepRequest, specs, regs):
+    """The ``SweepCostModels`` of a grid with target speedups (None without): the given file read and checked now."""
+    if not any(spec.target_speedup for spec in specs):
+        if request.cost_model is not None:
+            from grain_bench.errors import UsageError
+
+            raise UsageError("--cost-model is only used with --target-speedup")
+        return None
+    import torch
+
+    from grain_bench.profile import SweepCostModels
+
+    device = request.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return SweepCostModels(request.cost_model, device, regs, request.progress)
+
+
+def _with_cost_models(request: SweepRequest, specs, cost_models):
+    """Specs with their cost models' keys, the models kept in the results directory (after every check: profiling a
+    model on first use is the last step of planning)."""
+    if cost_models is None:
+        return specs
+    from grain_bench.costs import store_in_results
+    from grain_bench.grid import with_cost_models
+
+    def model_of(spec):
+        model = cost_models.of(spec)
+        store_in_results(request.results, model)
+        return model
+
+    return with_cost_models(specs, model_of)
 
 
 def _request(request: SweepRequest | None, choices: dict[str, Any]) -> SweepRequest:

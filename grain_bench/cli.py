@@ -32,11 +32,17 @@ def _names(what: str, example: str):
     return parse
 
 
-def _floats(value: str) -> list[float]:
-    try:
-        return [float(item) for item in _items(value, "density", "0.05,0.1")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.05,0.1, got {value!r}") from None
+def _numbers(what: str, example: str):
+    def parse(value: str) -> list[float]:
+        try:
+            return [float(item) for item in _items(value, what, example)]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as {example}, "
+                                             f"got {value!r}") from None
+    return parse
+
+
+_floats = _numbers("density", "0.05,0.1")
 
 
 def _ints(value: str) -> list[int]:
@@ -63,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_run_parser(sub)
     _add_measure_parser(sub, DEFAULT_RESULTS)
+    _add_profile_parser(sub)
     sub.add_parser("methods", help="list registered methods and their options")
     sub.add_parser("tasks", help="list registered tasks and suites")
     sub.add_parser("plugins", help="list loaded plugins and their versions")
@@ -88,7 +95,12 @@ def _add_grid_flags(run) -> None:
 
     run.add_argument("--methods", type=_names("method", "grain,heads"), default=_UNSET, help=help_text("methods"))
     run.add_argument("--tasks", type=_names("task", "tweets or glue"), default=_UNSET, help=help_text("tasks"))
-    run.add_argument("--densities", type=_floats, default=_UNSET, help=help_text("densities"))
+    run.add_argument("--densities", type=_floats, default=_UNSET,
+                     help=help_text("densities", "0.2, or none when --target-speedup is given"))
+    run.add_argument("--target-speedup", dest="target_speedups", type=_numbers("speedup", "4,8,12"), default=_UNSET,
+                     metavar="X[,X...]", help=help_text("target_speedups", "none") + "; with score-and-cut methods")
+    run.add_argument("--cost-model", dest="cost_model", default=_UNSET, metavar="PATH",
+                     help=help_text("cost_model", "the device's cached one, profiled on first use"))
     run.add_argument("--seeds", type=_ints, default=_UNSET, help=help_text("seeds"))
     run.add_argument("--backbone", default=_UNSET, help=help_text("backbone"))
     run.add_argument("--recipe", default=_UNSET, help=help_text("recipe"))
@@ -154,6 +166,31 @@ def _add_measure_parser(sub, default_results: str) -> None:
                               f"(`grain-bench plugins` lists them with their devices)")
     measure.add_argument("--runs", type=int, default=defaults.runs, help=f"timed rounds (default: {defaults.runs})")
     measure.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _add_profile_parser(sub) -> None:
+    """``profile``: fit a backbone's latency cost model on one device (defaults from ``ProfileSettings``)."""
+    from grain_bench.backbones import DEFAULT_BACKBONE
+    from grain_bench.profile import ProfileSettings
+
+    defaults = ProfileSettings()
+    profile = sub.add_parser("profile", help="time compact encoders of many shapes beside the dense one and fit the "
+                                             "latency cost model --target-speedup prunes with (a quiet machine)")
+    profile.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"backbone (default: {DEFAULT_BACKBONE})")
+    profile.add_argument("--device", default=defaults.device, help=f"cpu or cuda[:N] (default: {defaults.device})")
+    profile.add_argument("--runtime", default=defaults.runtime,
+                         help=f"inference runtime to time (default: {defaults.runtime}; `grain-bench plugins` lists "
+                              f"them)")
+    for name, what in (("batch", "batch size"), ("seq_len", "sequence length"), ("threads", "CPU threads"),
+                       ("shapes", "compact shapes to time"), ("held_out", "shapes held out of the fit"),
+                       ("runs", "timed rounds"), ("calls", "CPU calls per round")):
+        profile.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=getattr(defaults, name),
+                             help=f"{what} (default: {getattr(defaults, name)})")
+    profile.add_argument("--out", default=None, metavar="PATH",
+                         help="where to write the cost model (default: the user's cache, where runs find it)")
+    profile.add_argument("--check-masks", action="append", default=[], metavar="RESULTS",
+                         help="also report the error on every stored mask of a results directory (repeatable)")
+    profile.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
 def _add_plugin_commands(parser: argparse.ArgumentParser) -> None:
@@ -239,6 +276,27 @@ def cmd_measure(args) -> int:
     return 0
 
 
+def cmd_profile(args) -> int:
+    """Fit and write a latency cost model (``grain_bench.profile``); print its coefficients and its errors."""
+    from grain_bench.plugins import get_registries
+    from grain_bench.preflight import check_device
+    from grain_bench.profile import ProfileSettings, cached_path, profile, real_masks, report, save
+    from grain_bench.runtimes import get_runtime
+
+    settings = ProfileSettings(device=args.device, runtime=args.runtime, batch=args.batch, seq_len=args.seq_len,
+                               threads=args.threads, shapes=args.shapes, held_out=args.held_out, runs=args.runs,
+                               calls=args.calls)
+    settings.check()
+    check_device(args.device)
+    regs = get_registries()
+    get_runtime(args.runtime, args.device, regs, what="--runtime").check()
+    check = {label: masks for folder in args.check_masks for label, masks in real_masks(folder).items()}
+    model = profile(args.backbone, settings, regs, progress=not args.quiet, check=check)
+    path = save(model, args.out or cached_path(args.backbone, settings))
+    print(report(model, path))
+    return 0
+
+
 def cmd_leaderboard(args) -> int:
     """Leaderboard actions (``grain_bench.leaderboard.commands``)."""
     from grain_bench.leaderboard.commands import run
@@ -318,8 +376,8 @@ def _closing(records, store) -> int:
     return 1 if failed or store.aside else 0
 
 
-COMMANDS = {"run": cmd_run, "measure": cmd_measure, "methods": cmd_methods, "tasks": cmd_tasks, "plugins": cmd_plugins,
-            "leaderboard": cmd_leaderboard}
+COMMANDS = {"run": cmd_run, "measure": cmd_measure, "profile": cmd_profile, "methods": cmd_methods,
+            "tasks": cmd_tasks, "plugins": cmd_plugins, "leaderboard": cmd_leaderboard}
 
 
 def main(argv: list[str] | None = None) -> int:

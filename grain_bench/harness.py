@@ -25,6 +25,7 @@ from grain_bench.records import (
     Provenance,
     RecordShape,
     RunRecord,
+    Speed,
     quality_of,
 )
 from grain_bench.request import DEFAULT_RESULTS, SweepRequest
@@ -139,6 +140,16 @@ class Harness:
 
         return torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
+    def cost_model(self, spec: RunSpec):
+        """The cost model a target-speedup spec prunes to (kept in the results directory when the grid was planned);
+        None, the parameter cost, for a density target."""
+        from grain_bench.costs import load_from_results
+
+        if spec.target_speedup and not spec.cost_model:
+            raise GrainBenchError(f"the spec asks for a {spec.target_speedup:g}x speedup but names no cost model: plan "
+                                  f"it with grain_bench.prepare_sweep (or grid.with_cost_models)")
+        return load_from_results(self.results_dir, spec.cost_model) if spec.cost_model else None
+
     def load_model(self, spec: RunSpec, task):
         """A fresh backbone with the task's head (and its label names), and its tokenizer."""
         from grain_bench.backbones import load_backbone
@@ -249,6 +260,7 @@ class Harness:
         from grain_bench.distill import distill, set_seed
 
         method_cls = self.regs.methods.get(spec.method)
+        cost_model = self.cost_model(spec)
         base = method_cls.from_options(spec.method_options, seed=spec.seed)
         candidates = [dict(spec.method_options, **variant) for variant in base.variants()] or [spec.method_options]
         best: Distilled | None = None
@@ -260,7 +272,8 @@ class Harness:
             student, tokenizer = self.load_model(spec, task)
             data = self.data(spec, task, tokenizer, recipe)
             result = distill(method, task, teacher, student, data, recipe, spec.target_density, spec.seed,
-                             self.progress, teacher_outputs=self.teacher_outputs(spec, task, recipe))
+                             self.progress, teacher_outputs=self.teacher_outputs(spec, task, recipe),
+                             cost_model=cost_model)
             entry = Distilled(method, result, tokenizer, options, method.finalize(student) or {}, tried)
             if len(candidates) == 1:
                 return entry
@@ -310,7 +323,20 @@ class Harness:
             method_info={**info, "compact": measured.compact, "train_seconds": result.seconds, "steps": result.steps,
                          "final_losses": result.history[-1] if result.history else {}},
             wall_time_s=seconds, versions=versions, environment=environment(self._device()),
-            artifact=measured.artifact, predictions=scored.predictions, masks=mask_file, created=_now())
+            artifact=measured.artifact, predictions=scored.predictions, masks=mask_file, created=_now(),
+            speed=self._speed(spec, result, measured))
+
+    def _speed(self, spec: RunSpec, result, measured) -> Speed | None:
+        """The speed part of a target-speedup run's record: the target, predicted and measured speedups."""
+        if not spec.target_speedup:
+            return None
+        from grain_bench.costs import stored_path
+
+        model = self.cost_model(spec)
+        compact = next((entry for entry in measured.latency if entry.label == "compact"), None)
+        return Speed(target=spec.target_speedup, predicted=model.speedup(result.masks, result.space) if model else None,
+                     measured=compact.speedup if compact else None, cost_model=spec.cost_model,
+                     cost_model_file=stored_path(spec.cost_model) if spec.cost_model else None)
 
     def _save_masks(self, spec: RunSpec, result, warnings: RunWarnings) -> str | None:
         """Store the run's final masks (a few kilobytes; what latency re-timing rebuilds); failure is a warning."""

@@ -7,6 +7,8 @@ recipe). The grid's names, options and recipe values are checked where they are 
 
 from __future__ import annotations
 
+import json
+
 from grain_bench.errors import UsageError
 from grain_bench.types import Recipe, RunSpec
 
@@ -33,9 +35,12 @@ def check_device(device: str | None) -> None:
                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
 
 
-def check_backbones(specs: list[RunSpec], regs, pm=None) -> None:
-    """Resolve and check every backbone of ``specs`` once, and every task's ``max_length`` against it."""
+def check_backbones(specs: list[RunSpec], regs, pm=None, cost_models=None) -> None:
+    """Resolve and check every backbone of ``specs`` once: every task's ``max_length`` against it, every method's
+    options (``Method.check_backbone``: e.g. a granularity that divides its head width) and the given cost model
+    (``cost_models``: the sweep's ``SweepCostModels``, for another backbone or device is refused)."""
     from grain_bench.backbones import check_max_length, inspect_backbone
+    from grain_bench.masks import MaskSpace
 
     lengths: dict[str, set[int]] = {}
     for spec in specs:
@@ -44,3 +49,9 @@ def check_backbones(specs: list[RunSpec], regs, pm=None) -> None:
         info = inspect_backbone(backbone, pm=pm, regs=regs)
         for max_length in sorted(wanted, reverse=True):
             check_max_length(backbone, info.config, max_length)
+        space = MaskSpace.from_config(info.config)
+        for method, options in {(s.method, json.dumps(s.method_options, sort_keys=True)) for s in specs
+                                if s.backbone == backbone}:
+            regs.methods.get(method).check_backbone(json.loads(options), space)
+        if cost_models is not None and any(s.target_speedup for s in specs if s.backbone == backbone):
+            cost_models.check(backbone, space)

@@ -1,12 +1,12 @@
 """The run record (``records.jsonl``, schema 3): what one run found, in typed parts.
 
 A ``RunRecord`` holds its ``RunSpec`` and typed parts (``Density``, ``ParamCounts``, ``Flops``, ``LatencyEntry``
-per timed model, ``RecordShape``, ``Provenance``, ``Quality``); metric -> value maps, the environment, the versions
-and the method's own ``method_info`` stay maps. ``to_dict``/``from_dict`` are derived from the fields' types
-(``grain_bench.stored``), so a field added to a part is stored and checked without a second table of types. Reading a
-record is a pure read: nothing is looked up in the plugin registry or in data files. Records of an older schema are
-brought up to this one once, by ``grain-bench leaderboard upgrade`` (``grain_bench.migrations``); a store that still
-holds them says so instead of being read in part.
+per timed model, ``RecordShape``, ``Provenance``, ``Quality``, ``Speed`` for a run pruned to a speed); metric -> value
+maps, the environment, the versions and the method's own ``method_info`` stay maps. ``to_dict``/``from_dict`` are
+derived from the fields' types (``grain_bench.stored``), so a field added to a part is stored and checked without a
+second table of types. Reading a record is a pure read: nothing is looked up in the plugin registry or in data files.
+Records of an older schema are brought up to this one once, by ``grain-bench leaderboard upgrade``
+(``grain_bench.migrations``); a store that still holds them says so instead of being read in part.
 """
 
 from __future__ import annotations
@@ -78,6 +78,19 @@ class LatencyEntry:
     flops_predicted_speedup: float | None = None
     calls_per_round: int | None = None  # calls back to back per round (CPU), when more than one
     source: str | None = None  # "grain-bench measure" for a quiet re-timing; None for the run's own figure
+
+
+@dataclass(frozen=True)
+class Speed:
+    """A run pruned to a speed: the ``target`` speedup, the ``predicted`` one of its final masks under the cost model
+    it was pruned with (``cost_model``: its key, ``cost_model_file``: where the results directory keeps it), and the
+    ``measured`` one of the run's own timing (the compact entry of ``latency``), when it was timed."""
+
+    target: float | None = None
+    predicted: float | None = None
+    measured: float | None = None
+    cost_model: str | None = None
+    cost_model_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +166,7 @@ class RunRecord:
     data: Provenance = Provenance()
     quality: Quality = Quality()
     teacher_quality: Quality = Quality()
+    speed: Speed | None = None  # runs with a target speedup
     method_info: dict[str, Any] = field(default_factory=dict)
     wall_time_s: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)

@@ -18,6 +18,8 @@ from grain_bench.errors import UsageError
 from grain_bench.options import Options, Range
 
 DEFAULT_RESULTS = "grain-bench-results"
+#: the grid's densities when neither densities nor target speedups are given
+DEFAULT_DENSITIES = (0.2,)
 
 
 def _field(default: Any, help: str, valid: Range | None = None) -> Any:  # noqa: A002 - argparse's word for it
@@ -39,8 +41,12 @@ class SweepRequest(Options):
     # ---- the grid ----------------------------------------------------------------------------------------------
     methods: tuple[str, ...] = _field(("dense", "random", "magnitude", "grain", "heads"), "comma list of methods")
     tasks: tuple[str, ...] = _field(("tweets",), "comma list of tasks or suites, e.g. glue")
-    densities: tuple[float, ...] = _field((0.2,), "target encoder densities in (0, 1]",
-                                          Range(gt=0, le=1, hint="give fractions such as 0.05,0.1"))
+    densities: tuple[float, ...] | None = _field(None, "target encoder densities in (0, 1]",
+                                                 Range(gt=0, le=1, hint="give fractions such as 0.05,0.1"))
+    target_speedups: tuple[float, ...] = _field((), "target speedups over the dense model, each > 1, predicted by "
+                                                    "the cost model of the device runs are timed on",
+                                                Range(gt=1, hint="give speedups such as 4,8,12"))
+    cost_model: str | None = _field(None, "cost model JSON for the target speedups (grain-bench profile)")
     seeds: tuple[int, ...] = _field((1,), "comma list of seeds")
     backbone: str = _field(DEFAULT_BACKBONE, "named backbone, hub id or local path")
     method_options: dict[str, dict[str, Any]] = _field({}, "method options by method: {'grain': {'alpha': 0.1}}")
@@ -76,6 +82,12 @@ class SweepRequest(Options):
         if bad:
             raise UsageError(f"{self.owner}: method_options[{bad[0]!r}] must be a dict of option -> value, e.g. "
                              f"{{'grain': {{'alpha': 0.1}}}}")
+
+    def grid_densities(self) -> tuple[float, ...]:
+        """The densities of the grid: the ones given, else ``DEFAULT_DENSITIES`` unless target speedups are given."""
+        if self.densities is not None:
+            return self.densities
+        return () if self.target_speedups else DEFAULT_DENSITIES
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SweepRequest:

@@ -34,6 +34,28 @@ class MixedRecordsError(GrainBenchError):
     """The records were made with different versions, recipes, backbones or task versions."""
 
 
+def target_label(row) -> str:
+    """A row's target as tables show it: its density (``0.05``) or, for a run pruned to a speed, the speedup
+    (``8x``)."""
+    speedup = row.get("target_speedup") if hasattr(row, "get") else None
+    if isinstance(speedup, (int, float)) and math.isfinite(speedup):
+        return f"{speedup:g}x"
+    return f"{row['target_density']:g}"
+
+
+def target_key(row) -> tuple[float, float | None]:
+    """What a row's target is, hashable: its density and its target speedup (None for a density target)."""
+    speedup = row.get("target_speedup") if hasattr(row, "get") else None
+    if isinstance(speedup, (int, float)) and math.isfinite(speedup):
+        return float(row["target_density"]), float(speedup)
+    return float(row["target_density"]), None
+
+
+def group_keys(frame: pd.DataFrame) -> list[str]:
+    """What rows are grouped by: ``GROUP_KEYS``, and ``target_speedup`` when some run was pruned to a speed."""
+    return GROUP_KEYS + (["target_speedup"] if "target_speedup" in frame else [])
+
+
 def options_label(options: dict[str, Any]) -> str:
     """Stable short label of a spec's method options (stored without the values equal to their defaults), sorted."""
     return ",".join(f"{k}={v}" for k, v in sorted(options.items())) if options else ""
@@ -147,6 +169,7 @@ def records_frame(records: list[RunRecord], diffs: dict[str, Counter] | None = N
             "speedup": _number(compact.speedup if compact else None),
             "latency_env": latency_environment(record, compact) if compact else None,
             "version": record.versions.get("grain-bench"),
+            **({"target_speedup": spec.target_speedup} if spec.target_speedup else {}),
         })
     return pd.DataFrame(rows)
 
@@ -209,7 +232,7 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
     if not unscored.empty:
         notes.append(f"{len(unscored)} run(s) have no finite score ({', '.join(sorted(unscored['run_id']))}); "
                      f"they are left out of means, seed counts and fronts")
-    grouped = frame.groupby(GROUP_KEYS, dropna=False, sort=False)
+    grouped = frame.groupby(group_keys(frame), dropna=False, sort=False)
     # ``seeds`` counts the runs with a finite score: the ones the mean is over
     out = grouped.agg(score_mean=("score", "mean"), score_std=("score", "std"), seeds=("score", "count"),
                       collapsed_seeds=("collapsed", "sum"), higher=("higher", "first"),
@@ -253,8 +276,11 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
             out.loc[group.index, column] = front
     order = {"teacher": 0, "chance": 1, "dense": 2}
     out["_order"] = out["method"].map(lambda m: order.get(m, 3))
-    out = out.sort_values(["task", "setup", "_order", "target_density", "method", "options"],
-                          ascending=[True, True, True, False, True, True], kind="stable")
+    # density rows first, then the speed targets from the lowest
+    out = out.sort_values(["task", "setup", "_order", *(["target_speedup"] if "target_speedup" in out else []),
+                           "target_density", "method", "options"],
+                          ascending=[True, True, True, *([True] if "target_speedup" in out else []), False, True,
+                                     True], kind="stable", na_position="first")
     table = out.drop(columns=["_order", "teacher_mean"]).reset_index(drop=True)
     table["collapsed_seeds"] = table["collapsed_seeds"].fillna(0).astype(int)
     warnings = [f"{task}" + (f" ({setup})" if setup else "") + f": {TEACHER_WARNING}"

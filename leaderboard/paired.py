@@ -14,6 +14,7 @@ from collections import defaultdict
 
 import pandas as pd
 
+from grain_bench.leaderboard.compare import target_key
 from grain_bench.predictions import load_predictions
 from grain_bench.records import RunRecord
 from grain_bench.significance import paired_bootstrap
@@ -61,7 +62,7 @@ def add_paired_intervals(table: pd.DataFrame, records: list[RunRecord], results_
         kinds: set[str] = set()
         for run_id in str(row["run_ids"]).split(","):
             seed = by_id[run_id].spec.seed
-            reference = references.get((row["task"], row["setup"], seed, row["target_density"]))
+            reference = references.get((row["task"], row["setup"], seed, target_key(row)))
             kind, mine = stats(run_id)
             ref_kind, theirs = stats(reference) if reference else (None, None)
             if mine is None or theirs is None or kind != ref_kind or len(mine) != len(theirs):
@@ -86,20 +87,21 @@ def add_paired_intervals(table: pd.DataFrame, records: list[RunRecord], results_
 
 
 def _references(table: pd.DataFrame, by_id: dict[str, RunRecord], versus: str) -> dict[tuple, str]:
-    """(task, setup, seed, target density) -> the reference run to pair with (default options preferred)."""
+    """(task, setup, seed, target) -> the reference run to pair with (default options preferred; ``target_key``: the
+    density, or the speedup of a run pruned to a speed)."""
     rows = table[(table["method"] == versus) & table["run_ids"].astype(bool)]
     rows = rows.sort_values("options", key=lambda s: s != "", kind="stable")  # default options first
     found: dict[tuple, str] = {}
-    densities: dict[tuple, set] = defaultdict(set)
+    targets: dict[tuple, set] = defaultdict(set)
     for _, row in rows.iterrows():
         for run_id in str(row["run_ids"]).split(","):
             seed = by_id[run_id].spec.seed
-            found.setdefault((row["task"], row["setup"], seed, row["target_density"]), run_id)
-            densities[(row["task"], row["setup"], seed)].add(row["target_density"])
-    # a reference with one density (dense) serves every density
-    for (task, setup, seed), values in densities.items():
+            found.setdefault((row["task"], row["setup"], seed, target_key(row)), run_id)
+            targets[(row["task"], row["setup"], seed)].add(target_key(row))
+    # a reference with one target (dense) serves every target
+    for (task, setup, seed), values in targets.items():
         if len(values) == 1:
             only = found[(task, setup, seed, next(iter(values)))]
-            for density in set(table.loc[table["task"] == task, "target_density"]):
-                found.setdefault((task, setup, seed, density), only)
+            for _, other in table[table["task"] == task].iterrows():
+                found.setdefault((task, setup, seed, target_key(other)), only)
     return found

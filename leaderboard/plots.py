@@ -12,6 +12,7 @@ import os
 import pandas as pd
 
 from grain_bench.errors import GrainBenchError
+from grain_bench.leaderboard.compare import target_label
 from grain_bench.records import RecordShape
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
@@ -141,7 +142,7 @@ def structure_rows(table: pd.DataFrame, records) -> list[tuple[str, RecordShape]
             if shape is not None and shape.head_widths and shape.dense is not None:
                 options = f" [{row['options']}]" if row["options"] else ""
                 seed = by_id[run_id].spec.seed
-                out.append((f"{row['task']}: {row['method']}{options} @ {row['target_density']:g} (seed {seed})",
+                out.append((f"{row['task']}: {row['method']}{options} @ {target_label(row)} (seed {seed})",
                             shape))
                 break
     return out

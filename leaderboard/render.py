@@ -17,6 +17,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from grain_bench.hookspecs import hookimpl
+from grain_bench.leaderboard.compare import target_label
 
 # summary column -> True when a larger value is better (the score's direction depends on the metric)
 BEST_COLUMNS = {"score_mean": None, "relative": None, "flops_speedup": True, "speedup": True}
@@ -102,7 +103,7 @@ def display_frame(summary: pd.DataFrame, latex: bool = False, bold: bool = True)
         if mixed:
             out["setup"] = esc(row["setup"])
         out.update({
-            "method": esc(method), "target": f"{row['target_density']:g}",
+            "method": esc(method), "target": target_label(row),
             "density": "-" if _missing(row["density"]) else f"{row['density']:.4f}",
             esc(row["metric"]) if one_metric else "score": _pm(row["score_mean"], row["score_std"], latex=latex,
                                                                bold=bool(best.loc[index, "score_mean"])),

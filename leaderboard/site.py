@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from grain_bench.errors import GrainBenchError
-from grain_bench.leaderboard.compare import TEACHER_WARNING
+from grain_bench.leaderboard.compare import TEACHER_WARNING, target_label
 from grain_bench.leaderboard.render import best_mask, difference_text, flag_text, paired_reference, render_json
 from grain_bench.leaderboard.tables import AUTO, Report, build_report, guard_output
 
@@ -203,7 +203,7 @@ def _table(group: pd.DataFrame, best: pd.DataFrame, records_by_id, table_id: str
         front_html = "".join(f'<span title="on the Pareto front of score vs {axes[m]}">{m}</span>' for m, _ in fronts)
         cells = [
             cell(_esc(row["method"]), cls="text"), cell(_esc(row["options"]), cls="text"),
-            cell(f"{row['target_density']:g}", _num(row["target_density"])),
+            cell(target_label(row), _num(row["target_density"])),
             cell(_fmt(row["density"], "{:.4f}"), _num(row["density"])),
             cell(score, _num(row["score_mean"]), best_column="score_mean"),
             cell("-" if row["method"] == "chance" else str(int(row["seeds"])), _num(row["seeds"])),

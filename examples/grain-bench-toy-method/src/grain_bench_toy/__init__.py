@@ -6,8 +6,8 @@ import random
 from dataclasses import dataclass
 
 from grain_bench import hookimpl
+from grain_bench.allocate import allocate
 from grain_bench.masked import unit_weight_norms
-from grain_bench.masks import prune_to_density
 from grain_bench.method import Method, MethodOptions
 from grain_bench.task import DataIdentity, Task
 
@@ -23,13 +23,14 @@ class ToyMagnitudeFfn(Method):
 
     name = "toy-magnitude-ffn"
     Options = ToyOptions
+    prunes_to_cost = True  # masks_for hands the run's cost model to the allocator: it takes --target-speedup
 
     def masks_for(self, state, density):
         scores = unit_weight_norms(state.model, state.space)
         if self.options.keep_attention:
             scores.qk.fill_(float("inf"))
             scores.vo.fill_(float("inf"))
-        return prune_to_density(scores, state.masks, state.space, density)
+        return allocate(scores, state.masks, state.space, density, state.cost_model)
 
 
 # ---- a task ----------------------------------------------------------------------------------------------------------
