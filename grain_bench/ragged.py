@@ -4,26 +4,21 @@ for the compact model's CPU inference in fp32. The ``ragged`` runtime (``grain_b
 
 The kernel is plain C with OpenMP. It is built on first use with the system's C compiler (``$CC``, else ``cc``, with
 ``-O3 -march=native -fopenmp``) into a cache folder (``$GRAIN_BENCH_KERNEL_CACHE``, else
-``~/.cache/grain-bench/kernels``) under a name that hashes the source, the flags, the compiler and the CPU, and loaded
-with ctypes. A build takes about a second; no PyTorch headers or build tools beyond the compiler are involved.
+``~/.cache/grain-bench/kernels``), self-tested and verified before it is loaded with ctypes
+(``grain_bench.kernel_cache``). A build takes about a second; no PyTorch headers or build tools beyond the compiler are
+involved.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable
-from importlib import resources
 
 import torch
 from torch.nn import functional as F
 
 from grain_bench.errors import GrainBenchError
+from grain_bench.kernel_cache import build, cache_dir, check_kernel_cache_setting
 from grain_bench.modeling_pruned_bert import (
     ALIGN,
     BUCKET_CALL_COST,
@@ -34,83 +29,25 @@ from grain_bench.modeling_pruned_bert import (
     _round_up,
 )
 
-SOURCE = "ragged_attention.c"
+__all__ = ["RAGGED_MAX_WIDTH", "RaggedAttention", "RaggedLayout", "RaggedModel", "build", "cache_dir",
+           "check_kernel_cache_setting", "kernel_of", "library", "use_kernel"]
+
 _LIBRARY: ctypes.CDLL | None = None
 _I64P = ctypes.POINTER(ctypes.c_int64)
 _F32P = ctypes.POINTER(ctypes.c_float)
 
 
-def _compiler() -> str:
-    name = os.environ.get("CC") or "cc"
-    path = shutil.which(name)
-    if path is None:
-        raise GrainBenchError(f"the ragged runtime needs a C compiler to build its kernel: {name!r} was not found "
-                              f"(set CC to one, or use another runtime)")
-    return path
-
-
-def _cpu_signature() -> str:
-    """What ``-march=native`` depends on: the CPU's model and flags."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            lines = [line for line in handle if line.startswith(("model name", "flags", "Features", "CPU part"))]
-        return "".join(sorted(set(lines)))
-    except OSError:
-        return platform.processor() or platform.machine()
-
-
-def _flags(native: bool, openmp: bool = True) -> list[str]:
-    flags = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-ffp-contract=fast", "-std=gnu11"]
-    if openmp:
-        flags.append("-fopenmp")
-    if native:
-        flags.append("-march=native")
-        if platform.machine().lower() in ("x86_64", "amd64"):
-            flags.append("-mprefer-vector-width=512")  # wider vectors where the CPU has them (AVX-512)
-    return flags
-
-
-def cache_dir() -> str:
-    return os.environ.get("GRAIN_BENCH_KERNEL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "grain-bench",
-                                                                        "kernels")
-
-
-def build() -> str:
-    """Path of the compiled kernel, building it when the cache has none for this source, compiler and CPU."""
-    source = resources.files("grain_bench").joinpath("kernels").joinpath(SOURCE).read_bytes()
-    compiler = _compiler()
-    folder = cache_dir()
-    os.makedirs(folder, exist_ok=True)
-    errors = []
-    machine = b"\0".join([source, compiler.encode(), _cpu_signature().encode()])
-    # -march=native is not known to every compiler, nor -fopenmp (Apple's clang): retry without them (without OpenMP
-    # the kernel runs on one thread)
-    for native, openmp in ((True, True), (False, True), (False, False)):
-        flags = _flags(native, openmp)
-        key = hashlib.sha256(machine + b"\0" + " ".join(flags).encode()).hexdigest()[:16]
-        path = os.path.join(folder, f"ragged_attention-{key}.so")
-        if os.path.isfile(path):
-            return path
-        with tempfile.TemporaryDirectory(dir=folder) as work:
-            source_path = os.path.join(work, SOURCE)
-            with open(source_path, "wb") as handle:
-                handle.write(source)
-            built = os.path.join(work, "kernel.so")
-            result = subprocess.run([compiler, *flags, source_path, "-o", built, "-lm"], capture_output=True,
-                                    text=True)
-            if result.returncode == 0:
-                os.replace(built, path)  # atomic: a concurrent build of the same key writes the same file
-                return path
-            errors.append(f"{' '.join([os.path.basename(compiler), *flags])}: {result.stderr.strip()[-400:]}")
-    raise GrainBenchError("the ragged runtime could not build its kernel with the C compiler:\n" + "\n".join(errors))
-
-
 def library() -> ctypes.CDLL:
-    """The loaded kernel (built on first use)."""
+    """The loaded kernel (built on first use; a cached one only once its bytes are verified)."""
     global _LIBRARY
     if _LIBRARY is None:
-        loaded = ctypes.CDLL(build())
-        function = loaded.grain_ragged_attention
+        path = build()
+        try:
+            loaded = ctypes.CDLL(path)
+            function = loaded.grain_ragged_attention
+        except (OSError, AttributeError) as exc:
+            raise GrainBenchError(f"the ragged kernel {path} passed its checks but does not load in this process "
+                                  f"({exc}): delete it to build it again, or use another runtime") from None
         function.restype = ctypes.c_int
         function.argtypes = [_F32P, *[ctypes.c_int64] * 4, _F32P, *[ctypes.c_int64] * 3, ctypes.c_int64,
                              *[_I64P] * 4, ctypes.c_int64, ctypes.c_int64, ctypes.c_float, _F32P, ctypes.c_int]
