@@ -136,6 +136,12 @@ class Ragged(Runtime):
     name = "ragged"
     description = "every head of a layer at its own widths in one C kernel call (CPU, fp32)"
 
+    def check(self) -> None:
+        """The kernel's cache setting (``GRAIN_BENCH_KERNEL_CACHE``) must be usable, checked without building."""
+        from grain_bench.kernel_cache import check_kernel_cache_setting
+
+        check_kernel_cache_setting()
+
     def build(self, model, inputs, threads):
         """The eager model with its attention on the kernel."""
         from grain_bench.ragged import RaggedModel

@@ -255,3 +255,21 @@ def test_a_full_cache_disk_is_one_line(small_fs, monkeypatch):
                                               rf"folder$"):
         kernel_cache.build()
     assert os.listdir(folder) == []
+
+
+def test_the_ragged_runtime_refuses_an_unusable_cache_before_any_work(tmp_path, monkeypatch, capsys):
+    """``grain-bench measure --mode ragged`` and ``load_pruned(..., runtime="ragged")`` check the cache setting first
+    (the runtime's ``check``): exit 2 and one line, before a model is read or timed."""
+    from helpers import one_line_error
+
+    from grain_bench.cli import main
+    from grain_bench.compaction import load_pruned
+
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("GRAIN_BENCH_KERNEL_CACHE", str(tmp_path / "a-file"))
+    code = main(["measure", "--results", str(tmp_path / "results"), "--mode", "ragged", "-q"])
+    line = one_line_error(code, capsys.readouterr().err)
+    assert line.startswith(f"grain-bench: error: GRAIN_BENCH_KERNEL_CACHE='{tmp_path}/a-file': {tmp_path}/a-file is "
+                           f"not a folder"), line
+    with pytest.raises(UsageError, match="is not a folder"):
+        load_pruned(str(tmp_path / "no-model"), runtime="ragged")
