@@ -61,8 +61,8 @@ def _not_a_folder(folder: str) -> str | None:
 
 def cache_dir() -> str:
     """The cache folder (``GRAIN_BENCH_KERNEL_CACHE`` with ``~`` expanded; unset or empty: ``default_cache_dir()``),
-    refused with a one-line ``UsageError`` when it cannot be a folder: a relative path, or something other than a
-    folder where it or a folder above it should be."""
+    refused with a one-line ``UsageError`` when it cannot be a folder: a relative path, something other than a folder
+    where it or a folder above it should be, or a filesystem mounted noexec."""
     value = os.environ.get(CACHE_ENV, "")
     fix = f"set {CACHE_ENV} to an absolute folder path, or unset it for {default_cache_dir()}"
     folder = os.path.expanduser(value) if value else default_cache_dir()
@@ -71,14 +71,22 @@ def cache_dir() -> str:
     blocker = _not_a_folder(folder)
     if blocker is not None:
         raise UsageError(f"{_where(folder)}: {blocker} is not a folder (a file is in the way): move it, or {fix}")
+    if os.statvfs(_existing(folder)).f_flag & getattr(os, "ST_NOEXEC", 0):  # glibc systems only
+        raise UsageError(f"{_where(folder)} is on a filesystem mounted noexec, where no kernel can be loaded from: "
+                         f"{fix}")
+    return folder
+
+
+def _existing(folder: str) -> str:
+    """``folder``, or when it does not exist yet the folder above it it would be made in."""
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
     return folder
 
 
 def _not_writable(folder: str) -> str | None:
     """Why ``folder`` (or, when it does not exist yet, the folder it would be made in) cannot be written, or None."""
-    existing = folder
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
+    existing = _existing(folder)
     if os.access(existing, os.W_OK | os.X_OK):
         return None
     return "read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY else "permission denied"
@@ -167,6 +175,8 @@ def self_test(path: str) -> str | None:
                               timeout=SELF_TEST_TIMEOUT)
     except subprocess.TimeoutExpired:
         return f"did not finish its self-test in {SELF_TEST_TIMEOUT:g} s"
+    except OSError as exc:  # no Python executable to run it with
+        return f"could not be self-tested ({exc})"
     if done.returncode == 0:
         return None
     if done.returncode < 0:

@@ -184,6 +184,37 @@ def test_an_unusable_cache_setting_is_one_line(tmp_path, monkeypatch, setting, e
         assert re.fullmatch(pattern, str(caught.value)), str(caught.value)
 
 
+def test_the_cache_setting_expands_home_and_an_empty_one_is_the_default(tmp_path, monkeypatch):
+    """``~`` in ``GRAIN_BENCH_KERNEL_CACHE`` is the home folder (a quoted ``~`` in a shell stays unexpanded); unset
+    or empty means ``~/.cache/grain-bench/kernels``. Neither creates anything."""
+    from grain_bench import kernel_cache
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("GRAIN_BENCH_KERNEL_CACHE", "~/kernels")
+    assert kernel_cache.check_kernel_cache_setting() == str(tmp_path / "kernels")
+    monkeypatch.setenv("GRAIN_BENCH_KERNEL_CACHE", "")
+    assert kernel_cache.check_kernel_cache_setting() == str(tmp_path / ".cache" / "grain-bench" / "kernels")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_cache_on_a_noexec_filesystem_is_refused_in_one_line(small_fs, monkeypatch):
+    """A cache folder where nothing may be executed (``mount -o noexec``) could never load a kernel: refused before
+    building (otherwise every build would fail its self-test, and the compiler would be blamed)."""
+    from grain_bench import kernel_cache
+
+    point = small_fs()
+    done = subprocess.run(["mount", "-o", "remount,noexec", point], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot remount noexec: {done.stderr.strip()}")
+    monkeypatch.setenv("GRAIN_BENCH_KERNEL_CACHE", os.path.join(point, "kernels"))
+    for call in (kernel_cache.check_kernel_cache_setting, kernel_cache.build):
+        with pytest.raises(UsageError, match=r"^GRAIN_BENCH_KERNEL_CACHE='.*/kernels' is on a filesystem mounted "
+                                             r"noexec, where no kernel can be loaded from: set "
+                                             r"GRAIN_BENCH_KERNEL_CACHE to an absolute folder path, or unset it for "
+                                             r".*$"):
+            call()
+
+
 def _make_read_only(folder, small_fs_point=None) -> str:
     """Make ``folder`` read-only: its filesystem remounted read-only (as root, whom mode bits do not stop), else its
     mode bits. Returns the reason the cache gives."""
