@@ -259,8 +259,8 @@ def _build_variant(compiler: str, flags: list[str], path: str) -> tuple[str, boo
             return complaint, False
         built = os.path.join(work, "kernel.so")
         problem = self_test(built) if os.path.isfile(built) else "was not written"
-        if problem is not None:
-            return f"exited 0 but the kernel it built {problem}", True
+        if problem is not None:  # named without its temporary folder, which is gone when the message is read
+            return f"exited 0 but the kernel it built {problem.replace(work + os.sep, '')}", True
         _write_record(path, _sha256(built))
         os.replace(built, path)  # atomic; a concurrent build of the same key writes the same bytes
     return None

@@ -122,7 +122,7 @@ def test_a_kernel_from_before_the_records_is_self_tested_once_and_recorded(built
 
 
 @pytest.mark.parametrize("writes,problem", [
-    ("echo 'not a kernel' > \"$out\"", r"failed its self-test: does not load \(.*\)"),
+    ("echo 'not a kernel' > \"$out\"", r"failed its self-test: does not load \(kernel.so: .*\)"),
     ("cc -shared -fPIC -o \"$out\" \"$stub\"", r"failed its self-test: computes wrong attention \(largest error .*\)"),
 ], ids=["not-elf", "wrong-numbers"])
 def test_a_compiler_that_builds_no_working_kernel_caches_nothing(cache, tmp_path, monkeypatch, writes, problem):
@@ -143,6 +143,23 @@ def test_a_compiler_that_builds_no_working_kernel_caches_nothing(cache, tmp_path
                         r"\(with each set of flags\): nothing was cached; check the compiler \(CC\), or use another "
                         r"runtime", str(caught.value)), str(caught.value)
     assert os.listdir(cache) == []
+
+
+def test_a_kernel_that_passes_its_checks_but_does_not_load_is_one_line(cache, monkeypatch):
+    """The last guard: a cached file whose record was forged to match (no build wrote it) is not a kernel; loading it
+    in this process is a ``GrainBenchError`` naming it, not a raw ``OSError``."""
+    from grain_bench import kernel_cache, ragged
+
+    path = kernel_cache.candidates(str(cache))[0][1]
+    with open(path, "w") as handle:
+        handle.write("not a kernel")
+    with open(path + ".sha256", "w") as handle:
+        handle.write(f"{kernel_cache._sha256(path)}  {os.path.basename(path)}\n")
+    monkeypatch.setattr(ragged, "_LIBRARY", None)  # this process may have loaded the real kernel already
+    with pytest.raises(GrainBenchError, match=rf"^the ragged kernel {re.escape(path)} passed its checks but does not "
+                                              rf"load in this process \(.*\): delete it to build it again, or use "
+                                              rf"another runtime$"):
+        ragged.library()
 
 
 def test_a_cached_kernel_needs_no_compiler(built_kernel, cache, tmp_path, monkeypatch):
