@@ -111,6 +111,23 @@ def test_a_damaged_cached_kernel_is_moved_aside_and_rebuilt(built_kernel, cache,
         assert handle.read().split() == open(built_kernel[1]).read().split()
 
 
+def test_concurrent_first_builds_cache_one_kernel_that_matches_its_record(cache, capsys):
+    """Two processes that build the same kernel at once each build in their own temporary folder and rename into
+    place; the compiler sees the same relative source name, so both write the same bytes and the record matches
+    whichever rename came last: both load it, and nothing else is left in the cache."""
+    children = [subprocess.Popen([sys.executable, "-c", LOAD], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env=os.environ) for _ in range(2)]
+    outputs = [child.communicate() for child in children]
+    assert [child.returncode for child in children] == [0, 0], outputs
+    paths = {out.split()[1] for out, _ in outputs}
+    assert len(paths) == 1 and all(err == "" for _, err in outputs), outputs
+    path = paths.pop()
+    from grain_bench import kernel_cache
+
+    assert kernel_cache.build() == path and capsys.readouterr().err == ""  # the record matches: not moved aside
+    assert sorted(os.listdir(cache)) == [os.path.basename(path), os.path.basename(path) + ".sha256"]
+
+
 def test_a_kernel_from_before_the_records_is_self_tested_once_and_recorded(built_kernel, cache):
     """A working kernel cached without a record (an older grain-bench built it) is kept, not rebuilt, and recorded."""
     from grain_bench import kernel_cache
