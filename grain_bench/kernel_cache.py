@@ -92,11 +92,13 @@ def _not_writable(folder: str) -> str | None:
     return "read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY else "permission denied"
 
 
-def check_kernel_cache_setting() -> str:
+def check_kernel_cache_setting(need_kernel: bool = True) -> str:
     """The ragged kernel's cache folder, checked without building anything (a sweep's preflight calls it): the form
-    of ``GRAIN_BENCH_KERNEL_CACHE`` (``cache_dir``), and a folder that can be written or already holds a kernel built
-    for this machine. A one-line ``UsageError`` otherwise."""
+    of ``GRAIN_BENCH_KERNEL_CACHE`` (``cache_dir``), and with ``need_kernel`` (the ragged runtime will run) a folder
+    that can be written or already holds a kernel built for this machine. A one-line ``UsageError`` otherwise."""
     folder = cache_dir()
+    if not need_kernel:
+        return folder
     reason = _not_writable(folder)
     if reason is not None and not any(os.path.isfile(path) for _, path in candidates(folder)):
         raise UsageError(f"{_where(folder)} is not writable ({reason}) and holds no kernel built for this machine: "

@@ -212,7 +212,8 @@ def test_an_unusable_cache_setting_is_one_line(tmp_path, monkeypatch, setting, e
     (tmp_path / "a-file").write_text("not a folder")
     monkeypatch.setenv("GRAIN_BENCH_KERNEL_CACHE", setting.format(tmp=tmp_path))
     pattern = expected.format(tmp=re.escape(str(tmp_path)))
-    for call in (kernel_cache.check_kernel_cache_setting, kernel_cache.build):
+    for call in (kernel_cache.check_kernel_cache_setting, lambda: kernel_cache.check_kernel_cache_setting(False),
+                 kernel_cache.build):
         with pytest.raises(UsageError) as caught:
             call()
         assert re.fullmatch(pattern, str(caught.value)), str(caught.value)
@@ -293,6 +294,8 @@ def test_a_read_only_cache_serves_its_kernel_and_refuses_to_build_in_one_line(bu
         with pytest.raises(UsageError) as caught:
             call()
         assert re.fullmatch(expected, str(caught.value)), str(caught.value)
+    # a sweep that does not run the ragged runtime checks the form alone, and that is fine
+    assert kernel_cache.check_kernel_cache_setting(need_kernel=False) == empty
 
     damaged, _ = _read_only_cache(small_fs, tmp_path / "third", monkeypatch,
                                   fill=lambda folder: _damage(_cache_copy(built_kernel, folder), "truncated"))
