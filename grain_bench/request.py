@@ -69,6 +69,13 @@ class SweepRequest(Options):
     executor_options: dict[str, Any] = _field({}, "executor options: {'max_retries': 2}")
     retry_failed: bool = _field(False, "re-run specs whose last record is an error")
 
+    def __post_init__(self) -> None:
+        """However it is built (``parse``, keywords, ``SweepRequest(...)``, ``replace``), a request holds values of
+        its fields' types within their ranges, or raises ``UsageError`` naming the field: no raw ``TypeError`` later."""
+        self.coerce_fields()
+        self.check_ranges()
+        self.validate()
+
     def validate(self) -> None:
         """What the field types alone do not say: the maps hold what they should."""
         for name, what in (("method_options", "a dict of option dicts by method name"),
