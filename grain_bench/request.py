@@ -89,6 +89,10 @@ class SweepRequest(Options):
         if bad:
             raise UsageError(f"{self.owner}: method_options[{bad[0]!r}] must be a dict of option -> value, e.g. "
                              f"{{'grain': {{'alpha': 0.1}}}}")
+        bad = [k for k, v in self.data_revisions.items() if not isinstance(v, str)]
+        if bad:
+            raise UsageError(f"{self.owner}: data_revisions[{bad[0]!r}] must be a branch, tag or commit as a string, "
+                             f"got {self.data_revisions[bad[0]]!r}")
 
     def grid_densities(self) -> tuple[float, ...]:
         """The densities of the grid: the ones given, else ``DEFAULT_DENSITIES`` unless target speedups are given."""
