@@ -83,6 +83,18 @@ def test_a_versus_alias_is_resolved_to_its_method(tmp_path, data_dir, capsys, on
     assert "vs heads (pts)" in out and "head-pruning" not in out
 
 
+def test_leaderboard_versus_resolves_an_alias_and_refuses_an_empty_name(tmp_path, capsys, monkeypatch):
+    from test_leaderboard import grid, write_store
+
+    monkeypatch.setenv("GRAIN_BENCH_LOAD_PLUGINS", "")
+    results = write_store(tmp_path / "results", grid(speedups=False))
+    assert main(["leaderboard", "show", "--results", results, "--versus", "head-pruning"]) == 0
+    err = capsys.readouterr().err  # the synthetic runs stored no predictions: a note, against heads by its name
+    assert "no paired interval against heads" in err and "head-pruning" not in err
+    code = main(["leaderboard", "show", "--results", results, "--versus", " "])
+    assert "--versus needs a method name" in one_line_error(code, capsys.readouterr().err)
+
+
 # ---- 3. --data-revision refused where it cannot apply ----------------------------------------------------------
 
 @pytest.mark.usefixtures("builtin_plugins_only")
