@@ -184,8 +184,26 @@ def run(request: SweepRequest | None = None, **choices: Any):
     sweep = prepare_sweep(request, **choices)
     if sweep.request.progress:
         print(f"grain-bench: {sweep.status()}", file=sys.stderr)
-    sweep.execute()
-    return load_results(sweep.request.results, run_ids=sweep.run_ids)
+    records = sweep.execute()
+    return _grid_frame(sweep, records)
+
+
+def _grid_frame(sweep: Sweep, records: list[RunRecord]):
+    """The grid's stored records (``load_results``) and the new ones the store could not take, which wait aside until
+    the next sweep with the same ``results`` appends them (each said on stderr): a trained run is never missing."""
+    import os
+
+    import pandas as pd
+
+    aside = dict(sweep.store.aside)
+    for run_id, path in aside.items():
+        print(f"grain-bench: warning: run {run_id} could not be appended to {sweep.store.path}; its record is kept in "
+              f"{path} and is appended by the next run with the same results", file=sys.stderr)
+    stored = (load_results(sweep.request.results, run_ids=sweep.run_ids - set(aside))
+              if os.path.isfile(sweep.store.path) else pd.DataFrame())
+    kept = pd.DataFrame([record_row(r) for r in records if r.run_id in aside])
+    frames = [frame for frame in (stored, kept) if not frame.empty]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else stored
 
 
 def load_results(results: str = DEFAULT_RESULTS, task: str | None = None, run_ids: Iterable[str] | None = None):

@@ -158,6 +158,30 @@ def test_a_sweep_whose_every_record_is_kept_aside_exits_1_and_says_where(tmp_pat
     assert [r.spec.method for r in RecordStore(str(results)).records()] == ["dense"]
 
 
+@pytest.mark.usefixtures("builtin_plugins_only")
+def test_the_python_api_returns_the_runs_whose_records_are_kept_aside(tmp_path, data_dir, monkeypatch, capsys):
+    """Before: ``grain_bench.run`` raised "no records ... run `grain-bench run` first" after training the grid."""
+    import grain_bench
+    from grain_bench.plugins import get_plugin_manager
+
+    results = tmp_path / "results"
+    results.mkdir()
+    monkeypatch.setenv("GRAIN_BENCH_LOCK_TIMEOUT", "0.1")
+    other_writer = TakesTheStoreLock(str(results))
+    get_plugin_manager().register(other_writer)
+    choices = dict(methods=["dense"], tasks=["sst2"], data_dir=data_dir, backbone="test-bert-tiny", recipe="test",
+                   results=str(results), save_models=False, measure_latency=False, progress=False)
+    try:
+        frame = grain_bench.run(**choices)
+    finally:
+        get_plugin_manager().unregister(other_writer)
+        other_writer.lock.release()
+    assert list(frame["method"]) == ["dense"] and list(frame["status"]) == ["ok"]
+    assert "its record is kept in" in capsys.readouterr().err and len(records_aside(tmp_path)) == 1
+    again = grain_bench.run(**choices)  # appended from aside, not re-run
+    assert list(again["run_id"]) == list(frame["run_id"]) and records_aside(tmp_path) == []
+
+
 # ---- 5. leaderboard show: an empty store, a task it does not hold ----------------------------------------------
 
 @pytest.mark.parametrize("action", [["show"], ["export", "--format", "csv"], ["publish", "--out", "{site}"]])
