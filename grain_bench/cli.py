@@ -279,7 +279,7 @@ def cmd_measure(args) -> int:
 def cmd_profile(args) -> int:
     """Fit and write a latency cost model (``grain_bench.profile``); print its coefficients and its errors."""
     from grain_bench.plugins import get_registries
-    from grain_bench.preflight import check_device
+    from grain_bench.preflight import check_device, check_home
     from grain_bench.profile import ProfileSettings, cached_path, profile, real_masks, report, save
     from grain_bench.runtimes import get_runtime
 
@@ -288,6 +288,8 @@ def cmd_profile(args) -> int:
                                calls=args.calls)
     settings.check()
     check_device(args.device)
+    if args.out is None:
+        check_home()  # where the model goes, checked before minutes of timing
     regs = get_registries()
     get_runtime(args.runtime, args.device, regs, what="--runtime").check()
     check = {label: masks for folder in args.check_masks for label, masks in real_masks(folder).items()}
@@ -334,6 +336,7 @@ def cmd_run(args) -> int:
     if args.ray_address is not None and (request.executor not in regs.executors
                                          or regs.executors.entry(request.executor).name != "ray"):
         raise UsageError("--ray-address needs --executor ray")
+    versus = _checked_versus(args.versus, request, regs)  # before anything runs, not after the whole grid
     sweep = prepare_sweep(request, regs=regs)
     store = sweep.store
     if sweep.recovered:
@@ -346,18 +349,40 @@ def cmd_run(args) -> int:
         print(f"grain-bench: {exc}; finished runs are stored in {store.path}, run the same command to resume",
               file=sys.stderr)
         return 128 + exc.signum
-    _print_tables(args, sweep, regs, writer)
+    _print_tables(args, sweep, regs, writer, versus)
     return _closing(records, store)
 
 
-def _print_tables(args, sweep, regs, writer) -> None:
-    """The closing comparison of each task of the sweep, compared with ``--versus`` (default: the first method)."""
+def _checked_versus(name: str | None, request, regs) -> str | None:
+    """``--versus`` as the closing tables use it: the canonical name of one of ``--methods`` (aliases resolved,
+    unknown names refused with a did-you-mean), None for ``none``, the first method when not given."""
+    from grain_bench.errors import UsageError
+
+    methods = regs.resolve_methods(request.methods)  # unknown methods: the same error the grid would raise
+    if name is None:
+        return methods[0] if methods else None
+    if name.strip().lower() == "none":
+        return None
+    if not name.strip():
+        raise UsageError(f"--versus needs a method of --methods ({', '.join(methods)}) or none; got {name!r}")
+    canonical = regs.methods.entry(name.strip()).name
+    if canonical not in methods:
+        raise UsageError(f"--versus {name}: method {canonical!r} is not in --methods ({', '.join(methods)}), so the "
+                         f"table has no row to compare with; add it to --methods, or choose one of them, or none")
+    return canonical
+
+
+def _print_tables(args, sweep, regs, writer, versus: str | None) -> None:
+    """The closing comparison of each task of the sweep, compared with ``versus``; none when nothing is stored yet
+    (every record had to be kept aside: ``_closing`` says where)."""
+    import os
+
     from grain_bench.leaderboard.commands import print_notes
     from grain_bench.leaderboard.tables import show_table
 
     request = sweep.request
-    versus = regs.resolve_methods(request.methods)[0] if args.versus is None else args.versus
-    versus = None if versus.lower() == "none" else versus
+    if not os.path.isfile(sweep.store.path):
+        return
     for task in regs.expand_tasks(request.tasks):
         text, notes = show_table(request.results, args.format, task=task, run_ids=sweep.run_ids, versus=versus,
                                  regs=regs)

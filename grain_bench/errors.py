@@ -27,7 +27,9 @@ class DuplicateNameError(GrainBenchError):
     """Two plugins registered the same name."""
 
 
-class _UnknownNameError(GrainBenchError, KeyError):
+class _UnknownNameError(UsageError, KeyError):
+    """A name no plugin registered: a ``UsageError`` (bad input, exit 2) and a ``KeyError`` (a failed lookup)."""
+
     kind = "name"
 
     def __init__(self, name: str, choices: Iterable[str]):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Literal, get_args, get_origin
 
 from grain_bench.errors import UsageError
@@ -25,7 +27,7 @@ def _coerce(owner: str, key: str, value: Any, annotation: Any) -> Any:
     if annotation in (int, float):
         return _number(owner, key, value, annotation)
     if annotation is str:
-        return str(value)
+        return _string(owner, key, value)
     if origin is tuple:
         return _items(owner, key, value, get_args(annotation))
     return value
@@ -62,13 +64,26 @@ def _boolean(owner: str, key: str, value: Any) -> bool:
     raise UsageError(f"{owner}: option {key}={value!r} must be true or false")
 
 
+def _string(owner: str, key: str, value: Any) -> str:
+    """A text value: a string, a path (``pathlib.Path``) or a number as written (``-o heads.head_share=0.5`` from
+    Python); None, a flag or a container is a mistake, not a name such as "None"."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, os.PathLike):
+        return str(os.fspath(value))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise UsageError(f"{owner}: option {key}={value!r} must be a string, got {type(value).__name__}")
+
+
 def _number(owner: str, key: str, value: Any, annotation: type) -> Any:
     if isinstance(value, bool):
         raise UsageError(f"{owner}: option {key}={value!r} must be a number")
     try:
         number = annotation(value)
-    except (TypeError, ValueError):
-        kind = "an integer" if annotation is int else "a number"
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(inf) (as -r max_steps=inf), float(1e400)
+        kind = ("an integer" if annotation is int else
+                "a finite number" if isinstance(exc, OverflowError) else "a number")
         raise UsageError(f"{owner}: option {key}={value!r} must be {kind}") from None
     if annotation is int and isinstance(value, float) and value != int(value):
         raise UsageError(f"{owner}: option {key}={value!r} must be an integer")
@@ -78,8 +93,10 @@ def _number(owner: str, key: str, value: Any, annotation: type) -> Any:
 def _items(owner: str, key: str, value: Any, args: tuple) -> tuple:
     if isinstance(value, str):
         items = value.split(",")
-    elif isinstance(value, (list, tuple)):
-        items = list(value)
+    elif value is None or isinstance(value, Mapping):
+        raise UsageError(f"{owner}: option {key}={value!r} must be a list (or one value, or a comma-separated string)")
+    elif isinstance(value, Iterable) and not isinstance(value, (bytes, os.PathLike)):
+        items = list(value)  # a list, a tuple, a range, a numpy array
     else:  # one value where a list is expected: grain_bench.run(densities=0.5)
         items = [value]
     item_type = args[0] if args else str
@@ -108,7 +125,7 @@ class Range:
 
     def contains(self, value: float) -> bool:
         """True when ``value`` is finite and within the bounds."""
-        return (math.isfinite(value)
+        return (_finite(value)
                 and (self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
                 and (self.lt is None or value < self.lt) and (self.le is None or value <= self.le))
 
@@ -120,6 +137,11 @@ def option(default: Any, *, gt: float | None = None, ge: float | None = None, lt
            le: float | None = None, hint: str = "") -> Any:
     """A dataclass field with a declared valid range, checked by ``Options.parse`` before anything runs."""
     return dataclasses.field(default=default, metadata={"range": Range(gt, ge, lt, le, hint)})
+
+
+def _finite(value: float) -> bool:
+    """True for a finite number (an int always is, and may be too large for ``math.isfinite``'s float)."""
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def _is_number(value: Any) -> bool:
@@ -151,6 +173,13 @@ class Options:
         obj.validate()
         return obj
 
+    def coerce_fields(self) -> None:
+        """Convert every field in place as its type says (what ``parse`` does to its values), for an instance built
+        directly: ``SweepRequest(methods="dense")`` holds ``("dense",)``, not a string to split into letters."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _coerce(self.owner, f.name, getattr(self, f.name), hints[f.name]))
+
     def check_ranges(self) -> None:
         """Every number finite and every field with a declared ``Range`` (see ``option``) within it."""
         for f in dataclasses.fields(self):
@@ -160,7 +189,7 @@ class Options:
             for item in values:
                 if _is_number(item) and not bounds.contains(item):
                     finite = "a finite number" + ("" if bounds is FINITE else " ")
-                    wanted = (finite if not math.isfinite(item) else "") + ("" if bounds is FINITE else str(bounds))
+                    wanted = (finite if not _finite(item) else "") + ("" if bounds is FINITE else str(bounds))
                     hint = f" ({bounds.hint})" if bounds.hint else ""
                     raise UsageError(f"{self.owner}: option {f.name}={item!r} must be {wanted}{hint}")
 

@@ -1,16 +1,45 @@
-"""Checks that run before a sweep trains or writes anything: the device and the backbones of the grid (each resolved
-once: it exists, is a BERT-family encoder with a tokenizer that knows words, and is long enough for every task's
-recipe). The grid's names, options and recipe values are checked where they are parsed (``harness.build_specs``,
-``Options.parse``) and the results location by ``RecordStore.check_writable``. Every failure raises a
-``GrainBenchError`` with what was wrong and what is expected: one line and exit code 2 from the CLI.
+"""Checks that run before a sweep trains or writes anything: the environment variables it reads later
+(``check_environment``), the device and the backbones of the grid (each resolved once: it exists, is a BERT-family
+encoder with a tokenizer that knows words, and is long enough for every task's recipe). The grid's names, options and
+recipe values are checked where they are parsed (``harness.build_specs``, ``Options.parse``) and the results location
+by ``RecordStore.check_writable``. Every failure raises a ``GrainBenchError`` with what was wrong and what is
+expected: one line and exit code 2 from the CLI.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 from grain_bench.errors import UsageError
 from grain_bench.types import Recipe, RunSpec
+
+
+def check_environment() -> None:
+    """The environment variables a sweep reads only later, each in its valid form, before anything trains:
+    ``GRAIN_BENCH_LOCK_TIMEOUT`` (seconds >= 0; read at every append) and ``GRAIN_BENCH_HOME`` (``check_home``)."""
+    from grain_bench.leaderboard.store import lock_timeout
+
+    lock_timeout()  # raises UsageError naming the variable
+    check_home()
+
+
+def check_home() -> None:
+    """Raise ``UsageError`` unless grain-bench's own folder (``GRAIN_BENCH_HOME``, where cost models and records that
+    could not be stored are kept) is a folder or a path that can be created as one."""
+    from grain_bench.files import HOME_ENV, grain_bench_home
+
+    home = os.path.abspath(grain_bench_home())
+    named = f"{HOME_ENV}={os.environ[HOME_ENV]!r}" if os.environ.get(HOME_ENV) else f"grain-bench's folder {home!r}"
+    if os.path.exists(home) and not os.path.isdir(home):
+        raise UsageError(f"{named} is a file, not a folder: point {HOME_ENV} at a folder (or a path that can be "
+                         f"created), or move the file away")
+    parent = home
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"{named} cannot be created: {parent!r} is a file, not a folder; point {HOME_ENV} at a "
+                         f"folder (or a path that can be created)")
 
 
 def check_device(device: str | None) -> None:

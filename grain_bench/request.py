@@ -69,6 +69,13 @@ class SweepRequest(Options):
     executor_options: dict[str, Any] = _field({}, "executor options: {'max_retries': 2}")
     retry_failed: bool = _field(False, "re-run specs whose last record is an error")
 
+    def __post_init__(self) -> None:
+        """However it is built (``parse``, keywords, ``SweepRequest(...)``, ``replace``), a request holds values of
+        its fields' types within their ranges, or raises ``UsageError`` naming the field: no raw ``TypeError`` later."""
+        self.coerce_fields()
+        self.check_ranges()
+        self.validate()
+
     def validate(self) -> None:
         """What the field types alone do not say: the maps hold what they should."""
         for name, what in (("method_options", "a dict of option dicts by method name"),
@@ -82,6 +89,10 @@ class SweepRequest(Options):
         if bad:
             raise UsageError(f"{self.owner}: method_options[{bad[0]!r}] must be a dict of option -> value, e.g. "
                              f"{{'grain': {{'alpha': 0.1}}}}")
+        bad = [k for k, v in self.data_revisions.items() if not isinstance(v, str)]
+        if bad:
+            raise UsageError(f"{self.owner}: data_revisions[{bad[0]!r}] must be a branch, tag or commit as a string, "
+                             f"got {self.data_revisions[bad[0]]!r}")
 
     def grid_densities(self) -> tuple[float, ...]:
         """The densities of the grid: the ones given, else ``DEFAULT_DENSITIES`` unless target speedups are given."""

@@ -57,7 +57,18 @@ def print_notes(notes: list[str]) -> None:
 
 
 def _versus(args) -> str | None:
-    return None if args.versus.lower() == "none" else args.versus
+    """``--versus``: None for ``none``, ``auto`` as it is, a registered method's alias as its name (``head-pruning``
+    -> ``heads``); a name no plugin registers stays (the store may hold a plugin's runs); an empty one is refused."""
+    from grain_bench.errors import UsageError
+    from grain_bench.plugins import get_registries
+
+    name = args.versus.strip()
+    if not name:
+        raise UsageError("--versus needs a method name, auto (grain when present) or none; got an empty name")
+    if name.lower() == "none":
+        return None
+    methods = get_registries().methods
+    return methods.entry(name).name if name != "auto" and name in methods else name
 
 
 def run(args) -> int:

@@ -116,7 +116,8 @@ def lock_timeout() -> float:
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds < float("inf"):
-        raise UsageError(f"{LOCK_TIMEOUT_ENV}={value!r} is not a number of seconds >= 0")
+        raise UsageError(f"{LOCK_TIMEOUT_ENV}={value!r} is not a number of seconds >= 0: set it to one such as "
+                         f"{DEFAULT_LOCK_TIMEOUT:g}, or unset it for the default ({DEFAULT_LOCK_TIMEOUT:g} s)")
     return seconds
 
 

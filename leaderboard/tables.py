@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass, field
 
@@ -44,6 +45,8 @@ def load_records(results_dir: str, task: str | None = None, run_ids=None) -> tup
         raise GrainBenchError(f"{store.path} holds {len(store.outdated)} record(s) of an older schema than this "
                               f"grain-bench reads ({SCHEMA_VERSION}); upgrade them once with `grain-bench leaderboard "
                               f"upgrade --results {results_dir}` (the old file is kept beside)")
+    if run_ids is None:  # a whole store asked for (not a sweep's own runs, which may all wait aside)
+        _check_selection(store, latest, task)
     notes = [f"skipped unreadable {p}" for p in store.problems]
     from grain_bench.leaderboard.store import load_measurements, with_measurement
 
@@ -64,6 +67,19 @@ def load_records(results_dir: str, task: str | None = None, run_ids=None) -> tup
         raise GrainBenchError(f"{store.path} has no usable record: " + "; ".join(notes[:5])
                               + (f" (and {len(notes) - 5} more problems)" if len(notes) > 5 else ""))
     return records, notes
+
+
+def _check_selection(store: RecordStore, latest: dict[str, RunRecord], task: str | None) -> None:
+    """Raise ``GrainBenchError`` for a store with no record at all, or a ``task`` that none of its records has (with
+    a did-you-mean among the tasks it holds): an empty table would read as a result."""
+    if not latest and not store.problems:
+        raise GrainBenchError(f"no records in {store.path} yet (the file is empty); run `grain-bench run --results "
+                              f"{store.directory}` first")
+    present = sorted({record.spec.task for record in latest.values()})
+    if task is not None and latest and task not in present:
+        close = difflib.get_close_matches(task, present, n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise GrainBenchError(f"no records of task {task!r} in {store.path}.{hint} Tasks there: {', '.join(present)}")
 
 
 def caption_for(records, comparison: Comparison | None = None) -> str:
