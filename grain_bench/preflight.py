@@ -17,11 +17,15 @@ from grain_bench.types import Recipe, RunSpec
 
 def check_environment() -> None:
     """The environment variables a sweep reads only later, each in its valid form, before anything trains:
-    ``GRAIN_BENCH_LOCK_TIMEOUT`` (seconds >= 0; read at every append) and ``GRAIN_BENCH_HOME`` (``check_home``)."""
+    ``GRAIN_BENCH_LOCK_TIMEOUT`` (seconds >= 0; read at every append), ``GRAIN_BENCH_HOME`` (``check_home``) and
+    ``GRAIN_BENCH_KERNEL_CACHE`` (its form only: a sweep's runs time eager models; the ragged runtime checks the
+    folder itself before it is used)."""
+    from grain_bench.kernel_cache import check_kernel_cache_setting
     from grain_bench.leaderboard.store import lock_timeout
 
     lock_timeout()  # raises UsageError naming the variable
     check_home()
+    check_kernel_cache_setting(need_kernel=False)
 
 
 def check_home() -> None:

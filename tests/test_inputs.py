@@ -51,6 +51,21 @@ def test_a_grain_bench_home_that_is_a_file_is_refused_by_run_and_profile(below, 
     assert "GRAIN_BENCH_HOME=" in one_line_error(code, capsys.readouterr().err)
 
 
+@pytest.mark.usefixtures("builtin_plugins_only")
+@pytest.mark.parametrize("form,expected", [("relative/cache", "is not an absolute path"), ("file", "is not a folder")])
+def test_an_unusable_kernel_cache_setting_is_refused_before_a_sweep_trains(form, expected, tmp_path, data_dir,
+                                                                          monkeypatch, capsys):
+    """The sweep's preflight checks GRAIN_BENCH_KERNEL_CACHE's form too (the ragged runtime would fail on it later)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("GRAIN_BENCH_KERNEL_CACHE", form if form != "file" else str(blocker / "cache"))
+    results = tmp_path / "results"
+    code, out, err = run_cli(*SST2, "--data-dir", data_dir, results=str(results), capsys=capsys)
+    line = one_line_error(code, err)
+    assert "GRAIN_BENCH_KERNEL_CACHE" in line or str(blocker) in line, line
+    assert expected in line and not results.exists() and out == ""
+
+
 # ---- 2. --versus resolved through the registry, before training ------------------------------------------------
 
 @pytest.mark.usefixtures("builtin_plugins_only")
