@@ -7,6 +7,7 @@ nothing wrong is ever served."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -222,3 +223,271 @@ def test_an_unreadable_saved_model_is_refused_in_one_line(saved):
             load_pruned(folder)
     finally:
         os.chmod(os.path.join(folder, "model.safetensors"), 0o644)
+
+
+# --- masks files and `grain-bench measure` -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_store(tmp_path_factory):
+    """A results directory with two finished runs (grain and heads on a small SST-2) that stored masks and
+    predictions; each test works on a copy (``store``)."""
+    from helpers import write_sst2
+
+    import grain_bench
+    from grain_bench import plugins
+
+    base = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRAIN_BENCH_LOAD_PLUGINS", "")
+        patch.setenv("GRAIN_BENCH_HOME", str(base / "home"))
+        plugins.reset()
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            frame = grain_bench.run(methods=["grain", "heads"], tasks=["sst2"], densities=[0.5],
+                                    backbone="test-bert-tiny", recipe="test", data_dir=write_sst2(base / "data"),
+                                    results=str(base / "results"), measure_latency=False, save_models=False,
+                                    progress=False)
+        finally:
+            torch.set_num_threads(before)
+            plugins.reset()
+    assert (frame["status"] == "ok").all()
+    return str(base / "results"), dict(zip(frame["method"], frame["run_id"]))
+
+
+@pytest.fixture
+def store(trained_store, tmp_path, builtin_plugins_only):
+    """(a fresh copy of the trained results directory, {method: run id})."""
+    source, ids = trained_store
+    results = str(tmp_path / "results")
+    shutil.copytree(source, results)
+    return results, ids
+
+
+def _masks_file(results: str, run_id: str) -> str:
+    return os.path.join(results, "masks", f"{run_id}.json.gz")
+
+
+def _read_gz(file: str):
+    with gzip.open(file, "rb") as handle:
+        return json.loads(handle.read())
+
+
+def _write_gz(file: str, doc) -> None:
+    with gzip.open(file, "wb") as handle:
+        handle.write(json.dumps(doc).encode())
+
+
+def _measure(results: str, capsys, *extra: str) -> tuple[int, str, str]:
+    from grain_bench.cli import main
+
+    code = main(["measure", "--results", results, "--runs", "2", "--batch", "2", "--threads", "1", "-q", *extra])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _stored_runs(results: str) -> set[str]:
+    from grain_bench.leaderboard.store import load_measurements
+
+    return set(load_measurements(results))
+
+
+def _forge_all_zero(doc, rehash: bool) -> None:
+    from grain_bench.predictions import _masks_digest
+
+    doc["masks"] = {kind: torch.zeros(torch.tensor(values).shape, dtype=torch.uint8).tolist()
+                    for kind, values in doc["masks"].items()}
+    if rehash:
+        doc["sha256"] = _masks_digest(doc)
+    else:
+        doc.pop("sha256")
+
+
+def test_masks_files_carry_a_hash_of_their_content(store):
+    from grain_bench.predictions import _masks_digest
+
+    results, ids = store
+    doc = _read_gz(_masks_file(results, ids["grain"]))
+    assert doc["run_id"] == ids["grain"] and doc["sha256"] == _masks_digest(doc)
+
+
+@pytest.mark.parametrize("rehash", [True, False])
+def test_a_forged_all_zero_masks_file_is_refused_and_the_other_run_is_still_retimed(store, capsys, rehash):
+    """An all-zero masks file (its hash recomputed, or removed as in a file written before hashes) is refused, not
+    timed; the other run is re-timed and stored, and measure exits 1 with one line naming the file."""
+    results, ids = store
+    file = _masks_file(results, ids["grain"])
+    doc = _read_gz(file)
+    _forge_all_zero(doc, rehash)
+    _write_gz(file, doc)
+    code, _, err = _measure(results, capsys)
+    assert code == 1, err
+    assert _stored_runs(results) == {ids["heads"]}
+    lines = [line for line in err.splitlines() if ids["grain"] in line]
+    assert len(lines) == 1 and file in lines[0] and "density" in lines[0], err
+    assert "Traceback" not in err
+
+
+def _truncate_gz(file: str) -> None:
+    _truncate(file)
+
+
+def _not_gzip(file: str) -> None:
+    with open(file, "wb") as handle:
+        handle.write(b"not gzip at all")
+
+
+def _wrong_shape(file: str) -> None:
+    doc = _read_gz(file)
+    doc["masks"]["ffn"] = [row[:-1] for row in doc["masks"]["ffn"]]
+    doc.pop("sha256")
+    _write_gz(file, doc)
+
+
+def _other_space(file: str) -> None:
+    """Consistent masks over another mask space (three layers): fit their own space, not the backbone's."""
+    doc = _read_gz(file)
+    doc["space"]["num_layers"] += 1
+    doc["masks"] = {kind: values + values[:1] for kind, values in doc["masks"].items()}
+    doc.pop("sha256")
+    _write_gz(file, doc)
+
+
+def _edited_keeping_the_density(file: str) -> None:
+    doc = _read_gz(file)
+    row = doc["masks"]["ffn"][0]
+    row[row.index(1)], row[row.index(0)] = 0, 1  # the same density, another mask: only the hash shows it
+    _write_gz(file, doc)
+
+
+@pytest.mark.parametrize("fault, expected", [
+    (_truncate_gz, "cannot read the masks"), (_flip, "the masks"), (_not_gzip, "cannot read the masks"),
+    (_make_directory, "cannot read the masks"), (_wrong_shape, "masks of shape"),
+    (_other_space, "not the model's"), (_edited_keeping_the_density, "SHA-256"),
+    (lambda f: _write_gz(f, {"format": "grain-bench-masks", "format_version": 7}), "format version 7"),
+    (lambda f: _write_gz(f, [1, 2]), "not a grain-bench masks file")])
+def test_a_damaged_masks_file_is_reported_and_the_other_run_is_still_retimed(store, capsys, fault, expected):
+    results, ids = store
+    file = _masks_file(results, ids["grain"])
+    fault(file)
+    code, _, err = _measure(results, capsys)
+    assert code == 1, err
+    assert _stored_runs(results) == {ids["heads"]}
+    lines = [line for line in err.splitlines() if ids["grain"] in line]
+    assert len(lines) == 1 and file in lines[0] and expected in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_another_runs_masks_file_is_refused(store, capsys):
+    results, ids = store
+    shutil.copyfile(_masks_file(results, ids["heads"]), _masks_file(results, ids["grain"]))
+    code, _, err = _measure(results, capsys)
+    assert code == 1 and f"belong to run {ids['heads']!r}, not to run {ids['grain']}" in err, err
+    assert _stored_runs(results) == {ids["heads"]}
+
+
+def test_a_read_only_masks_folder_is_read(store, capsys):
+    results, ids = store
+    folder = os.path.join(results, "masks")
+    os.chmod(folder, stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        code, _, err = _measure(results, capsys)
+    finally:
+        os.chmod(folder, stat.S_IRWXU)
+    assert code == 0, err
+    assert _stored_runs(results) == set(ids.values())
+
+
+def test_committed_masks_files_without_a_hash_are_accepted():
+    """The committed benchmark results' masks (written before the hash) still load, checked against their records."""
+    import glob
+
+    from helpers import ROOT
+
+    from grain_bench.leaderboard.tables import load_records
+    from grain_bench.predictions import load_masks
+
+    checked = 0
+    for results in sorted(glob.glob(os.path.join(ROOT, "benchmarks", "results", "*", "masks"))):
+        records, _ = load_records(os.path.dirname(results))
+        for record in records:
+            if record.ok and record.masks:
+                masks, space = load_masks(os.path.dirname(results), record.masks, record)
+                assert masks.density(space) == pytest.approx(record.density.achieved)
+                checked += 1
+    if not checked:
+        pytest.skip("no committed masks files in this checkout")
+
+
+# --- measure's checks before any timing ----------------------------------------------------------------------------
+
+def _refused_before_timing(results: str, capsys, *extra: str) -> str:
+    from helpers import one_line_error
+
+    code, _, err = _measure(results, capsys, *extra)
+    assert not os.path.exists(os.path.join(results, "measurements.jsonl")) or \
+        os.path.isdir(os.path.join(results, "measurements.jsonl"))
+    return one_line_error(code, err)
+
+
+def test_measure_refuses_a_measurements_file_that_is_a_directory(store, capsys):
+    results, _ = store
+    os.mkdir(os.path.join(results, "measurements.jsonl"))
+    assert "is not a regular file" in _refused_before_timing(results, capsys)
+
+
+def test_measure_refuses_a_read_only_results_directory(store, capsys, small_fs):
+    """Read-only mode bits (or, for root, a read-only filesystem): refused before any timing, nothing lost."""
+    import subprocess
+
+    results, _ = store
+    if os.geteuid() != 0:
+        os.chmod(results, stat.S_IRUSR | stat.S_IXUSR)
+    else:
+        point = small_fs("4m")
+        results = shutil.copytree(results, os.path.join(point, "results"))
+        done = subprocess.run(["mount", "-o", "remount,ro", point], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot remount read-only: {done.stderr.strip()}")
+    try:
+        assert "cannot store re-timings" in _refused_before_timing(results, capsys)
+    finally:
+        if os.geteuid() != 0:
+            os.chmod(results, stat.S_IRWXU)
+
+
+def test_measure_refuses_a_results_path_that_is_not_a_directory(tmp_path, capsys, builtin_plugins_only):
+    missing = str(tmp_path / "nowhere")
+    from helpers import one_line_error
+
+    code, _, err = _measure(missing, capsys)
+    assert "is not a results directory" in one_line_error(code, err)
+
+
+def test_measure_refuses_a_sequence_length_beyond_the_positions(store, capsys):
+    results, _ = store
+    line = _refused_before_timing(results, capsys, "--seq-len", "4096")
+    assert "--seq-len 4096 is longer than backbone 'test-bert-tiny' allows (128 positions)" in line
+
+
+@pytest.mark.parametrize("task, expected", [("nosuch", "unknown task 'nosuch'"), ("sst", "Did you mean"),
+                                             ("rte", "no runs of task 'rte'")])
+def test_measure_names_an_unknown_task_or_one_without_runs(store, capsys, task, expected):
+    results, _ = store
+    line = _refused_before_timing(results, capsys, "--task", task)
+    assert expected in line and "before masks were stored" not in line
+
+
+def test_measure_of_a_store_of_only_failed_runs_says_so(store, capsys):
+    from grain_bench.leaderboard.store import RecordStore
+    from grain_bench.leaderboard.tables import load_records
+
+    results, _ = store
+    records, _ = load_records(results)
+    failed = str(tmp_results := os.path.join(os.path.dirname(results), "failed"))
+    os.makedirs(tmp_results)
+    target = RecordStore(failed)
+    for record in records:
+        target.append(type(record).from_dict({**record.to_dict(), "status": "error", "error": "diverged"}))
+    line = _refused_before_timing(failed, capsys)
+    assert "failed (status error): there is nothing to re-time" in line and "--retry-failed" in line
