@@ -55,19 +55,54 @@ def _plain(value):
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
-def load_predictions(results_dir: str, relative: str) -> dict[str, Any] | None:
-    """The predictions document of a run (``stats`` as a numpy array), or None when the file is missing or unreadable
-    (the caller says so in a note)."""
+#: columns of the per-example statistics of each kind (``grain_bench.significance``)
+STAT_COLUMNS = {"mean": 2, "f1": 3, "mcc": 4, "pearson": 6}
+
+
+def load_predictions(results_dir: str, relative: str, record=None, problems: list[str] | None = None
+                     ) -> dict[str, Any] | None:
+    """The predictions document of a run (``stats`` as a numpy array), or None when the file is missing or
+    malformed: not gzip, cut short, not JSON, another format, another run's (given its ``record``), or statistics
+    of an unknown kind, of the wrong width, not finite or not one row per prediction. A malformed file (not a missing
+    one) adds a line to ``problems``, for the caller's notes."""
     path = os.path.join(results_dir, relative)
+    if not os.path.lexists(path):
+        return None
     try:
         with gzip.open(path, "rb") as handle:
             doc = json.loads(handle.read())
-    except (OSError, ValueError, EOFError, zlib.error):
+        return _checked_predictions(doc, record)
+    except (OSError, ValueError, EOFError, zlib.error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        if problems is not None:
+            problems.append(f"skipped the malformed predictions file {path} ({reason}); run the run again to "
+                            f"store it again")
         return None
+
+
+def _checked_predictions(doc: Any, record) -> dict[str, Any]:
+    """A parsed predictions document with ``stats`` as a numpy array; ``ValueError`` saying what is wrong."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        return None
-    if "stats" in doc:
-        doc["stats"] = np.asarray(doc["stats"], dtype=float)
+        raise ValueError(f"not a {FORMAT} file")
+    if doc.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise ValueError(f"format version {doc.get('format_version')!r}; this grain-bench reads {FORMAT_VERSION}")
+    if record is not None and doc.get("run_id") not in (record.run_id, record.method_info.get("previous_run_id")):
+        raise ValueError(f"the predictions of run {doc.get('run_id')!r}, not of run {record.run_id}")
+    predictions = doc.get("predictions")
+    if not isinstance(predictions, list):
+        raise ValueError("no list of predictions")
+    if "stats" not in doc:
+        return doc
+    kind = doc.get("stat_kind")
+    if kind not in STAT_COLUMNS:
+        raise ValueError(f"statistics of unknown kind {kind!r}")
+    stats = np.asarray(doc["stats"], dtype=float)  # ValueError when ragged or not numbers
+    if stats.ndim != 2 or stats.shape[1] != STAT_COLUMNS[kind] or len(stats) != len(predictions):
+        raise ValueError(f"statistics of shape {stats.shape}, expected ({len(predictions)}, {STAT_COLUMNS[kind]}): "
+                         f"one row of {kind} statistics per prediction")
+    if not np.isfinite(stats).all():
+        raise ValueError("non-finite statistics")
+    doc["stats"] = stats
     return doc
 
 

@@ -252,13 +252,13 @@ def trained_store(tmp_path_factory):
             torch.set_num_threads(before)
             plugins.reset()
     assert (frame["status"] == "ok").all()
-    return str(base / "results"), dict(zip(frame["method"], frame["run_id"]))
+    return str(base / "results"), dict(zip(frame["method"], frame["run_id"])), str(base / "data")
 
 
 @pytest.fixture
 def store(trained_store, tmp_path, builtin_plugins_only):
     """(a fresh copy of the trained results directory, {method: run id})."""
-    source, ids = trained_store
+    source, ids, _ = trained_store
     results = str(tmp_path / "results")
     shutil.copytree(source, results)
     return results, ids
@@ -491,3 +491,93 @@ def test_measure_of_a_store_of_only_failed_runs_says_so(store, capsys):
         target.append(type(record).from_dict({**record.to_dict(), "status": "error", "error": "diverged"}))
     line = _refused_before_timing(failed, capsys)
     assert "failed (status error): there is nothing to re-time" in line and "--retry-failed" in line
+
+
+# --- predictions files ---------------------------------------------------------------------------------------------
+
+def _predictions_file(results: str, run_id: str) -> str:
+    return os.path.join(results, "predictions", f"{run_id}.json.gz")
+
+
+def _edit_predictions(edit):
+    def fault(file: str) -> None:
+        doc = _read_gz(file)
+        edit(doc)
+        _write_gz(file, doc)
+    return fault
+
+
+PREDICTION_FAULTS = {
+    "truncated": _truncate, "flipped": _flip, "not gzip": _not_gzip, "directory": _make_directory,
+    "not JSON": lambda f: _write_raw_gz(f, b"{not json"),
+    "wrong length": _edit_predictions(lambda doc: doc.update(stats=doc["stats"][:-1])),
+    "ragged": _edit_predictions(lambda doc: doc["stats"][0].append(1.0)),
+    "unknown kind": _edit_predictions(lambda doc: doc.update(stat_kind="median")),
+    "not finite": _edit_predictions(lambda doc: doc["stats"][0].__setitem__(0, 1e999)),
+}
+
+
+def _write_raw_gz(file: str, data: bytes) -> None:
+    with gzip.open(file, "wb") as handle:
+        handle.write(data)
+
+
+def _leaderboard(results: str, capsys, command: str, tmp_path) -> tuple[int, str]:
+    from grain_bench.cli import main
+
+    extra = ["--out", str(tmp_path / "site")] if command == "publish" else []
+    code = main(["leaderboard", command, "--results", results, *extra])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["show", "publish"])
+@pytest.mark.parametrize("fault", sorted(PREDICTION_FAULTS))
+def test_a_malformed_predictions_file_is_skipped_with_a_note(store, capsys, tmp_path, command, fault):
+    """``leaderboard show``/``publish`` skip a malformed predictions file with a note naming it (no paired interval
+    for that row; ``publish`` writes its notes into the page), never a traceback."""
+    results, ids = store
+    file = _predictions_file(results, ids["heads"])
+    PREDICTION_FAULTS[fault](file)
+    code, err = _leaderboard(results, capsys, command, tmp_path)
+    assert code == 0, err
+    assert "Traceback" not in err
+    notes = err if command == "show" else (tmp_path / "site" / "index.html").read_text()  # the page lists its notes
+    assert f"skipped the malformed predictions file {file}" in notes, err
+
+
+def test_another_runs_predictions_file_is_skipped(store, capsys, tmp_path):
+    results, ids = store
+    file = _predictions_file(results, ids["heads"])
+    shutil.copyfile(_predictions_file(results, ids["grain"]), file)
+    code, err = _leaderboard(results, capsys, "show", tmp_path)
+    assert code == 0 and f"the predictions of run {ids['grain']!r}, not of run {ids['heads']}" in err, err
+
+
+def test_intact_predictions_give_the_paired_interval(store, capsys):
+    from grain_bench.leaderboard.tables import build_report
+
+    results, ids = store
+    table = build_report(results).comparison.table.set_index("method")
+    assert table.loc["heads", "versus"] == "grain" and table.loc["heads", "diff_seeds"] == 1
+    os.chmod(os.path.join(results, "predictions"), stat.S_IRUSR | stat.S_IXUSR)  # read-only: still read
+    try:
+        again = build_report(results).comparison.table.set_index("method")
+    finally:
+        os.chmod(os.path.join(results, "predictions"), stat.S_IRWXU)
+    assert again.loc["heads", "diff"] == table.loc["heads", "diff"]
+
+
+def test_the_closing_table_of_run_skips_a_malformed_predictions_file(trained_store, tmp_path, capsys,
+                                                                     builtin_plugins_only, one_thread):
+    """Running the same sweep again skips the finished runs and prints the closing table: a truncated predictions
+    file is a note there, not a traceback."""
+    from helpers import run_cli
+
+    source, ids, data = trained_store
+    results = shutil.copytree(source, str(tmp_path / "results"))
+    _truncate(_predictions_file(results, ids["heads"]))
+    code, out, err = run_cli("--methods", "grain,heads", "--tasks", "sst2", "--densities", "0.5", "--data-dir", data,
+                             "--no-save-models", results=results, capsys=capsys)
+    assert code == 0, err
+    assert "Traceback" not in err and "skipped the malformed predictions file" in err, err
+    assert "heads" in out
