@@ -337,10 +337,11 @@ def _checked_class(path: str, config: dict[str, Any]):
 
 
 def _read_metadata(path: str) -> dict[str, Any]:
-    """``grain_bench.json`` of a saved folder, its format checked ({} when the folder has none)."""
+    """``grain_bench.json`` of a saved folder, its format checked (every ``save_pruned`` wrote one)."""
     file = os.path.join(path, METADATA_FILE)
     if not os.path.lexists(file):
-        return {}
+        raise UsageError(f"{file} is missing: {path!r} was not written by save_pruned, or it is damaged; save the "
+                         f"model again (or re-run its run)")
     meta = _read_json(file, "the metadata")
     if meta.get("format", METADATA_FORMAT) != METADATA_FORMAT:
         raise UsageError(f"{file} is not grain-bench compact-model metadata (format {meta.get('format')!r}, expected "

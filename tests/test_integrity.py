@@ -108,6 +108,26 @@ def test_a_damaged_saved_model_is_refused_naming_the_file(saved, fault, name):
     assert "save" in _one_line_naming(caught.value, file)
 
 
+@pytest.mark.parametrize("fault", ["truncate", "flip", "directory", "missing"])
+def test_damaged_metadata_is_refused_or_the_right_model_is_served(saved, fault):
+    """``grain_bench.json`` (which holds the hashes) cut short, a directory or missing is refused naming it; with a
+    flipped byte either refused or, where the byte is outside what is checked, the right model."""
+    from grain_bench.compaction import load_pruned
+
+    small, folder, _ = saved
+    file = os.path.join(folder, "grain_bench.json")
+    {"truncate": _truncate, "flip": _flip, "directory": _make_directory, "missing": os.remove}[fault](file)
+    try:
+        loaded = load_pruned(folder)
+    except UsageError as exc:
+        _one_line_naming(exc, file)
+        return
+    assert fault == "flip"
+    inputs = _inputs(small.config.vocab_size)
+    with torch.no_grad():
+        assert torch.equal(small(**inputs).logits, loaded(**inputs).logits)
+
+
 def test_metadata_from_another_run_is_refused(saved):
     from grain_bench.compaction import load_pruned
 
