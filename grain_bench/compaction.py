@@ -383,9 +383,11 @@ def _load_checked(cls, path: str):
         raise UsageError(f"{weights} is missing or not a file; the saved model is incomplete: save it again (or "
                          f"re-run its run)")
     _check_shapes(cls, config, weights)
+    from safetensors import SafetensorError
+
     try:
         model = cls.from_pretrained(path, config=config)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as exc:
         raise UsageError(f"cannot load the weights {weights}: {str(exc).splitlines()[0] if str(exc) else exc!r}; "
                          f"save the model again") from None
     bad = [name for name, tensor in model.state_dict().items()
