@@ -118,6 +118,9 @@ def _runs_to_retime(results_dir: str, task: str | None, regs) -> tuple[str | Non
                              f"{', '.join(sorted(stored)) or 'no task'}); pass one of those to --task")
         records = [r for r in records if r.spec.task == task]
     ok = [r for r in records if r.ok]
+    if not records:
+        raise GrainBenchError(f"no readable records in {results_dir!r}: nothing to re-time; run `grain-bench run` "
+                              f"first")
     if not ok:
         raise GrainBenchError(f"all {len(records)} run(s) in {results_dir!r}{f' of task {task}' if task else ''} "
                               f"failed (status error): there is nothing to re-time; see `grain-bench leaderboard "

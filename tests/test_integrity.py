@@ -601,3 +601,11 @@ def test_the_closing_table_of_run_skips_a_malformed_predictions_file(trained_sto
     assert code == 0, err
     assert "Traceback" not in err and "skipped the malformed predictions file" in err, err
     assert "heads" in out
+
+
+def test_measure_of_an_empty_store_says_so(tmp_path, capsys, builtin_plugins_only):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "records.jsonl").write_text("")
+    line = _refused_before_timing(str(results), capsys)
+    assert "no readable records" in line and "grain-bench run" in line
