@@ -150,7 +150,7 @@ def real_mask_models(dense, results_dir: str, seq_len: int, methods: tuple[str, 
         chosen.setdefault(label, record)
     models, info = {"dense": dense}, {"dense": {"density": 1.0, "flops_predicted_speedup": 1.0}}
     for label, record in sorted(chosen.items()):
-        masks, space = load_masks(results_dir, record.masks)
+        masks, space = load_masks(results_dir, record.masks, record)
         shape = masks.model_shape(space)
         dense_shape = type(masks).full(space).model_shape(space)
         models[label] = compact(dense, masks, space).eval()

@@ -269,11 +269,13 @@ def cmd_measure(args) -> int:
     settings = RetimeSettings(batch=args.batch, seq_len=args.seq_len, threads=args.threads, device=args.device,
                               dtype=args.dtype, mode=args.mode, runs=args.runs)
     command = "grain-bench " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["measure"] else "grain-bench measure"
-    retime(args.results, settings, task=args.task, progress=not args.quiet, command=command, regs=regs)
-    text, notes = show_table(args.results, task=args.task, regs=regs)
+    outcome = retime(args.results, settings, task=args.task, progress=not args.quiet, command=command, regs=regs)
+    text, notes = show_table(args.results, task=outcome.task, regs=regs)
     print(text)
     print_notes(notes)
-    return 0
+    for failure in outcome.failures:
+        print(f"grain-bench: error: {failure}", file=sys.stderr)
+    return 1 if outcome.failures else 0
 
 
 def cmd_profile(args) -> int:

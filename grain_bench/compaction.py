@@ -7,6 +7,7 @@ whose layers have their own widths. Its outputs equal the masked model's (see ``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -24,6 +25,10 @@ from grain_bench.version import __version__
 
 MODELING_FILE = "modeling_pruned_bert.py"
 METADATA_FILE = "grain_bench.json"
+METADATA_FORMAT = "grain-bench-pruned"
+#: the key of ``grain_bench.json`` that maps each hashed file of the folder to its SHA-256 (folders saved before it
+#: was written load unverified)
+HASHES_KEY = "sha256"
 #: Compact-model format versions ``load_pruned`` reads. Format 2 (``modeling_pruned_bert.FORMAT_VERSION``) has format
 #: 1's config and weights; only the modeling file changed (it no longer carries grain-bench's training and runtime
 #: hooks), and a folder carries its own, which ``trust_remote_code`` uses.
@@ -199,7 +204,8 @@ def model_shape_of(model) -> ModelShape:
 
 
 def save_pruned(model, path: str, tokenizer=None, metadata: dict[str, Any] | None = None) -> str:
-    """Write a compact model as a self-contained directory (atomically: a temp dir renamed into place)."""
+    """Write a compact model as a self-contained directory (atomically: a temp dir renamed into place); its
+    ``grain_bench.json`` records the SHA-256 of the weights and the config, which ``load_pruned`` checks."""
     modeling = _modeling()
     if not isinstance(model, modeling.PrunedBertPreTrainedModel):
         raise UsageError(f"save_pruned expects a compact model (from grain_bench.compact), got {type(model).__name__}")
@@ -215,27 +221,55 @@ def save_pruned(model, path: str, tokenizer=None, metadata: dict[str, Any] | Non
         shutil.copyfile(modeling.__file__, os.path.join(tmp, MODELING_FILE))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        meta = {"format": "grain-bench-pruned", "format_version": modeling.FORMAT_VERSION,
-                "shape": model_shape_of(model).to_dict(), **(metadata or {})}
+        meta = {**(metadata or {}), "format": METADATA_FORMAT, "format_version": modeling.FORMAT_VERSION,
+                "shape": model_shape_of(model).to_dict(),
+                HASHES_KEY: {name: file_sha256(os.path.join(tmp, name)) for name in _hashed_files(tmp)}}
         with open(os.path.join(tmp, METADATA_FILE), "w") as handle:
             json.dump(meta, handle, indent=2, sort_keys=True, default=str)
         ordinary_permissions(tmp)
-        if os.path.exists(path):  # replace an older copy without ever leaving a half-written directory at ``path``
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
-            os.rename(path, os.path.join(old, "model"))
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
+        _move_into_place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
 
 
+def _move_into_place(tmp: str, path: str) -> None:
+    """Rename ``tmp`` to ``path``, replacing an older copy without ever leaving a half-written directory there."""
+    if os.path.exists(path):
+        parent = os.path.dirname(path)
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
+        os.rename(path, os.path.join(old, "model"))
+        os.rename(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, path)
+
+
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _hashed_files(folder: str) -> list[str]:
+    """The files of a saved folder whose content hash is recorded: the config and every weights file (and index)."""
+    names = sorted(os.listdir(folder))
+    return ["config.json", *(n for n in names if n.endswith(".safetensors") or n.endswith(".safetensors.index.json"))]
+
+
 def load_pruned(path: str, device: str | torch.device | None = None, runtime: str = "eager",
                 example_inputs: dict[str, torch.Tensor] | None = None):
     """Load a directory written by ``save_pruned`` (or by a grain-bench run) as its compact model, in eval mode.
+
+    Before anything is served it is checked: the SHA-256 of the config and weights files against those
+    ``grain_bench.json`` recorded at save time, every tensor's name and shape against the widths the config declares
+    (no layer, head or neuron more or less), and finite weights; a damaged or edited folder raises ``UsageError``
+    naming the file. Folders saved before the hashes were recorded (grain-bench 0.1.x before issue 28) are not
+    verified against a hash; their shapes and weights are still checked.
 
     ``runtime`` (a registered ``grain_bench.runtimes.Runtime`` of the device): ``eager`` returns the module;
     ``compile``, ``aoti``, ``ragged``, ``onnx`` (CPU) or ``cuda_graph`` (CUDA) return it prepared for inference on
@@ -244,27 +278,10 @@ def load_pruned(path: str, device: str | torch.device | None = None, runtime: st
 
     chosen = get_runtime(runtime, str(device or "cpu"))
     chosen.check()
-    modeling = _modeling()
-    config_path = os.path.join(path, "config.json")
-    if not os.path.isfile(config_path):
-        raise UsageError(f"{path!r} is not a saved compact model: no config.json there")
-    with open(config_path) as handle:
-        config = json.load(handle)
-    if config.get("model_type") != modeling.PrunedBertConfig.model_type:
-        raise UsageError(f"{path!r} holds a {config.get('model_type')!r} model, not a grain-bench compact model "
-                         f"(model_type {modeling.PrunedBertConfig.model_type!r})")
-    version = config.get("pruned_format_version", 1)
-    if not isinstance(version, int) or isinstance(version, bool) or version not in READABLE_FORMATS:
-        readable = " and ".join(str(v) for v in READABLE_FORMATS)
-        raise UsageError(f"{path!r} holds a compact model in format version {version!r}; this grain-bench "
-                         f"{__version__} reads formats {readable}: load it with the grain-bench that wrote it (its "
-                         f"{MODELING_FILE} is in the folder: AutoModel.from_pretrained(path, trust_remote_code=True) "
-                         f"uses that one)")
-    names = config.get("architectures") or ["PrunedBertModel"]
-    cls = getattr(modeling, names[0], None)
-    if cls is None:
-        raise UsageError(f"unknown compact architecture {names[0]!r} in {config_path}")
-    model = cls.from_pretrained(path)
+    path = str(path)
+    cls = _checked_class(path, _read_config(path))
+    _verify_hashes(path, _read_metadata(path))
+    model = _load_checked(cls, path)
     if device is not None:
         model.to(device)
     model.eval()
@@ -272,3 +289,132 @@ def load_pruned(path: str, device: str | torch.device | None = None, runtime: st
 
     inputs = example_inputs or default_inputs(model.config, next(model.parameters()).device)
     return chosen.prepare(model, inputs) if runtime != "eager" else model
+
+
+def _read_json(file: str, what: str) -> dict[str, Any]:
+    """A saved folder's JSON object ``file``; ``UsageError`` naming it when it cannot be read or is not an object."""
+    try:
+        with open(file, encoding="utf-8") as handle:
+            value = json.load(handle)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(f"cannot read {what} {file}: {reason}; save the model again (or re-run its run)") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{what} {file} is not a JSON object; save the model again (or re-run its run)")
+    return value
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    config_path = os.path.join(path, "config.json")
+    if not os.path.lexists(config_path):
+        raise UsageError(f"{path!r} is not a saved compact model: no config.json there (expected {config_path}); "
+                         f"pass the folder a grain-bench run or save_pruned wrote")
+    return _read_json(config_path, "the config")
+
+
+def _check_version(version: Any, file: str) -> None:
+    if not isinstance(version, int) or isinstance(version, bool) or version not in READABLE_FORMATS:
+        readable = " and ".join(str(v) for v in READABLE_FORMATS)
+        raise UsageError(f"{file} holds a compact model in format version {version!r}; this grain-bench "
+                         f"{__version__} reads formats {readable}: load it with the grain-bench that wrote it (its "
+                         f"{MODELING_FILE} is in the folder: AutoModel.from_pretrained(path, trust_remote_code=True) "
+                         f"uses that one)")
+
+
+def _checked_class(path: str, config: dict[str, Any]):
+    """The compact class a saved config names, after its model type and format version are checked."""
+    modeling = _modeling()
+    config_path = os.path.join(path, "config.json")
+    if config.get("model_type") != modeling.PrunedBertConfig.model_type:
+        raise UsageError(f"{path!r} holds a {config.get('model_type')!r} model, not a grain-bench compact model "
+                         f"(model_type {modeling.PrunedBertConfig.model_type!r})")
+    _check_version(config.get("pruned_format_version", 1), f"{path!r}")
+    names = config.get("architectures") or ["PrunedBertModel"]
+    cls = getattr(modeling, str(names[0]), None) if isinstance(names, list) and names else None
+    if not isinstance(cls, type) or not issubclass(cls, modeling.PrunedBertPreTrainedModel):
+        raise UsageError(f"unknown compact architecture {names!r} in {config_path}")
+    return cls
+
+
+def _read_metadata(path: str) -> dict[str, Any]:
+    """``grain_bench.json`` of a saved folder, its format checked (every ``save_pruned`` wrote one)."""
+    file = os.path.join(path, METADATA_FILE)
+    if not os.path.lexists(file):
+        raise UsageError(f"{file} is missing: {path!r} was not written by save_pruned, or it is damaged; save the "
+                         f"model again (or re-run its run)")
+    meta = _read_json(file, "the metadata")
+    if meta.get("format", METADATA_FORMAT) != METADATA_FORMAT:
+        raise UsageError(f"{file} is not grain-bench compact-model metadata (format {meta.get('format')!r}, expected "
+                         f"{METADATA_FORMAT!r}); save the model again")
+    _check_version(meta.get("format_version", 1), file)
+    return meta
+
+
+def _verify_hashes(path: str, meta: dict[str, Any]) -> None:
+    """Every file ``meta`` hashed still has that SHA-256 (nothing to check for folders saved before hashes)."""
+    hashes = meta.get(HASHES_KEY)
+    if hashes is None:
+        return
+    if not isinstance(hashes, dict) or not hashes:
+        raise UsageError(f"{os.path.join(path, METADATA_FILE)} holds no valid {HASHES_KEY!r} table; save the model "
+                         f"again")
+    for name, expected in sorted(hashes.items()):
+        file = os.path.join(path, name)
+        try:
+            actual = file_sha256(file)
+        except OSError as exc:
+            raise UsageError(f"cannot read {file}: {exc.strerror or exc}; the saved model is incomplete: save it "
+                             f"again (or re-run its run)") from None
+        if actual != expected:
+            raise UsageError(f"{file} does not match the SHA-256 recorded when the model was saved (damaged, edited "
+                             f"or from another model); save the model again (or re-run its run)")
+
+
+def _load_checked(cls, path: str):
+    """The model of a saved folder, after its tensors' names and shapes are checked against its config; its weights
+    are then checked to be finite."""
+    weights = os.path.join(path, "model.safetensors")
+    try:
+        config = cls.config_class.from_pretrained(path)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise UsageError(f"{os.path.join(path, 'config.json')} is not a valid compact-model config ({exc}); save the "
+                         f"model again") from None
+    if not os.path.isfile(weights):
+        raise UsageError(f"{weights} is missing or not a file; the saved model is incomplete: save it again (or "
+                         f"re-run its run)")
+    _check_shapes(cls, config, weights)
+    from safetensors import SafetensorError
+
+    try:
+        model = cls.from_pretrained(path, config=config)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as exc:
+        raise UsageError(f"cannot load the weights {weights}: {str(exc).splitlines()[0] if str(exc) else exc!r}; "
+                         f"save the model again") from None
+    bad = [name for name, tensor in model.state_dict().items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise UsageError(f"{weights} holds non-finite weights (NaN or infinity) in {len(bad)} tensor(s), first "
+                         f"{bad[0]}; the model cannot be served: re-run its run")
+    return model
+
+
+def _check_shapes(cls, config, weights: str) -> None:
+    """Every tensor the config's widths need is in ``weights`` with that shape, and nothing else is there."""
+    from safetensors import SafetensorError, safe_open
+
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in cls(config).state_dict().items()}
+    try:
+        with safe_open(weights, "pt") as handle:
+            found = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
+    except (OSError, SafetensorError) as exc:
+        raise UsageError(f"cannot read the weights {weights}: {exc}; save the model again (or re-run its run)") \
+            from None
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    wrong = sorted(name for name in set(expected) & set(found) if expected[name] != found[name])
+    if missing or extra or wrong:
+        first = (f"missing {missing[0]}" if missing else f"unexpected {extra[0]}" if extra
+                 else f"{wrong[0]} is {found[wrong[0]]}, the config says {expected[wrong[0]]}")
+        raise UsageError(f"{weights} does not fit the widths in config.json ({len(missing)} tensor(s) missing, "
+                         f"{len(extra)} unexpected, {len(wrong)} of another shape; {first}): the config or the weights "
+                         f"were edited or mixed up; save the model again")

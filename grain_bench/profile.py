@@ -187,7 +187,7 @@ def real_masks(results_dir: str) -> dict[str, tuple]:
             options = ",".join(f"{k}={v}" for k, v in sorted(record.spec.method_options.items()))
             label = (f"{os.path.basename(os.path.normpath(results_dir))}/{record.spec.task}/{record.spec.method}"
                      f"{f'[{options}]' if options else ''}@{record.spec.target()} seed {record.spec.seed}")
-            out[label] = load_masks(results_dir, record.masks)
+            out[label] = load_masks(results_dir, record.masks, record)
     return out
 
 

@@ -217,7 +217,7 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
         return Comparison(frame, frame, diffs, envs, notes, [])
     # latency: keep only the most common measurement environment per task
     for task, group in frame.groupby("task", sort=True):
-        counts = Counter(e for e in group["latency_env"] if e)
+        counts = Counter(e for e in group["latency_env"] if isinstance(e, str) and e)  # NaN: a run never timed
         if not counts:
             continue
         chosen = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[0][0]

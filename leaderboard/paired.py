@@ -42,12 +42,13 @@ def add_paired_intervals(table: pd.DataFrame, records: list[RunRecord], results_
     by_id = {r.run_id: r for r in records}
     references = _references(table, by_id, versus)
     documents: dict[str, dict | None] = {}
+    problems: list[str] = []  # malformed predictions files: skipped, each with a note
 
     def stats(run_id: str):
         record = by_id.get(run_id)
         if run_id not in documents:
-            documents[run_id] = load_predictions(results_dir, record.predictions) if record and record.predictions \
-                else None
+            documents[run_id] = load_predictions(results_dir, record.predictions, record, problems) \
+                if record and record.predictions else None
         doc = documents[run_id]
         return (doc.get("stat_kind"), doc.get("stats")) if doc and "stats" in doc else (None, None)
 
@@ -78,7 +79,7 @@ def add_paired_intervals(table: pd.DataFrame, records: list[RunRecord], results_
         table.at[index, "diff"], table.at[index, "diff_low"], table.at[index, "diff_high"] = (
             result.difference, result.low, result.high)
         table.at[index, "diff_seeds"] = result.seeds
-    notes = []
+    notes = list(problems)
     if missing:
         notes.append(f"{missing} row(s) have no paired interval against {versus} (no {versus} run at the same seed "
                      f"and density, or no stored predictions: runs with --no-predictions or from before they were "
