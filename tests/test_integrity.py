@@ -608,4 +608,5 @@ def test_measure_of_an_empty_store_says_so(tmp_path, capsys, builtin_plugins_onl
     results.mkdir()
     (results / "records.jsonl").write_text("")
     line = _refused_before_timing(str(results), capsys)
-    assert "no readable records" in line and "grain-bench run" in line
+    # the store's reader refuses an empty store first (the same message as `leaderboard show`'s)
+    assert "no records in" in line and "is empty" in line and "grain-bench run" in line
