@@ -7,7 +7,6 @@ whose layers have their own widths. Its outputs equal the masked model's (see ``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ from typing import Any, NamedTuple
 import torch
 
 from grain_bench.errors import UsageError
-from grain_bench.files import ordinary_permissions
+from grain_bench.files import ordinary_permissions, sha256_of_file
 from grain_bench.heads import HEADS, compact_classes
 from grain_bench.masks import MaskSpace, UnitMasks
 from grain_bench.shape import ModelShape
@@ -223,7 +222,7 @@ def save_pruned(model, path: str, tokenizer=None, metadata: dict[str, Any] | Non
             tokenizer.save_pretrained(tmp)
         meta = {**(metadata or {}), "format": METADATA_FORMAT, "format_version": modeling.FORMAT_VERSION,
                 "shape": model_shape_of(model).to_dict(),
-                HASHES_KEY: {name: file_sha256(os.path.join(tmp, name)) for name in _hashed_files(tmp)}}
+                HASHES_KEY: {name: sha256_of_file(os.path.join(tmp, name)) for name in _hashed_files(tmp)}}
         with open(os.path.join(tmp, METADATA_FILE), "w") as handle:
             json.dump(meta, handle, indent=2, sort_keys=True, default=str)
         ordinary_permissions(tmp)
@@ -244,15 +243,6 @@ def _move_into_place(tmp: str, path: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, path)
-
-
-def file_sha256(path: str) -> str:
-    """Hex SHA-256 of a file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _hashed_files(folder: str) -> list[str]:
@@ -361,7 +351,7 @@ def _verify_hashes(path: str, meta: dict[str, Any]) -> None:
     for name, expected in sorted(hashes.items()):
         file = os.path.join(path, name)
         try:
-            actual = file_sha256(file)
+            actual = sha256_of_file(file)
         except OSError as exc:
             raise UsageError(f"cannot read {file}: {exc.strerror or exc}; the saved model is incomplete: save it "
                              f"again (or re-run its run)") from None

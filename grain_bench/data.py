@@ -43,16 +43,12 @@ _FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
 def file_sha256(path: str) -> str:
     """SHA-256 of a file's bytes (remembered per path, size and modification time)."""
-    import hashlib
+    from grain_bench.files import sha256_of_file
 
     stat = os.stat(path)
     key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
     if key not in _FILE_HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        _FILE_HASHES[key] = digest.hexdigest()
+        _FILE_HASHES[key] = sha256_of_file(path)
     return _FILE_HASHES[key]
 
 

@@ -4,6 +4,7 @@ files, model cards), and ``RunWarnings``: a storage failure on the way costs the
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -11,6 +12,16 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from safetensors import SafetensorError
+
+
+def sha256_of_file(path: str) -> str:
+    """Hex SHA-256 of a file's bytes, read now (integrity checks must not trust a cache)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
 
 #: the environment variable naming grain-bench's own folder for this user
 HOME_ENV = "GRAIN_BENCH_HOME"

@@ -21,7 +21,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from grain_bench.files import RunWarnings, ordinary_permissions
+from grain_bench.files import RunWarnings, ordinary_permissions, sha256_of_file
 from grain_bench.types import Recipe, canonical_json
 
 
@@ -65,14 +65,6 @@ def teacher_key(task, data: str, backbone: str, recipe: Recipe, seed: int) -> st
     return hashlib.sha256(canonical_json(content).encode()).hexdigest()[:16]
 
 
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_cached_teacher(cache_dir: str, key: str, model) -> dict | None:
     """Load weights into ``model`` from a verified cache entry; None when absent or corrupt (then it is retrained)."""
     from safetensors.torch import load_file
@@ -90,7 +82,7 @@ def load_cached_teacher(cache_dir: str, key: str, model) -> dict | None:
             raise ValueError(f"{' and '.join(missing)} missing")
         with open(meta_path) as handle:
             meta = json.load(handle)
-        if meta.get("sha256") != _file_sha256(weights):
+        if meta.get("sha256") != sha256_of_file(weights):
             raise ValueError("checksum mismatch")
         model.load_state_dict(load_file(weights), strict=True)
         check_finite_weights(model, "the cached teacher")
@@ -111,7 +103,7 @@ def save_teacher(cache_dir: str, key: str, model, meta: dict) -> None:
     try:
         weights = os.path.join(tmp, "model.safetensors")
         save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, weights)
-        meta = {**meta, "sha256": _file_sha256(weights)}
+        meta = {**meta, "sha256": sha256_of_file(weights)}
         with open(os.path.join(tmp, "meta.json"), "w") as handle:
             json.dump(meta, handle, indent=1)
         ordinary_permissions(tmp)

@@ -92,3 +92,22 @@ def fill_filesystem(point: str, leave: int = 4096) -> str:
     size = os.path.getsize(filler)
     os.truncate(filler, max(0, size - leave))
     return filler
+
+
+def tweets_distillation_setup():
+    """(task, teacher, TaskData, tokenizer) for real distillation on the tiny backbone: tweets, a teacher perturbed
+    away from its initialisation (so that it has something to teach), 64 training tweets of length 32."""
+    import torch
+
+    from grain_bench.backbones import load_tiny
+    from grain_bench.harness import TaskData
+    from grain_bench.tasks.tweets import TweetSentiment
+
+    task = TweetSentiment()
+    teacher, tokenizer = load_tiny("sequence", 2)
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(5)
+        for param in teacher.parameters():
+            param.add_(0.3 * torch.randn(param.shape, generator=generator))
+    train = task.encode("train", tokenizer, 32, limit=64)
+    return task, teacher.eval(), TaskData(task, tokenizer, train, train, train, task.collate(tokenizer)), tokenizer

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import tweets_distillation_setup
 
 from grain_bench import allocate as allocation
 from grain_bench.allocate import Granularity, allocate, allocate_heads, meet_cost
@@ -88,17 +89,8 @@ def reference_heads(head_scores, ffn_scores, masks: UnitMasks, space: MaskSpace,
 # ---- shared set-up: real distillation on the tiny backbone -----------------------------------------------------
 @pytest.fixture(scope="module")
 def shared():
-    from grain_bench.harness import TaskData
-    from grain_bench.tasks.tweets import TweetSentiment
-
-    task = TweetSentiment()
-    teacher, tokenizer = load_tiny("sequence", 2)
-    with torch.no_grad():
-        generator = torch.Generator().manual_seed(5)
-        for param in teacher.parameters():
-            param.add_(0.3 * torch.randn(param.shape, generator=generator))
-    train = task.encode("train", tokenizer, 32, limit=64)
-    return task, teacher.eval(), TaskData(task, tokenizer, train, train, train, task.collate(tokenizer))
+    """Real distillation on the tiny backbone (``helpers.tweets_distillation_setup``)."""
+    return tweets_distillation_setup()[:3]
 
 
 def _distil(shared, name: str, options=None, target: float = 0.4, cost_model=None):

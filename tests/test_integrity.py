@@ -82,12 +82,13 @@ def _one_line_naming(exc: GrainBenchError, file: str) -> str:
 # --- saved models --------------------------------------------------------------------------------------------------
 
 def test_a_saved_model_records_the_hashes_of_its_config_and_weights(saved):
-    from grain_bench.compaction import file_sha256, load_pruned
+    from grain_bench.compaction import load_pruned
+    from grain_bench.files import sha256_of_file
 
     small, folder, _ = saved
     with open(os.path.join(folder, "grain_bench.json")) as handle:
         hashes = json.load(handle)["sha256"]
-    assert hashes == {name: file_sha256(os.path.join(folder, name)) for name in ("config.json", "model.safetensors")}
+    assert hashes == {name: sha256_of_file(os.path.join(folder, name)) for name in ("config.json", "model.safetensors")}
     inputs = _inputs(small.config.vocab_size)
     with torch.no_grad():
         assert torch.equal(small(**inputs).logits, load_pruned(folder)(**inputs).logits)

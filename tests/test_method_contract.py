@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import tweets_distillation_setup
 
 from grain_bench.backbones import load_tiny
 from grain_bench.distill import distill, set_seed
@@ -17,17 +18,8 @@ METHODS = get_registries(make_plugin_manager(load_entry_points=False)).methods.n
 
 @pytest.fixture(scope="module")
 def shared():
-    from grain_bench.harness import TaskData
-    from grain_bench.tasks.tweets import TweetSentiment
-
-    task = TweetSentiment()
-    teacher, tokenizer = load_tiny("sequence", 2)
-    with torch.no_grad():
-        generator = torch.Generator().manual_seed(5)
-        for param in teacher.parameters():
-            param.add_(0.3 * torch.randn(param.shape, generator=generator))
-    train = task.encode("train", tokenizer, 32, limit=64)
-    return task, teacher.eval(), TaskData(task, tokenizer, train, train, train, task.collate(tokenizer)), tokenizer
+    """Real distillation on the tiny backbone (``helpers.tweets_distillation_setup``)."""
+    return tweets_distillation_setup()
 
 
 def granularity(space: MaskSpace) -> float:
