@@ -158,7 +158,7 @@ def report_tables(folder: str, results_dir: str, task: str) -> str:
                 data = json.load(handle)
             data["rows"] = with_speedups(data["rows"])
             reports[f"b{data['settings']['batch']}"] = data
-    header = ["method @ target", "seeds", "accuracy", "predicted"] + [f"best {b} (runtime)" for b in reports]
+    header = ["method @ target", "seeds", "score", "predicted"] + [f"best {b} (runtime)" for b in reports]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     groups = sorted({_group(label) for data in reports.values() for label in data["rows"] if label != "dense"},
                     key=_sort_key)
