@@ -277,6 +277,7 @@ class SweepCostModels:
         self.given = load_cost_model(path) if path else None
         self.device, self.regs, self.progress = device, regs, progress
         self._models: dict[tuple, CostModel] = {}
+        self._noted: set[int] = set()
 
     def check(self, backbone: str, space) -> None:
         """``UsageError`` unless the given model fits ``backbone`` (its space) and the timing device."""
@@ -292,13 +293,28 @@ class SweepCostModels:
         """The cost model of ``spec`` (a target-speedup spec)."""
         from grain_bench.types import Recipe
 
+        length = Recipe.parse(spec.recipe).max_length
         if self.given is not None:
+            self._note_length(length, spec.task)
             return self.given
-        settings = ProfileSettings.for_runs(self.device, Recipe.parse(spec.recipe).max_length)
+        settings = ProfileSettings.for_runs(self.device, length)
         key = (spec.backbone, settings)
         if key not in self._models:
             self._models[key] = cost_model_for(spec.backbone, settings, self.regs, self.progress)
         return self._models[key]
+
+
+    def _note_length(self, length: int, task: str) -> None:
+        """Say once per length when the given model was profiled at another sequence length than runs use: its
+        predictions are of another workload (a note, not a refusal: the budgets stay consistent within the grid)."""
+        if self.given is None:
+            return
+        profiled = self.given.setting.get("seq_len")
+        if profiled and profiled != length and length not in self._noted:
+            self._noted.add(length)
+            print(f"grain-bench: note: --cost-model {self.given.key} was profiled at length {profiled}, but runs of "
+                  f"{task} use length {length}: its predicted speedups are of another workload (profile one with "
+                  f"grain-bench profile --seq-len {length})", file=sys.stderr)
 
 
 def report(model: CostModel, path: str) -> str:

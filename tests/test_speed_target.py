@@ -19,11 +19,13 @@ pytestmark = pytest.mark.usefixtures("builtin_plugins_only")
 TINY = {"num_layers": 2, "num_heads": 4, "head_dim": 8, "ffn_dim": 64, "hidden": 32}
 
 
-def cost_model_file(folder, name: str = "cpu-model", backbone=None, device: str = "cpu", **coefficients) -> str:
+def cost_model_file(folder, name: str = "cpu-model", backbone=None, device: str = "cpu", seq_len=None,
+                    **coefficients) -> str:
     """A cost model file of the tiny backbone (a hand-made latency model: what a user may also write)."""
     values = {"constant": 1.0, "attention_blocks": 0.6, "heads": 0.15, "query_heads": 0.1, "qk_units": 0.004,
               "vo_units": 0.005, "ffn_blocks": 0.3, "ffn_units": 0.002, **coefficients}
-    model = CostModel(name, "ms per batch", values, dict(backbone or TINY), {"device_type": device})
+    setting = {"device_type": device, **({"seq_len": seq_len} if seq_len else {})}
+    model = CostModel(name, "ms per batch", values, dict(backbone or TINY), setting)
     path = os.path.join(str(folder), f"{name}.json")
     with open(path, "wb") as handle:
         handle.write(model.to_json())
@@ -59,6 +61,16 @@ def test_a_run_prunes_to_the_target_speedup_and_records_it(tmp_path, data_dir, c
     assert main(["leaderboard", "show", "--results", str(results)]) == 0
     table = capsys.readouterr().out
     assert "| grain    | 2.5x     |" in table and "| heads    | 2.5x     |" in table  # the target column
+
+
+def test_a_cost_model_of_another_length_is_noted_once(tmp_path, data_dir, capsys):
+    """A given model profiled at another sequence length than the runs use: planned anyway, with one note."""
+    path = cost_model_file(tmp_path, "long", seq_len=4096)
+    code, _, err = run_cli("--tasks", "sst2", "--data-dir", data_dir, "--methods", "grain,heads", "--target-speedup",
+                           "2", "--cost-model", path, results=str(tmp_path / "results"), capsys=capsys)
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if "was profiled at length 4096" in line]
+    assert len(notes) == 1 and "grain-bench profile --seq-len" in notes[0]
 
 
 def test_the_cost_model_is_part_of_the_run_id(tmp_path, data_dir, capsys):
