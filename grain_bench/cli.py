@@ -280,9 +280,10 @@ def cmd_measure(args) -> int:
 
 def cmd_profile(args) -> int:
     """Fit and write a latency cost model (``grain_bench.profile``); print its coefficients and its errors."""
+    from grain_bench.costs import save_cost_model
     from grain_bench.plugins import get_registries
     from grain_bench.preflight import check_device, check_home
-    from grain_bench.profile import ProfileSettings, cached_path, profile, real_masks, report, save
+    from grain_bench.profile import ProfileSettings, cached_path, profile, real_masks, report
     from grain_bench.runtimes import get_runtime
 
     settings = ProfileSettings(device=args.device, runtime=args.runtime, batch=args.batch, seq_len=args.seq_len,
@@ -296,7 +297,7 @@ def cmd_profile(args) -> int:
     get_runtime(args.runtime, args.device, regs, what="--runtime").check()
     check = {label: masks for folder in args.check_masks for label, masks in real_masks(folder).items()}
     model = profile(args.backbone, settings, regs, progress=not args.quiet, check=check)
-    path = save(model, args.out or cached_path(args.backbone, settings))
+    path = save_cost_model(model, args.out or cached_path(args.backbone, settings))
     print(report(model, path))
     return 0
 

@@ -186,14 +186,20 @@ def stored_path(key: str) -> str:
     return os.path.join(RESULTS_FOLDER, key.replace(":", "-") + ".json")
 
 
+def save_cost_model(model: CostModel, path: str) -> str:
+    """Write ``model`` as JSON to ``path`` (atomically, its folder made if needed); returns the path."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_atomically(path, model.to_json())
+    return path
+
+
 def store_in_results(results_dir: str, model: CostModel) -> str:
     """Keep ``model`` in ``results_dir`` (atomically, once: a model's file never changes); returns its relative
     path. Runs read it from there, wherever they execute, and a record names it."""
     relative = stored_path(model.key)
     path = os.path.join(results_dir, relative)
     if not os.path.isfile(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_atomically(path, model.to_json())
+        save_cost_model(model, path)
     return relative
 
 

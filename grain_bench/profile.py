@@ -18,7 +18,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from grain_bench.costs import FEATURES, CostModel, cost_model_dir, features, load_cost_model
+from grain_bench.costs import FEATURES, CostModel, cost_model_dir, features, load_cost_model, save_cost_model
 from grain_bench.errors import UsageError
 
 
@@ -245,15 +245,6 @@ def cached_path(backbone: str, settings: ProfileSettings) -> str:
     return os.path.join(cost_model_dir(), f"{safe}-{_name(settings)}-t{settings.threads}.json")
 
 
-def save(model: CostModel, path: str) -> str:
-    """Write ``model`` as JSON to ``path`` (atomically); returns the path."""
-    from grain_bench.files import write_atomically
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_atomically(path, model.to_json())
-    return path
-
-
 def cost_model_for(backbone: str, settings: ProfileSettings, regs=None, progress: bool = True) -> CostModel:
     """The cost model of ``backbone`` under ``settings``: the cached one, or profiled now (about a minute) and
     cached."""
@@ -264,7 +255,7 @@ def cost_model_for(backbone: str, settings: ProfileSettings, regs=None, progress
         print(f"grain-bench: no cost model of {backbone} for {_name(settings)} yet: profiling one (about a minute; "
               f"kept in {path})", file=sys.stderr)
     model = profile(backbone, settings, regs, progress)
-    save(model, path)
+    save_cost_model(model, path)
     return model
 
 
