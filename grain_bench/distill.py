@@ -155,6 +155,10 @@ class DistillResult:
     steps: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    #: compute seconds by phase ("calibration", "distillation") and the training examples each phase saw (the
+    #: record's ``cost`` part; a calibration-only run has no distillation)
+    phases: dict[str, float] = field(default_factory=dict)
+    examples: dict[str, int] = field(default_factory=dict)
 
 
 def layer_pairs(num_layers: int, step: int) -> list[tuple[int, int]]:
@@ -513,4 +517,6 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
             bar.set_postfix(kd=f"{history[-1]['logit_loss']:.3f}", hid=f"{history[-1]['hidden_loss']:.3f}",
                             dens=f"{history[-1]['density']:.3f}", refresh=False)
     run.finish(student)
-    return DistillResult(student, run.masked, run.masked.masks, run.space, run.total, time.time() - start, history)
+    seconds = time.time() - start
+    return DistillResult(student, run.masked, run.masked.masks, run.space, run.total, seconds, history,
+                         phases={"distillation": seconds}, examples={"distillation": run.total * recipe.batch_size})
