@@ -99,8 +99,9 @@ def _add_grid_flags(run) -> None:
                      help=help_text("densities", "0.2, or none when --target-speedup is given"))
     run.add_argument("--target-speedup", dest="target_speedups", type=_numbers("speedup", "4,8,12"), default=_UNSET,
                      metavar="X[,X...]", help=help_text("target_speedups", "none") + "; with score-and-cut methods")
-    run.add_argument("--cost-model", dest="cost_model", default=_UNSET, metavar="PATH",
-                     help=help_text("cost_model", "the device's cached one, profiled on first use"))
+    run.add_argument("--cost-model", dest="cost_model", default=_UNSET, metavar="PATH|flops|params",
+                     help=help_text("cost_model", "the device's cached one, profiled on first use") + "; flops: the "
+                     "FLOPs at the runs' length (a FLOPs ratio 1/X, Kwon et al.'s constraint), params: the density")
     run.add_argument("--seeds", type=_ints, default=_UNSET, help=help_text("seeds"))
     run.add_argument("--backbone", default=_UNSET, help=help_text("backbone"))
     run.add_argument("--recipe", default=_UNSET, help=help_text("recipe"))

@@ -392,12 +392,15 @@ class _Run:
     method's state, its pruning policy and observation window, and the compact switch."""
 
     def __init__(self, method: Method, task, teacher, student, data, recipe: Recipe, target_density: float,
-                 seed: int, teacher_outputs: TeacherOutputs | None, compact_phase: bool, cost_model=None):
+                 seed: int, teacher_outputs: TeacherOutputs | None, compact_phase: bool, cost_model=None,
+                 fixed_masks: UnitMasks | None = None):
         self.method, self.task, self.teacher, self.recipe = method, task, teacher, recipe
         self.teacher_outputs = teacher_outputs
         self.device = next(student.parameters()).device
         self.space = space = MaskSpace.from_config(student.config)
         self.masked = MaskedModel(student, space)
+        if fixed_masks is not None:  # a pruned student retrained (a calibration-only run's): masks fixed from step 1
+            self.masked.apply(fixed_masks)
         self.total = steps_for(recipe.max_steps, recipe.epochs, len(data.train.features), recipe.batch_size)
         self.schedule = CubicSchedule(self.total, target_density, recipe.prune_start, recipe.prune_end)
         self.pairs = layer_pairs(space.num_layers, recipe.hidden_layer_step) if recipe.hidden_loss else []
@@ -419,6 +422,8 @@ class _Run:
         self.last_observed = self.pruning.last_observed(self.total) if _observes(method) else 0
         compact_from = (self.schedule.end if compact_phase and compacts_after_pruning(method) and can_compact(student)
                         else 0)
+        if fixed_masks is not None:
+            compact_from = 1 if compact_phase and can_compact(student) else 0
         self.switch = CompactSwitch(student, self.masked, space, self.optimizer, [p for _, p in params],
                                     list(projections.parameters()), compact_from, self.total)
 
@@ -494,17 +499,22 @@ class _Run:
 
 def distill(method: Method, task, teacher, student, data, recipe: Recipe, target_density: float, seed: int,
             progress: bool = True, teacher_outputs: TeacherOutputs | None = None, on_step=None,
-            compact_phase: bool = True, cost_model=None) -> DistillResult:
+            compact_phase: bool = True, cost_model=None, fixed_masks: UnitMasks | None = None) -> DistillResult:
     """Distil ``teacher`` into ``student`` while ``method`` prunes it along the shared cubic schedule.
     ``on_step(step, state)``, when given, is called after every optimizer step (learning curves evaluate there;
     ``state.model`` is the model being trained). With ``compact_phase`` (the default) a method for which
     ``compacts_after_pruning`` holds is trained in compact form after the last pruning step (``CompactPhase``: the
     same training up to float rounding, at the compact model's cost); the returned student is dense either way.
     ``cost_model`` (``grain_bench.costs``; default the parameter cost) is what ``target_density`` and the scheduled
-    budgets are fractions of: a measured latency model prunes to a speed (``TrainState.cost_model``)."""
+    budgets are fractions of: a measured latency model prunes to a speed (``TrainState.cost_model``).
+    ``fixed_masks``: the student is already pruned (a calibration-only run retrained, ``grain_bench.calibrate``):
+    those masks apply from the first step and never change (pass a method with ``prunes = False``)."""
+    if method.calibrates:
+        raise GrainBenchError(f"method {method.name!r} is calibration-only: run it with grain_bench.calibrate, not the "
+                              f"trainer")
     start = time.time()
     run = _Run(method, task, teacher, student, data, recipe, target_density, seed, teacher_outputs, compact_phase,
-               cost_model)
+               cost_model, fixed_masks)
     history = []
     bar = tqdm(batches(data.train.features, data.collate, recipe.batch_size, seed, run.total), total=run.total,
                desc=f"{method.name} {task.name} @{target_density:g}", disable=not progress)

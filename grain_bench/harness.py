@@ -247,9 +247,14 @@ class Harness:
         warnings = RunWarnings(list(teacher_meta.get("warnings", [])))
         # Compact, check against the masked model, time and save first: the scores are then those of the compact
         # model that is saved (it equals the masked one within 1e-4 on the logits, checked before any timing).
+        measuring = time.perf_counter()
         measured = measure_run(self.config, spec, task, distilled.result, data, distilled.tokenizer, recipe,
                                distilled.extra, warnings)
+        scoring = time.perf_counter()
         scored = self._score(spec, task, measured.model, data, recipe, warnings)
+        distilled.result.phases.update(compaction_and_timing=scoring - measuring,
+                                       scoring=time.perf_counter() - scoring)
+        distilled.result.examples["scoring"] = len(data.eval.features)
         mask_file = self._save_masks(spec, distilled.result, warnings)
         record = self._record(spec, task, provenance, teacher_meta, distilled, measured, scored, mask_file, data,
                               warnings, time.time() - start)
@@ -261,6 +266,8 @@ class Harness:
 
         method_cls = self.regs.methods.get(spec.method)
         cost_model = self.cost_model(spec)
+        if method_cls.calibrates:
+            return self._calibrated(spec, task, recipe, teacher, method_cls, cost_model)
         base = method_cls.from_options(spec.method_options, seed=spec.seed)
         candidates = [dict(spec.method_options, **variant) for variant in base.variants()] or [spec.method_options]
         best: Distilled | None = None
@@ -283,6 +290,20 @@ class Harness:
                 best, best_dev = entry, dev
         assert best is not None  # candidates is never empty
         return best
+
+    def _calibrated(self, spec: RunSpec, task, recipe: Recipe, teacher, method_cls, cost_model) -> Distilled:
+        """A calibration-only method's student: the teacher pruned from a calibration sample
+        (``grain_bench.calibrate``), distilled afterwards when the method asks for retraining steps."""
+        from grain_bench.calibrate import calibrate
+        from grain_bench.distill import set_seed
+
+        method = method_cls.from_options(spec.method_options, seed=spec.seed)
+        set_seed(spec.seed)
+        _, tokenizer = self.load_model(spec, task)
+        data = self.data(spec, task, tokenizer, recipe)
+        result = calibrate(method, task, teacher, data, recipe, spec.target_density, spec.seed, self.progress,
+                           cost_model=cost_model)
+        return Distilled(method, result, tokenizer, spec.method_options, method.finalize(result.model) or {}, [])
 
     def _score(self, spec: RunSpec, task, model, data: TaskData, recipe: Recipe, warnings: RunWarnings) -> Scored:
         """Predict the reported split with the compact model: scores, collapse verdict, stored predictions."""
@@ -321,7 +342,9 @@ class Harness:
                               head_widths=tuple(tuple(tuple(head) for head in layer.heads) for layer in shape.layers),
                               dense=DenseShape(space.num_heads, space.head_dim, space.ffn_dim)),
             method_info={**info, "compact": measured.compact, "train_seconds": result.seconds, "steps": result.steps,
-                         "final_losses": result.history[-1] if result.history else {}},
+                         "final_losses": result.history[-1] if result.history else {},
+                         "phase_seconds": dict(result.phases), "examples_seen": dict(result.examples),
+                         "teacher_seconds": teacher_meta.get("train_seconds")},
             wall_time_s=seconds, versions=versions, environment=environment(self._device()),
             artifact=measured.artifact, predictions=scored.predictions, masks=mask_file, created=_now(),
             speed=self._speed(spec, result, measured))

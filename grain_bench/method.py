@@ -26,6 +26,19 @@ Two kinds of method share the trainer (``grain_bench.distill``):
 - ``unit_scales(state)``: after training, one real scale per kept unit, folded into the weights before compaction
   (CoFi's deterministic gate values).
 
+**Calibration-only** methods (``calibrates = True``, e.g. kwon, Kwon et al. 2022) take no optimizer step: the student
+is a copy of the fine-tuned teacher, and the harness (``grain_bench.calibrate``) shows them a sample of the training
+split (recipe ``calibration_examples`` in batches of ``calibration_batch_size``) in eval mode:
+
+- ``observe(state)`` after the backward pass of each calibration batch's loss (``calibration_loss``: "task", the
+  task's loss on the gold labels, which is what Fisher information needs; logit KD would have zero gradient while the
+  student equals the teacher); ``state.step`` counts batches and ``state.unit_grads`` holds that batch's dL/dgate;
+- ``masks_for(state, target)`` once after the last batch: masks within the target under ``state.cost_model``;
+- ``unit_scales(state)`` with those masks applied, ``state.calibration`` holding the batches and the teacher: one
+  scale per kept unit (mask tuning), folded into the weights;
+- ``retraining_steps()``: when above 0, the pruned student is then distilled with the shared trainer for that many
+  steps, its masks fixed (the record's cost then has both phases).
+
 This module imports no torch, so listing methods stays fast.
 """
 
@@ -68,6 +81,8 @@ class TrainState:
     #: what budgets are fractions of (``grain_bench.costs``): None is the parameter cost (the density); a measured
     #: latency model for a run with a target speedup. Score-and-cut methods pass it to ``grain_bench.allocate``.
     cost_model: Any = None
+    #: for calibration-only methods: the ``grain_bench.calibrate.Calibration`` (batches, teacher, task); else None
+    calibration: Any = None
 
 
 @dataclass
@@ -100,6 +115,10 @@ class Method:
     #: True for methods whose ``masks_for`` reads its budget as a fraction of ``state.cost_model``'s cost (through
     #: ``grain_bench.allocate``): they take a target speedup (``--target-speedup``); others are refused one.
     prunes_to_cost: ClassVar[bool] = False
+    #: True for calibration-only methods (see the module docstring): no training, the student is the teacher.
+    calibrates: ClassVar[bool] = False
+    #: the loss a calibration-only method is observed after: "task" (the gold labels') is the only one so far.
+    calibration_loss: ClassVar[str] = "task"
 
     def __init__(self, options: MethodOptions | None = None, seed: int = 0):
         self.options = options if options is not None else self.Options()
@@ -153,6 +172,10 @@ class Method:
     def finalize(self, model) -> dict[str, Any]:
         """Called once after training (masks fixed); returns extra ``ModelShape`` fields (e.g. embedding_rank)."""
         return {}
+
+    def retraining_steps(self) -> int:
+        """For calibration-only methods: distillation steps after calibration, with the masks fixed (default 0)."""
+        return 0
 
     def variants(self) -> list[dict[str, Any]]:
         """Option sets to try and select among on the dev split (``[]`` = just this one)."""

@@ -21,6 +21,7 @@ DEFAULT_PLUGINS = (
     "grain_bench.methods.heads",
     "grain_bench.methods.movement",
     "grain_bench.methods.cofi",
+    "grain_bench.methods.kwon",
     "grain_bench.tasks.tweets",
     "grain_bench.tasks.glue",
     "grain_bench.tasks.squad",

@@ -18,8 +18,21 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from grain_bench.costs import FEATURES, CostModel, cost_model_dir, features, load_cost_model, save_cost_model
-from grain_bench.errors import UsageError
+from grain_bench.costs import (
+    FEATURES,
+    CostModel,
+    cost_model_dir,
+    features,
+    flops_cost,
+    load_cost_model,
+    parameter_cost,
+    save_cost_model,
+)
+from grain_bench.errors import GrainBenchError, UsageError
+
+#: ``--cost-model`` names of the analytic costs (no profiling, no file): FLOPs at the runs' length (Kwon et al.'s
+#: MAC constraint) and the parameter cost (the density)
+ANALYTIC = {"flops": flops_cost, "params": lambda space, length: parameter_cost(space)}
 
 
 @dataclass(frozen=True)
@@ -265,13 +278,17 @@ class SweepCostModels:
     (``ProfileSettings.for_runs``), profiled on first use. ``of(spec)`` is the model of one spec."""
 
     def __init__(self, path: str | None, device: str, regs=None, progress: bool = True):
-        self.given = load_cost_model(path) if path else None
+        #: ``--cost-model flops`` or ``params``: an analytic cost of each backbone at the runs' length, no file
+        self.analytic = path if path in ANALYTIC else None
+        self.given = load_cost_model(path) if path and not self.analytic else None
         self.device, self.regs, self.progress = device, regs, progress
         self._models: dict[tuple, CostModel] = {}
         self._noted: set[int] = set()
+        self._spaces: dict[str, Any] = {}
 
     def check(self, backbone: str, space) -> None:
         """``UsageError`` unless the given model fits ``backbone`` (its space) and the timing device."""
+        self._spaces[backbone] = space
         if self.given is None:
             return
         self.given.check_space(space, f"--cost-model {self.given.key}")
@@ -285,6 +302,10 @@ class SweepCostModels:
         from grain_bench.types import Recipe
 
         length = Recipe.parse(spec.recipe).max_length
+        if self.analytic:
+            if spec.backbone not in self._spaces:
+                raise GrainBenchError(f"the cost of {spec.backbone} was asked for before its backbone was checked")
+            return ANALYTIC[self.analytic](self._spaces[spec.backbone], length)
         if self.given is not None:
             self._note_length(length, spec.task)
             return self.given

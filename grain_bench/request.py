@@ -46,7 +46,8 @@ class SweepRequest(Options):
     target_speedups: tuple[float, ...] = _field((), "target speedups over the dense model, each > 1, predicted by "
                                                     "the cost model of the device runs are timed on",
                                                 Range(gt=1, hint="give speedups such as 4,8,12"))
-    cost_model: str | None = _field(None, "cost model JSON for the target speedups (grain-bench profile)")
+    cost_model: str | None = _field(None, "cost model for the target speedups: a JSON file (grain-bench profile), "
+                                      "or flops or params")
     seeds: tuple[int, ...] = _field((1,), "comma list of seeds")
     backbone: str = _field(DEFAULT_BACKBONE, "named backbone, hub id or local path")
     method_options: dict[str, dict[str, Any]] = _field({}, "method options by method: {'grain': {'alpha': 0.1}}")

@@ -16,6 +16,9 @@ from grain_bench.stored import read, to_jsonable
 SPEC_SCHEMA_VERSION = 1
 #: spec fields added after the first spec schema: left out of the run id while unset (None)
 UNSET_LEFT_OUT = ("target_speedup", "cost_model")
+#: recipe fields added after the first recipes, with their defaults: left out of a spec's recipe (and so of its run
+#: id) while they hold the default, so a spec written before them keeps the id it always had
+RECIPE_ADDED_LATER = {"calibration_examples": 2048, "calibration_batch_size": 32}
 #: The shortest ``max_length`` a recipe accepts: a sentence pair's special tokens alone take three positions.
 MIN_MAX_LENGTH = 16
 
@@ -56,6 +59,19 @@ class Recipe(Options):
     max_train_examples: int | None = option(None, ge=1, hint="or none for the whole split")
     max_eval_examples: int | None = option(None, ge=1, hint="or none for the whole split")
     eval_batch_size: int = option(64, ge=1)
+    # calibration-only runs (methods with ``calibrates``, e.g. kwon): a sample of the training split, no optimizer
+    # step; the defaults are Kwon et al.'s (2,048 examples, batches of 32)
+    calibration_examples: int = option(2048, ge=1)
+    calibration_batch_size: int = option(32, ge=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, but the ones of ``RECIPE_ADDED_LATER`` only where they differ from their defaults (what a
+        spec stores: run ids of recipes written before those fields stay as they were)."""
+        out = super().to_dict()
+        for name, default in RECIPE_ADDED_LATER.items():
+            if out[name] == default:
+                del out[name]
+        return out
 
     def validate(self) -> None:
         """Relations between fields (single-field ranges are declared above and checked first)."""
@@ -134,5 +150,10 @@ class RunSpec:
         return f"{self.method}{options} on {self.task} @ {self.target()} seed {self.seed}"
 
     def target(self) -> str:
-        """The target as tables show it: a density (``0.05``) or a speedup (``8x``)."""
-        return f"{self.target_speedup:g}x" if self.target_speedup else f"{self.target_density:g}"
+        """The target as tables show it: a density (``0.05``), a speedup (``8x``) or, under the FLOPs cost, a FLOPs
+        ratio (``0.3 FLOPs``: Kwon et al.'s constraint)."""
+        if not self.target_speedup:
+            return f"{self.target_density:g}"
+        if (self.cost_model or "").startswith("flops:"):
+            return f"{1 / self.target_speedup:.3g} FLOPs"
+        return f"{self.target_speedup:g}x"

@@ -20,7 +20,8 @@ from grain_bench.recipes import get_recipe
 
 BUILTIN = get_registries(make_plugin_manager(load_entry_points=False)).methods
 SCORE_AND_CUT = [name for name in BUILTIN.names()
-                 if BUILTIN.get(name).prunes and not BUILTIN.get(name).owns_density]
+                 if BUILTIN.get(name).prunes and not BUILTIN.get(name).owns_density
+                 and not BUILTIN.get(name).calibrates]
 
 
 # ---- the rules before the allocator, kept here as the oracle it must reproduce --------------------------------------
