@@ -69,7 +69,8 @@ def main(argv=None) -> int:
               "solver": []}
     for trial in range(args.trials):
         generator = torch.Generator().manual_seed(trial)
-        head_grads = torch.randn(64, LAYERS, HEADS, generator=generator) * (1 + torch.rand(LAYERS, HEADS, generator=generator))
+        head_grads = torch.randn(64, LAYERS, HEADS, generator=generator)
+        head_grads = head_grads * (1 + torch.rand(LAYERS, HEADS, generator=generator))
         neuron_grads = torch.randn(64, LAYERS, FFN, generator=generator) * torch.rand(LAYERS, FFN, generator=generator)
         head_fisher, neuron_fisher = head_grads.pow(2).sum(0), neuron_grads.pow(2).sum(0)
         for constraint in (0.6, 0.5, 0.4, 0.3):

@@ -39,6 +39,8 @@ def target_label(row) -> str:
     (``8x``)."""
     speedup = row.get("target_speedup") if hasattr(row, "get") else None
     if isinstance(speedup, (int, float)) and math.isfinite(speedup):
+        if row.get("cost_kind") == "flops":  # a FLOPs ratio (Kwon et al.'s constraint), as RunSpec.target shows it
+            return f"{1 / speedup:.3g} FLOPs"
         return f"{speedup:g}x"
     return f"{row['target_density']:g}"
 
@@ -53,7 +55,7 @@ def target_key(row) -> tuple[float, float | None]:
 
 def group_keys(frame: pd.DataFrame) -> list[str]:
     """What rows are grouped by: ``GROUP_KEYS``, and ``target_speedup`` when some run was pruned to a speed."""
-    return GROUP_KEYS + (["target_speedup"] if "target_speedup" in frame else [])
+    return GROUP_KEYS + (["target_speedup", "cost_kind"] if "target_speedup" in frame else [])
 
 
 def options_label(options: dict[str, Any]) -> str:
@@ -143,6 +145,18 @@ def _number(value: Any) -> float:
     return math.nan
 
 
+def method_seconds(record: RunRecord) -> float:
+    """What the method's pruned model cost to make, in compute seconds: its calibration and distillation phases
+    (``method_info.phase_seconds``; ``train_seconds`` in records older than the phases, where it is the distillation
+    alone). The shared teacher's fine-tuning, compaction, timing and scoring are the same work for every method and
+    are left out."""
+    phases = record.method_info.get("phase_seconds")
+    if isinstance(phases, dict) and phases:
+        return float(sum(phases[name] for name in ("calibration", "distillation")
+                         if isinstance(phases.get(name), (int, float))))
+    return _number(record.method_info.get("train_seconds"))
+
+
 def records_frame(records: list[RunRecord], diffs: dict[str, Counter] | None = None) -> pd.DataFrame:
     """One row per ok record with the columns tables need; ``setup`` names the differing fields' values."""
     diffs = differences(records) if diffs is None else diffs
@@ -169,7 +183,9 @@ def records_frame(records: list[RunRecord], diffs: dict[str, Counter] | None = N
             "speedup": _number(compact.speedup if compact else None),
             "latency_env": latency_environment(record, compact) if compact else None,
             "version": record.versions.get("grain-bench"),
-            **({"target_speedup": spec.target_speedup} if spec.target_speedup else {}),
+            "cost_s": method_seconds(record),
+            **({"target_speedup": spec.target_speedup, "cost_kind": (spec.cost_model or "").partition(":")[0]}
+               if spec.target_speedup else {}),
         })
     return pd.DataFrame(rows)
 
@@ -238,7 +254,7 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
                       collapsed_seeds=("collapsed", "sum"), higher=("higher", "first"),
                       density=("density", "mean"), encoder_params=("encoder_params", "mean"),
                       flops_speedup=("flops_speedup", "mean"), speedup=("speedup", "mean"),
-                      speedup_std=("speedup", "std"), metric=("metric", "first"),
+                      speedup_std=("speedup", "std"), cost_s=("cost_s", "mean"), metric=("metric", "first"),
                       run_ids=("run_id", lambda ids: ",".join(ids))).reset_index()
     teachers = frame.drop_duplicates(["task", "setup", "seed"]).groupby(["task", "setup"], sort=False).agg(
         teacher_mean=("teacher", "mean"), teacher_std=("teacher", "std"), teacher_seeds=("seed", "nunique"),

@@ -110,6 +110,7 @@ def display_frame(summary: pd.DataFrame, latex: bool = False, bold: bool = True)
             "seeds": "-" if row["method"] == "chance" else int(row["seeds"]), "rel. teacher": rel_text,
             "FLOPs speedup": _times(row.get("flops_speedup"), bool(best.loc[index, "flops_speedup"]), latex),
             "speedup": _times(row.get("speedup"), bool(best.loc[index, "speedup"]), latex),
+            "cost": seconds_text(row.get("cost_s")),
             "front": _front(row), "flag": flag_text(row),
         })
         if versus:
@@ -119,6 +120,14 @@ def display_frame(summary: pd.DataFrame, latex: bool = False, bold: bool = True)
     if latex:
         frame.columns = [c.replace("%", r"\%") for c in frame.columns]
     return frame
+
+
+def seconds_text(value: Any) -> str:
+    """A row's compute cost: ``"-"`` when unknown, seconds under two minutes (``"48 s"``), else ``"3m05s"``."""
+    if _missing(value):
+        return "-"
+    seconds = int(round(float(value)))
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def flag_text(row) -> str:

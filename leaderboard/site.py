@@ -18,7 +18,14 @@ import pandas as pd
 
 from grain_bench.errors import GrainBenchError
 from grain_bench.leaderboard.compare import TEACHER_WARNING, target_label
-from grain_bench.leaderboard.render import best_mask, difference_text, flag_text, paired_reference, render_json
+from grain_bench.leaderboard.render import (
+    best_mask,
+    difference_text,
+    flag_text,
+    paired_reference,
+    render_json,
+    seconds_text,
+)
 from grain_bench.leaderboard.tables import AUTO, Report, build_report, guard_output
 
 CSS = """
@@ -108,7 +115,8 @@ JS = """
 COLUMNS = [  # header, css class, sortable
     ("method", "text", True), ("options", "text", True), ("target", "", True), ("density", "", True),
     ("score", "", True), ("seeds", "", True), ("rel. teacher", "", True), ("FLOPs speedup", "", True),
-    ("speedup", "", True), ("front", "text", True), ("flag", "text", True), ("details", "text nosort", False),
+    ("speedup", "", True), ("cost", "", True), ("front", "text", True), ("flag", "text", True),
+    ("details", "text nosort", False),
 ]
 
 
@@ -211,6 +219,7 @@ def _table(group: pd.DataFrame, best: pd.DataFrame, records_by_id, table_id: str
                  _num(row["relative"]), best_column="relative"),
             cell(_fmt(row["flops_speedup"], "{:.2f}x"), _num(row["flops_speedup"]), best_column="flops_speedup"),
             cell(_fmt(row["speedup"], "{:.2f}x"), _num(row["speedup"]), best_column="speedup"),
+            cell(seconds_text(row.get("cost_s")), _num(row.get("cost_s"))),
             cell(front_html, "".join(m for m, _ in fronts), cls="text front"),
             cell(_esc(flag_text(row)), flag_text(row), cls="text flag"),
             *([cell(_esc(difference_text(row)), _num(row.get("diff")), cls="paired")] if versus else []),

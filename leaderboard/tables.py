@@ -100,6 +100,9 @@ def caption_for(records, comparison: Comparison | None = None) -> str:
     versions = sorted({str(r.versions.get("grain-bench", "?")) for r in ok})
     if versions:
         parts.append(f"grain-bench {', '.join(versions)}")
+    if ok:
+        parts.append("cost: the method's compute seconds for its pruned model (calibration and distillation, as each "
+                     "run ran; the shared teacher's fine-tuning, compaction, timing and scoring left out)")
     if comparison is not None and comparison.latency_environments:
         envs = sorted(set(comparison.latency_environments.values()))
         parts.append("latency measured on " + "; ".join(envs))
