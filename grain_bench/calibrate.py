@@ -109,24 +109,9 @@ def calibrate(method: Method, task, teacher, data, recipe: Recipe, target_densit
     trainable = [p for p in student.parameters() if p.requires_grad]
     for param in trainable:  # only the gates' gradients are needed
         param.requires_grad_(False)
-    losses = []
     bar = tqdm(batches, desc=f"{method.name} {task.name} calibration", disable=not progress)
-    for step, batch in enumerate(bar, start=1):
-        masked.zero_grad()
-        loss = calibration_loss(method, task, student(**task.model_inputs(batch)), batch)
-        check_finite_loss({"calibration loss": loss}, step, "calibration", "the teacher's lr")
-        loss.backward()
-        losses.append(loss.item())
-        state.step, state.unit_grads, state.loss_name = step, masked.unit_grads(), "task"
-        method.observe(state)
-    masks = method.masks_for(state, target_density)
-    _check_within(method, masks, space, target_density, cost_model)
-    masked.apply(masks)
-    state.masks = masked.masks
-    scales = method.unit_scales(state)
-    masked.set_values(None)
-    if scales is not None:
-        fold_unit_scales(student, space, masked.masks, scales)
+    losses = [_observe_batch(method, task, state, step, batch) for step, batch in enumerate(bar, start=1)]
+    _prune_and_tune(method, state, target_density, cost_model)
     for param in trainable:
         param.requires_grad_(True)
     check_finite_weights(student, "calibration")
@@ -139,6 +124,31 @@ def calibrate(method: Method, task, teacher, data, recipe: Recipe, target_densit
     if steps:
         return _retrain(result, method, task, teacher, data, recipe, steps, seed, progress)
     return result
+
+
+def _prune_and_tune(method: Method, state: TrainState, target: float, cost_model) -> None:
+    """The method's masks (checked within the target) applied, then its unit scales folded into the weights."""
+    masked = state.calibration.masked
+    masks = method.masks_for(state, target)
+    _check_within(method, masks, state.space, target, cost_model)
+    masked.apply(masks)
+    state.masks = masked.masks
+    scales = method.unit_scales(state)
+    masked.set_values(None)
+    if scales is not None:
+        fold_unit_scales(state.model, state.space, masked.masks, scales)
+
+
+def _observe_batch(method: Method, task, state: TrainState, step: int, batch) -> float:
+    """One calibration batch: the loss's backward pass to the gates, then ``method.observe``; returns the loss."""
+    masked = state.calibration.masked
+    masked.zero_grad()
+    loss = calibration_loss(method, task, state.model(**task.model_inputs(batch)), batch)
+    check_finite_loss({"calibration loss": loss}, step, "calibration", "the teacher's lr")
+    loss.backward()
+    state.step, state.unit_grads, state.loss_name = step, masked.unit_grads(), "task"
+    method.observe(state)
+    return loss.item()
 
 
 def _check_within(method: Method, masks, space: MaskSpace, target: float, cost_model) -> None:

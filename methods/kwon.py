@@ -37,13 +37,16 @@ Where this departs from the reference, and why (``docs/kwon.md`` has the checks)
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from grain_bench.hookspecs import hookimpl
-from grain_bench.masks import MaskSpace, UnitMasks, UnitTensors
 from grain_bench.method import Method, MethodOptions
 from grain_bench.options import option
+
+if TYPE_CHECKING:  # types only: listing methods must not import torch
+    import torch
+
+    from grain_bench.masks import MaskSpace, UnitMasks
 
 #: scales outside this range stop the tuning (the reference's guard against a degenerate least-squares fit)
 MAX_SCALE = 10.0
@@ -92,6 +95,8 @@ class Kwon(Method):
     def masks_for(self, state, density: float):
         """Search within ``density`` of the run's cost, then rearrange within each layer; the masks searched at the
         budget's square root are kept as the tuning's teacher (the reference's ``get_pruning_schedule(target, 2)``)."""
+        import torch
+
         from grain_bench.costs import parameter_cost
 
         space, cost = state.space, state.cost_model or parameter_cost(state.space)
@@ -122,6 +127,8 @@ class Kwon(Method):
 
 def whole_head_masks(heads: torch.Tensor, neurons: torch.Tensor, space: MaskSpace) -> UnitMasks:
     """Unit masks from (layers, heads) and (layers, ffn) keep-masks: every query and value unit of a kept head."""
+    from grain_bench.masks import UnitMasks
+
     units = heads.bool()[..., None].expand(space.num_layers, space.num_heads, space.head_dim)
     return UnitMasks(units.clone(), units.clone(), neurons.bool().clone())
 
@@ -133,6 +140,8 @@ def search(head_importance: torch.Tensor, ffn_importance: torch.Tensor, space: M
     (layers, ffn) bool masks of the best heads and neurons whose cost fits ``budget`` of the dense model's; for each
     number of heads (1 to all), the top heads and then the most top neurons that fit; the largest total importance
     wins (the first such split on ties)."""
+    import torch
+
     head_values, head_order = head_importance.reshape(-1).sort(descending=True)
     ffn_values, ffn_order = ffn_importance.reshape(-1).sort(descending=True)
     head_prefix = torch.cat([torch.zeros(1, dtype=torch.float64), head_values.double().cumsum(0)])
@@ -169,6 +178,8 @@ def _prefix_costs(cost, layer_of: torch.Tensor, num_layers: int, unit: str, bloc
                   per_unit: float | None = None) -> torch.Tensor:
     """The cost of every prefix (0 to all) of a ranked list of units, ``layer_of`` giving each one's layer: the
     units' cost plus, for each layer the prefix reaches, the block's fixed cost (non-decreasing)."""
+    import torch
+
     c = cost.coefficients
     per_unit = c.get(unit, 0.0) if per_unit is None else per_unit
     first = torch.zeros(layer_of.numel(), dtype=torch.float64)
@@ -187,6 +198,8 @@ def _prefix_costs(cost, layer_of: torch.Tensor, num_layers: int, unit: str, bloc
 def rearrange(mask: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """The reference's ``rearrange_mask``: per layer, ``greedy_rearrange`` of its row of ``mask`` (layers, units)
     with the batch gradients ``grads`` (batches, layers, units)."""
+    import torch
+
     return torch.stack([greedy_rearrange(mask[layer], grads[:, layer, :]) for layer in range(mask.shape[0])])
 
 
@@ -194,6 +207,8 @@ def greedy_rearrange(mask: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """One layer: keep as many units as ``mask`` does; start from the lowest-Fisher units as the pruned set, then for
     each further unit in ascending Fisher order, add it and drop the one whose removal leaves the smallest squared norm
     of the pruned set's summed gradient (``grads``: (batches, units))."""
+    import torch
+
     kept = int(mask.sum())
     pruned = mask.numel() - kept
     if kept == 0 or pruned == 0:
@@ -217,6 +232,8 @@ def damped_solve(ata: torch.Tensor, atb: torch.Tensor) -> tuple[torch.Tensor, bo
     towards 1 (``x - 1`` minimises ``|ata (x - 1) - (atb - ata 1)|^2 + |x - 1|^2``, what LSMR with ``damp=1``
     converges to), solved in closed form in float64; one unknown is divided out undamped, as there. Also returns
     whether the solution is finite."""
+    import torch
+
     ata, atb = ata.double(), atb.double()
     rhs = atb - ata.sum(1)
     if rhs.numel() == 1:
@@ -233,8 +250,11 @@ def tune(calibration, space: MaskSpace, teacher_masks: UnitMasks, masks: UnitMas
     of the model under ``teacher_masks``, on the calibration tokens (the last layer's FFN on the first token only for
     tasks that score it). A failed or out-of-range fit (a scale beyond +-10) stops the tuning there, as in the
     reference. Returns the scales (``UnitTensors``) and a report of what was tuned."""
+    import torch
+
     from grain_bench.arch import encoder_layers, get_arch, resolve
     from grain_bench.calibrate import LayerCapture
+    from grain_bench.masks import UnitTensors
 
     masked, model = calibration.masked, calibration.masked.model
     arch = get_arch(model.config)
@@ -282,6 +302,8 @@ def tune(calibration, space: MaskSpace, teacher_masks: UnitMasks, masks: UnitMas
 
 def _tokens(batch, first_token: bool = False) -> torch.Tensor:
     """(batch, seq) bool of the tokens a fit uses: the non-pad ones, or each sequence's first."""
+    import torch
+
     keep = batch["attention_mask"].bool()
     if first_token:
         keep = torch.zeros_like(keep)
@@ -293,6 +315,8 @@ def _attention_system(calibration, capture, w_o, kept: torch.Tensor, space: Mask
     """The normal equations of one layer's head scales (plus an intercept column, as in the reference):
     each kept head's projected context against the teacher's attention output minus the bias and the student's
     residual."""
+    import torch
+
     k = kept.numel()
     weight = w_o.weight.detach().double().reshape(space.hidden, space.num_heads, space.head_dim)[:, kept]
     ata = torch.zeros(k + 1, k + 1, dtype=torch.float64)
@@ -316,6 +340,8 @@ def _ffn_system(calibration, capture, w_2, neurons: torch.Tensor, first_token: b
     against the teacher's FFN output stage minus the bias and the student's residual. The teacher's output is its
     layer's whole FFN on the teacher's activations (the reference captures ``W_2``'s input before its neuron mask
     applies, and projects all of it)."""
+    import torch
+
     weight = w_2.weight.detach()
     columns = weight[:, neurons].t().double()  # (k, hidden)
     gram = columns @ columns.t()
