@@ -96,6 +96,14 @@ class Recipe(Options):
                 + (f"{self.teacher_max_steps} steps" if self.teacher_max_steps else f"{self.teacher_epochs:g} epochs"))
 
 
+def target_text(density: float, speedup: float | None, cost_kind: str = "") -> str:
+    """A target as tables show it: a density (``0.05``), a speedup (``8x``) or, under the FLOPs cost (``cost_kind``
+    "flops"), a FLOPs ratio (``0.3 FLOPs``)."""
+    if not speedup:
+        return f"{density:g}"
+    return f"{1 / speedup:.3g} FLOPs" if cost_kind == "flops" else f"{speedup:g}x"
+
+
 def canonical_json(obj: Any) -> str:
     """Deterministic JSON (sorted keys, no spaces) used for hashing."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
@@ -152,8 +160,4 @@ class RunSpec:
     def target(self) -> str:
         """The target as tables show it: a density (``0.05``), a speedup (``8x``) or, under the FLOPs cost, a FLOPs
         ratio (``0.3 FLOPs``: Kwon et al.'s constraint)."""
-        if not self.target_speedup:
-            return f"{self.target_density:g}"
-        if (self.cost_model or "").startswith("flops:"):
-            return f"{1 / self.target_speedup:.3g} FLOPs"
-        return f"{self.target_speedup:g}x"
+        return target_text(self.target_density, self.target_speedup, (self.cost_model or "").partition(":")[0])

@@ -37,12 +37,12 @@ class MixedRecordsError(GrainBenchError):
 def target_label(row) -> str:
     """A row's target as tables show it: its density (``0.05``) or, for a run pruned to a speed, the speedup
     (``8x``)."""
+    from grain_bench.types import target_text
+
     speedup = row.get("target_speedup") if hasattr(row, "get") else None
     if isinstance(speedup, (int, float)) and math.isfinite(speedup):
-        if row.get("cost_kind") == "flops":  # a FLOPs ratio (Kwon et al.'s constraint), as RunSpec.target shows it
-            return f"{1 / speedup:.3g} FLOPs"
-        return f"{speedup:g}x"
-    return f"{row['target_density']:g}"
+        return target_text(row["target_density"], speedup, row.get("cost_kind") or "")
+    return target_text(row["target_density"], None)
 
 
 def target_key(row) -> tuple[float, float | None]:
