@@ -212,49 +212,101 @@ class FFNCapture:
     residual: torch.Tensor
 
 
+@dataclass
+class LayerTensors:
+    """What one pass of a layer captured (None: a stage not asked for): its attention and FFN output stages and its
+    whole output (batch, seq, hidden), the next layer's input."""
+
+    attention: AttentionCapture | None = None
+    ffn: FFNCapture | None = None
+    output: torch.Tensor | None = None
+
+
+STAGES = ("attention", "ffn", "output")
+
+
 class LayerCapture:
-    """Captures one encoder layer's tensors during forward passes of ``model`` (hooks on the attention output and
-    FFN output modules; the forward stops after the capture), keeping the tokens ``attention_mask`` marks (or the
-    first token of each sequence with ``first_token``)."""
+    """Captures one encoder layer's tensors during forward passes of ``model`` (hooks on the attention output, the
+    FFN output and the layer; the forward stops after the last stage asked for), keeping the tokens a ``keep`` mask
+    marks.
+
+    Given ``hidden``, the layer's input for the batch (a previous pass's ``output``), the pass runs this layer alone
+    on it: the encoder's layer list holds only this layer for the pass, so the layers before it are not run again.
+    Layer by layer, that turns a sweep over all layers from quadratic in depth into linear, with the same arithmetic
+    (the model still embeds the batch and builds its attention mask)."""
 
     def __init__(self, model, layer: int):
         arch = get_arch(model.config)
         self.model = model
-        block = encoder_layers(model, arch)[layer]
-        self.attention_out = resolve(block, arch.attn_out.rpartition(".")[0])  # BertSelfOutput: (context, residual)
-        self.w_o = resolve(block, arch.attn_out)
-        self.ffn_out = resolve(block, arch.ffn_out.rpartition(".")[0])  # BertOutput: (activations, residual)
+        self.index = layer
+        self.owner, _, self.list_name = arch.layers.rpartition(".")
+        self.owner_module = resolve(model.base_model, self.owner) if self.owner else model.base_model
+        self.block = encoder_layers(model, arch)[layer]
+        self.attention_out = resolve(self.block, arch.attn_out.rpartition(".")[0])  # BertSelfOutput
+        self.w_o = resolve(self.block, arch.attn_out)
+        self.ffn_out = resolve(self.block, arch.ffn_out.rpartition(".")[0])  # BertOutput: (activations, residual)
 
-    def attention(self, inputs: dict[str, Any], keep: torch.Tensor) -> AttentionCapture:
+    def attention(self, inputs: dict[str, Any], keep: torch.Tensor, hidden=None) -> AttentionCapture:
         """The attention output stage of ``inputs``' forward pass (``keep``: (batch, seq) bool of tokens kept)."""
-        found: dict[str, torch.Tensor] = {}
+        found = self.capture(inputs, keep, ("attention",), hidden=hidden).attention
+        assert found is not None
+        return found
 
-        def before(module, args, kwargs):
-            context, residual = _two(args, kwargs)
-            found["context"], found["residual"] = context[keep], residual[keep]
-
-        def after(module, args, output):
-            found["output"] = output[keep]
-            raise _Stop
-
-        handles = [self.attention_out.register_forward_pre_hook(before, with_kwargs=True),
-                   self.w_o.register_forward_hook(after)]
-        self._run(inputs, handles)
-        return AttentionCapture(found["context"], found["residual"], found["output"])
-
-    def ffn(self, inputs: dict[str, Any], keep: torch.Tensor) -> FFNCapture:
+    def ffn(self, inputs: dict[str, Any], keep: torch.Tensor, hidden=None) -> FFNCapture:
         """The FFN output stage of ``inputs``' forward pass."""
-        found: dict[str, torch.Tensor] = {}
+        found = self.capture(inputs, keep, ("ffn",), hidden=hidden).ffn
+        assert found is not None
+        return found
 
-        def before(module, args, kwargs):
-            activations, residual = _two(args, kwargs)
-            found["activations"], found["residual"] = activations[keep], residual[keep]
+    def capture(self, inputs: dict[str, Any], keep: torch.Tensor, stages=STAGES, hidden=None,
+                ffn_keep: torch.Tensor | None = None) -> LayerTensors:
+        """The ``stages`` (of ``STAGES``) of one pass, the FFN's tokens by ``ffn_keep`` when given (else ``keep``);
+        the forward stops after the last stage asked for."""
+        unknown = set(stages) - set(STAGES)
+        if unknown or not stages:
+            raise GrainBenchError(f"layer capture stages must be some of {STAGES}, got {tuple(stages)}")
+        found = LayerTensors()
+        handles = self._hooks(found, tuple(stages), keep, keep if ffn_keep is None else ffn_keep)
+        self._run(inputs, handles, hidden)
+        return found
+
+    def _hooks(self, found: LayerTensors, stages: tuple[str, ...], keep: torch.Tensor, ffn_keep: torch.Tensor):
+        """The hooks that fill ``found`` with ``stages``, the last of them ending the forward."""
+        last = max(STAGES.index(stage) for stage in stages)
+        parts: dict[str, torch.Tensor] = {}
+
+        def attention_in(module, args, kwargs):
+            parts["context"], parts["residual"] = (tensor[keep] for tensor in _two(args, kwargs))
+
+        def attention_done(module, args, output):
+            found.attention = AttentionCapture(parts["context"], parts["residual"], output[keep])
+            if last == 0:
+                raise _Stop
+
+        def ffn_in(module, args, kwargs):
+            found.ffn = FFNCapture(*(tensor[ffn_keep] for tensor in _two(args, kwargs)))
+            if last == 1:
+                raise _Stop
+
+        def layer_done(module, args, output):
+            found.output = output[0] if isinstance(output, tuple) else output
             raise _Stop
 
-        self._run(inputs, [self.ffn_out.register_forward_pre_hook(before, with_kwargs=True)])
-        return FFNCapture(found["activations"], found["residual"])
+        handles = []
+        if "attention" in stages:
+            handles += [self.attention_out.register_forward_pre_hook(attention_in, with_kwargs=True),
+                        self.w_o.register_forward_hook(attention_done)]
+        if "ffn" in stages:
+            handles.append(self.ffn_out.register_forward_pre_hook(ffn_in, with_kwargs=True))
+        if "output" in stages:
+            handles.append(self.block.register_forward_hook(layer_done))
+        return handles
 
-    def _run(self, inputs, handles) -> None:
+    def _run(self, inputs, handles, hidden) -> None:
+        layers = getattr(self.owner_module, self.list_name)
+        if hidden is not None:
+            handles.append(self.block.register_forward_pre_hook(_replace_hidden(hidden), with_kwargs=True))
+            setattr(self.owner_module, self.list_name, torch.nn.ModuleList([self.block]))
         try:
             with torch.no_grad():
                 self.model(**inputs)
@@ -263,8 +315,18 @@ class LayerCapture:
         else:
             raise GrainBenchError("the layer capture saw no forward pass through its layer")
         finally:
+            setattr(self.owner_module, self.list_name, layers)
             for handle in handles:
                 handle.remove()
+
+
+def _replace_hidden(hidden: torch.Tensor):
+    """A forward pre-hook that hands a layer ``hidden`` in place of the hidden states it was called with."""
+    def hook(module, args, kwargs):
+        if "hidden_states" in kwargs:
+            return args, {**kwargs, "hidden_states": hidden}
+        return (hidden, *args[1:]), kwargs
+    return hook
 
 
 def _two(args, kwargs):

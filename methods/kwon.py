@@ -249,15 +249,16 @@ def tune(calibration, space: MaskSpace, teacher_masks: UnitMasks, masks: UnitMas
     the kept neurons', each by ``damped_solve`` of the least-squares fit of the pruned layer's output stage to that
     of the model under ``teacher_masks``, on the calibration tokens (the last layer's FFN on the first token only for
     tasks that score it). A failed or out-of-range fit (a scale beyond +-10) stops the tuning there, as in the
-    reference. Returns the scales (``UnitTensors``) and a report of what was tuned."""
+    reference. Returns the scales (``UnitTensors``) and a report of what was tuned.
+
+    Each path (the teacher masks', the student's) keeps every batch's input to the layer being fitted, so each layer
+    runs once per batch for the teacher and three times for the student (attention fit, FFN fit, output), rather than
+    every layer up to it twice per fit as the reference's full forward passes do: the same fits, linear in depth."""
     import torch
 
-    from grain_bench.arch import encoder_layers, get_arch, resolve
-    from grain_bench.calibrate import LayerCapture
     from grain_bench.masks import UnitTensors
 
-    masked, model = calibration.masked, calibration.masked.model
-    arch = get_arch(model.config)
+    masked = calibration.masked
     head_scale = torch.ones(space.num_layers, space.num_heads, dtype=torch.float64)
     ffn_scale = torch.ones(space.num_layers, space.ffn_dim, dtype=torch.float64)
     heads_kept = masks.vo.any(-1)
@@ -269,18 +270,16 @@ def tune(calibration, space: MaskSpace, teacher_masks: UnitMasks, masks: UnitMas
         vo = head_scale[..., None].expand(-1, -1, space.head_dim)
         return UnitTensors(torch.ones(space.shapes()["qk"]), vo.float().clone(), ffn_scale.float())
 
-    def pass_of(which: str, batch, run):
+    def on(which: str) -> None:
         masked.apply(teacher_masks if which == "teacher" else masks)
         masked.set_values(None if which == "teacher" else student_values())
-        return run(calibration.inputs(batch))
 
+    layers = _LayerFits(calibration, space, on)
     for layer in range(space.num_layers):
-        capture = LayerCapture(model, layer)
-        block = encoder_layers(model, arch)[layer]
-        w_o, w_2 = resolve(block, arch.attn_out), resolve(block, arch.ffn_out)
+        layers.start(layer)
         kept = heads_kept[layer].nonzero().flatten()
         if kept.numel() and layer != 0:
-            x, ok = damped_solve(*_attention_system(calibration, capture, w_o, kept, space, pass_of))
+            x, ok = damped_solve(*layers.attention_system(kept))
             if not ok or x[:-1].abs().max() > MAX_SCALE:
                 report["stopped"] = f"layer {layer} attention"
                 break
@@ -288,16 +287,16 @@ def tune(calibration, space: MaskSpace, teacher_masks: UnitMasks, masks: UnitMas
             attention_layers.append(layer)
         neurons = masks.ffn[layer].nonzero().flatten()
         if neurons.numel():
-            first_token = calibration.first_token_only and layer == space.num_layers - 1
-            x, ok = damped_solve(*_ffn_system(calibration, capture, w_2, neurons, first_token, pass_of))
+            x, ok = damped_solve(*layers.ffn_system(neurons))
             if not ok or x.abs().max() > MAX_SCALE:
                 report["stopped"] = f"layer {layer} ffn"
                 break
             ffn_scale[layer, neurons] *= x
             ffn_layers.append(layer)
+        layers.advance()
+    masked.set_values(None)
     masked.apply(masks)
-    scales = student_values()
-    return scales, report
+    return student_values(), report
 
 
 def _tokens(batch, first_token: bool = False) -> torch.Tensor:
@@ -311,54 +310,99 @@ def _tokens(batch, first_token: bool = False) -> torch.Tensor:
     return keep
 
 
-def _attention_system(calibration, capture, w_o, kept: torch.Tensor, space: MaskSpace, pass_of):
-    """The normal equations of one layer's head scales (plus an intercept column, as in the reference):
-    each kept head's projected context against the teacher's attention output minus the bias and the student's
-    residual."""
-    import torch
+class _LayerFits:
+    """The least-squares systems of one layer at a time (``start(layer)``, then the fits, then ``advance()``), over
+    every calibration batch, from each path's cached input to the layer. ``on(path)`` sets the gates of the teacher
+    path (``"teacher"``) or the student's with its scales so far."""
 
-    k = kept.numel()
-    weight = w_o.weight.detach().double().reshape(space.hidden, space.num_heads, space.head_dim)[:, kept]
-    ata = torch.zeros(k + 1, k + 1, dtype=torch.float64)
-    atb = torch.zeros(k + 1, dtype=torch.float64)
-    for batch in calibration.batches:
-        keep = _tokens(batch)
-        teacher = pass_of("teacher", batch, lambda inputs, keep=keep: capture.attention(inputs, keep))
-        student = pass_of("student", batch, lambda inputs, keep=keep: capture.attention(inputs, keep))
-        context = student.context.double().reshape(-1, space.num_heads, space.head_dim)[:, kept]
-        per_head = torch.einsum("nhd,ohd->hno", context, weight).reshape(k, -1)  # (heads, tokens * hidden)
-        columns = torch.cat([per_head, torch.ones(1, per_head.shape[1], dtype=torch.float64)])
-        target = (teacher.output.double() + teacher.residual.double() - w_o.bias.detach().double()
-                  - student.residual.double()).reshape(-1)
-        ata += columns @ columns.t()
-        atb += columns @ target
-    return ata, atb
+    def __init__(self, calibration, space: MaskSpace, on):
+        from grain_bench.arch import get_arch
 
+        self.calibration, self.space, self.on = calibration, space, on
+        self.arch = get_arch(calibration.masked.model.config)
+        n = len(calibration.batches)
+        self.inputs: dict[str, list[torch.Tensor | None]] = {"teacher": [None] * n, "student": [None] * n}
 
-def _ffn_system(calibration, capture, w_2, neurons: torch.Tensor, first_token: bool, pass_of):
-    """The normal equations of one layer's neuron scales: each kept neuron's activation times its ``W_2`` column
-    against the teacher's FFN output stage minus the bias and the student's residual. The teacher's output is its
-    layer's whole FFN on the teacher's activations (the reference captures ``W_2``'s input before its neuron mask
-    applies, and projects all of it)."""
-    import torch
+    def start(self, layer: int) -> None:
+        """Capture the teacher path's layer ``layer`` on every batch: its attention and FFN stage outputs (the fits'
+        targets, kept in float32 as the model computes them) and its output, the next layer's input."""
+        import torch
 
-    weight = w_2.weight.detach()
-    columns = weight[:, neurons].t().double()  # (k, hidden)
-    gram = columns @ columns.t()
-    k = neurons.numel()
-    ata = torch.zeros(k, k, dtype=torch.float64)
-    atb = torch.zeros(k, dtype=torch.float64)
-    bias = w_2.bias.detach().double()
-    for batch in calibration.batches:
-        keep = _tokens(batch, first_token)
-        teacher = pass_of("teacher", batch, lambda inputs, keep=keep: capture.ffn(inputs, keep))
-        student = pass_of("student", batch, lambda inputs, keep=keep: capture.ffn(inputs, keep))
-        target = torch.nn.functional.linear(teacher.activations, weight).double() + bias + teacher.residual.double()
-        rest = target - bias - student.residual.double()  # (tokens, hidden)
-        activations = student.activations[:, neurons]  # (tokens, k)
-        ata += gram * (activations.t() @ activations).double()
-        atb += (activations.double() * (rest @ columns.t())).sum(0)
-    return ata, atb
+        from grain_bench.arch import encoder_layers, resolve
+        from grain_bench.calibrate import LayerCapture
+
+        model = self.calibration.masked.model
+        self.layer, self.capture = layer, LayerCapture(model, layer)
+        block = encoder_layers(model, self.arch)[layer]
+        self.w_o, self.w_2 = resolve(block, self.arch.attn_out), resolve(block, self.arch.ffn_out)
+        self.first_token = self.calibration.first_token_only and layer == self.space.num_layers - 1
+        self.on("teacher")
+        self.attention_targets: list[torch.Tensor] = []
+        self.ffn_targets: list[torch.Tensor] = []
+        for index, batch in enumerate(self.calibration.batches):
+            hidden = self.inputs["teacher"][index]
+            found = self.capture.capture(self.calibration.inputs(batch), _tokens(batch), hidden=hidden,
+                                         ffn_keep=_tokens(batch, self.first_token))
+            assert found.attention is not None and found.ffn is not None
+            self.attention_targets.append(found.attention.output + found.attention.residual)
+            # the reference captures W_2's input before its neuron mask applies and projects all of it
+            self.ffn_targets.append(torch.nn.functional.linear(found.ffn.activations, self.w_2.weight.detach())
+                                    + self.w_2.bias.detach() + found.ffn.residual)
+            self.inputs["teacher"][index] = found.output
+
+    def student(self, stage: str):
+        """The student path's ``stage`` of the current layer on every batch, with its gates and scales now."""
+        self.on("student")
+        for index, batch in enumerate(self.calibration.batches):
+            keep = _tokens(batch, self.first_token and stage == "ffn")
+            yield index, self.capture.capture(self.calibration.inputs(batch), keep, (stage,),
+                                              hidden=self.inputs["student"][index])
+
+    def advance(self) -> None:
+        """The student's output of the current layer (its scales fitted) becomes the next layer's input."""
+        for index, found in self.student("output"):
+            self.inputs["student"][index] = found.output
+
+    def attention_system(self, kept: torch.Tensor):
+        """The normal equations of the layer's head scales (plus an intercept column, as in the reference): each
+        kept head's projected context against the teacher's attention stage output minus the bias and the student's
+        residual."""
+        import torch
+
+        space, k = self.space, kept.numel()
+        weight = self.w_o.weight.detach().double().reshape(space.hidden, space.num_heads, space.head_dim)[:, kept]
+        bias = self.w_o.bias.detach().double()
+        ata = torch.zeros(k + 1, k + 1, dtype=torch.float64)
+        atb = torch.zeros(k + 1, dtype=torch.float64)
+        for index, found in self.student("attention"):
+            student = found.attention
+            context = student.context.double().reshape(-1, space.num_heads, space.head_dim)[:, kept]
+            per_head = torch.einsum("nhd,ohd->hno", context, weight).reshape(k, -1)  # (heads, tokens * hidden)
+            columns = torch.cat([per_head, torch.ones(1, per_head.shape[1], dtype=torch.float64)])
+            target = (self.attention_targets[index].double() - bias - student.residual.double()).reshape(-1)
+            ata += columns @ columns.t()
+            atb += columns @ target
+        return ata, atb
+
+    def ffn_system(self, neurons: torch.Tensor):
+        """The normal equations of the layer's neuron scales: each kept neuron's activation times its ``W_2`` column
+        against the teacher's FFN stage output (its layer's whole FFN on the teacher's activations) minus the bias
+        and the student's residual."""
+        import torch
+
+        columns = self.w_2.weight.detach()[:, neurons].t().double()  # (k, hidden)
+        gram = columns @ columns.t()
+        k = neurons.numel()
+        bias = self.w_2.bias.detach().double()
+        ata = torch.zeros(k, k, dtype=torch.float64)
+        atb = torch.zeros(k, dtype=torch.float64)
+        for index, found in self.student("ffn"):
+            student = found.ffn
+            rest = self.ffn_targets[index].double() - bias - student.residual.double()  # (tokens, hidden)
+            activations = student.activations[:, neurons]  # (tokens, k)
+            ata += gram * (activations.t() @ activations).double()
+            atb += (activations.double() * (rest @ columns.t())).sum(0)
+        return ata, atb
 
 
 @hookimpl

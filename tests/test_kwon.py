@@ -3,13 +3,18 @@ masks within the cost, the reference's search and rearrangement rules, mask tuni
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from helpers import run_cli, tweets_distillation_setup
 
-from grain_bench.calibrate import calibrate, calibration_batches, calibration_sample
+from grain_bench.arch import encoder_layers
+from grain_bench.calibrate import LayerCapture, calibrate, calibration_batches, calibration_sample
 from grain_bench.costs import CostModel, flops_cost, parameter_cost
-from grain_bench.masks import MaskSpace
+from grain_bench.errors import GrainBenchError
+from grain_bench.masked import MaskedModel
+from grain_bench.masks import MaskSpace, UnitMasks, UnitTensors
 from grain_bench.methods.kwon import Kwon, damped_solve, greedy_rearrange, search
 from grain_bench.recipes import get_recipe
 from grain_bench.types import RECIPE_ADDED_LATER, Recipe
@@ -173,6 +178,37 @@ def test_mask_tuning_never_raises_the_calibration_loss(setup, density):
     # both students still have their masks' gates installed: the losses are those of the pruned models
     assert _calibration_loss(setup, tuned.model) <= _calibration_loss(setup, untuned.model) + 1e-6
     assert report["kept"] == (report["loss_tuned"] <= report["loss_untuned"])
+
+
+def test_a_layer_run_alone_on_its_cached_input_captures_what_the_full_forward_does(setup):
+    """The tuning's layer-by-layer passes (each layer on the previous pass's output) see exactly what full forward
+    passes through every layer see, under pruned gates with real values; the encoder's layers are put back."""
+    task, teacher, data = setup
+    model = copy.deepcopy(teacher).eval()
+    space = MaskSpace.from_config(model.config)
+    masked = MaskedModel(model, space)
+    generator = torch.Generator().manual_seed(0)
+    masks = UnitMasks.from_tensors(UnitTensors.filled(space, 0.0).map(lambda t: torch.rand(t.shape, generator=generator)
+                                                                      < 0.6)).coupled()
+    masked.apply(masks)
+    masked.set_values(masks.map(lambda t: 0.5 + torch.rand(t.shape, generator=generator)))
+    layers = list(encoder_layers(model))
+    for batch in calibration_batches(data, RECIPE, 0, "cpu")[:2]:
+        inputs, keep = task.model_inputs(batch), batch["attention_mask"].bool()
+        hidden = None
+        for layer in range(space.num_layers):
+            capture = LayerCapture(model, layer)
+            alone = capture.capture(inputs, keep, hidden=hidden)
+            full = capture.capture(inputs, keep)
+            for stage in ("attention", "ffn"):
+                for name, value in vars(getattr(full, stage)).items():
+                    assert torch.allclose(getattr(getattr(alone, stage), name), value, atol=1e-6), (layer, name)
+            assert torch.allclose(alone.output, full.output, atol=1e-6)
+            assert torch.equal(capture.ffn(inputs, keep, hidden=hidden).activations, alone.ffn.activations)
+            assert list(encoder_layers(model)) == layers
+            hidden = alone.output
+    with pytest.raises(GrainBenchError, match="stages"):
+        LayerCapture(model, 0).capture(inputs, keep, ("logits",))
 
 
 def test_the_tuning_check_is_what_keeps_the_loss_from_rising():
