@@ -238,25 +238,13 @@ class LayerCapture:
     def __init__(self, model, layer: int):
         arch = get_arch(model.config)
         self.model = model
-        self.index = layer
-        self.owner, _, self.list_name = arch.layers.rpartition(".")
-        self.owner_module = resolve(model.base_model, self.owner) if self.owner else model.base_model
+        owner, _, self.list_name = arch.layers.rpartition(".")
+        self.owner_module = resolve(model.base_model, owner) if owner else model.base_model
         self.block = encoder_layers(model, arch)[layer]
         self.attention_out = resolve(self.block, arch.attn_out.rpartition(".")[0])  # BertSelfOutput
         self.w_o = resolve(self.block, arch.attn_out)
         self.ffn_out = resolve(self.block, arch.ffn_out.rpartition(".")[0])  # BertOutput: (activations, residual)
-
-    def attention(self, inputs: dict[str, Any], keep: torch.Tensor, hidden=None) -> AttentionCapture:
-        """The attention output stage of ``inputs``' forward pass (``keep``: (batch, seq) bool of tokens kept)."""
-        found = self.capture(inputs, keep, ("attention",), hidden=hidden).attention
-        assert found is not None
-        return found
-
-    def ffn(self, inputs: dict[str, Any], keep: torch.Tensor, hidden=None) -> FFNCapture:
-        """The FFN output stage of ``inputs``' forward pass."""
-        found = self.capture(inputs, keep, ("ffn",), hidden=hidden).ffn
-        assert found is not None
-        return found
+        self.w_2 = resolve(self.block, arch.ffn_out)
 
     def capture(self, inputs: dict[str, Any], keep: torch.Tensor, stages=STAGES, hidden=None,
                 ffn_keep: torch.Tensor | None = None) -> LayerTensors:

@@ -316,10 +316,7 @@ class _LayerFits:
     path (``"teacher"``) or the student's with its scales so far."""
 
     def __init__(self, calibration, space: MaskSpace, on):
-        from grain_bench.arch import get_arch
-
         self.calibration, self.space, self.on = calibration, space, on
-        self.arch = get_arch(calibration.masked.model.config)
         n = len(calibration.batches)
         self.inputs: dict[str, list[torch.Tensor | None]] = {"teacher": [None] * n, "student": [None] * n}
 
@@ -328,13 +325,10 @@ class _LayerFits:
         targets, kept in float32 as the model computes them) and its output, the next layer's input."""
         import torch
 
-        from grain_bench.arch import encoder_layers, resolve
         from grain_bench.calibrate import LayerCapture
 
-        model = self.calibration.masked.model
-        self.layer, self.capture = layer, LayerCapture(model, layer)
-        block = encoder_layers(model, self.arch)[layer]
-        self.w_o, self.w_2 = resolve(block, self.arch.attn_out), resolve(block, self.arch.ffn_out)
+        self.capture = LayerCapture(self.calibration.masked.model, layer)
+        self.w_o, self.w_2 = self.capture.w_o, self.capture.w_2
         self.first_token = self.calibration.first_token_only and layer == self.space.num_layers - 1
         self.on("teacher")
         self.attention_targets: list[torch.Tensor] = []
