@@ -34,6 +34,9 @@ class Sweep:
         existing = self.store.latest()
         done = [s for s in self.specs if s.run_id in existing]
         failed = sum(1 for s in done if not existing[s.run_id].ok)
+        if self.request.rerun:
+            return (f"{len(self.specs)} runs in the grid, {len(done)} already recorded in {self.store.path}: "
+                    f"rerunning all of them (--rerun; the new records supersede the old)")
         skipped = len(done) - (failed if self.request.retry_failed else 0)
         hint = ""
         if failed:
@@ -48,7 +51,7 @@ class Sweep:
         request = self.request
         return run_sweep(self.specs, self.harness, self.store, retry_failed=request.retry_failed,
                          progress=request.progress, executor=request.executor,
-                         executor_options=request.executor_options)
+                         executor_options=request.executor_options, rerun=request.rerun)
 
     @property
     def run_ids(self) -> set[str]:

@@ -122,6 +122,9 @@ def _add_execution_flags(run) -> None:
     run.add_argument("--results", default=_UNSET, help=help_text("results"))
     run.add_argument("--retry-failed", dest="retry_failed", action="store_true", default=_UNSET,
                      help="re-run specs whose last record is an error")
+    run.add_argument("--rerun", action="store_true", default=_UNSET,
+                     help="re-run every spec of the grid, recorded ones too: each new record supersedes the earlier "
+                          "one in every table (the store keeps both)")
     run.add_argument("--no-save-models", dest="save_models", action="store_false", default=_UNSET,
                      help="do not write the compact model of each run")
     run.add_argument("--no-latency", dest="measure_latency", action="store_false", default=_UNSET,

@@ -69,6 +69,8 @@ class SweepRequest(Options):
     executor: str = _field("local", "where runs execute: local, ray, or a plugin's executor")
     executor_options: dict[str, Any] = _field({}, "executor options: {'max_retries': 2}")
     retry_failed: bool = _field(False, "re-run specs whose last record is an error")
+    rerun: bool = _field(False, "re-run every spec of the grid, recorded ones too: each new record supersedes the "
+                                "earlier one in every table (the store keeps both)")
 
     def __post_init__(self) -> None:
         """However it is built (``parse``, keywords, ``SweepRequest(...)``, ``replace``), a request holds values of

@@ -71,12 +71,13 @@ def store_record(store, record, spec) -> None:
 
 
 def run_sweep(specs: list[RunSpec], harness, store, retry_failed: bool = False, progress: bool = True,
-              executor: str = "local", executor_options: dict | None = None) -> list[RunRecord]:
-    """Run every spec not already ``ok`` in ``store`` (errors only with ``retry_failed``); returns the new records."""
+              executor: str = "local", executor_options: dict | None = None, rerun: bool = False) -> list[RunRecord]:
+    """Run every spec not already ``ok`` in ``store`` (errors only with ``retry_failed``, every spec with ``rerun``:
+    its new record supersedes the recorded one); returns the new records."""
     latest = store.latest()
     for problem in store.problems:  # reported, never fatal: the run of a cut-off line simply runs again
         print(f"grain-bench: warning: {store.path} {problem} (skipped)", file=sys.stderr)
-    todo = [s for s in specs if s.run_id not in latest or (not latest[s.run_id].ok and retry_failed)]
+    todo = [s for s in specs if rerun or s.run_id not in latest or (not latest[s.run_id].ok and retry_failed)]
     factory = harness.regs.executors.get(executor)
     try:
         runner = factory(**(executor_options or {}))

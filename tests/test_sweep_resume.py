@@ -34,11 +34,12 @@ GRID = dict(methods=["dense", "random"], tasks=["sst2"], densities=[0.5, 0.3], s
 
 # ---- skip / retry, with a stand-in harness (no training) ----------------------------------------------------------
 class CountingHarness:
-    """Records every spec it is asked to run; fails the ones listed in ``fail``."""
+    """Records every spec it is asked to run; fails the ones listed in ``fail``; tags its records' warnings."""
 
-    def __init__(self, regs, fail=()):
+    def __init__(self, regs, fail=(), tag=""):
         self.regs = regs
         self.fail = set(fail)
+        self.tag = tag
         self.ran = []
 
     def run(self, spec):
@@ -46,7 +47,7 @@ class CountingHarness:
         self.ran.append(spec.run_id)
         status = "error" if spec.run_id in self.fail else "ok"
         return RunRecord(run_id=spec.run_id, spec=spec, status=status,
-                         error="boom" if status == "error" else None)
+                         error="boom" if status == "error" else None, warnings=(self.tag,) if self.tag else ())
 
 
 def test_sweep_skips_ok_and_retries_errors_only_when_asked(regs, results_dir, test_recipe):
@@ -67,6 +68,15 @@ def test_sweep_skips_ok_and_retries_errors_only_when_asked(regs, results_dir, te
     assert retry.ran == [failing] and records[0].ok
     assert store.done() == {s.run_id for s in specs}  # the retried ok record replaces the error
     assert len(store.records()) == len(specs) + 1  # append-only: the error stays in the file
+
+    rerun = CountingHarness(regs, fail={specs[0].run_id}, tag="rerun")
+    run_sweep(specs, rerun, store, rerun=True, progress=False)
+    assert rerun.ran == [s.run_id for s in specs]  # every spec again, ok ones too
+    assert len(store.records()) == 2 * len(specs) + 1  # the earlier records stay in the file
+    latest = store.latest()
+    assert store.done() == {s.run_id for s in specs}  # a failed rerun leaves the earlier ok record standing
+    assert latest[specs[0].run_id].warnings == () and latest[specs[0].run_id].ok
+    assert all(latest[s.run_id].warnings == ("rerun",) for s in specs[1:])  # the new records supersede the old
 
 
 def test_grid_ids_are_content_hashes(regs, test_recipe, data_dir, tmp_path):
