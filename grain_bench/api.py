@@ -28,6 +28,7 @@ class Sweep:
     store: Any  # RecordStore
     harness: Any  # Harness
     recovered: int = 0  # records an earlier sweep had kept aside, appended by ``prepare_sweep``
+    dry_run: bool = False  # planned without writing: ``estimates`` only, never executed
 
     def status(self) -> str:
         """One line: how many runs the grid has, how many are recorded, and what happens to failed ones."""
@@ -44,10 +45,20 @@ class Sweep:
                     f" ({failed} of them failed and are skipped: rerun them with --retry-failed)")
         return f"{len(self.specs)} runs in the grid, {skipped} already recorded in {self.store.path}{hint}"
 
+    def estimates(self):
+        """Every run of the grid with what the sweep does with it and its estimated cost on this machine
+        (``grain_bench.estimate.estimate_runs``); reads, writes nothing."""
+        from grain_bench.estimate import estimate_runs
+
+        return estimate_runs(self)
+
     def execute(self) -> list[RunRecord]:
         """Run what is not recorded yet (errors too with ``retry_failed``); returns the new records."""
         from grain_bench.sweep import run_sweep
 
+        if self.dry_run:
+            raise UsageError("this sweep was planned as a dry run (nothing profiled or kept): plan it again with "
+                             "prepare_sweep(..., dry_run=False) to run it")
         request = self.request
         return run_sweep(self.specs, self.harness, self.store, retry_failed=request.retry_failed,
                          progress=request.progress, executor=request.executor,
@@ -59,11 +70,13 @@ class Sweep:
         return {s.run_id for s in self.specs}
 
 
-def prepare_sweep(request: SweepRequest | None = None, regs=None, **choices: Any) -> Sweep:
+def prepare_sweep(request: SweepRequest | None = None, regs=None, dry_run: bool = False, **choices: Any) -> Sweep:
     """Validate everything about a sweep (raises ``GrainBenchError``) and return the ``Sweep`` that runs it.
 
     ``request`` is a ``SweepRequest`` (default: one built from ``choices``, its field names as keywords); ``regs`` the
-    registries names are looked up in (default: the process-wide ones)."""
+    registries names are looked up in (default: the process-wide ones). ``dry_run``: plan it without writing
+    anything (no cost model profiled or kept in the results directory, no record kept aside appended), for
+    ``Sweep.estimates`` (``grain-bench run --dry-run``); such a sweep is not executed."""
     from grain_bench.grid import build_specs
     from grain_bench.harness import Harness
     from grain_bench.leaderboard.store import RecordStore
@@ -85,11 +98,11 @@ def prepare_sweep(request: SweepRequest | None = None, regs=None, **choices: Any
     store = RecordStore(request.results)
     store.check_writable()
     store.check_current()  # records of an older schema: upgraded once, explicitly, not re-run
-    cost_models = _cost_models(request, specs, regs)
+    cost_models = _cost_models(request, specs, regs, profile=not dry_run)
     check_backbones(specs, regs, cost_models=cost_models)
-    specs = _with_cost_models(request, specs, cost_models)
-    recovered = store.recover_aside()
-    return Sweep(request, specs, store, Harness(request, regs=regs), recovered)
+    specs = _with_cost_models(request, specs, cost_models, keep=not dry_run)
+    recovered = 0 if dry_run else store.recover_aside()
+    return Sweep(request, specs, store, Harness(request, regs=regs), recovered, dry_run)
 
 
 def _check_request(request: SweepRequest, regs) -> None:
@@ -108,8 +121,9 @@ def _check_request(request: SweepRequest, regs) -> None:
     check_device(request.device)
 
 
-def _cost_models(request: SweepRequest, specs, regs):
-    """The ``SweepCostModels`` of a grid with target speedups (None without): the given file read and checked now."""
+def _cost_models(request: SweepRequest, specs, regs, profile: bool = True):
+    """The ``SweepCostModels`` of a grid with target speedups (None without): the given file read and checked now;
+    ``profile``: whether a device model not cached yet is profiled (else such specs stay without one)."""
     if not any(spec.target_speedup for spec in specs):
         if request.cost_model is not None:
             from grain_bench.errors import UsageError
@@ -121,12 +135,13 @@ def _cost_models(request: SweepRequest, specs, regs):
     from grain_bench.profile import SweepCostModels
 
     device = request.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return SweepCostModels(request.cost_model, device, regs, request.progress)
+    return SweepCostModels(request.cost_model, device, regs, request.progress, profile=profile)
 
 
-def _with_cost_models(request: SweepRequest, specs, cost_models):
-    """Specs with their cost models' keys, the models kept in the results directory (after every check: profiling a
-    model on first use is the last step of planning)."""
+def _with_cost_models(request: SweepRequest, specs, cost_models, keep: bool = True):
+    """Specs with their cost models' keys, the models kept in the results directory unless not ``keep`` (after every
+    check: profiling a model on first use is the last step of planning). A spec whose model is not profiled (a dry
+    run) keeps no key."""
     if cost_models is None:
         return specs
     from grain_bench.costs import store_in_results
@@ -134,7 +149,8 @@ def _with_cost_models(request: SweepRequest, specs, cost_models):
 
     def model_of(spec):
         model = cost_models.of(spec)
-        store_in_results(request.results, model)
+        if keep and model is not None:
+            store_in_results(request.results, model)
         return model
 
     return with_cost_models(specs, model_of)

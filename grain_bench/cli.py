@@ -125,6 +125,9 @@ def _add_execution_flags(run) -> None:
     run.add_argument("--rerun", action="store_true", default=_UNSET,
                      help="re-run every spec of the grid, recorded ones too: each new record supersedes the earlier "
                           "one in every table (the store keeps both)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the grid with what each run would do and its estimated compute on this machine "
+                          "(from the rates earlier runs measured here), then stop: nothing trains or is written")
     run.add_argument("--no-save-models", dest="save_models", action="store_false", default=_UNSET,
                      help="do not write the compact model of each run")
     run.add_argument("--no-latency", dest="measure_latency", action="store_false", default=_UNSET,
@@ -344,6 +347,8 @@ def cmd_run(args) -> int:
                                          or regs.executors.entry(request.executor).name != "ray"):
         raise UsageError("--ray-address needs --executor ray")
     versus = _checked_versus(args.versus, request, regs)  # before anything runs, not after the whole grid
+    if args.dry_run:
+        return _dry_run(prepare_sweep(request, regs=regs, dry_run=True))
     sweep = prepare_sweep(request, regs=regs)
     store = sweep.store
     if sweep.recovered:
@@ -358,6 +363,15 @@ def cmd_run(args) -> int:
         return 128 + exc.signum
     _print_tables(args, sweep, regs, writer, versus)
     return _closing(records, store)
+
+
+def _dry_run(sweep) -> int:
+    """``run --dry-run``: the grid, each run's state and estimated cost, and the total; nothing run or written."""
+    from grain_bench.estimate import machine_key, report
+
+    print(f"grain-bench: {sweep.status()}", file=sys.stderr)
+    print(report(sweep.estimates(), machine_key(sweep.harness.device)), end="")
+    return 0
 
 
 def _checked_versus(name: str | None, request, regs) -> str | None:

@@ -55,9 +55,13 @@ def build_specs(regs, methods: list[str], tasks: list[str], densities: list[floa
 
 def with_cost_models(specs: list[RunSpec], cost_model_of: Callable[[RunSpec], Any]) -> list[RunSpec]:
     """``specs`` with the cost model of every target-speedup spec set (``cost_model_of(spec)``: a
-    ``grain_bench.costs.CostModel``; its key goes into the spec and so into the run id)."""
-    return [dataclasses.replace(spec, cost_model=cost_model_of(spec).key) if spec.target_speedup else spec
-            for spec in specs]
+    ``grain_bench.costs.CostModel``; its key goes into the spec and so into the run id; None, a model a dry run did
+    not profile, leaves the spec without one)."""
+    out = []
+    for spec in specs:
+        model = cost_model_of(spec) if spec.target_speedup else None
+        out.append(dataclasses.replace(spec, cost_model=model.key) if model is not None else spec)
+    return out
 
 
 def _check_takes_speedups(regs, methods: list[str]) -> None:

@@ -135,10 +135,23 @@ class Harness:
             self._teacher_outputs = (key, TeacherOutputs())
         return self._teacher_outputs[1]
 
-    def _device(self):
+    @property
+    def device(self):
+        """The torch device runs train and are timed on."""
         import torch
 
         return torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def _note_rates(self, backbone: str, task: str, recipe: Recipe, observations: dict[str, float]) -> None:
+        """File what a run measured in this machine's rates (``grain_bench.estimate``); a cache, so a failure to
+        write it is said and costs nothing else."""
+        from grain_bench.estimate import RateBook, machine_key, work_key
+
+        try:
+            RateBook().add(machine_key(self.device), work_key(backbone, task, recipe.max_length), observations)
+        except Exception as exc:  # noqa: BLE001 - whatever the cache does, the run's record stands
+            tqdm.write(f"grain-bench: warning: could not file this run's rates for --dry-run estimates: {exc}",
+                       file=sys.stderr)
 
     def cost_model(self, spec: RunSpec):
         """The cost model a target-speedup spec prunes to (kept in the results directory when the grid was planned);
@@ -158,7 +171,7 @@ class Harness:
         if task.label_names:  # saved models print entity and class names, not LABEL_3
             model.config.id2label = dict(enumerate(task.label_names))
             model.config.label2id = {name: i for i, name in enumerate(task.label_names)}
-        return model.to(self._device()), tokenizer
+        return model.to(self.device), tokenizer
 
     def data(self, spec: RunSpec, task, tokenizer, recipe: Recipe) -> TaskData:
         """Encoded train/dev/eval splits (cached per task, data, backbone and length limits)."""
@@ -201,10 +214,11 @@ class Harness:
 
     def _train_teacher(self, key: str, spec: RunSpec, task, model, data: TaskData, recipe: Recipe) -> dict:
         """Fine-tune, score and cache a teacher (one that did not learn is used, never cached); returns its meta."""
-        from grain_bench.distill import finetune
+        from grain_bench.distill import finetune, steps_for
         from grain_bench.quality import assess
         from grain_bench.teachers import not_learned
 
+        started = time.perf_counter()
         seconds = finetune(model, task, data, recipe, spec.seed, self.progress)  # raises if it diverged
         predictions = task.predict(model, data.eval, data.tokenizer, recipe.eval_batch_size, self.progress)
         scores = task.score(predictions, data.eval)
@@ -216,6 +230,10 @@ class Harness:
             tqdm.write(f"grain-bench: warning: {task.name} seed {spec.seed}: {problem}; not caching it (give the "
                        f"teacher more steps or another teacher_lr)", file=sys.stderr)
         self.teachers.save(key, model, meta, problem)
+        steps = steps_for(recipe.teacher_max_steps, recipe.teacher_epochs, len(data.train.features),
+                          recipe.teacher_batch_size)  # the rate covers its scoring and saving too: what a run waits
+        self._note_rates(spec.backbone, spec.task, recipe,
+                         {"teacher": (time.perf_counter() - started) / (steps * recipe.teacher_batch_size)})
         return meta
 
     def run(self, spec: RunSpec) -> RunRecord:
@@ -230,6 +248,10 @@ class Harness:
             record = RunRecord(run_id=spec.run_id, spec=spec, status="error", error=message,
                                wall_time_s=time.time() - start, versions=package_versions(),
                                created=_now(), method_info={"traceback": traceback.format_exc(limit=8)})
+        if record.ok:
+            from grain_bench.estimate import run_observations
+
+            self._note_rates(spec.backbone, spec.task, Recipe.parse(spec.recipe), run_observations(record))
         self.pm.hook.run_finished(record=record)
         return record
 
@@ -345,7 +367,7 @@ class Harness:
                          "final_losses": result.history[-1] if result.history else {},
                          "phase_seconds": dict(result.phases), "examples_seen": dict(result.examples),
                          "teacher_seconds": teacher_meta.get("train_seconds")},
-            wall_time_s=seconds, versions=versions, environment=environment(self._device()),
+            wall_time_s=seconds, versions=versions, environment=environment(self.device),
             artifact=measured.artifact, predictions=scored.predictions, masks=mask_file, created=_now(),
             speed=self._speed(spec, result, measured))
 

@@ -277,11 +277,12 @@ class SweepCostModels:
     backbone and the device runs are timed on, or per backbone and recipe length the cached one of that device
     (``ProfileSettings.for_runs``), profiled on first use. ``of(spec)`` is the model of one spec."""
 
-    def __init__(self, path: str | None, device: str, regs=None, progress: bool = True):
+    def __init__(self, path: str | None, device: str, regs=None, progress: bool = True, profile: bool = True):
         #: ``--cost-model flops`` or ``params``: an analytic cost of each backbone at the runs' length, no file
         self.analytic = path if path in ANALYTIC else None
         self.given = load_cost_model(path) if path and not self.analytic else None
         self.device, self.regs, self.progress = device, regs, progress
+        self.profile = profile  # False (a dry run): a device model not cached yet is None, not profiled
         self._models: dict[tuple, CostModel] = {}
         self._noted: set[int] = set()
         self._spaces: dict[str, Any] = {}
@@ -297,8 +298,8 @@ class SweepCostModels:
             raise UsageError(f"--cost-model {self.given.key} was measured on {measured_on}, but runs are timed on "
                              f"{self.device}: profile that device (grain-bench profile --device {self.device})")
 
-    def of(self, spec) -> CostModel:
-        """The cost model of ``spec`` (a target-speedup spec)."""
+    def of(self, spec) -> CostModel | None:
+        """The cost model of ``spec`` (a target-speedup spec); None when it is not cached and ``profile`` is off."""
         from grain_bench.types import Recipe
 
         length = Recipe.parse(spec.recipe).max_length
@@ -312,6 +313,8 @@ class SweepCostModels:
         settings = ProfileSettings.for_runs(self.device, length)
         key = (spec.backbone, settings)
         if key not in self._models:
+            if not self.profile and not os.path.isfile(cached_path(spec.backbone, settings)):
+                return None
             self._models[key] = cost_model_for(spec.backbone, settings, self.regs, self.progress)
         return self._models[key]
 

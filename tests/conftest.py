@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# what runs file for this user (rates for --dry-run, cost models, records kept aside) goes to a folder of this test
+# session, removed at its end: the suite leaves the user's own grain-bench folder as it found it
+_HOME = tempfile.mkdtemp(prefix="grain-bench-tests-home-")
+os.environ["GRAIN_BENCH_HOME"] = _HOME
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 
 import pytest  # noqa: E402
 
