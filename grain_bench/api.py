@@ -220,7 +220,7 @@ def _grid_frame(sweep: Sweep, records: list[RunRecord]):
               f"{path} and is appended by the next run with the same results", file=sys.stderr)
     stored = (load_results(sweep.request.results, run_ids=sweep.run_ids - set(aside))
               if os.path.isfile(sweep.store.path) else pd.DataFrame())
-    kept = pd.DataFrame([record_row(r) for r in records if r.run_id in aside])
+    kept = pd.DataFrame([record_row(r, sweep.request.results) for r in records if r.run_id in aside])
     frames = [frame for frame in (stored, kept) if not frame.empty]
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else stored
 
@@ -233,19 +233,21 @@ def load_results(results: str = DEFAULT_RESULTS, task: str | None = None, run_id
     ``score`` (the task's primary metric), ``score.<metric>``, ``teacher.<metric>`` and ``chance.<metric>`` for every
     metric, ``density`` (kept share of the encoder's parameters, as in tables), ``achieved_density`` (kept share of
     the unit cost, what ``target_density`` asks for), ``encoder_params``, ``flops_speedup`` (predicted), ``speedup``
-    (measured, compact vs dense) with ``latency_device``, ``wall_time_s``, ``artifact`` (the saved model),
-    ``warnings``, ``nonfinite`` and ``created``. Unreadable lines and malformed records are left out, as in tables."""
+    (measured, compact vs dense) with ``latency_device``, ``wall_time_s``, ``artifact`` (the saved model) and
+    ``predictions`` (its per-example predictions; both absolute paths, None when not saved), ``warnings``,
+    ``nonfinite`` and ``created``. Unreadable lines and malformed records are left out, as in tables."""
     import pandas as pd
 
     from grain_bench.leaderboard.tables import load_records
 
     wanted = set(run_ids) if run_ids is not None else None
     records, _ = load_records(results, task, wanted)
-    return pd.DataFrame([record_row(r) for r in records])
+    return pd.DataFrame([record_row(r, results) for r in records])
 
 
-def record_row(record: RunRecord) -> dict[str, Any]:
-    """One DataFrame row of ``load_results``."""
+def record_row(record: RunRecord, results: str) -> dict[str, Any]:
+    """One DataFrame row of ``load_results``: the record's file paths resolved against its ``results`` directory
+    (absolute, so ``load_pruned(row["artifact"])`` works from any working directory)."""
     spec = record.spec
     compact = record.latency_of("compact")
     row: dict[str, Any] = {
@@ -262,8 +264,17 @@ def record_row(record: RunRecord) -> dict[str, Any]:
         "density": record.density.encoder_params, "achieved_density": record.density.achieved,
         "encoder_params": record.params.encoder, "flops_speedup": record.flops.predicted_speedup,
         "speedup": compact.speedup if compact else None, "latency_device": compact.device if compact else None,
-        "wall_time_s": record.wall_time_s, "artifact": record.artifact,
-        "predictions": record.predictions, "warnings": list(record.warnings), "nonfinite": list(record.nonfinite),
+        "wall_time_s": record.wall_time_s, "artifact": _resolved(results, record.artifact),
+        "predictions": _resolved(results, record.predictions), "warnings": list(record.warnings),
+        "nonfinite": list(record.nonfinite),
         "created": record.created,
     })
     return row
+
+
+def _resolved(results: str, path: str | None) -> str | None:
+    """A record's path (relative to its results directory; absolute in records from before it was) as an absolute
+    path; None stays None."""
+    import os
+
+    return None if path is None else os.path.abspath(os.path.join(results, path))

@@ -407,7 +407,7 @@ class Harness:
 
         backbone = record.spec.backbone
         base = base_model(backbone, backbone in self.regs.backbones)
-        artifact, late = record.artifact, RunWarnings()
+        artifact, late = os.path.join(self.results_dir, record.artifact), RunWarnings()
         late.store("the model card could not be written", lambda: write_model_card(artifact, record, task.head, base))
         return dataclasses.replace(record, warnings=(*record.warnings, *late.items)) if late.items else record
 

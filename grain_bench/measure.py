@@ -34,6 +34,8 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Threads of the CPU protocol in run records; the issue's protocol is 2 threads. Env var so a user can match a machine.
 THREADS_ENV = "GRAIN_BENCH_THREADS"
 DEFAULT_CPU_THREADS = 2
+#: the fewest timed rounds a time budget stops at (3 gave medians with no spread to speak of)
+MIN_ROUNDS = 5
 
 
 # ---- parameters and FLOPs ---------------------------------------------------------------------------------------
@@ -87,7 +89,7 @@ class LatencySettings:
     threads: int = DEFAULT_CPU_THREADS
     warmup: int = 2
     runs: int = 10
-    budget_s: float | None = None  # stop early (after at least 3 rounds) once the timed rounds took this long
+    budget_s: float | None = None  # stop early (after MIN_ROUNDS rounds) once the timed rounds took this long
     seed: int = 0
     # CPU: calls of one model back to back in each round, timed together (a time is their mean). 1 times a model
     # right after the others, with their weights in the caches; more is the steady state of serving one model, which
@@ -231,7 +233,8 @@ def time_models(models: dict[str, Any], settings: LatencySettings, inputs: dict[
             rng.shuffle(labels)
             for label in labels:
                 times[label].append(calls[label]())
-            if settings.budget_s is not None and round_index >= 2 and time.perf_counter() - started > settings.budget_s:
+            if (settings.budget_s is not None and round_index >= MIN_ROUNDS - 1
+                    and time.perf_counter() - started > settings.budget_s):
                 break
     results = {}
     for label, values in times.items():
@@ -341,7 +344,7 @@ class Measured:
     flops: Flops
     density: Density
     latency: list[LatencyEntry]
-    artifact: str | None
+    artifact: str | None  # the saved model, relative to the results directory
     compact: dict[str, Any]  # the equivalence check's max |logit difference| and the compact model's parameter counts
 
 
@@ -372,7 +375,7 @@ def measure_run(config, spec, task, result, data, tokenizer, recipe, extra: dict
     if config.save_models:
         metadata = {"run_id": spec.run_id, "spec": spec.to_dict(), "max_abs_logit_diff": diff,
                     "density": density.achieved, "masks": masks.to_dict()}
-        artifact = _save(compact_model, os.path.join(config.results, "models", spec.run_id), tokenizer, metadata,
+        artifact = _save(compact_model, config.results, os.path.join("models", spec.run_id), tokenizer, metadata,
                          warnings if warnings is not None else RunWarnings())
     return Measured(compact_model, shape, dense_shape, params, counted, density, latency, artifact,
                     {"max_abs_logit_diff": diff, "params": counts})
@@ -386,17 +389,18 @@ def _run_latency(student, compact_model, recipe, counted: Flops) -> list[Latency
         results, "dense", {"compact": counted.predicted_speedup, "dense": 1.0})]
 
 
-def _save(compact_model, path: str, tokenizer, metadata: dict, warnings: RunWarnings) -> str | None:
-    """Save the compact model (from the CPU, then back on its device); a full or read-only disk costs the saved
-    model, not the trained result."""
+def _save(compact_model, results: str, relative: str, tokenizer, metadata: dict, warnings: RunWarnings) -> str | None:
+    """Save the compact model at ``relative`` in the results directory (from the CPU, then back on its device);
+    returns ``relative`` (a record's paths are relative to its results directory, so a copied folder is whole) or
+    None: a full or read-only disk costs the saved model, not the trained result."""
     from grain_bench.compaction import save_pruned
 
     device = next(compact_model.parameters()).device
-    artifact = warnings.store(f"the compact model could not be saved to {path}",
-                              lambda: save_pruned(compact_model.to("cpu"), path, tokenizer=tokenizer,
-                                                  metadata=metadata))
+    path = os.path.join(results, relative)
+    saved = warnings.store(f"the compact model could not be saved to {path}",
+                           lambda: save_pruned(compact_model.to("cpu"), path, tokenizer=tokenizer, metadata=metadata))
     compact_model.to(device)
-    return artifact
+    return None if saved is None else relative
 
 
 def _head_params(model) -> int:

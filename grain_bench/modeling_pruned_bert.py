@@ -87,6 +87,13 @@ _is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # newer 
 ALIGN = 8
 
 
+def _empty_block(hidden_states, bias, dropout: nn.Dropout, norm: nn.Module):
+    """A block with no units left: ``LayerNorm(x + dropout(b))``, the bias dropped out as the dense output it stands
+    for. The bias is broadcast into a new tensor, not an ``expand`` view: under ``no_grad`` a view of a parameter
+    requires grad without a grad function, which torch's ``FlopCounterMode`` (its module tracker) refuses."""
+    return norm(hidden_states + dropout(torch.zeros_like(hidden_states) + bias))
+
+
 def _residual_linear(x, weight, bias, residual, dropout: nn.Dropout):
     """``residual + dropout(x W^T + b)``. In eager inference (no active dropout) the bias is added to the residual in
     one pass and the GEMM accumulates into that sum in place (``addmm_``); ``F.linear`` would first copy the bias into
@@ -266,7 +273,7 @@ class PrunedBertAttention(nn.Module):
 
     def _empty(self, hidden_states):
         """The block without heads: LayerNorm(x + b_O), b_O dropped out as the dense output it stands for."""
-        return self.LayerNorm(hidden_states + self.hidden_dropout(self.dense_bias.expand_as(hidden_states)))
+        return _empty_block(hidden_states, self.dense_bias, self.hidden_dropout, self.LayerNorm)
 
     def _qkv(self, hidden_states):
         """Every bucket's Q, K and V from one GEMM of the padded W_qkv, and the padded W_O."""
@@ -341,7 +348,7 @@ class PrunedBertFeedForward(nn.Module):
     def forward(self, hidden_states):
         """LayerNorm(x + W_2 act(W_1 x + b_1) + b_2)."""
         if not self.ffn_dim:
-            return self.LayerNorm(hidden_states + self.hidden_dropout(self.dense_bias.expand_as(hidden_states)))
+            return _empty_block(hidden_states, self.dense_bias, self.hidden_dropout, self.LayerNorm)
         weight, bias, out_weight = self._padded()
         inner = self.act(F.linear(hidden_states, weight, bias))
         return self.LayerNorm(_residual_linear(inner, out_weight, self.dense.bias, hidden_states, self.hidden_dropout))

@@ -79,6 +79,11 @@ class LatencyEntry:
     calls_per_round: int | None = None  # calls back to back per round (CPU), when more than one
     source: str | None = None  # "grain-bench measure" for a quiet re-timing; None for the run's own figure
 
+    @property
+    def noisy(self) -> bool:
+        """Whether the rounds spread wider than their median (interquartile range > median): a figure tables flag."""
+        return self.iqr_ms is not None and self.median_ms is not None and self.iqr_ms > self.median_ms
+
 
 @dataclass(frozen=True)
 class Speed:
@@ -171,7 +176,7 @@ class RunRecord:
     wall_time_s: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
-    artifact: str | None = None
+    artifact: str | None = None  # the saved compact model, relative to the results directory (older records: absolute)
     predictions: str | None = None  # per-example predictions, relative to the results directory
     masks: str | None = None  # the final unit masks, relative to the results directory
     created: str = ""

@@ -7,8 +7,9 @@ Every task's primary metric is a function of column sums of per-example statisti
 - ``f1``: rows ``[tp, fp, fn]``, metric ``2 tp / (2 tp + fp + fn)`` (binary F1; CoNLL entity F1 with per-sentence
   entity counts, which is conlleval's micro F1);
 - ``mcc``: rows ``[tp, tn, fp, fn]``, Matthews correlation;
-- ``pearson``: rows ``[x, y, x², y², xy, 1]``, Pearson correlation (Spearman: the same on ranks taken over the whole
-  split, so a resample reuses the full-split ranks: an approximation the bootstrap literature accepts).
+- ``pearson``: rows ``[x, y, x², y², xy, 1]`` of values centred on the split's means, Pearson correlation
+  (Spearman: the same on ranks taken over the whole split, so a resample reuses the full-split ranks: an
+  approximation the bootstrap literature accepts).
 
 So the metric of any resample of examples is the metric of the summed rows, and one bootstrap draw costs a gather and
 a sum. Two runs scored on the same examples (same task, data, teacher and seed) are compared by resampling the same
@@ -88,6 +89,9 @@ def correlation_stats(metric: str, predictions: Sequence[float] | np.ndarray,
         x, y = rankdata(x), rankdata(y)
     elif metric != "pearson":
         raise ValueError(f"no per-example statistics for metric {metric!r}")
+    # centred on the split's means: the correlation of any resample is unchanged (it is shift-invariant), and the
+    # raw-sum formula no longer cancels away every digit when the values sit far from zero (x + 1e8)
+    x, y = x - x.mean(), y - y.mean()
     return "pearson", np.stack([x, y, x * x, y * y, x * y, np.ones(len(x))], axis=1)
 
 

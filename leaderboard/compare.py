@@ -182,6 +182,7 @@ def records_frame(records: list[RunRecord], diffs: dict[str, Counter] | None = N
             "flops_speedup": _number(record.flops.predicted_speedup),
             "speedup": _number(compact.speedup if compact else None),
             "latency_env": latency_environment(record, compact) if compact else None,
+            "noisy": bool(compact and any(entry.noisy for entry in (compact, record.latency_of("dense")) if entry)),
             "version": record.versions.get("grain-bench"),
             "cost_s": method_seconds(record),
             **({"target_speedup": spec.target_speedup, "cost_kind": (spec.cost_model or "").partition(":")[0]}
@@ -251,7 +252,7 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
     grouped = frame.groupby(group_keys(frame), dropna=False, sort=False)
     # ``seeds`` counts the runs with a finite score: the ones the mean is over
     out = grouped.agg(score_mean=("score", "mean"), score_std=("score", "std"), seeds=("score", "count"),
-                      collapsed_seeds=("collapsed", "sum"), higher=("higher", "first"),
+                      collapsed_seeds=("collapsed", "sum"), noisy_seeds=("noisy", "sum"), higher=("higher", "first"),
                       density=("density", "mean"), encoder_params=("encoder_params", "mean"),
                       flops_speedup=("flops_speedup", "mean"), speedup=("speedup", "mean"),
                       speedup_std=("speedup", "std"), cost_s=("cost_s", "mean"), metric=("metric", "first"),
@@ -268,16 +269,17 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
     teacher_rows["flops_speedup"] = 1.0
     teacher_rows["run_ids"] = ""
     teacher_rows["collapsed_seeds"] = 0
+    teacher_rows["noisy_seeds"] = 0
     # the trivial predictor on the scored split (majority class, mean label, all O, first context token)
     chance_rows = frame.groupby(["task", "setup"], sort=False).agg(
         score_mean=("chance", "mean"), metric=("metric", "first"), higher=("higher", "first")).reset_index()
     chance_rows = chance_rows.dropna(subset=["score_mean"])
     chance_rows = chance_rows.assign(method="chance", options="", target_density=1.0, density=math.nan,
-                                     flops_speedup=math.nan, run_ids="", seeds=0, collapsed_seeds=0)
+                                     flops_speedup=math.nan, run_ids="", seeds=0, collapsed_seeds=0,
+                                     noisy_seeds=0)
     out = pd.concat([teacher_rows, chance_rows, out], ignore_index=True)
     out = out.merge(teachers[["task", "setup", "teacher_mean"]], on=["task", "setup"], how="left")
-    # A share of the teacher's score means something only for a positive teacher score (a correlation can be <= 0).
-    out["relative"] = (out["score_mean"] / out["teacher_mean"]).where(out["teacher_mean"] > 0)
+    out["relative"] = (out["score_mean"] / out["teacher_mean"]).where(_teacher_learned(frame, out))
     for column in ("pareto_density", "pareto_flops", "pareto_latency"):
         out[column] = False
     contenders = out[~out["method"].isin(REFERENCE_ROWS)]
@@ -299,10 +301,24 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
                                      True], kind="stable", na_position="first")
     table = out.drop(columns=["_order", "teacher_mean"]).reset_index(drop=True)
     table["collapsed_seeds"] = table["collapsed_seeds"].fillna(0).astype(int)
+    table["noisy_seeds"] = table["noisy_seeds"].fillna(0).astype(int)
     warnings = [f"{task}" + (f" ({setup})" if setup else "") + f": {TEACHER_WARNING}"
                 for (task, setup), group in frame.groupby(["task", "setup"], sort=True)
                 if group["teacher_collapsed"].any()]
     return Comparison(table, frame, diffs, envs, notes, warnings)
+
+
+def _teacher_learned(frame: pd.DataFrame, out: pd.DataFrame) -> pd.Series:
+    """Per table row, whether a share of the teacher's score means something: the teacher's mean is positive (a
+    correlation can be <= 0), above the chance score of the split, and no seed's teacher collapsed. A teacher that
+    learned nothing makes "35529% of the teacher" out of a near-zero score."""
+    by_setup = frame.groupby(["task", "setup"], sort=False).agg(chance_mean=("chance", "mean"),
+                                                                 any_collapsed=("teacher_collapsed", "any"))
+    keyed = out[["task", "setup"]].merge(by_setup.reset_index(), on=["task", "setup"], how="left")
+    chance = keyed["chance_mean"].to_numpy()
+    beats_chance = pd.Series(chance, index=out.index).isna() | (out["teacher_mean"] > chance)
+    collapsed = pd.Series(keyed["any_collapsed"].fillna(False).astype(bool).to_numpy(), index=out.index)
+    return (out["teacher_mean"] > 0) & beats_chance & ~collapsed
 
 
 def summary(records: list[RunRecord], allow_mixed: bool = False) -> pd.DataFrame:

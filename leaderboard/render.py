@@ -131,12 +131,16 @@ def seconds_text(value: Any) -> str:
 
 
 def flag_text(row) -> str:
-    """``collapsed`` (all seeds) or ``collapsed k/n``, for a row whose runs collapsed; empty otherwise."""
-    collapsed = int(row.get("collapsed_seeds", 0) or 0)
-    if not collapsed:
-        return ""
+    """What a reader of a row must know: ``collapsed`` (all seeds) or ``collapsed k/n`` for runs that collapsed, and
+    ``noisy timing`` (or ``k/n``) for runs whose timing rounds spread wider than their median; empty otherwise."""
     seeds = int(row.get("seeds", 0) or 0)
-    return "collapsed" if collapsed >= seeds else f"collapsed {collapsed}/{seeds}"
+    flags = []
+    for column, word in (("collapsed_seeds", "collapsed"), ("noisy_seeds", "noisy timing")):
+        count = row.get(column, 0)
+        count = 0 if _missing(count) else int(count)
+        if count:
+            flags.append(word if count >= seeds else f"{word} {count}/{seeds}")
+    return ", ".join(flags)
 
 
 def paired_reference(summary: pd.DataFrame) -> str | None:

@@ -40,6 +40,9 @@ def render_all(results_dir: str) -> dict[str, str]:
         with open(os.path.join(site, "leaderboard.json"), encoding="utf-8") as handle:
             out["leaderboard.json"] = handle.read()
     frame = load_results(results_dir)
+    for column in ("artifact", "predictions"):  # absolute paths there: shown relative, as the same on every checkout
+        frame[column] = [path if not isinstance(path, str) else os.path.relpath(path, results_dir)
+                         for path in frame[column]]
     out["frame.csv"] = frame.to_csv(index=False)
     return out
 

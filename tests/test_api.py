@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -30,6 +31,15 @@ def test_python_api_runs_a_grid_and_loads_it_back(tmp_path, data_dir, monkeypatc
     assert list(again["run_id"]) == list(frame.set_index("method").loc[["dense"], "run_id"])  # nothing re-ran
     with pytest.raises(grain_bench_errors().UsageError, match="option alpha=-1.0 must be >= 0"):
         grain_bench.run(methods=["grain"], method_options={"grain": {"alpha": -1}}, results=results)
+
+    # a results folder copied elsewhere is whole: its rows name its own saved models and predictions, not the original's
+    copy = str(tmp_path / "copy")
+    shutil.copytree(results, copy)
+    shutil.rmtree(results)
+    moved = grain_bench.load_results(copy).set_index("method").loc["grain"]
+    assert moved["artifact"] == os.path.join(copy, "models", grain["run_id"]) and os.path.isdir(moved["artifact"])
+    assert moved["predictions"].startswith(copy + os.sep) and os.path.isfile(moved["predictions"])
+    assert grain_bench.load_pruned(moved["artifact"]).config.num_hidden_layers > 0
 
 
 def grain_bench_errors():

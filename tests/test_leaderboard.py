@@ -116,6 +116,31 @@ def test_relative_score_needs_a_positive_teacher_score(tmp_path):
     assert "-163" not in show_table(directory, "markdown")[0]
 
 
+def test_relative_score_needs_a_teacher_that_learned(tmp_path):
+    """A teacher at MCC 0.00002 (one class predicted: collapsed) gave "35529.2%" of the teacher, and a teacher below the
+    chance score gives shares of nothing; such rows show no share, a teacher that learned does."""
+    import dataclasses
+
+    from grain_bench.leaderboard.tables import build_report
+    from grain_bench.records import Quality
+
+    def record(method, density, score, teacher, metric, chance, collapsed=False):
+        made = make_record("cola", method, density, 1, score, teacher, metric=metric)
+        return dataclasses.replace(made, chance_scores={metric: chance}, teacher_quality=Quality(collapsed=collapsed))
+
+    mcc = "matthews_correlation"
+    for name, rows in (("collapsed", [record("dense", 1.0, 0.01, 0.00002, mcc, 0.0, True),
+                                      record("grain", 0.5, 0.0071, 0.00002, mcc, 0.0, True)]),
+                       ("below", [record("dense", 1.0, 0.70, 0.60, "accuracy", 0.674),
+                                  record("grain", 0.5, 0.69, 0.60, "accuracy", 0.674)])):
+        table = build_report(write_store(tmp_path / name, rows)).comparison.table
+        assert table["relative"].isna().all(), name
+    learned = write_store(tmp_path / "learned", [record("dense", 1.0, 0.40, 0.45, mcc, 0.0),
+                                                 record("grain", 0.5, 0.30, 0.45, mcc, 0.0)])
+    table = build_report(learned).comparison.table.set_index("method")
+    assert table.loc["grain", "relative"] == pytest.approx(0.30 / 0.45)
+
+
 def test_pareto_fronts(board_dir):
     from grain_bench.leaderboard.tables import build_report
 
@@ -136,6 +161,28 @@ def test_latency_compared_within_one_environment(tmp_path):
     assert math.isnan(table.loc[table["method"] == "random", "speedup"].iloc[0])  # measured elsewhere: not compared
     assert any("other environments" in note and "arm64" in note for note in report.notes)
     assert "x86_64" in report.comparison.latency_environments["tweets"]
+
+
+def test_a_timing_whose_rounds_spread_wider_than_their_median_is_flagged(tmp_path, capsys):
+    import dataclasses
+
+    from grain_bench.leaderboard.tables import build_report
+
+    records = grid()
+    index = next(i for i, r in enumerate(records) if (r.spec.method, r.spec.target_density, r.spec.seed)
+                 == ("grain", 0.2, 2))
+    noisy = records[index]
+    compact = noisy.latency_of("compact")
+    records[index] = dataclasses.replace(noisy, latency=[noisy.latency_of("dense"), dataclasses.replace(
+        compact, iqr_ms=compact.median_ms * 1.5)])
+    results = write_store(tmp_path / "r", records)
+    table = build_report(results).comparison.table
+    flags = {(row.method, row.target_density): int(row.noisy_seeds) for row in table.itertuples()
+             if row.method in ("grain", "heads", "dense")}
+    assert flags == {("dense", 1.0): 0, ("grain", 0.5): 0, ("grain", 0.2): 1, ("heads", 0.5): 0, ("heads", 0.2): 0}
+    assert main(["leaderboard", "show", "--results", results]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "noisy timing" in line]
+    assert len(lines) == 1 and "| grain " in lines[0] and "0.2 " in lines[0] and "noisy timing 1/3" in lines[0]
 
 
 @pytest.mark.parametrize("change, field", [

@@ -191,10 +191,11 @@ def test_measure_run_records_latency_counts_and_saves_the_model(tiny_model, resu
     assert compact_entry.flops_predicted_speedup == measured.flops.predicted_speedup  # one FLOPs count
     assert measured.density.achieved == masks.density(result.space)
     assert measured.params.total == sum(p.numel() for p in scored.parameters())
-    assert artifact == os.path.join(results_dir, "models", spec.run_id)
-    meta = json.load(open(os.path.join(artifact, "grain_bench.json")))
+    assert artifact == os.path.join("models", spec.run_id)  # relative to the results directory, as masks are
+    folder = os.path.join(results_dir, artifact)
+    meta = json.load(open(os.path.join(folder, "grain_bench.json")))
     assert meta["run_id"] == spec.run_id and meta["masks"]["ffn"][1] == [0] * 64
-    loaded = load_pruned(artifact)
+    loaded = load_pruned(folder)
     assert loaded.config.layer_shapes[1]["ffn_dim"] == 0
     assert scored is not result.model and scored.config.layer_shapes[1]["ffn_dim"] == 0  # the model that gets scored
 
@@ -328,3 +329,37 @@ def test_timing_in_another_dtype_leaves_the_model_untouched(tiny_model):
     assert results["tiny"].dtype == "bf16" and results["tiny"].runs == 2
     for name, value in model.state_dict().items():
         assert value.dtype == torch.float32 and torch.equal(value, before[name]), name
+
+
+def test_a_time_budget_stops_no_earlier_than_the_fewest_rounds(tiny_model):
+    from grain_bench.measure import MIN_ROUNDS, LatencySettings, time_models
+
+    model, _ = tiny_model
+    settings = LatencySettings(batch=2, seq_len=8, threads=1, warmup=0, runs=MIN_ROUNDS + 4, budget_s=0.0)
+    result = time_models({"dense": model}, settings)["dense"]
+    assert result.runs == MIN_ROUNDS == len(result.times_ms)  # over budget from the first round, still 5 rounds
+
+
+
+def test_torch_flop_counter_runs_on_a_compact_model_with_empty_blocks():
+    """A saved model whose first attention block and second FFN block lost every unit: torch's FlopCounterMode under
+    no_grad (what a user counting FLOPs writes) runs, counts, and leaves the outputs as they were."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from grain_bench.compaction import compact
+    from grain_bench.masks import MaskSpace
+
+    config = BertConfig(vocab_size=50, hidden_size=48, num_hidden_layers=2, num_attention_heads=6,
+                        intermediate_size=96)
+    model = BertForSequenceClassification(config).eval()
+    space = MaskSpace.from_config(config)
+    masks = UnitMasks.full(space)
+    masks.qk[0], masks.vo[0], masks.ffn[1] = False, False, False
+    small = compact(model, masks, space).eval()
+    ids = torch.arange(8).reshape(1, 8) % 50
+    with torch.no_grad():
+        expected = small(input_ids=ids).logits
+        with FlopCounterMode(display=False) as counter:
+            counted = small(input_ids=ids).logits
+    assert counter.get_total_flops() > 0 and torch.equal(counted, expected)

@@ -35,6 +35,22 @@ def test_column_sums_give_back_each_metric():
     assert metric_from_sums(kind, rows.sum(0)) == pytest.approx(spearmanr(x, y)[0], abs=1e-9)
 
 
+@pytest.mark.parametrize("offset", [0.0, 1e3, 1e8])
+def test_correlation_from_sums_keeps_its_precision_far_from_zero(offset):
+    """Pearson from column sums of raw values lost every digit at +1e8 (0.15 where scipy says 1.0); centred rows keep
+    the full split's and every resample's correlation equal to scipy's."""
+    from scipy.stats import pearsonr
+
+    rng = np.random.default_rng(5)
+    gold = rng.normal(size=400)
+    predicted = gold + 0.3 * rng.normal(size=400)
+    kind, rows = correlation_stats("pearson", predicted + offset, gold + offset)
+    assert metric_from_sums(kind, rows.sum(0)) == pytest.approx(pearsonr(predicted, gold)[0], abs=1e-9)
+    index = rng.integers(0, 400, 400)  # one bootstrap resample: the sums of its rows
+    assert metric_from_sums(kind, rows[index].sum(0)) == pytest.approx(
+        pearsonr(predicted[index], gold[index])[0], abs=1e-9)
+
+
 def accuracy_rows(correct) -> np.ndarray:
     correct = np.asarray(correct, dtype=float)
     return np.stack([correct, np.ones(len(correct))], axis=1)
