@@ -16,7 +16,30 @@ def package_versions() -> dict[str, str]:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             out[dist] = "not installed"
+    commit = source_commit()
+    if commit:
+        out["grain-bench-commit"] = commit
     return out
+
+
+def source_commit() -> str | None:
+    """The git commit grain-bench runs from when it runs from a checkout (an editable install), with ``+dirty`` when
+    its tracked files differ from it; None for an installed wheel or without git. The version (0.1.0) is the same on
+    every commit; this says which one made a record."""
+    import subprocess
+
+    folder = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.exists(os.path.join(folder, ".git")):
+        return None
+    try:
+        head = subprocess.run(["git", "-C", folder, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", folder, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
 
 
 def environment(device) -> dict[str, Any]:

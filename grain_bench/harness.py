@@ -403,12 +403,14 @@ class Harness:
         """Write the saved model's README.md from the finished record; a storage failure becomes a warning."""
         if record.artifact is None:
             return record
-        from grain_bench.model_card import base_model, write_model_card
+        from grain_bench.model_card import CardDataset, base_model, write_model_card
 
         backbone = record.spec.backbone
         base = base_model(backbone, backbone in self.regs.backbones)
         artifact, late = os.path.join(self.results_dir, record.artifact), RunWarnings()
-        late.store("the model card could not be written", lambda: write_model_card(artifact, record, task.head, base))
+        dataset = CardDataset.of(task, record.spec.data)
+        late.store("the model card could not be written",
+                   lambda: write_model_card(artifact, record, task.head, base, dataset))
         return dataclasses.replace(record, warnings=(*record.warnings, *late.items)) if late.items else record
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 
 from grain_bench.files import write_atomically
 from grain_bench.heads import HEADS
@@ -13,7 +14,29 @@ from grain_bench.version import __version__
 
 #: hub ids of the named backbones' weights, for the card's ``base_model``
 BASE_MODELS = {"minilm-l6": "sentence-transformers/all-MiniLM-L6-v2"}
+#: licences of base models the card can name (the compact model is a derived work of its base's weights)
+LICENSES = {"sentence-transformers/all-MiniLM-L6-v2": "apache-2.0"}
 CARD_FILE = "README.md"
+
+
+@dataclass(frozen=True)
+class CardDataset:
+    """The data a run was scored on, as the Hub's ``model-index`` names it: the dataset id (the task's hub dataset,
+    else the task's name), its config, the scored split and its revision (the hub commit, or the local files'
+    content hash: the record's data identity)."""
+
+    id: str
+    config: str | None = None
+    split: str | None = None
+    revision: str | None = None
+
+    @classmethod
+    def of(cls, task, data: str) -> CardDataset:
+        """The card's dataset of ``task`` (a ``grain_bench.task.Task``) scored on the data identity ``data``."""
+        hub_id = getattr(task, "hub_id", None)
+        revision = data.rsplit("@", 1)[1] if data.startswith("hub:") and "@" in data else (data or None)
+        return cls(hub_id or task.name, getattr(task, "hub_config", "") or None, getattr(task, "eval_split", None),
+                   revision)
 
 
 def base_model(backbone: str, named: bool) -> str | None:
@@ -36,15 +59,33 @@ def _scores(scores: dict, digits: int = 4) -> str:
     return ", ".join(f"{k} {v:.{digits}f}" if isinstance(v, (int, float)) else f"{k} -" for k, v in scores.items())
 
 
-def model_card(record: RunRecord, head: str, base: str | None = None) -> str:
-    """The Markdown card (with Hugging Face front matter) of the model a run saved; ``base`` is its hub base model."""
-    front = ["---", "library_name: transformers", f"pipeline_tag: {_head(head, 'pipeline_tag', 'feature-extraction')}",
-             "tags:", "- grain-bench", "- structured-pruning", f"- {record.spec.method}"]
-    if base:
-        front.append(f"base_model: {base}")
-    front.append("---")
+def model_card(record: RunRecord, head: str, base: str | None = None, dataset: CardDataset | None = None) -> str:
+    """The Markdown card of the model a run saved, with the Hub's front matter (``huggingface_hub.ModelCardData``:
+    ``model-index`` results, ``datasets``, ``metrics``, ``license`` where known); ``base`` is its hub base model,
+    ``dataset`` what it was scored on (default: the task's name)."""
     table = ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in _facts(record, base))]
-    return "\n".join(front + [""] + _body(record, head, table))
+    return "\n".join(["---", _front_matter(record, head, base, dataset).strip(), "---", ""]
+                     + _body(record, head, table))
+
+
+def _front_matter(record: RunRecord, head: str, base: str | None, dataset: CardDataset | None) -> str:
+    """The card's YAML front matter, as the Hub reads it (``ModelCard.load(...).data.eval_results``)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    spec = record.spec
+    dataset = dataset or CardDataset(spec.task, revision=spec.data or None)
+    pipeline = _head(head, "pipeline_tag", "feature-extraction")
+    scores = {name: value for name, value in record.scores.items() if isinstance(value, (int, float))}
+    results = [EvalResult(task_type=pipeline, dataset_type=dataset.id, dataset_name=f"{spec.task} v{spec.task_version}",
+                          dataset_config=dataset.config, dataset_split=dataset.split,
+                          dataset_revision=dataset.revision, metric_type=name, metric_name=name,
+                          metric_value=float(value)) for name, value in scores.items()]
+    data = ModelCardData(library_name="transformers", pipeline_tag=pipeline, base_model=base,
+                         license=LICENSES.get(base or ""), datasets=[dataset.id], metrics=sorted(scores) or None,
+                         tags=["grain-bench", "structured-pruning", spec.method],
+                         model_name=f"{spec.backbone}-{spec.task}-{spec.method}-{record.run_id}" if results else None,
+                         eval_results=results or None)
+    return data.to_yaml()
 
 
 def _facts(record: RunRecord, base: str | None) -> list[tuple[str, str]]:
@@ -89,19 +130,23 @@ def _body(record: RunRecord, head: str, table: list[str]) -> list[str]:
         f"checked against the masked model before it was timed and scored (max |logit difference| "
         f"{record.method_info.get('compact', {}).get('max_abs_logit_diff', '?')}).",
         "", *table, "", "## Use", "", "```python",
-        f"from transformers import {auto}", "",
-        f"model = {auto}.from_pretrained(\"path/to/this/folder\", trust_remote_code=True)  # grain-bench not needed",
+        f"from transformers import AutoTokenizer, {auto}", "",
+        "path = \"path/to/this/folder\"  # or its Hub id",
+        "tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)",
+        f"model = {auto}.from_pretrained(path, trust_remote_code=True)  # grain-bench not needed",
         "# or, with grain-bench installed: grain_bench.load_pruned(\"path/to/this/folder\")", "```", "",
         "`trust_remote_code=True` runs `modeling_pruned_bert.py` from this folder: it imports only torch and "
-        "transformers.", "",
+        "transformers. The tokenizer needs it too: without it transformers asks whether to run the folder's code "
+        "(the config names it) and waits.", "",
     ]
     if record.warnings:
         body += ["## Warnings", "", *(f"- {w}" for w in record.warnings), ""]
     return body
 
 
-def write_model_card(folder: str, record: RunRecord, head: str, base: str | None = None) -> str:
+def write_model_card(folder: str, record: RunRecord, head: str, base: str | None = None,
+                     dataset: CardDataset | None = None) -> str:
     """Write ``README.md`` into a saved model's folder (atomically); returns its path."""
     path = os.path.join(folder, CARD_FILE)
-    write_atomically(path, model_card(record, head, base).encode("utf-8"))
+    write_atomically(path, model_card(record, head, base, dataset).encode("utf-8"))
     return path

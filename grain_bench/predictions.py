@@ -1,8 +1,10 @@
 """Small per-run files stored beside a run's record: its per-example predictions and its final masks.
 
 - ``RESULTS/predictions/<run_id>.json.gz``: the run's predictions on the scored split (class ids, regression values,
-  word tags or answer texts) and the per-example statistics of the task's primary metric
-  (``grain_bench.significance``), from which the leaderboard computes paired confidence intervals between methods;
+  word tags or answer texts), each example's id (``ids``: the data's own, else its position) and gold answer
+  (``gold``), and the per-example statistics of the task's primary metric (``grain_bench.significance``), from which
+  the leaderboard computes paired confidence intervals between methods (``grain-bench leaderboard samples`` prints
+  or exports them; files written before ids were stored have no ``ids`` and ``gold``);
 - ``RESULTS/masks/<run_id>.json.gz``: the final 0/1 unit masks (a few kilobytes), from which ``grain-bench measure``
   and ``benchmarks/bench_latency.py`` rebuild the compact model's shape to time the masks training really produced.
 
@@ -35,9 +37,12 @@ def save_predictions(results_dir: str, run_id: str, task, encoded, predictions) 
     from grain_bench.files import write_atomically
 
     stats = task.example_stats(predictions, encoded)
+    values = task.prediction_values(predictions, encoded)
     doc: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, "run_id": run_id, "task": task.name,
-                           "split": encoded.name, "metric": task.primary_metric,
-                           "predictions": task.prediction_values(predictions, encoded)}
+                           "split": encoded.name, "metric": task.primary_metric, "predictions": values}
+    for key, column in (("ids", task.example_ids(encoded)), ("gold", task.gold_values(encoded))):
+        if len(column) == len(values):  # one per prediction, else left out rather than misaligned
+            doc[key] = column
     if stats is not None:
         kind, rows = stats
         doc.update(stat_kind=kind, stats=np.asarray(rows, dtype=float).tolist())

@@ -27,6 +27,9 @@ from grain_bench.heads import TaskHead, task_head
 __all__ = ["DataIdentity", "EncodedSplit", "Task", "file_sha256", "hub_offline", "hub_reachable", "is_identity",
            "load_hub_dataset", "resolve_hub_revision"]
 
+#: columns a task's raw data names its examples by (``Task.example_ids``), in the order they are looked for
+ID_COLUMNS = ("id", "idx", "guid")
+
 
 @dataclass
 class EncodedSplit:
@@ -231,6 +234,22 @@ class Task:
         import numpy as np
 
         return self.task_head().point_predictions(np.asarray(predictions)).tolist()
+
+    def example_ids(self, encoded: EncodedSplit) -> list:
+        """Each scored example's id, as stored beside its prediction: the data's own (SQuAD's question ``id``, GLUE's
+        ``idx``) or, for data without one, its position in the scored split (CoNLL sentence index, tweets)."""
+        raw = encoded.raw
+        for column in ID_COLUMNS:
+            if column in raw.column_names:
+                return [value if isinstance(value, (str, int)) else str(value) for value in raw[column]]
+        return list(range(len(raw)))
+
+    def gold_values(self, encoded: EncodedSplit) -> list:
+        """Each scored example's gold answer as JSON values, in ``prediction_values``' form (class ids, numbers; word
+        tags and answer texts where a task adapter says so)."""
+        import numpy as np
+
+        return np.asarray(encoded.features["labels"]).tolist()
 
     def chance_predictions(self, encoded: EncodedSplit):
         """What a trivial predictor outputs on ``encoded``, in the form ``score`` takes, or None when the task defines

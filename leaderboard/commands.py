@@ -1,8 +1,9 @@
 """The ``grain-bench leaderboard`` subcommands (parser and handlers); imports no torch.
 
 ``show`` prints the comparison, ``export`` writes it as Markdown, LaTeX, CSV or JSON, ``publish`` writes a static
-page, ``plot`` the figures. They only read the results directory; a corrupt, mixed or missing one is a
-``GrainBenchError`` (exit 2). ``upgrade`` brings records of an older schema up to this grain-bench's, once.
+page, ``plot`` the figures, ``samples`` a run's per-example predictions. They only read the results directory; a
+corrupt, mixed or missing one is a ``GrainBenchError`` (exit 2). ``upgrade`` brings records of an older schema up to
+this grain-bench's, once.
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ def add_parser(sub, parser_class, default_results: str) -> None:
     _common(plot, default_results)
     plot.add_argument("--out", required=True, metavar="DIR", help="output directory")
     plot.add_argument("--stem", default="leaderboard", help="file name without extension (default: leaderboard)")
+    samples = board_sub.add_parser("samples", help="a run's per-example predictions with ids and gold answers")
+    samples.add_argument("run_id", metavar="RUN_ID", help="the run (a whole run id or a unique start of one)")
+    samples.add_argument("--results", default=default_results, help=f"results directory (default: {default_results})")
+    samples.add_argument("--format", default="markdown",
+                         help="markdown (default: the first rows), jsonl, csv, or squad (SQuAD's official "
+                              "{question id: answer} file)")
+    samples.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N examples")
+    samples.add_argument("--out", default=None, metavar="FILE", help="write here instead of stdout")
     upgrade = board_sub.add_parser("upgrade", help="rewrite the records of an older schema in this grain-bench's, "
                                                    "once (the old file is kept beside)")
     upgrade.add_argument("--results", default=default_results, help=f"results directory (default: {default_results})")
@@ -109,9 +118,33 @@ def run(args) -> int:
             print(path)
         print_notes(report.notes)
         return 0
+    if args.board_command == "samples":
+        return samples(args)
     if args.board_command == "upgrade":
         return upgrade(args.results)
-    raise GrainBenchError("leaderboard needs an action: show, export, publish, plot or upgrade")
+    raise GrainBenchError("leaderboard needs an action: show, export, publish, plot, samples or upgrade")
+
+
+def samples(args) -> int:
+    """``leaderboard samples``: print or write a run's per-example predictions."""
+    from grain_bench.errors import UsageError
+    from grain_bench.files import write_atomically
+    from grain_bench.leaderboard.samples import render_samples
+    from grain_bench.leaderboard.samples import samples as run_samples
+    from grain_bench.leaderboard.tables import guard_output
+
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be a positive number of examples; got {args.limit}")
+    record, rows = run_samples(args.results, args.run_id)
+    text = render_samples(record, rows, args.format, args.limit)
+    if args.out is None:
+        print(text, end="")
+        return 0
+    guard_output(args.out, args.results)
+    write_atomically(args.out, text.encode("utf-8"))
+    print(f"grain-bench: wrote {len(rows) if args.limit is None else min(args.limit, len(rows))} examples of run "
+          f"{record.run_id} to {args.out}", file=sys.stderr)
+    return 0
 
 
 def upgrade(results: str) -> int:

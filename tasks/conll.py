@@ -240,6 +240,10 @@ class Conll2003(Task):
         """Word-level tags of every sentence."""
         return self.word_tags(predictions, encoded)
 
+    def gold_values(self, encoded: EncodedSplit) -> list:
+        """The gold word tags of every sentence, as names (``B-PER``)."""
+        return [[LABELS[t] for t in tags] for tags in list(encoded.raw["ner_tags"])]
+
     def chance_predictions(self, encoded: EncodedSplit):
         """Every token ``O`` (no entity found: entity F1 0, token accuracy the share of ``O``)."""
         return [[LABEL_IDS["O"]] * len(ids) for ids in encoded.extra["word_ids"]]

@@ -321,6 +321,10 @@ class SquadV1(Task):
         """The answer text of every question."""
         return self.answers(predictions, encoded)
 
+    def gold_values(self, encoded: EncodedSplit) -> list:
+        """The reference answer texts of every question."""
+        return [list(answers["text"]) for answers in list(encoded.raw["answers"])]
+
     def metric_modules(self) -> tuple[str, ...]:
         """The official SQuAD v1.1 scorer."""
         return ("squad",)

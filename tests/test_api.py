@@ -70,3 +70,29 @@ def test_a_sweep_request_declares_every_default_once_and_refuses_what_it_cannot_
     with pytest.raises(UsageError, match="method_options must be a dict"):
         grain_bench.run(method_options=["grain"], results=str(tmp_path / "r"))
     assert not (tmp_path / "r").exists()
+
+
+def test_records_name_the_commit_they_were_made_from(tmp_path):
+    """From a checkout, ``versions`` carries the git commit (``+dirty`` with uncommitted changes to tracked files); the
+    version number alone is the same on every commit. A copy of the package outside any checkout names none."""
+    import subprocess
+    import sys
+
+    from grain_bench.environment import package_versions, source_commit
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not run from a git checkout")
+    commit = package_versions()["grain-bench-commit"]
+    assert commit.split("+")[0] == head.stdout.strip() and commit == source_commit()
+    assert commit.endswith("+dirty") == bool(subprocess.run(
+        ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    ).stdout.strip())
+    (tmp_path / "grain_bench").mkdir()
+    shutil.copy(os.path.join(root, "grain_bench", "environment.py"), tmp_path / "grain_bench")
+    out = subprocess.run([sys.executable, "-c", "import importlib.util, sys; spec = importlib.util.spec_from_file_"
+                          "location('env', sys.argv[1]); m = importlib.util.module_from_spec(spec); "
+                          "spec.loader.exec_module(m); print(m.source_commit())",
+                          str(tmp_path / "grain_bench" / "environment.py")], capture_output=True, text=True)
+    assert out.stdout.strip() == "None", out.stderr

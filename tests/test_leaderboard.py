@@ -370,6 +370,35 @@ def test_real_tiny_run_exports_and_publishes(tmp_path, capsys):
     assert "grain" in (tmp_path / "site" / "index.html").read_text()
 
 
+def test_samples_print_and_export_a_runs_examples_with_ids_and_gold(tmp_path, capsys, data_dir, builtin_plugins_only,
+                                                                     one_thread):
+    results = str(tmp_path / "results")
+    assert main(["run", "--backbone", "test-bert-tiny", "--recipe", "test", "--methods", "grain", "--tasks", "sst2",
+                 "--data-dir", data_dir, "--densities", "0.5", "--seeds", "1", "--results", results, "-q",
+                 "--no-save-models", "--no-latency"]) == 0
+    # a run's samples: each scored example's id, prediction and gold, by a unique start of its run id
+    (record,) = RecordStore(results).latest().values()
+    capsys.readouterr()
+    out = str(tmp_path / "samples.jsonl")
+    assert main(["leaderboard", "samples", record.run_id[:6], "--results", results, "--format", "jsonl",
+                 "--out", out]) == 0
+    rows = [json.loads(line) for line in open(out)]
+    correct = [row["prediction"] == row["gold"] for row in rows]
+    assert len(rows) > 3 and len({row["id"] for row in rows}) == len(rows)
+    assert sum(correct) / len(rows) == pytest.approx(record.scores["accuracy"])
+    assert [row["score"] for row in rows] == [float(c) for c in correct]
+    assert main(["leaderboard", "samples", record.run_id, "--results", results, "--limit", "3"]) == 0
+    shown = capsys.readouterr().out
+    assert f"{len(rows)} scored examples" in shown and f"{len(rows) - 3} more" in shown
+    assert main(["leaderboard", "samples", record.run_id, "--results", results, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "id,prediction,gold,score"
+    for argv, message in ((["nothere"], "no run 'nothere'"), ([record.run_id, "--format", "squad"], "is sst2"),
+                          ([record.run_id, "--out", os.path.join(results, "x.csv")], "refusing to write"),
+                          ([record.run_id, "--limit", "0"], "--limit must be a positive")):
+        assert main(["leaderboard", "samples", *argv, "--results", results]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_comparability_is_a_per_task_question():
     from test_leaderboard import RECIPE, make_record
 

@@ -73,6 +73,43 @@ def test_task_contract(task_name, regs, pm, results_dir, test_recipe):
     assert len(doc["predictions"]) == len(doc["stats"]) > 0
     assert metric_from_sums(doc["stat_kind"], doc["stats"].sum(0)) == pytest.approx(
         record.scores[record.primary_metric], abs=1e-9)
+    # every prediction beside its example's id (unique) and gold answer, in the prediction's own form
+    assert len(doc["ids"]) == len(set(doc["ids"])) == len(doc["gold"]) == len(doc["predictions"])
+    assert all(type(g) is type(p) or isinstance(g, (int, float)) and isinstance(p, (int, float))
+               for g, p in zip(doc["gold"], doc["predictions"]) if task_name != "squad")
+    if task_name == "squad":
+        _squad_export_scores_as_the_record(results_dir, record)
+
+
+def _squad_export_scores_as_the_record(results_dir, record):
+    """``leaderboard samples --format squad`` is the official {question id: answer} file: the v1.1 evaluation
+    script's loop over the dev file's articles (its own f1 and exact-match functions, ``grain_bench.metrics``) gives
+    the record's scores."""
+    import json
+
+    from grain_bench.leaderboard.samples import render_samples, samples
+    from grain_bench.leaderboard.store import RecordStore
+    from grain_bench.metrics import metric_module
+
+    RecordStore(results_dir).append(record)  # as a sweep stores it
+    exported = json.loads(render_samples(*samples(results_dir, record.run_id[:8]), "squad"))
+    squad = metric_module("squad")
+    with open(os.path.join(FIXTURES["squad"], "dev-v1.1.json"), encoding="utf-8") as handle:
+        dataset = json.load(handle)["data"]
+    f1 = exact_match = total = 0.0
+    for article in dataset:  # evaluate-v1.1.py's evaluate(), over the questions the run scored
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                if qa["id"] not in exported:
+                    continue
+                total += 1
+                truths = [answer["text"] for answer in qa["answers"]]
+                exact_match += squad.max_over_ground_truths(squad.exact_match_score, exported[qa["id"]], truths)
+                f1 += squad.max_over_ground_truths(squad.f1_score, exported[qa["id"]], truths)
+    assert total == len(exported) > 0
+    # the script prints percentages; records keep fractions
+    assert 100.0 * exact_match / total == pytest.approx(100.0 * record.scores["exact_match"], abs=1e-9)
+    assert 100.0 * f1 / total == pytest.approx(100.0 * record.scores["f1"], abs=1e-9) and f1 > 0
 
 
 def test_every_task_names_as_many_labels_as_its_head_has(regs):
