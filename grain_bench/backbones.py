@@ -160,10 +160,28 @@ def _inspect_directory(model_id: str, regs) -> BackboneInfo:
                          f"({' or '.join(_WEIGHT_FILES[::2])}) and tokenizer files in it")
     if not any(os.path.isfile(os.path.join(path, name)) for name in _WEIGHT_FILES):
         raise UsageError(f"backbone directory {model_id!r} has no weights: expected one of {', '.join(_WEIGHT_FILES)}")
+    if is_compact_folder(path):  # before transformers reads it: its config names custom code, which prompts
+        raise UsageError(f"backbone directory {model_id!r} is a compact model grain-bench saved (its config names "
+                         f"modeling_pruned_bert.py): it is already pruned and cannot be a backbone to prune; score it "
+                         f"on a task with `grain-bench evaluate --model {model_id} --tasks TASK`, or give the "
+                         f"dense backbone it was pruned from")
     config = _read(lambda: AutoConfig.from_pretrained(path), f"backbone directory {model_id!r}: config.json")
     check_architecture(model_id, config)
     tokenizer = _read(lambda: AutoTokenizer.from_pretrained(path), f"backbone directory {model_id!r}: its tokenizer")
     return BackboneInfo(model_id, "directory", config, tokenizer)
+
+
+def is_compact_folder(path: str) -> bool:
+    """Whether ``path`` holds a compact model grain-bench saved (``config.json`` declares ``pruned_format_version``),
+    read as plain JSON: loading it through transformers without ``trust_remote_code`` would ask to run its code."""
+    import json
+
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "pruned_format_version" in config
 
 
 def _read(load, what: str):

@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_run_parser(sub)
     _add_measure_parser(sub, DEFAULT_RESULTS)
+    _add_evaluate_parser(sub)
     _add_profile_parser(sub)
     sub.add_parser("methods", help="list registered methods and their options")
     sub.add_parser("tasks", help="list registered tasks and suites")
@@ -173,6 +174,42 @@ def _add_measure_parser(sub, default_results: str) -> None:
                               f"(`grain-bench plugins` lists them with their devices)")
     measure.add_argument("--runs", type=int, default=defaults.runs, help=f"timed rounds (default: {defaults.runs})")
     measure.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _add_evaluate_parser(sub) -> None:
+    """``evaluate``: score a model the suite did not train on tasks (``grain_bench.evaluation``)."""
+    from grain_bench.evaluation import DEFAULT_RESULTS
+
+    evaluate = sub.add_parser("evaluate", help="score a saved compact model, a checkpoint folder or a hub model on "
+                                               "tasks, with the same adapters and metrics, and record it")
+    evaluate.add_argument("--model", required=True, metavar="PATH_OR_HUB_ID",
+                          help="a compact model grain-bench saved (RESULTS/models/RUN_ID), a checkpoint folder or a "
+                               "hub id of the task head's class")
+    evaluate.add_argument("--tasks", default="tweets", help="comma-separated tasks or suites (default: tweets)")
+    evaluate.add_argument("--data-dir", default=None, help="folder of the task's files (as for run)")
+    evaluate.add_argument("--recipe", default="quick",
+                          help="the recipe whose length, scored-example limit and eval batch apply (default: quick)")
+    evaluate.add_argument("--results", default=DEFAULT_RESULTS,
+                          help=f"results directory the evaluations are recorded in (default: {DEFAULT_RESULTS})")
+    evaluate.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when present)")
+    evaluate.add_argument("--no-latency", dest="measure_latency", action="store_false", help="do not time it")
+    evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_evaluate(args) -> int:
+    """Score ``--model`` on ``--tasks``; print each task's scores and where they were recorded."""
+    from grain_bench.evaluation import evaluate
+
+    tasks = [name.strip() for name in args.tasks.split(",") if name.strip()]
+    frame = evaluate(args.model, tasks, data_dir=args.data_dir, recipe=args.recipe, results=args.results,
+                     device=args.device, measure_latency=args.measure_latency, progress=not args.quiet)
+    for row in frame.itertuples():
+        if row.status != "ok":
+            print(f"grain-bench: error: {row.task}: {row.error}", file=sys.stderr)
+            continue
+        print(f"{row.task}: {row.metric} {row.score:.4f} (run {row.run_id}, recorded in {args.results}; "
+              f"grain-bench leaderboard samples {row.run_id[:8]} --results {args.results} shows its examples)")
+    return 1 if (frame["status"] != "ok").any() else 0
 
 
 def _add_profile_parser(sub) -> None:
@@ -422,8 +459,8 @@ def _closing(records, store) -> int:
     return 1 if failed or store.aside else 0
 
 
-COMMANDS = {"run": cmd_run, "measure": cmd_measure, "profile": cmd_profile, "methods": cmd_methods,
-            "tasks": cmd_tasks, "plugins": cmd_plugins, "leaderboard": cmd_leaderboard}
+COMMANDS = {"run": cmd_run, "measure": cmd_measure, "evaluate": cmd_evaluate, "profile": cmd_profile,
+            "methods": cmd_methods, "tasks": cmd_tasks, "plugins": cmd_plugins, "leaderboard": cmd_leaderboard}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -273,7 +273,7 @@ class Harness:
         measured = measure_run(self.config, spec, task, distilled.result, data, distilled.tokenizer, recipe,
                                distilled.extra, warnings)
         scoring = time.perf_counter()
-        scored = self._score(spec, task, measured.model, data, recipe, warnings)
+        scored = self.score_model(spec, task, measured.model, data, recipe, warnings)
         distilled.result.phases.update(compaction_and_timing=scoring - measuring,
                                        scoring=time.perf_counter() - scoring)
         distilled.result.examples["scoring"] = len(data.eval.features)
@@ -327,7 +327,7 @@ class Harness:
                            cost_model=cost_model)
         return Distilled(method, result, tokenizer, spec.method_options, method.finalize(result.model) or {}, [])
 
-    def _score(self, spec: RunSpec, task, model, data: TaskData, recipe: Recipe, warnings: RunWarnings) -> Scored:
+    def score_model(self, spec: RunSpec, task, model, data: TaskData, recipe: Recipe, warnings: RunWarnings) -> Scored:
         """Predict the reported split with the compact model: scores, collapse verdict, stored predictions."""
         from grain_bench.quality import assess
 

@@ -262,6 +262,7 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
         metric=("metric", "first"), higher=("higher", "first")).reset_index()
     teacher_rows = teachers.rename(columns={"teacher_mean": "score_mean", "teacher_std": "score_std",
                                             "teacher_seeds": "seeds"})
+    teacher_rows = teacher_rows.dropna(subset=["score_mean"])  # rows without a teacher (evaluated models): none
     teacher_rows["method"] = "teacher"
     teacher_rows["options"] = ""
     teacher_rows["target_density"] = 1.0
