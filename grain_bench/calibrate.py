@@ -143,7 +143,8 @@ def _observe_batch(method: Method, task, state: TrainState, step: int, batch) ->
     """One calibration batch: the loss's backward pass to the gates, then ``method.observe``; returns the loss."""
     masked = state.calibration.masked
     masked.zero_grad()
-    loss = calibration_loss(method, task, state.model(**task.model_inputs(batch)), batch)
+    inputs = state.batch = task.model_inputs(batch)
+    loss = calibration_loss(method, task, state.model(**inputs), batch)
     check_finite_loss({"calibration loss": loss}, step, "calibration", "the teacher's lr")
     loss.backward()
     state.step, state.unit_grads, state.loss_name = step, masked.unit_grads(), "task"

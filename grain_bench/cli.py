@@ -150,7 +150,8 @@ def _add_output_flags(run) -> None:
     run.add_argument("--format", default="markdown", help=FORMAT_HELP)
     run.add_argument("--versus", default=None, metavar="METHOD",
                      help="compare every row with METHOD by a paired 95%% confidence interval of the score difference "
-                          "(default: the first method of --methods; none: no comparison)")
+                          "(default: grain when in --methods, as leaderboard does, else the first method; none: no "
+                          "comparison)")
     run.add_argument("-q", "--quiet", dest="progress", action="store_false", default=_UNSET, help="no progress bars")
 
 
@@ -413,12 +414,13 @@ def _dry_run(sweep) -> int:
 
 def _checked_versus(name: str | None, request, regs) -> str | None:
     """``--versus`` as the closing tables use it: the canonical name of one of ``--methods`` (aliases resolved,
-    unknown names refused with a did-you-mean), None for ``none``, the first method when not given."""
+    unknown names refused with a did-you-mean), None for ``none``; when not given ``grain`` if it is in the grid (as
+    ``leaderboard`` chooses), else the first method."""
     from grain_bench.errors import UsageError
 
     methods = regs.resolve_methods(request.methods)  # unknown methods: the same error the grid would raise
-    if name is None:
-        return methods[0] if methods else None
+    if name is None:  # the leaderboard's rule (grain when present), then the grid's first method
+        return "grain" if "grain" in methods else (methods[0] if methods else None)
     if name.strip().lower() == "none":
         return None
     if not name.strip():

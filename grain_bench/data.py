@@ -73,8 +73,9 @@ class DataIdentity:
         import hashlib
 
         missing = [path for path in files.values() if not os.path.isfile(path)]
-        if missing:
-            raise DataError(f"{missing[0]} not found (data files expected under {source})")
+        if missing:  # every missing file at once, not one per attempt
+            named = missing[0] if len(missing) == 1 else f"{len(missing)} data files not found: {', '.join(missing)}"
+            raise DataError(f"{named}{' not found' if len(missing) == 1 else ''} (data files expected under {source})")
         hashes = {role: file_sha256(path) for role, path in sorted(files.items())}
         digest = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
         return cls(f"sha256:{digest}", source, None, hashes)

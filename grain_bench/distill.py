@@ -454,6 +454,7 @@ class _Run:
         inputs = self.task.model_inputs(batch)
         self._zero_grad()
         state.step, state.masks, state.scheduled_density = step, self.masked.masks, self.schedule.density(step)
+        state.batch = inputs
         self.masked.set_values(self.method.gates(state))
         teacher_out = self._teacher(step, inputs)
         student_out = self.switch.model(**inputs, output_hidden_states=self.recipe.hidden_loss)

@@ -83,6 +83,18 @@ class TrainState:
     cost_model: Any = None
     #: for calibration-only methods: the ``grain_bench.calibrate.Calibration`` (batches, teacher, task); else None
     calibration: Any = None
+    #: this step's model inputs on the device (``input_ids``, ``attention_mask``, ``token_type_ids``...; no labels),
+    #: set before ``gates`` and ``observe`` of every training and calibration step: what an activation-based method
+    #: needs without hooks. ``attention_mask`` says which tokens are padding. Forward hooks on ``model`` stop firing
+    #: when the compact phase replaces it (after the last pruning step, for a method that observes no more:
+    #: ``model`` then names the compact student): register them again when ``model`` is another object, or use
+    #: ``batch``.
+    batch: dict[str, Any] | None = None
+
+    @property
+    def attention_mask(self):
+        """``batch["attention_mask"]`` (1 for a real token, 0 for padding), or None before the first step."""
+        return None if self.batch is None else self.batch.get("attention_mask")
 
 
 @dataclass

@@ -19,6 +19,8 @@ FORMAT_HELP = "table format: markdown (default) or another registered one (`grai
 def _common(parser, default_results: str) -> None:
     parser.add_argument("--results", default=default_results, help=f"results directory (default: {default_results})")
     parser.add_argument("--task", default=None, help="only this task")
+    parser.add_argument("--backbone", default=None, help="only the runs of this backbone (a store may hold several)")
+    parser.add_argument("--recipe", default=None, help="only the runs of this recipe (its name: quick, quick+custom)")
     parser.add_argument("--versus", default="auto", metavar="METHOD",
                         help="compare every row with METHOD by a paired 95%% confidence interval of the score "
                              "difference (default: grain when present; none: no comparison)")
@@ -80,13 +82,20 @@ def _versus(args) -> str | None:
     return methods.entry(name).name if name != "auto" and name in methods else name
 
 
+def _only(args):
+    """``--backbone`` and ``--recipe`` as the selection tables take."""
+    from grain_bench.leaderboard.tables import Only
+
+    return Only(args.backbone, args.recipe)
+
+
 def run(args) -> int:
     """Dispatch a leaderboard action."""
     if args.board_command == "show":
         from grain_bench.leaderboard.tables import show_table
 
         text, notes = show_table(args.results, args.format, task=args.task, allow_mixed=args.allow_mixed,
-                                 versus=_versus(args))
+                                 versus=_versus(args), only=_only(args))
         print(text, end="")
         print_notes(notes)
         return 0
@@ -94,7 +103,7 @@ def run(args) -> int:
         from grain_bench.leaderboard.tables import export_table
 
         text, notes = export_table(args.results, args.format, args.out, task=args.task, allow_mixed=args.allow_mixed,
-                                   versus=_versus(args))
+                                   versus=_versus(args), only=_only(args))
         if args.out is None:
             print(text, end="")
         else:
@@ -105,7 +114,7 @@ def run(args) -> int:
         from grain_bench.leaderboard.site import publish
 
         index = publish(args.results, args.out, task=args.task, allow_mixed=args.allow_mixed, title=args.title,
-                        versus=_versus(args))
+                        versus=_versus(args), only=_only(args))
         print(f"grain-bench: wrote {index} (open it in a browser; no network needed)", file=sys.stderr)
         return 0
     if args.board_command == "plot":
@@ -113,7 +122,7 @@ def run(args) -> int:
         from grain_bench.leaderboard.tables import build_report, guard_output
 
         guard_output(args.out, args.results)
-        report = build_report(args.results, args.task, allow_mixed=args.allow_mixed, versus=None)
+        report = build_report(args.results, args.task, allow_mixed=args.allow_mixed, versus=None, only=_only(args))
         for path in write_plots(report.comparison.table, args.out, args.stem, records=report.records):
             print(path)
         print_notes(report.notes)

@@ -121,8 +121,8 @@ def check_comparable(records: list[RunRecord], allow_mixed: bool = False) -> dic
     if diffs and not allow_mixed:
         raise MixedRecordsError(
             "the results mix runs that are not comparable: " + describe_differences(diffs)
-            + ". Select one setup (--task, or separate results directories), or pass --allow-mixed to show each "
-              "setup in its own rows, labelled by what differs")
+            + ". Select one setup (--task, --backbone NAME, --recipe NAME, or separate results directories), or pass "
+              "--allow-mixed to show each setup in its own rows, labelled by what differs")
     return diffs
 
 

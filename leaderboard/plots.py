@@ -18,11 +18,18 @@ from grain_bench.records import RecordShape
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 
 
+def check_plots() -> None:
+    """Raise ``GrainBenchError`` (what to install) unless matplotlib can be imported: before anything is written."""
+    _pyplot()
+
+
 def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise GrainBenchError("plots need matplotlib: pip install 'grain-bench[plots]'") from None
+        raise GrainBenchError("plots and the leaderboard page need matplotlib, which this environment lacks: "
+                              "pip install matplotlib (from a checkout, pip install -e '.[plots]' does the same)"
+                              ) from None
     matplotlib.use("Agg", force=True)
     matplotlib.rcParams["svg.hashsalt"] = "grain-bench"  # stable ids: the same data gives the same SVG
     import matplotlib.pyplot as plt

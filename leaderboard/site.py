@@ -297,17 +297,19 @@ of score vs d = encoder density, f = FLOPs speedup, l = measured speedup.</p>
 
 
 def publish(results_dir: str, out_dir: str, task: str | None = None, allow_mixed: bool = False,
-            title: str = "grain-bench leaderboard", versus: str | None = AUTO) -> str:
+            title: str = "grain-bench leaderboard", versus: str | None = AUTO, only=None) -> str:
     """Write the page, its plots and ``leaderboard.json`` to ``out_dir``; returns the path of ``index.html``."""
     guard_output(out_dir, results_dir)
-    report = build_report(results_dir, task, allow_mixed=allow_mixed, versus=versus)
+    report = build_report(results_dir, task, allow_mixed=allow_mixed, versus=versus, only=only)
     if report.comparison.table.empty:
         raise GrainBenchError(f"no successful runs in {results_dir!r}" + (f" for task {task!r}" if task else "")
                               + "; nothing to publish")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise GrainBenchError(f"--out {out_dir!r} exists and is not a directory")
-    from grain_bench.leaderboard.plots import write_plots
+    from grain_bench.leaderboard.plots import check_plots, write_plots
 
+    check_plots()  # a missing matplotlib is said before any folder is made
+    created = not os.path.exists(out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)
         plot_files = write_plots(report.comparison.table, os.path.join(out_dir, "plots"), records=report.records)
@@ -317,6 +319,12 @@ def publish(results_dir: str, out_dir: str, task: str | None = None, allow_mixed
             handle.write(page)
         with open(os.path.join(out_dir, "leaderboard.json"), "w", encoding="utf-8") as handle:
             handle.write(render_json(report.comparison.table, report.caption, report.notes))
-    except OSError as exc:
-        raise GrainBenchError(f"cannot write the site to {out_dir!r}: {exc}") from None
+    except BaseException as exc:
+        if created:  # a failed publish leaves no half-written site behind (an existing folder stays)
+            import shutil
+
+            shutil.rmtree(out_dir, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise GrainBenchError(f"cannot write the site to {out_dir!r}: {exc}") from None
+        raise
     return index

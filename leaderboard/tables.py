@@ -28,8 +28,33 @@ class Report:
     errors: list[RunRecord] = field(default_factory=list)
 
 
-def load_records(results_dir: str, task: str | None = None, run_ids=None) -> tuple[list[RunRecord], list[str]]:
-    """The latest record of every run in ``results_dir`` (read-only), and notes on lines or records left out."""
+@dataclass(frozen=True)
+class Only:
+    """A selection of a store's records beside ``task``: one backbone, one recipe (its name, as tables show it:
+    ``quick``, ``quick+custom``). A store holding two backbones compares each on its own without ``--allow-mixed``."""
+
+    backbone: str | None = None
+    recipe: str | None = None
+
+    def keeps(self, record: RunRecord) -> bool:
+        """Whether ``record`` is in the selection."""
+        return ((self.backbone is None or record.spec.backbone == self.backbone)
+                and (self.recipe is None or record.spec.recipe.get("name", "custom") == self.recipe))
+
+    def check(self, latest: dict[str, RunRecord], path: str) -> None:
+        """Raise ``GrainBenchError`` for a backbone or recipe none of the records has, naming those there."""
+        for name, value, present in (
+                ("backbone", self.backbone, {r.spec.backbone for r in latest.values()}),
+                ("recipe", self.recipe, {str(r.spec.recipe.get("name", "custom")) for r in latest.values()})):
+            if value is not None and latest and value not in present:
+                raise GrainBenchError(f"no records with {name} {value!r} in {path}; {name}s there: "
+                                      f"{', '.join(sorted(present))}")
+
+
+def load_records(results_dir: str, task: str | None = None, run_ids=None, only: Only | None = None
+                 ) -> tuple[list[RunRecord], list[str]]:
+    """The latest record of every run in ``results_dir`` (read-only; ``task`` and ``only`` select), and notes on
+    lines or records left out."""
     store = RecordStore(results_dir)
     if not os.path.isdir(results_dir):
         raise GrainBenchError(f"results directory {results_dir!r} does not exist; pass the --results of a "
@@ -47,6 +72,7 @@ def load_records(results_dir: str, task: str | None = None, run_ids=None) -> tup
                               f"upgrade --results {results_dir}` (the old file is kept beside)")
     if run_ids is None:  # a whole store asked for (not a sweep's own runs, which may all wait aside)
         _check_selection(store, latest, task)
+        (only or Only()).check(latest, store.path)
     notes = [f"skipped unreadable {p}" for p in store.problems]
     from grain_bench.leaderboard.store import load_measurements, with_measurement
 
@@ -59,7 +85,7 @@ def load_records(results_dir: str, task: str | None = None, run_ids=None) -> tup
             continue
         if run_ids is not None and record.run_id not in run_ids:
             continue
-        if task is not None and record.spec.task != task:
+        if (task is not None and record.spec.task != task) or (only is not None and not only.keeps(record)):
             continue
         records.append(with_measurement(record, measurements.get(record.run_id)))
     usable = len(latest) - sum(1 for note in notes if note.startswith("skipped malformed"))
@@ -119,14 +145,14 @@ def caption_for(records, comparison: Comparison | None = None) -> str:
 
 
 def build_report(results_dir: str, task: str | None = None, run_ids=None, allow_mixed: bool = False,
-                 versus: str | None = AUTO) -> Report:
+                 versus: str | None = AUTO, only: Only | None = None) -> Report:
     """Load, check and compare the records of ``results_dir``; raises ``GrainBenchError`` on unusable input.
 
     ``versus``: the method every row is compared with by a paired confidence interval (``leaderboard.paired``);
     ``AUTO`` picks ``grain`` when present, None leaves the comparison out."""
     from grain_bench.leaderboard.paired import add_paired_intervals, default_reference
 
-    records, notes = load_records(results_dir, task, run_ids)
+    records, notes = load_records(results_dir, task, run_ids, only)
     errors = [r for r in records if not r.ok]
     comparison = compare(records, allow_mixed=allow_mixed)
     notes = notes + comparison.notes
@@ -139,13 +165,14 @@ def build_report(results_dir: str, task: str | None = None, run_ids=None, allow_
 
 
 def show_table(results_dir: str, fmt: str = "markdown", task: str | None = None, run_ids=None,
-               allow_mixed: bool = False, versus: str | None = AUTO, regs=None) -> tuple[str, list[str]]:
+               allow_mixed: bool = False, versus: str | None = AUTO, regs=None, only: Only | None = None
+               ) -> tuple[str, list[str]]:
     """The rendered comparison of ``results_dir`` (optionally one task, or only ``run_ids``) and its notes.
 
     The notes are returned apart (callers print them on stderr) so that the text stays a clean document; JSON and
     LaTeX also carry them inside. ``regs``: where ``fmt`` is looked up (default: the process-wide registries)."""
     writer = exporter(fmt, regs)
-    report = build_report(results_dir, task, run_ids, allow_mixed, versus)
+    report = build_report(results_dir, task, run_ids, allow_mixed, versus, only)
     table = report.comparison.table
     notes = list(report.notes)
     if table.empty and not writer.renders_empty:
@@ -158,10 +185,11 @@ def show_table(results_dir: str, fmt: str = "markdown", task: str | None = None,
 
 
 def export_table(results_dir: str, fmt: str, out: str | None = None, task: str | None = None,
-                 allow_mixed: bool = False, versus: str | None = AUTO, regs=None) -> tuple[str, list[str]]:
+                 allow_mixed: bool = False, versus: str | None = AUTO, regs=None, only: Only | None = None
+                 ) -> tuple[str, list[str]]:
     """The rendered table (written to ``out`` when given, never inside the records file) and the notes."""
     writer = exporter(fmt, regs)
-    report = build_report(results_dir, task, allow_mixed=allow_mixed, versus=versus)
+    report = build_report(results_dir, task, allow_mixed=allow_mixed, versus=versus, only=only)
     if report.comparison.table.empty:
         raise GrainBenchError(f"no successful runs in {results_dir!r}" + (f" for task {task!r}" if task else ""))
     text = writer(report.comparison.table, report.caption, report.notes)

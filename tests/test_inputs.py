@@ -277,3 +277,28 @@ def test_a_sweep_request_built_directly_holds_what_parse_would():
         import grain_bench
 
         grain_bench.run({"methods": ["dense"]})
+
+
+def test_run_and_leaderboard_choose_the_same_default_versus(regs):
+    """Before: ``run --methods dense,grain`` compared with dense, its first method, while ``leaderboard`` compared
+    the same records with grain. Now both take grain when it is there; ``run`` falls back on its first method."""
+    from grain_bench.cli import _checked_versus
+    from grain_bench.request import SweepRequest
+
+    cases = ((["dense", "grain"], "grain"), (["heads", "dense"], "heads"), (["head-pruning"], "heads"))
+    for methods, expected in cases:
+        assert _checked_versus(None, SweepRequest.parse({"methods": methods}), regs) == expected
+
+
+def test_every_missing_data_file_is_named_at_once(tmp_path):
+    """Before: one missing file per attempt (fix it, run again, learn of the next)."""
+    from grain_bench.data import DataIdentity
+    from grain_bench.errors import DataError
+
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\n")
+    files = {"train": str(tmp_path / "train.tsv"), "dev": str(tmp_path / "dev.tsv"), "test": str(tmp_path / "t.tsv")}
+    with pytest.raises(DataError, match="2 data files not found") as caught:
+        DataIdentity.of_files(files, str(tmp_path))
+    assert "dev.tsv" in str(caught.value) and "t.tsv" in str(caught.value) and "train.tsv" not in str(caught.value)
+    with pytest.raises(DataError, match=r"dev\.tsv not found \(data files expected under"):
+        DataIdentity.of_files({"dev": files["dev"]}, str(tmp_path))

@@ -200,6 +200,24 @@ def test_mixed_records_refused_with_what_differs(tmp_path, capsys, change, field
     assert snapshot(directory) == before
 
 
+def test_backbone_and_recipe_select_one_setup_of_a_mixed_store(tmp_path, capsys):
+    """Before: a store with two backbones refused every leaderboard command, and --task could not help."""
+    other = [make_record("tweets", method, density, seed, 0.7, 0.8, backbone="other-bert")
+             for method, density, seed in (("dense", 1.0, 1), ("grain", 0.5, 1))]
+    results = write_store(tmp_path / "r", grid(speedups=False) + other)
+    assert main(["leaderboard", "show", "--results", results]) == 2
+    assert "--backbone NAME" in capsys.readouterr().err
+    assert main(["leaderboard", "show", "--results", results, "--backbone", "other-bert", "--format", "csv"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert sum(1 for row in rows if ",grain," in row) == 1 and not any(",heads," in row for row in rows)
+    assert main(["leaderboard", "show", "--results", results, "--backbone", "test-bert-tiny", "--recipe", "test"]) == 0
+    assert "heads" in capsys.readouterr().out
+    assert main(["leaderboard", "show", "--results", results, "--backbone", "nope"]) == 2
+    assert "backbones there: other-bert, test-bert-tiny" in capsys.readouterr().err
+    assert main(["leaderboard", "export", "--results", results, "--recipe", "quick"]) == 2
+    assert "no records with recipe 'quick'" in capsys.readouterr().err
+
+
 def test_allow_mixed_keeps_setups_apart(tmp_path):
     from grain_bench.leaderboard.tables import build_report
 
@@ -346,6 +364,17 @@ def test_publish_refuses_site_inside_results(board_dir):
     before = snapshot(board_dir)
     assert main(["leaderboard", "publish", "--results", board_dir, "--out", os.path.join(board_dir, "site")]) == 2
     assert snapshot(board_dir) == before
+
+
+def test_publish_without_matplotlib_says_what_to_install_and_leaves_nothing(board_dir, tmp_path, capsys,
+                                                                              monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as in an install without the plots extra
+    site = tmp_path / "site"
+    assert main(["leaderboard", "publish", "--results", board_dir, "--out", str(site)]) == 2
+    assert "pip install matplotlib" in capsys.readouterr().err
+    assert not site.exists()
 
 
 def test_leaderboard_does_not_import_torch_or_matplotlib(board_dir):

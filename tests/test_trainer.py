@@ -109,6 +109,30 @@ def test_observations_stop_after_the_last_pruning_step_when_the_method_says_so(s
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_methods_see_each_steps_batch_and_attention_mask_through_the_model_swap(setup):
+    """An activation-based method needs the step's inputs: ``state.batch`` (and ``state.attention_mask``) at every
+    observation. After the last pruning step such a method (``observes_after_pruning = False``) is trained in compact
+    form: ``state.model`` is then another module, and forward hooks on the old one would go quiet."""
+
+    class Inputs(Recorder):
+        observes_after_pruning = False
+
+        def observe(self, state):
+            batch = state.batch
+            self.calls.append((state.step, id(state.model), tuple(batch["input_ids"].shape),
+                               state.attention_mask is batch["attention_mask"], "labels" in batch,
+                               int(batch["attention_mask"].sum())))
+
+    method = Inputs()
+    result = _run(setup, method)
+    observed = [c for c in method.calls if isinstance(c[0], int)]
+    assert [c[0] for c in observed] == list(range(1, 6))  # up to the last pruning step
+    assert all(shape[0] == 8 and shape[1] <= 32 for _, _, shape, *_ in observed)  # the recipe's batch, length
+    assert all(same and not labels for *_, same, labels, _ in observed)
+    assert all(0 < tokens <= shape[0] * shape[1] for _, _, shape, _, _, tokens in observed)
+    assert len({model for _, model, *_ in observed}) == 1 and result.phases.get("distillation", 0) > 0
+
+
 def test_trainer_rejects_masks_that_grow_back(setup):
     class Regrow(Recorder):
         def masks_for(self, state, density):
