@@ -189,7 +189,7 @@ def _read(load, what: str):
     try:
         return load()
     except (OSError, ValueError, KeyError) as exc:  # transformers' errors for missing or malformed files
-        raise UsageError(f"{what} could not be read: {_first_line(exc)}") from None
+        raise UsageError(f"{what} could not be read: {first_line(exc)}") from None
 
 
 def _inspect_hub(model_id: str, regs) -> BackboneInfo:
@@ -203,13 +203,14 @@ def _inspect_hub(model_id: str, regs) -> BackboneInfo:
     except (OSError, ValueError, KeyError) as exc:
         offline = " (HF_HUB_OFFLINE is set: only cached hub models load)" if os.environ.get("HF_HUB_OFFLINE") else ""
         raise DataError(f"unknown backbone {model_id!r}.{_named_hint(model_id, regs)}; or a local model directory. "
-                        f"As a hub id it could not be loaded{offline}: {_first_line(exc).rstrip('.')}") from None
+                        f"As a hub id it could not be loaded{offline}: {first_line(exc).rstrip('.')}") from None
     check_architecture(model_id, config)
     tokenizer = _read(lambda: AutoTokenizer.from_pretrained(model_id), f"backbone {model_id!r}: its tokenizer")
     return BackboneInfo(model_id, "hub", config, tokenizer)
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
+    """The first line of an exception's message (its type's name when it has none): one line of an error."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 

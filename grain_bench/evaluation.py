@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from grain_bench.backbones import first_line
 from grain_bench.errors import UsageError
 
 METHOD = "evaluated"
@@ -67,8 +68,7 @@ def _checkpoint(where: str, task):
     try:
         model = cls.from_pretrained(where, **({"num_labels": task.num_labels} if task.num_labels else {}))
     except (OSError, ValueError) as exc:
-        raise UsageError(f"--model {where!r} could not be loaded as {cls.__name__}: "
-                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+        raise UsageError(f"--model {where!r} could not be loaded as {cls.__name__}: {first_line(exc)}") from None
     return model.eval()
 
 
@@ -78,7 +78,7 @@ def _tokenizer(path: str, model: str):
     try:
         return AutoTokenizer.from_pretrained(path if os.path.isdir(path) else model)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"--model {model!r} has no tokenizer that loads: {str(exc).strip().splitlines()[0]}") from None
+        raise UsageError(f"--model {model!r} has no tokenizer that loads: {first_line(exc)}") from None
 
 
 def evaluate_on(loaded: Loaded, task_name: str, harness, recipe, data_dir: str | None = None):
