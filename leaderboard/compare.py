@@ -157,6 +157,10 @@ def method_seconds(record: RunRecord) -> float:
     return _number(record.method_info.get("train_seconds"))
 
 
+#: what the per-setup teacher summary knows beside its score: the split's chance score and whether a teacher collapsed
+TEACHER_FACTS = ["chance_mean", "teacher_collapsed"]
+
+
 def records_frame(records: list[RunRecord], diffs: dict[str, Counter] | None = None) -> pd.DataFrame:
     """One row per ok record with the columns tables need; ``setup`` names the differing fields' values."""
     diffs = differences(records) if diffs is None else diffs
@@ -259,9 +263,10 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
                       run_ids=("run_id", lambda ids: ",".join(ids))).reset_index()
     teachers = frame.drop_duplicates(["task", "setup", "seed"]).groupby(["task", "setup"], sort=False).agg(
         teacher_mean=("teacher", "mean"), teacher_std=("teacher", "std"), teacher_seeds=("seed", "nunique"),
-        metric=("metric", "first"), higher=("higher", "first")).reset_index()
-    teacher_rows = teachers.rename(columns={"teacher_mean": "score_mean", "teacher_std": "score_std",
-                                            "teacher_seeds": "seeds"})
+        metric=("metric", "first"), higher=("higher", "first"), chance_mean=("chance", "mean"),
+        teacher_collapsed=("teacher_collapsed", "any")).reset_index()
+    teacher_rows = teachers.drop(columns=TEACHER_FACTS).rename(
+        columns={"teacher_mean": "score_mean", "teacher_std": "score_std", "teacher_seeds": "seeds"})
     teacher_rows = teacher_rows.dropna(subset=["score_mean"])  # rows without a teacher (evaluated models): none
     teacher_rows["method"] = "teacher"
     teacher_rows["options"] = ""
@@ -279,8 +284,8 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
                                      flops_speedup=math.nan, run_ids="", seeds=0, collapsed_seeds=0,
                                      noisy_seeds=0)
     out = pd.concat([teacher_rows, chance_rows, out], ignore_index=True)
-    out = out.merge(teachers[["task", "setup", "teacher_mean"]], on=["task", "setup"], how="left")
-    out["relative"] = (out["score_mean"] / out["teacher_mean"]).where(_teacher_learned(frame, out))
+    out = out.merge(teachers[["task", "setup", "teacher_mean", *TEACHER_FACTS]], on=["task", "setup"], how="left")
+    out["relative"] = (out["score_mean"] / out["teacher_mean"]).where(_teacher_learned(out))
     for column in ("pareto_density", "pareto_flops", "pareto_latency"):
         out[column] = False
     contenders = out[~out["method"].isin(REFERENCE_ROWS)]
@@ -300,26 +305,20 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
                            "target_density", "method", "options"],
                           ascending=[True, True, True, *([True] if "target_speedup" in out else []), False, True,
                                      True], kind="stable", na_position="first")
-    table = out.drop(columns=["_order", "teacher_mean"]).reset_index(drop=True)
+    table = out.drop(columns=["_order", "teacher_mean", *TEACHER_FACTS]).reset_index(drop=True)
     table["collapsed_seeds"] = table["collapsed_seeds"].fillna(0).astype(int)
     table["noisy_seeds"] = table["noisy_seeds"].fillna(0).astype(int)
-    warnings = [f"{task}" + (f" ({setup})" if setup else "") + f": {TEACHER_WARNING}"
-                for (task, setup), group in frame.groupby(["task", "setup"], sort=True)
-                if group["teacher_collapsed"].any()]
+    warnings = [f"{row.task}" + (f" ({row.setup})" if row.setup else "") + f": {TEACHER_WARNING}"
+                for row in teachers.sort_values(["task", "setup"]).itertuples() if row.teacher_collapsed]
     return Comparison(table, frame, diffs, envs, notes, warnings)
 
 
-def _teacher_learned(frame: pd.DataFrame, out: pd.DataFrame) -> pd.Series:
+def _teacher_learned(out: pd.DataFrame) -> pd.Series:
     """Per table row, whether a share of the teacher's score means something: the teacher's mean is positive (a
     correlation can be <= 0), above the chance score of the split, and no seed's teacher collapsed. A teacher that
     learned nothing makes "35529% of the teacher" out of a near-zero score."""
-    by_setup = frame.groupby(["task", "setup"], sort=False).agg(chance_mean=("chance", "mean"),
-                                                                 any_collapsed=("teacher_collapsed", "any"))
-    keyed = out[["task", "setup"]].merge(by_setup.reset_index(), on=["task", "setup"], how="left")
-    chance = keyed["chance_mean"].to_numpy()
-    beats_chance = pd.Series(chance, index=out.index).isna() | (out["teacher_mean"] > chance)
-    collapsed = pd.Series(keyed["any_collapsed"].fillna(False).astype(bool).to_numpy(), index=out.index)
-    return (out["teacher_mean"] > 0) & beats_chance & ~collapsed
+    beats_chance = out["chance_mean"].isna() | (out["teacher_mean"] > out["chance_mean"])
+    return (out["teacher_mean"] > 0) & beats_chance & ~out["teacher_collapsed"].fillna(False).astype(bool)
 
 
 def summary(records: list[RunRecord], allow_mixed: bool = False) -> pd.DataFrame:
