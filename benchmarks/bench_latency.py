@@ -208,14 +208,11 @@ def timing_inputs(config, batch: int, seq_len: int) -> dict:
 
 def machine() -> dict:
     """CPU model, core count, threads used and library versions."""
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
     import transformers
+
+    from grain_bench.environment import cpu_name
+
+    cpu = cpu_name()
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None

@@ -8,6 +8,7 @@ wrong.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -108,8 +109,6 @@ def prepare_sweep(request: SweepRequest | None = None, regs=None, dry_run: bool 
 def _check_request(request: SweepRequest, regs) -> None:
     """The checks that need no grid: the environment, the recipe and its overrides, the data folder, the executor and
     the device."""
-    import os
-
     from grain_bench.preflight import check_device, check_environment
     from grain_bench.recipes import get_recipe
 
@@ -210,8 +209,6 @@ def run(request: SweepRequest | None = None, **choices: Any):
 def _grid_frame(sweep: Sweep, records: list[RunRecord]):
     """The grid's stored records (``load_results``) and the new ones the store could not take, which wait aside until
     the next sweep with the same ``results`` appends them (each said on stderr): a trained run is never missing."""
-    import os
-
     import pandas as pd
 
     aside = dict(sweep.store.aside)
@@ -275,6 +272,4 @@ def record_row(record: RunRecord, results: str) -> dict[str, Any]:
 def _resolved(results: str, path: str | None) -> str | None:
     """A record's path (relative to its results directory; absolute in records from before it was) as an absolute
     path; None stays None."""
-    import os
-
     return None if path is None else os.path.abspath(os.path.join(results, path))

@@ -51,3 +51,15 @@ def environment(device) -> dict[str, Any]:
     if str(device).startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s first ``model name``; else what ``platform`` knows)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"

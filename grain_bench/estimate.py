@@ -22,7 +22,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from grain_bench.environment import cpu_name
 from grain_bench.files import grain_bench_home, write_atomically
+from grain_bench.sweep import will_run
 
 #: the observations a rate keeps (the median of them is the rate)
 KEEP = 5
@@ -39,21 +41,8 @@ def machine_key(device: Any) -> str:
     import torch
 
     kind = str(device).split(":")[0]
-    name = torch.cuda.get_device_name(device) if kind == "cuda" else _cpu_name()
+    name = torch.cuda.get_device_name(device) if kind == "cuda" else cpu_name()
     return f"{kind} | {name} | {torch.get_num_threads()} threads"
-
-
-def _cpu_name() -> str:
-    import platform
-
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def work_key(backbone: str, task: str, max_length: int) -> str:
@@ -124,16 +113,13 @@ class RunEstimate:
 
     spec: Any
     state: str
+    runs: bool = False  # whether the sweep runs it (``grain_bench.sweep.will_run``)
     teacher: str = ""
     teacher_s: float | None = 0.0
     method_s: float | None = 0.0
     rest_s: float | None = 0.0
     borrowed: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
-
-    @property
-    def runs(self) -> bool:
-        return self.state.startswith("to run") or self.state.startswith("rerun")
 
     @property
     def total_s(self) -> float:
@@ -149,24 +135,21 @@ def estimate_runs(sweep, rates: RateBook | None = None) -> list[RunEstimate]:
     context = _Context(sweep, rates, machine)
     out = []
     for spec in sweep.specs:
-        estimate = RunEstimate(spec, _state(spec, latest, sweep.request))
-        if estimate.runs:
+        runs = will_run(spec, latest, sweep.request.retry_failed, sweep.request.rerun)
+        estimate = RunEstimate(spec, _state(spec, latest.get(spec.run_id), runs), runs)
+        if runs:
             context.fill(estimate)
         out.append(estimate)
     return out
 
 
-def _state(spec, latest: dict, request) -> str:
-    """What the sweep does with ``spec``: run it, rerun it, or leave its record as it is."""
-    unplanned = " (its cost model is profiled first)" if spec.target_speedup and not spec.cost_model else ""
-    record = latest.get(spec.run_id)
+def _state(spec, record, runs: bool) -> str:
+    """What the sweep does with ``spec`` (``runs``), said with its ``record`` (None when not recorded yet)."""
     if record is None:
-        return "to run" + unplanned
-    if request.rerun:
-        return "rerun"
-    if record.ok:
-        return "recorded"
-    return "rerun (failed)" if request.retry_failed else "failed (skipped: --retry-failed reruns it)"
+        return "to run" + (" (its cost model is profiled first)" if spec.target_speedup and not spec.cost_model else "")
+    if runs:
+        return "rerun" if record.ok else "rerun (failed)"
+    return "recorded" if record.ok else "failed (skipped: --retry-failed reruns it)"
 
 
 class _Context:

@@ -82,22 +82,15 @@ def _tokenizer(path: str, model: str):
 
 
 def evaluate_on(loaded: Loaded, task_name: str, harness, recipe, data_dir: str | None = None):
-    """Score ``loaded`` on one task and return its ``RunRecord`` (ok, or an error record saying why)."""
-    import traceback
-
-    from grain_bench.records import RunRecord
+    """Score ``loaded`` on one task and return its ``RunRecord`` (ok, or an error record saying why, as a run's)."""
+    from grain_bench.harness import error_record
 
     spec = _spec(loaded, task_name, harness, recipe, data_dir)
     start = time.time()
     try:
         return _scored_record(loaded, spec, harness, recipe, start)
-    except Exception as exc:  # noqa: BLE001 - like a run: an error record, the others go on
-        from grain_bench.environment import package_versions
-        from grain_bench.harness import _now
-
-        return RunRecord(run_id=spec.run_id, spec=spec, status="error", error=f"{type(exc).__name__}: {exc}",
-                         wall_time_s=time.time() - start, versions=package_versions(), created=_now(),
-                         method_info={"traceback": traceback.format_exc(limit=8)})
+    except Exception as exc:  # noqa: BLE001 - like a run: an error record, the other tasks go on
+        return error_record(spec, exc, start)
 
 
 def _spec(loaded: Loaded, task_name: str, harness, recipe, data_dir: str | None):
@@ -114,7 +107,7 @@ def _spec(loaded: Loaded, task_name: str, harness, recipe, data_dir: str | None)
 def _scored_record(loaded: Loaded, spec, harness, recipe, start: float):
     from grain_bench.environment import environment, package_versions
     from grain_bench.files import RunWarnings
-    from grain_bench.harness import _now
+    from grain_bench.harness import utc_now
     from grain_bench.records import ParamCounts, RunRecord, quality_of
 
     task, provenance = harness.task_for(spec)
@@ -131,7 +124,7 @@ def _scored_record(loaded: Loaded, spec, harness, recipe, start: float):
         method_info={"model": loaded.source, "compact": loaded.compact,
                      "examples_seen": {"scoring": len(data.eval.features)}},
         wall_time_s=time.time() - start, versions=package_versions(), environment=environment(harness.device),
-        predictions=scored.predictions, created=_now())
+        predictions=scored.predictions, created=utc_now())
 
 
 def _latency(model, recipe, harness) -> tuple:

@@ -244,10 +244,7 @@ class Harness:
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # recorded, not fatal: the sweep goes on
-            message = str(exc) if isinstance(exc, GrainBenchError) else f"{type(exc).__name__}: {exc}"
-            record = RunRecord(run_id=spec.run_id, spec=spec, status="error", error=message,
-                               wall_time_s=time.time() - start, versions=package_versions(),
-                               created=_now(), method_info={"traceback": traceback.format_exc(limit=8)})
+            record = error_record(spec, exc, start)
         if record.ok:
             from grain_bench.estimate import run_observations
 
@@ -368,7 +365,7 @@ class Harness:
                          "phase_seconds": dict(result.phases), "examples_seen": dict(result.examples),
                          "teacher_seconds": teacher_meta.get("train_seconds")},
             wall_time_s=seconds, versions=versions, environment=environment(self.device),
-            artifact=measured.artifact, predictions=scored.predictions, masks=mask_file, created=_now(),
+            artifact=measured.artifact, predictions=scored.predictions, masks=mask_file, created=utc_now(),
             speed=self._speed(spec, result, measured))
 
     def _speed(self, spec: RunSpec, result, measured) -> Speed | None:
@@ -421,7 +418,16 @@ def _better(task, candidate: dict[str, float], incumbent: dict[str, float]) -> b
     return candidate[metric] < incumbent[metric]
 
 
-def _now() -> str:
+def error_record(spec: RunSpec, exc: Exception, start: float) -> RunRecord:
+    """The ``error`` record of ``spec`` whose work began at ``start`` (``time.time()``) and raised ``exc``: its message
+    (a ``GrainBenchError`` says it all; others are prefixed with their type) and the traceback."""
+    message = str(exc) if isinstance(exc, GrainBenchError) else f"{type(exc).__name__}: {exc}"
+    return RunRecord(run_id=spec.run_id, spec=spec, status="error", error=message, wall_time_s=time.time() - start,
+                     versions=package_versions(), created=utc_now(),
+                     method_info={"traceback": traceback.format_exc(limit=8)})
+
+
+def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 

@@ -70,6 +70,13 @@ def store_record(store, record, spec) -> None:
         tqdm.write(f"run {spec.label()} failed: {record.error}", file=sys.stderr)
 
 
+def will_run(spec: RunSpec, latest: dict[str, RunRecord], retry_failed: bool = False, rerun: bool = False) -> bool:
+    """Whether a sweep runs ``spec`` given the store's ``latest`` records: not recorded yet, recorded as an error
+    with ``retry_failed``, or any spec with ``rerun``."""
+    record = latest.get(spec.run_id)
+    return rerun or record is None or (not record.ok and retry_failed)
+
+
 def run_sweep(specs: list[RunSpec], harness, store, retry_failed: bool = False, progress: bool = True,
               executor: str = "local", executor_options: dict | None = None, rerun: bool = False) -> list[RunRecord]:
     """Run every spec not already ``ok`` in ``store`` (errors only with ``retry_failed``, every spec with ``rerun``:
@@ -77,7 +84,7 @@ def run_sweep(specs: list[RunSpec], harness, store, retry_failed: bool = False, 
     latest = store.latest()
     for problem in store.problems:  # reported, never fatal: the run of a cut-off line simply runs again
         print(f"grain-bench: warning: {store.path} {problem} (skipped)", file=sys.stderr)
-    todo = [s for s in specs if rerun or s.run_id not in latest or (not latest[s.run_id].ok and retry_failed)]
+    todo = [s for s in specs if will_run(s, latest, retry_failed, rerun)]
     factory = harness.regs.executors.get(executor)
     try:
         runner = factory(**(executor_options or {}))
