@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from grain_bench.errors import UsageError
@@ -82,6 +82,7 @@ def prepare_sweep(request: SweepRequest | None = None, regs=None, dry_run: bool 
     from grain_bench.harness import Harness
     from grain_bench.leaderboard.store import RecordStore
     from grain_bench.plugins import get_registries
+    from grain_bench.precision import for_device
     from grain_bench.preflight import check_backbones
     from grain_bench.recipes import get_recipe
 
@@ -90,8 +91,12 @@ def prepare_sweep(request: SweepRequest | None = None, regs=None, dry_run: bool 
     _check_request(request, regs)
     overrides = dict(request.recipe_options)
 
-    def recipe(task: str):  # the named recipe with the values the task declares for it, under the user's overrides
-        return get_recipe(request.recipe, overrides, regs.tasks.get(task))
+    device = _device(request)
+
+    def recipe(task: str):  # the named recipe with the values the task declares for it, under the user's overrides,
+        # trained in the precision asked for, else the device's default (part of the run id where it is not fp32)
+        named = get_recipe(request.recipe, overrides, regs.tasks.get(task))
+        return for_device(named if "precision" in overrides else replace(named, precision="auto"), device)
 
     specs = build_specs(regs, list(request.methods), list(request.tasks), list(request.grid_densities()),
                         list(request.seeds), request.backbone, recipe, request.method_options, request.data_dir,
@@ -129,12 +134,16 @@ def _cost_models(request: SweepRequest, specs, regs, profile: bool = True):
 
             raise UsageError("--cost-model is only used with --target-speedup")
         return None
-    import torch
-
     from grain_bench.profile import SweepCostModels
 
-    device = request.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return SweepCostModels(request.cost_model, device, regs, request.progress, profile=profile)
+    return SweepCostModels(request.cost_model, _device(request), regs, request.progress, profile=profile)
+
+
+def _device(request: SweepRequest) -> str:
+    """The device the sweep's runs train and are timed on: the request's, else cuda when available, else cpu."""
+    import torch
+
+    return request.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _with_cost_models(request: SweepRequest, specs, cost_models, keep: bool = True):

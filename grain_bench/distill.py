@@ -33,6 +33,7 @@ from grain_bench.losses import hidden_mse
 from grain_bench.masked import MaskedModel, fold_unit_scales
 from grain_bench.masks import MaskSpace, UnitMasks
 from grain_bench.method import Method, TrainState
+from grain_bench.precision import MixedPrecision
 from grain_bench.schedule import CubicSchedule
 from grain_bench.types import Recipe
 
@@ -107,21 +108,24 @@ def finetune(model, task, data, recipe: Recipe, seed: int, progress: bool = True
                       recipe.teacher_batch_size)
     optimizer, scheduler = make_optimizer(model.named_parameters(), recipe.teacher_lr, recipe, total)
     device = next(model.parameters()).device
+    precision = MixedPrecision(recipe.precision, device)
     model.train()
     bar = tqdm(batches(data.train.features, data.collate, recipe.teacher_batch_size, seed, total), total=total,
                desc=f"teacher {task.name}", disable=not progress)
-    for step, batch in enumerate(bar, start=1):
-        batch = _to(batch, device)
-        loss = task.hard_loss(model(**task.model_inputs(batch)), batch)
-        check_finite_loss({"loss": loss}, step, "teacher fine-tuning", f"teacher_lr (now {recipe.teacher_lr:g})")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-        if on_step is not None:
-            on_step(step, model)
+    with precision.matmul():
+        for step, batch in enumerate(bar, start=1):
+            batch = _to(batch, device)
+            with precision.autocast():
+                output = model(**task.model_inputs(batch))
+            loss = task.hard_loss(precision.outputs(output), batch)
+            check_finite_loss({"loss": loss}, step, "teacher fine-tuning", f"teacher_lr (now {recipe.teacher_lr:g})")
+            precision.scale(loss).backward()
+            precision.step([optimizer], list(model.parameters()), recipe.clip)
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            if on_step is not None:
+                on_step(step, model)
     model.eval()
     check_finite_weights(model, "teacher fine-tuning", f"teacher_lr (now {recipe.teacher_lr:g})")
     return time.time() - start
@@ -159,6 +163,8 @@ class DistillResult:
     #: record's ``cost`` part; a calibration-only run has no distillation)
     phases: dict[str, float] = field(default_factory=dict)
     examples: dict[str, int] = field(default_factory=dict)
+    #: a mixed-precision run's ``MixedPrecision.describe()`` (empty for fp32: records of fp32 runs are unchanged)
+    precision: dict[str, Any] = field(default_factory=dict)
 
 
 def layer_pairs(num_layers: int, step: int) -> list[tuple[int, int]]:
@@ -291,23 +297,29 @@ def _sum(terms: list[torch.Tensor]) -> torch.Tensor:
     return total
 
 
+def _unscaled(loss: torch.Tensor) -> torch.Tensor:
+    return loss
+
+
 def separated_backward(logit_loss: torch.Tensor, rest: Callable[[], list[torch.Tensor]], keep_graph: bool,
-                       observe: Callable[[str], None] | None, gradient_source: str = "logit") -> None:
+                       observe: Callable[[str], None] | None, gradient_source: str = "logit",
+                       scale: Callable[[torch.Tensor], torch.Tensor] = _unscaled) -> None:
     """Backpropagate a step's losses so that the method sees the gradients it asks for (gradient separation).
 
     With ``observe`` (the method observes this step): backward the logit loss (keeping the graph when ``keep_graph``:
     terms follow), ``observe("logit")`` when ``gradient_source`` is "logit" (dL/dgate of the logit loss alone), then
     backward the sum of ``rest()`` (computed only now), then ``observe("total")`` when it is "total". Without: one
-    backward of the logit loss plus ``rest()``, which gives the optimizer the same gradients at less cost."""
+    backward of the logit loss plus ``rest()``, which gives the optimizer the same gradients at less cost. ``scale``:
+    what each backward pass starts from (a loss scaler's ``scale`` under fp16, ``grain_bench.precision``)."""
     if observe is None:
-        _sum([logit_loss, *rest()]).backward()
+        scale(_sum([logit_loss, *rest()])).backward()
         return
-    logit_loss.backward(retain_graph=keep_graph)
+    scale(logit_loss).backward(retain_graph=keep_graph)
     if gradient_source == "logit":
         observe("logit")
     terms = rest()
     if terms:
-        _sum(terms).backward()
+        scale(_sum(terms)).backward()
     if gradient_source == "total":
         observe("total")
 
@@ -397,6 +409,7 @@ class _Run:
         self.method, self.task, self.teacher, self.recipe = method, task, teacher, recipe
         self.teacher_outputs = teacher_outputs
         self.device = next(student.parameters()).device
+        self.precision = MixedPrecision(recipe.precision, self.device)
         self.space = space = MaskSpace.from_config(student.config)
         self.masked = MaskedModel(student, space)
         if fixed_masks is not None:  # a pruned student retrained (a calibration-only run's): masks fixed from step 1
@@ -432,8 +445,9 @@ class _Run:
         cache = self.teacher_outputs
         output = cache.get(step) if cache is not None else None
         if output is None:
-            with torch.no_grad():
+            with torch.no_grad(), self.precision.autocast():
                 output = self.teacher(**inputs, output_hidden_states=self.recipe.hidden_loss)
+            output = self.precision.outputs(output)
             if cache is not None:
                 cache.put(step, output, {t for _, t in self.pairs})
         return output
@@ -445,7 +459,11 @@ class _Run:
         self.masked.zero_grad()
 
     def _observe(self, loss_name: str) -> None:
-        self.state.unit_grads, self.state.loss_name = self.masked.unit_grads(), loss_name
+        grads = self.masked.unit_grads()
+        unscaled = self.precision.unscaled(grads)
+        if grads is not None and unscaled is None:  # fp16 gradients that overflowed: the scaler skips this step
+            return
+        self.state.unit_grads, self.state.loss_name = unscaled, loss_name
         self.method.observe(self.state)
 
     def step(self, step: int, batch) -> StepLosses:
@@ -457,20 +475,21 @@ class _Run:
         state.batch = inputs
         self.masked.set_values(self.method.gates(state))
         teacher_out = self._teacher(step, inputs)
-        student_out = self.switch.model(**inputs, output_hidden_states=self.recipe.hidden_loss)
+        with self.precision.autocast():
+            student_out = self.switch.model(**inputs, output_hidden_states=self.recipe.hidden_loss)
+        student_out = self.precision.outputs(student_out)
         # The method's loss is asked for once the logit loss is checked; it is checked and backpropagated after the
         # observation, with the hidden-state loss.
         losses = StepLosses(self.objective.logit(student_out, teacher_out, batch, step), self.method.loss(state))
         observe = self._observe if step <= self.last_observed else None
         separated_backward(losses.logit, lambda: self.objective.rest(losses, student_out, teacher_out,
                                                                      inputs["attention_mask"], step),
-                           self.objective.follow(losses), observe, self.method.gradient_source)
+                           self.objective.follow(losses), observe, self.method.gradient_source, self.precision.scale)
         self.pruning.after_backward(state)
-        torch.nn.utils.clip_grad_norm_(self.switch.clip_params, self.recipe.clip)
-        self.optimizer.step()
+        # the method's optimizers touch none of the main optimizer's parameters: stepping them before the learning-rate
+        # schedule's step is the order of before, in effect
+        self.precision.step([self.optimizer, *self.method_optimizers], self.switch.clip_params, self.recipe.clip)
         self.scheduler.step()
-        for method_optimizer in self.method_optimizers:
-            method_optimizer.step()
         if self.switch.after_step(step):
             state.model = self.switch.model
         return losses
@@ -519,15 +538,17 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
     history = []
     bar = tqdm(batches(data.train.features, data.collate, recipe.batch_size, seed, run.total), total=run.total,
                desc=f"{method.name} {task.name} @{target_density:g}", disable=not progress)
-    for step, batch in enumerate(bar, start=1):
-        losses = run.step(step, batch)
-        if on_step is not None:
-            on_step(step, run.state)
-        if step % 10 == 0 or step == run.total:
-            history.append(run.record(step, losses))
-            bar.set_postfix(kd=f"{history[-1]['logit_loss']:.3f}", hid=f"{history[-1]['hidden_loss']:.3f}",
-                            dens=f"{history[-1]['density']:.3f}", refresh=False)
+    with run.precision.matmul():
+        for step, batch in enumerate(bar, start=1):
+            losses = run.step(step, batch)
+            if on_step is not None:
+                on_step(step, run.state)
+            if step % 10 == 0 or step == run.total:
+                history.append(run.record(step, losses))
+                bar.set_postfix(kd=f"{history[-1]['logit_loss']:.3f}", hid=f"{history[-1]['hidden_loss']:.3f}",
+                                dens=f"{history[-1]['density']:.3f}", refresh=False)
     run.finish(student)
     seconds = time.time() - start
     return DistillResult(student, run.masked, run.masked.masks, run.space, run.total, seconds, history,
-                         phases={"distillation": seconds}, examples={"distillation": run.total * recipe.batch_size})
+                         phases={"distillation": seconds}, examples={"distillation": run.total * recipe.batch_size},
+                         precision=run.precision.describe() if run.precision.mixed else {})

@@ -363,7 +363,8 @@ class Harness:
             method_info={**info, "compact": measured.compact, "train_seconds": result.seconds, "steps": result.steps,
                          "final_losses": result.history[-1] if result.history else {},
                          "phase_seconds": dict(result.phases), "examples_seen": dict(result.examples),
-                         "teacher_seconds": teacher_meta.get("train_seconds")},
+                         "teacher_seconds": teacher_meta.get("train_seconds"),
+                         **({"training_precision": result.precision} if result.precision else {})},
             wall_time_s=seconds, versions=versions, environment=environment(self.device),
             artifact=measured.artifact, predictions=scored.predictions, masks=mask_file, created=utc_now(),
             speed=self._speed(spec, result, measured))

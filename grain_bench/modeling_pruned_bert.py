@@ -97,7 +97,10 @@ def _empty_block(hidden_states, bias, dropout: nn.Dropout, norm: nn.Module):
 def _residual_linear(x, weight, bias, residual, dropout: nn.Dropout):
     """``residual + dropout(x W^T + b)``. In eager inference (no active dropout) the bias is added to the residual in
     one pass and the GEMM accumulates into that sum in place (``addmm_``); ``F.linear`` would first copy the bias into
-    a new output and the residual would take a third pass over the [batch, length, hidden] activations."""
+    a new output and the residual would take a third pass over the [batch, length, hidden] activations. Under autocast
+    the GEMM is autocast's (an in-place ``addmm_`` is not cast), and the sum takes the residual's type."""
+    if torch.is_autocast_enabled(x.device.type):
+        return residual + dropout(F.linear(x, weight, bias))
     if (dropout.training and dropout.p) or torch.compiler.is_compiling() or _is_exporting():
         return dropout(F.linear(x, weight, bias)).add_(residual)  # compilers fuse these passes themselves
     out = residual + bias
@@ -201,10 +204,12 @@ class PrunedBertAttention(nn.Module):
         self.LayerNorm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         self.hidden_dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def set_layout(self, call_cost: float = BUCKET_CALL_COST, align: int = ALIGN) -> None:
+    def set_layout(self, call_cost: float = BUCKET_CALL_COST, align: int = ALIGN, width_multiple: int = 1) -> None:
         """Plan the buckets (``plan_buckets`` with ``call_cost``) and the padded layout (GEMM widths a multiple of
-        ``align``). The outputs do not depend on either; the defaults are the measured best (benchmarks compare)."""
-        self.buckets = plan_buckets(self.qk_dims, self.vo_dims, call_cost)
+        ``align``, each bucket's query/key and value widths rounded up to a multiple of ``width_multiple``). The
+        outputs do not depend on any of them; the defaults are the measured best on CPU (benchmarks compare)."""
+        self.buckets = [(heads, _round_up(qk, width_multiple), _round_up(vo, width_multiple))
+                        for heads, qk, vo in plan_buckets(self.qk_dims, self.vo_dims, call_cost)]
         self.align = int(align)
         self._weights = _PaddedWeights()
         # Where each kept row of ``qkv`` (and column of ``dense``) goes in the padded layout. Plain lists, not

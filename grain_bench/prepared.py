@@ -149,6 +149,26 @@ def for_compile(model):
     return prepared
 
 
+#: The GPU layout (``gpu_layout``): one attention call per layer for the heads with query units (and one for those
+#: without), every head padded to the layer's widest, widths rounded up to multiples of 8 (tensor-core tiles; SDPA's
+#: fused CUDA kernels want head widths that are multiples of 8). On a GPU a kernel launch costs microseconds whatever
+#: its size, so one wider call beats the CPU plan's two or three narrower ones; the call cost is a planning weight
+#: large enough that the planner never splits a layer (``benchmarks/device/run.sh gpu-bench`` times the plans).
+GPU_BUCKET_CALL_COST = 1e9
+GPU_WIDTH_MULTIPLE = 8
+
+
+def gpu_layout(model, call_cost: float = GPU_BUCKET_CALL_COST, width_multiple: int = GPU_WIDTH_MULTIPLE):
+    """A copy of ``model`` (eval mode, sharing its parameters) whose compact blocks run the GPU layout; the outputs
+    are the model's (the layout only pads and regroups). Any device and dtype: the CUDA runtimes use it, and the tests
+    check it on CPU in fp32 and bf16. ``model`` itself is unchanged."""
+    prepared = sharing_copy(model)
+    for block in prepared.modules():
+        if isinstance(block, PrunedBertAttention) and block.num_heads:
+            block.set_layout(call_cost, width_multiple=width_multiple)
+    return prepared
+
+
 class CudaGraphModel:
     """A model captured as one CUDA graph on the inputs it was prepared with (its own static inputs and memory pool),
     replayed for every call: any number of models replay side by side. A call with other tensors copies them into the

@@ -110,9 +110,9 @@ class RaggedAttention(PrunedBertAttention):
 
     kernel: Callable[[torch.Tensor, torch.Tensor | None, float], torch.Tensor]
 
-    def set_layout(self, call_cost: float = BUCKET_CALL_COST, align: int = ALIGN) -> None:
+    def set_layout(self, call_cost: float = BUCKET_CALL_COST, align: int = ALIGN, width_multiple: int = 1) -> None:
         """``PrunedBertAttention.set_layout``, and a fresh cache of the kernel's GEMM weights."""
-        super().set_layout(call_cost, align)
+        super().set_layout(call_cost, align, width_multiple)
         self._kernel_weights = _PaddedWeights()
 
     def _exact_weights(self):

@@ -22,7 +22,9 @@
   ``pip install onnx onnxscript onnxruntime`` (the ``onnx`` extra: ``pip install -e '.[onnx]'``).
 
 - on CUDA: ``eager``, ``cuda_graph`` (one CUDA graph per model, captured on its own static inputs, so that any number
-  of models replay side by side) and ``compile`` (``torch.compile`` with max-autotune, no CUDA graphs).
+  of models replay side by side) and ``compile`` (``torch.compile`` with max-autotune, no CUDA graphs); both of the
+  latter run the model in the GPU layout (``grain_bench.prepared.gpu_layout``: one aligned attention call per layer).
+  ``compile``'s first call (the compilation) has a time budget (``CompileTimeout``, ``compile_budget``).
 
 Each is a ``Runtime`` registered through the ``register_runtimes`` hook (a plugin adds its own the same way): its
 ``devices``, a ``check`` of what it needs here (a package, a compiler) and ``prepare``. Every runtime must reproduce
@@ -34,6 +36,11 @@ prepared models live in ``grain_bench.prepared`` and ``grain_bench.ragged``.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from grain_bench.errors import GrainBenchError, UsageError
@@ -91,16 +98,19 @@ class CudaGraph(Runtime):
     description = "each model captured as one CUDA graph on its own static inputs and replayed"
 
     def build(self, model, inputs, threads):
-        """The captured graph."""
-        from grain_bench.prepared import CudaGraphModel
+        """The captured graph of the model in the GPU layout."""
+        from grain_bench.prepared import CudaGraphModel, gpu_layout
 
-        return CudaGraphModel(model, inputs)
+        return CudaGraphModel(gpu_layout(model), inputs)
 
 
 class Compile(Runtime):
     """``torch.compile`` for inference with static shapes."""
 
     name, devices = "compile", ("cpu", "cuda")
+    #: seconds the first call (the compilation) may take: ``GRAIN_BENCH_COMPILE_BUDGET_S``, default 600; past it the
+    #: model is "not compiled in N s" (``CompileTimeout``) instead of a run that hangs
+    budget_s = float(os.environ.get("GRAIN_BENCH_COMPILE_BUDGET_S", "600"))
     description = "torch.compile with static shapes (CPU: freezing, C++ wrapper, written-out attention; CUDA: " \
                   "max-autotune without CUDA graphs)"
 
@@ -108,13 +118,17 @@ class Compile(Runtime):
         """The compiled model (compiled on its first call)."""
         import torch
 
-        from grain_bench.prepared import for_compile
+        from grain_bench.prepared import for_compile, gpu_layout
 
         allow_recompiles()  # every model of a side-by-side run is compiled in one process
         device = next(model.parameters()).device
         if device.type == "cuda":
-            return torch.compile(model, mode="max-autotune-no-cudagraphs", dynamic=False)
-        return torch.compile(for_compile(model), dynamic=False, options=compile_options(device))
+            compiled = torch.compile(gpu_layout(model), mode="max-autotune-no-cudagraphs", dynamic=False)
+        else:
+            compiled = torch.compile(for_compile(model), dynamic=False, options=compile_options(device))
+        with compile_budget(self.budget_s), torch.inference_mode():  # the first call compiles
+            compiled(**inputs)
+        return compiled
 
 
 class Aoti(Runtime):
@@ -236,6 +250,33 @@ def compile_options(device) -> dict[str, Any]:
     """Inductor options of the ``compile`` runtime: freezing; on CPU also the C++ wrapper (GRAIN's 5% model at batch
     1 x 64: 2.9 ms against 3.5 ms with the Python wrapper, level at batch 32; compiling takes 30-60% longer)."""
     return {"freezing": True, **({"cpp_wrapper": True} if device.type == "cpu" else {})}
+
+
+class CompileTimeout(GrainBenchError):
+    """A model that ``torch.compile`` did not compile within its budget."""
+
+
+@contextlib.contextmanager
+def compile_budget(seconds: float) -> Iterator[None]:
+    """Raise ``CompileTimeout`` ("not compiled in N s") when the block runs past ``seconds``: a SIGALRM in the main
+    thread, where inductor's compilation (Python, and its worker processes' results) is interrupted at its next
+    bytecode. Elsewhere (another thread, no SIGALRM) the block runs without a limit."""
+    usable = (seconds > 0 and hasattr(signal, "setitimer")
+              and threading.current_thread() is threading.main_thread())
+    if not usable:
+        yield
+        return
+
+    def expired(signum, frame):
+        raise CompileTimeout(f"not compiled in {seconds:g} s (GRAIN_BENCH_COMPILE_BUDGET_S)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def check_equivalent(prepared, model, inputs: dict, runtime: str = "") -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from grain_bench.errors import UsageError
 from grain_bench.options import Options, option
@@ -18,7 +18,9 @@ SPEC_SCHEMA_VERSION = 1
 UNSET_LEFT_OUT = ("target_speedup", "cost_model")
 #: recipe fields added after the first recipes, with their defaults: left out of a spec's recipe (and so of its run
 #: id) while they hold the default, so a spec written before them keeps the id it always had
-RECIPE_ADDED_LATER = {"calibration_examples": 2048, "calibration_batch_size": 32}
+RECIPE_ADDED_LATER = {"calibration_examples": 2048, "calibration_batch_size": 32, "precision": "fp32"}
+#: what a recipe's training may compute in (``grain_bench.precision``)
+PrecisionName = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
 #: The shortest ``max_length`` a recipe accepts: a sentence pair's special tokens alone take three positions.
 MIN_MAX_LENGTH = 16
 
@@ -63,6 +65,9 @@ class Recipe(Options):
     # step; the defaults are Kwon et al.'s (2,048 examples, batches of 32)
     calibration_examples: int = option(2048, ge=1)
     calibration_batch_size: int = option(32, ge=1)
+    # what training computes in (``grain_bench.precision``): "auto" is the device's default, which a sweep resolves
+    # before the run's id is taken (bf16 on a CUDA device that supports it, else fp32)
+    precision: PrecisionName = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, but the ones of ``RECIPE_ADDED_LATER`` only where they differ from their defaults (what a
@@ -83,7 +88,10 @@ class Recipe(Options):
         """The fields that define the fine-tuned teacher (its cache key)."""
         keys = ("teacher_lr", "teacher_epochs", "teacher_max_steps", "teacher_batch_size", "max_length",
                 "max_train_examples", "adam_eps", "weight_decay", "warmup", "clip")
-        return {k: getattr(self, k) for k in keys}
+        out = {k: getattr(self, k) for k in keys}
+        if self.precision != "fp32":  # teachers cached before precisions existed keep their keys
+            out["precision"] = self.precision
+        return out
 
     def caption(self) -> str:
         """One line describing the recipe, for table captions."""
@@ -93,7 +101,8 @@ class Recipe(Options):
                 f"{self.batch_size}, {steps}, max length {self.max_length}, "
                 f"prune {self.prune_start:g}-{self.prune_end:g}"
                 f" (cubic); teacher lr {self.teacher_lr:g}, "
-                + (f"{self.teacher_max_steps} steps" if self.teacher_max_steps else f"{self.teacher_epochs:g} epochs"))
+                + (f"{self.teacher_max_steps} steps" if self.teacher_max_steps else f"{self.teacher_epochs:g} epochs")
+                + (f"; {self.precision} training" if self.precision != "fp32" else ""))
 
 
 def target_text(density: float, speedup: float | None, cost_kind: str = "") -> str:

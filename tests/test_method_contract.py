@@ -30,13 +30,15 @@ def granularity(space: MaskSpace) -> float:
     return space.head_dim * (costs["qk"] + costs["vo"]) / space.total_cost()
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("name", METHODS)
-def test_method_contract(name, regs, shared):
+def test_method_contract(name, precision, regs, shared):
+    """Also under fp16 autocast with its loss scaler (the method's own optimizers, gates and losses included)."""
     task, teacher, data, tokenizer = shared
     method = regs.methods.get(name).from_options({}, seed=1)
     set_seed(1)
     student, _ = load_tiny("sequence", 2)
-    recipe = get_recipe("test", {"max_steps": 20})
+    recipe = get_recipe("test", {"max_steps": 20, "precision": precision})
     result = distill(method, task, teacher, student, data, recipe, TARGET, seed=1, progress=False)
     space = result.space
     masks = result.masks
