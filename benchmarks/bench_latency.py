@@ -128,11 +128,12 @@ def heads_twin(model, shape):
     return stock.eval()
 
 
-def real_mask_models(dense, results_dir: str, seq_len: int, methods: tuple[str, ...] | None = None):
+def real_mask_models(dense, results_dir: str, seq_len: int, methods: tuple[str, ...] | None = None,
+                     labels: tuple[str, ...] | None = None):
     """{label: model}, {label: info}: every stored mask of ``results_dir`` (first seed of each method, options and
-    target density; only ``methods`` when given) compacted from ``dense``'s weights, with its ``twin-heads`` and
-    ``twin-64`` stock twins and its ``no-attention`` ceiling (the same FFN widths, no heads: what the mask would reach
-    if its attention cost nothing)."""
+    target density; only ``methods``, and only the ``labels`` such as ``grain@0.05``, when given) compacted from
+    ``dense``'s weights, with its ``twin-heads`` and ``twin-64`` stock twins and its ``no-attention`` ceiling (the
+    same FFN widths, no heads: what the mask would reach if its attention cost nothing)."""
     from grain_bench.compaction import compact
     from grain_bench.leaderboard.compare import options_label
     from grain_bench.leaderboard.tables import load_records
@@ -147,7 +148,8 @@ def real_mask_models(dense, results_dir: str, seq_len: int, methods: tuple[str, 
             continue
         options = options_label(spec.method_options)
         label = f"{spec.method}{f'[{options}]' if options else ''}@{spec.target_density:g}"
-        chosen.setdefault(label, record)
+        if not labels or label in labels:
+            chosen.setdefault(label, record)
     models, info = {"dense": dense}, {"dense": {"density": 1.0, "flops_predicted_speedup": 1.0}}
     for label, record in sorted(chosen.items()):
         masks, space = load_masks(results_dir, record.masks, record)
@@ -249,9 +251,12 @@ def _scatter_forward(self, hidden_states, attention_mask=None):
 #: Layouts compared with the default (``plan_buckets`` at the default call cost, GEMM widths aligned to 8), as the
 #: ``set_layout`` arguments of the attention and the FFN: ``one-bucket`` pads every head of a layer to the widest one;
 #: ``per-width`` gives every distinct width its own call; ``unaligned`` keeps the buckets but pads no GEMM width;
-#: ``scatter`` is the first layout (see ``_scatter_forward``), with unaligned FFN widths as it had.
+#: ``scatter`` is the first layout (see ``_scatter_forward``), with unaligned FFN widths as it had; ``gpu`` is one call
+#: with widths rounded up to multiples of 8.
 LAYOUTS = {"one-bucket": (dict(call_cost=1e9), {}), "per-width": (dict(call_cost=0), {}),
-           "unaligned": (dict(align=1), dict(align=1)), "scatter": (None, dict(align=1))}
+           "unaligned": (dict(align=1), dict(align=1)), "scatter": (None, dict(align=1)),
+           # the GPU layout (grain_bench.prepared.gpu_layout; the CUDA runtimes' layout): one call, widths of 8
+           "gpu": (dict(call_cost=1e9, width_multiple=8), {})}
 
 
 def layout_models(compact_model, kinds=LAYOUTS) -> dict:
@@ -355,13 +360,14 @@ def report_targets(rows: dict, runtimes, densities, masks_dir: str | None, on_cu
 
 def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, malloc: dict | None = None,
         masks_dir: str | None = None, batch: int = BATCH, seq_len: int = SEQ_LEN, runtimes=("eager",),
-        methods: tuple[str, ...] | None = None, device: str = "cpu", calls: int = 1) -> dict:
+        methods: tuple[str, ...] | None = None, device: str = "cpu", calls: int = 1,
+        labels: tuple[str, ...] | None = None) -> dict:
     """Measure everything side by side; print a table; write JSON to ``out_path``.
 
     On ``device="cuda"`` (fp16; ``runtimes`` are then the GPU modes eager, cuda_graph, compile) each mode is timed
     in its own interleaved rounds, and every row's speedup is against the dense model under the same mode."""
     from grain_bench.measure import LatencySettings, time_models
-    from grain_bench.runtimes import runtime_names
+    from grain_bench.runtimes import CompileTimeout, runtime_names
 
     on_cuda = device.startswith("cuda")
     if on_cuda and not set(runtimes) <= set(runtime_names("cuda")):
@@ -375,11 +381,11 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
               "settings": {"device": device, "batch": batch, "seq_len": seq_len, "dtype": "fp16" if on_cuda else "fp32",
                            "threads": None if on_cuda else THREADS, "runs": runs,
                            "masks": source, "malloc": malloc or {}, "runtimes": list(runtimes), "calls": calls,
-                           "methods": list(methods) if methods else None},
+                           "methods": list(methods) if methods else None, "labels": list(labels) if labels else None},
               "command": " ".join(["python benchmarks/bench_latency.py", *sys.argv[1:]])}
     dense = load_dense()
     if masks_dir:
-        models, info = real_mask_models(dense, masks_dir, seq_len, methods)
+        models, info = real_mask_models(dense, masks_dir, seq_len, methods, labels)
         densities = ()
     else:
         models, info = build_models(dense, densities)
@@ -423,7 +429,13 @@ def run(out_path: str | None, runs: int, layouts: bool, densities=DENSITIES, mal
             # only dense and the methods' own masks at 0.05 and 0.2 (no twins, ablations or 0.1)
             timed = models if mode != "compile" else {
                 k: m for k, m in models.items() if k == "dense" or k.endswith(("@0.05", "@0.2")) and "[" not in k}
-            for label, result in time_models(timed, settings, inputs=inputs).items():
+            try:
+                timed_results = time_models(timed, settings, inputs=inputs)
+            except CompileTimeout as exc:  # recorded, not hung: the other modes keep their rows
+                report.setdefault("not_timed", {})[mode] = str(exc)
+                print(f"{mode}: {exc}", file=sys.stderr, flush=True)
+                continue
+            for label, result in timed_results.items():
                 results[f"{label}{suffix}"] = result
                 info.setdefault(f"{label}{suffix}", {**info.get(label, {}), "runtime": mode})
             report = publish(results)  # after each mode, so that a run cut off by a time limit keeps what it timed
@@ -562,6 +574,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--seq-len", type=int, default=SEQ_LEN)
     parser.add_argument("--methods", default=None, help="with --masks: only these methods (comma list)")
+    parser.add_argument("--labels", default=None, help="with --masks: only these masks (comma list, e.g. grain@0.05)")
     parser.add_argument("--runtimes", default="eager",
                         help="comma list of grain_bench.runtimes to time side by side: eager, compile, aoti, onnx")
     parser.add_argument("--device", default="cpu", help="cpu (fp32, 2 threads) or cuda (fp16, GPU modes as runtimes)")
@@ -573,7 +586,8 @@ def main(argv=None) -> int:
     densities = tuple(float(d) for d in args.densities.split(","))
     run(args.out, args.runs, args.layouts, densities, malloc={"allocator": args.allocator, **malloc},
         masks_dir=args.masks, batch=args.batch, seq_len=args.seq_len, runtimes=tuple(args.runtimes.split(",")),
-        methods=tuple(args.methods.split(",")) if args.methods else None, device=args.device, calls=args.calls)
+        methods=tuple(args.methods.split(",")) if args.methods else None, device=args.device, calls=args.calls,
+        labels=tuple(args.labels.split(",")) if args.labels else None)
     return 0
 
 

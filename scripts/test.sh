@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Set up and run the test suite (no network, tiny models): the default tests, then each costly marker as its own step
 # (runtime: compiled runtimes; signals: sweeps that are signalled; browser: the page in headless Chromium, which skips
-# without `bash scripts/setup-browser.sh`). Arguments run one pytest call with them instead (e.g. a file, or -m slow).
+# without `bash scripts/setup-browser.sh`; device: the GPU device script's dry run on CPU). Arguments run one pytest
+# call with them instead (e.g. a file, or -m slow).
 # Exit code 5 of pytest (no tests collected) counts as a failure; the script exits non-zero if any step failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GRAIN_BENCH_EXTRAS=test,plots,ray bash scripts/setup.sh  # the Ray executor's tests need the ray extra
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-COSTLY=(runtime signals browser)
+COSTLY=(runtime signals browser device)
 
 step() {  # step NAME PYTEST-ARGS...: one pytest call; returns its exit code (5, no tests collected, as 1)
     local name=$1 rc=0

@@ -1,12 +1,74 @@
 #!/usr/bin/env bash
 # On the lent GPU machine, from the repository root, after benchmarks/device/prepare.sh here (carry [".gpu"]):
+#   bash benchmarks/device/run.sh gpu-bench  issue 27's device run, about 8 minutes on one H100/H200 (each part has its
+#                    own time limit and returns what it finished): (a) latency of the dense model and every committed
+#                    real mask with their stock twins, eager / cuda_graph / compile, fp16, batch 128 x 128 and 1 x 128,
+#                    and the layouts under eager; (b) training steps per second of dense KD and GRAIN in fp32, tf32
+#                    and bf16; (c) the paper recipe's MiniLM-L6 grid on RTE, MRPC and STS-B (dense, grain, heads,
+#                    movement, cofi at 0.05, 0.1, 0.2; bf16), several processes sharing the GPU; records and tables
 #   bash benchmarks/device/run.sh curves     learning curves of every task (issue 17), one process per task
 #   bash benchmarks/device/run.sh tasks-latency   the task benchmark (benchmarks/run_tasks.sh) on the GPU; the H100
 #                    protocol on the tweets runs' real masks (issue 14): fp16, batch 128 x 128, eager / CUDA graph /
 #                    compile, side by side; then the GPU tests
 # Results go to $OUT (the device tool's return folder), or benchmarks/results when OUT is unset.
+# DRY_RUN=1 bash benchmarks/device/run.sh gpu-bench: the same steps on this CPU with tiny settings (the tiny backbone,
+# the test recipe, the tweets task; nothing installed), so that the script never rots (tests/test_device_script.py).
 set -uo pipefail
 OUT=${OUT:-benchmarks/results}
+if [ -n "${DRY_RUN:-}" ]; then
+  [ "${1:-}" = gpu-bench ] || { echo "DRY_RUN applies to gpu-bench only" >&2; exit 2; }
+  gpu_bench() {
+    DEVICE=cpu BACKBONE=test-bert-tiny RECIPE=test GRID_TASKS=tweets GRID_METHODS="grain heads" DENSITIES=0.5 \
+      DATA_ARGS="" LAT_SHAPES="2x16" LAT_RUNS=1 LAT_MODES=eager LAT_LABELS=grain@0.05 LAYOUT_LABELS=grain@0.05 LAYOUT_LENGTH=16 \
+      PRECISIONS=fp32,tf32,bf16 TRAIN_ARGS="--backbone test-bert-tiny --task tweets --steps 4 --warmup 1 --batch 4 \
+      --seq-len 16" run_gpu_bench
+  }
+fi
+run_gpu_bench() {
+  # (a) latency: side by side per mode, each against the dense model of the same mode; a compile that does not
+  # finish within its budget is recorded as "not compiled in N s" and the other modes keep their rows
+  export GRAIN_BENCH_COMPILE_BUDGET_S=${COMPILE_BUDGET:-45}
+  for shape in $LAT_SHAPES; do
+    batch=${shape%x*} length=${shape#*x}
+    timeout "${LATENCY_LIMIT:-100}" python3 benchmarks/bench_latency.py --device "$DEVICE" --allocator default \
+      --masks benchmarks/results/tweets-minilm ${LAT_LABELS:+--labels "$LAT_LABELS"} --runtimes "$LAT_MODES" \
+      --batch "$batch" --seq-len "$length" --runs "$LAT_RUNS" --out "$OUT/gpu-latency-b$batch.json" 2>&1 \
+      | grep -v "^prepared" | tail -n 25
+  done
+  timeout "${LAYOUT_LIMIT:-40}" python3 benchmarks/bench_latency.py --device "$DEVICE" --allocator default \
+    --masks benchmarks/results/tweets-minilm --labels "$LAYOUT_LABELS" --runtimes eager --layouts \
+    --batch "${LAT_SHAPES%%x*}" --seq-len "${LAYOUT_LENGTH:-128}" --runs "$LAT_RUNS" --out "$OUT/gpu-layouts.json" 2>&1 \
+    | tail -n 12
+  # (b) training steps per second in each precision
+  timeout "${TRAIN_LIMIT:-80}" python3 benchmarks/train_speed.py --device "$DEVICE" --precisions "$PRECISIONS" \
+    $TRAIN_ARGS --out "$OUT/gpu-train-speed.json" 2>&1 | tail -n 8
+  # (c) the grid: per task one process trains the teacher (cached in the results folder) and the dense row, then one
+  # process per task and method; the store takes concurrent writers
+  grid=${GRID_RESULTS:-/tmp/gpu-grid}
+  common=(--backbone "$BACKBONE" --recipe "$RECIPE" --results "$grid" --device "$DEVICE" --seeds 1 -q $DATA_ARGS)
+  start=$(date +%s)
+  for task in $GRID_TASKS; do
+    timeout "${GRID_LIMIT:-240}" grain-bench run --methods dense --tasks "$task" "${common[@]}" \
+      > "$OUT/grid-$task-dense.log" 2>&1 &
+  done
+  wait
+  left=$(( ${GRID_LIMIT:-240} - $(date +%s) + start ))
+  for task in $GRID_TASKS; do
+    for method in $GRID_METHODS; do
+      timeout "$(( left > 10 ? left : 10 ))" grain-bench run --methods "$method" --tasks "$task" \
+        --densities "$DENSITIES" "${common[@]}" > "$OUT/grid-$task-$method.log" 2>&1 &
+    done
+  done
+  wait
+  tail -n 3 "$OUT"/grid-*.log
+  grain-bench leaderboard show --results "$grid" > "$OUT/gpu-grid.md" 2>&1
+  cat "$OUT/gpu-grid.md"
+  tar czf "$OUT/gpu-grid.tgz" --exclude=teachers --exclude=models -C "$(dirname "$grid")" "$(basename "$grid")"
+}
+if [ -n "${DRY_RUN:-}" ]; then
+  gpu_bench
+  exit $?
+fi
 # one pip call: a second --target install into the same folder would skip its bin/ (no grain-bench command)
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target /tmp/site \
   .gpu/whl/*.whl . || exit 1
@@ -47,5 +109,12 @@ case "${1:-}" in
     done
     # from the checkout: grain_bench.layout maps tasks/, methods/ and leaderboard/ into the package as pyproject does
     timeout "${TESTS_LIMIT:-60}" python3 -m pytest -m gpu -q -p no:cacheprovider tests 2>&1 | tail -n 15 ;;
-  *) echo "usage: run.sh curves|tasks-latency" >&2; exit 2 ;;
+  gpu-bench)
+    DEVICE=cuda BACKBONE=minilm-l6 RECIPE=paper GRID_TASKS="rte mrpc stsb" GRID_METHODS="grain heads movement cofi" \
+      DENSITIES=0.05,0.1,0.2 DATA_ARGS="--data-dir .gpu/datapack" LAT_SHAPES="128x128 1x128" LAT_RUNS=${RUNS:-20} \
+      LAT_MODES=eager,cuda_graph,compile LAT_LABELS="" LAYOUT_LABELS=grain@0.05,grain@0.2,heads@0.05 \
+      PRECISIONS=fp32,tf32,bf16 \
+      TRAIN_ARGS="--task rte --data-dir .gpu/datapack" run_gpu_bench
+    timeout 30 python3 benchmarks/device/graph_check.py "grain@0.05" pad 2>&1 | tail -n 8 ;;
+  *) echo "usage: run.sh gpu-bench|curves|tasks-latency" >&2; exit 2 ;;
 esac
