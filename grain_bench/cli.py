@@ -171,8 +171,9 @@ def _add_measure_parser(sub, default_results: str) -> None:
     measure.add_argument("--device", default=defaults.device, help=f"cpu or cuda[:N] (default: {defaults.device})")
     measure.add_argument("--dtype", default=defaults.dtype, help=f"fp32, fp16 or bf16 (default: {defaults.dtype})")
     measure.add_argument("--mode", default=defaults.mode,
-                         help=f"inference runtime: {defaults.mode} (default) or another registered one of the device "
-                              f"(`grain-bench plugins` lists them with their devices)")
+                         help=f"inference runtime: {defaults.mode} (default), another registered one of the device "
+                              f"(`grain-bench plugins` lists them with their devices) or best (each model under its "
+                              f"fastest correct one of eager and ragged on CPU, eager and cuda_graph on CUDA)")
     measure.add_argument("--runs", type=int, default=defaults.runs, help=f"timed rounds (default: {defaults.runs})")
     measure.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -310,7 +311,8 @@ def cmd_measure(args) -> int:
     from grain_bench.runtimes import get_runtime
 
     regs = get_registries()
-    get_runtime(args.mode, args.device, regs, what="--mode").check()  # a runtime of that device, and what it needs
+    if args.mode != "best":  # best: every usable candidate of the device (grain_bench.measure.BEST_CANDIDATES)
+        get_runtime(args.mode, args.device, regs, what="--mode").check()  # a runtime of that device, what it needs
     settings = RetimeSettings(batch=args.batch, seq_len=args.seq_len, threads=args.threads, device=args.device,
                               dtype=args.dtype, mode=args.mode, runs=args.runs)
     command = "grain-bench " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["measure"] else "grain-bench measure"

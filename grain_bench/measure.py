@@ -209,11 +209,56 @@ def _timed_calls(models: dict[str, Any], settings: LatencySettings, inputs, thre
     return calls
 
 
+#: ``mode="best"``: each model under the fastest of these runtimes of its device that reproduces it. ``compile`` is
+#: not among them: its max-autotune compilation takes minutes a model on a GPU and tens of seconds on CPU (ask for it
+#: by name); ``ragged`` needs a C compiler on CPU and is left out where its check fails.
+BEST = "best"
+BEST_CANDIDATES = {"cpu": ("eager", "ragged"), "cuda": ("eager", "cuda_graph")}
+
+
+def best_candidates(device: str, regs=None) -> list[str]:
+    """The runtimes ``mode="best"`` tries on ``device`` (those registered and usable here)."""
+    from grain_bench.runtimes import runtime_names
+
+    names = runtime_names(device, regs)
+    return [name for name in BEST_CANDIDATES.get(device.split(":")[0], ("eager",)) if name in names]
+
+
+def _time_best(models: dict[str, Any], settings: LatencySettings, inputs, regs) -> dict[str, LatencyResult]:
+    """``time_models`` under every candidate runtime (each in its own interleaved rounds, every model in each), then
+    each model's fastest: its result keeps mode "best" and names the runtime (``extra["runtime"]``) and every
+    candidate's median (``extra["candidates_ms"]``). A candidate that cannot run or does not reproduce the models
+    (``GrainBenchError``) is left out (``extra["left_out"]``); none left is an error naming why."""
+    import dataclasses
+
+    timed: dict[str, dict[str, LatencyResult]] = {}
+    left_out: dict[str, str] = {}
+    for mode in best_candidates(settings.device, regs):
+        try:
+            timed[mode] = time_models(models, dataclasses.replace(settings, mode=mode), inputs, regs)
+        except GrainBenchError as exc:
+            left_out[mode] = str(exc)
+    if not timed:
+        raise GrainBenchError(f"no runtime of {settings.device} could time the models: "
+                              + "; ".join(f"{mode}: {why}" for mode, why in left_out.items()))
+    results = {}
+    for label in models:
+        fastest = min((results_of[label] for results_of in timed.values()), key=lambda r: r.median_ms)
+        extra = {**fastest.extra, "runtime": fastest.mode,
+                 "candidates_ms": {mode: results_of[label].median_ms for mode, results_of in timed.items()},
+                 **({"left_out": left_out} if left_out else {})}
+        results[label] = dataclasses.replace(fastest, mode=BEST, extra=extra)
+    return results
+
+
 def time_models(models: dict[str, Any], settings: LatencySettings, inputs: dict[str, torch.Tensor] | None = None,
                 regs=None) -> dict[str, LatencyResult]:
     """Time every model under ``settings``, interleaved in a shuffled order each round, in this one process
-    (``settings.mode`` names a runtime of ``grain_bench.runtimes`` in ``regs``, default the process-wide registries)."""
+    (``settings.mode``: a runtime of ``regs``, default the process-wide registries, or ``best``: ``_time_best``)."""
     from grain_bench.runtimes import get_runtime
+
+    if settings.mode == BEST:
+        return _time_best(models, settings, inputs, regs)
 
     on_cuda = settings.device.startswith("cuda")
     runtime = get_runtime(settings.mode, settings.device, regs, what="latency mode")
@@ -325,9 +370,10 @@ def _cpu_threads() -> int:
 
 
 def record_settings(device: str, seq_len: int) -> LatencySettings:
-    """The cheap protocol used inside run records: batch 32 at the recipe length, a few seconds in all."""
+    """The cheap protocol used inside run records: batch 32 at the recipe length, a few seconds in all (on CUDA in
+    fp16, each model under its fastest of eager and CUDA-graph replay, ``mode="best"``)."""
     if device.startswith("cuda"):
-        return LatencySettings(device=device, dtype="fp16", batch=32, seq_len=seq_len, mode="eager", threads=0,
+        return LatencySettings(device=device, dtype="fp16", batch=32, seq_len=seq_len, mode=BEST, threads=0,
                                warmup=3, runs=30, budget_s=3.0)
     return LatencySettings(device="cpu", dtype="fp32", batch=32, seq_len=seq_len, mode="eager", threads=_cpu_threads(),
                            warmup=1, runs=7, budget_s=4.0)

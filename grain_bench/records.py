@@ -78,6 +78,7 @@ class LatencyEntry:
     flops_predicted_speedup: float | None = None
     calls_per_round: int | None = None  # calls back to back per round (CPU), when more than one
     source: str | None = None  # "grain-bench measure" for a quiet re-timing; None for the run's own figure
+    runtime: str | None = None  # under mode "best": the runtime that was fastest for this model
 
     @property
     def noisy(self) -> bool:

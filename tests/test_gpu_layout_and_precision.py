@@ -204,3 +204,23 @@ def test_cuda_graphs_of_many_models_replay_side_by_side_and_match_eager():
                 expected = _logits(models[case](**inputs)).float()
                 got = _logits(graph(**inputs)).float()
             assert (got - expected).abs().max().item() <= 2e-2 * max(1.0, expected.abs().max().item()), case
+
+
+def test_best_mode_keeps_each_models_fastest_correct_runtime():
+    """``mode="best"`` times every candidate runtime of the device and keeps each model's fastest, naming it; the
+    record's latency entry keeps the runtime."""
+    from grain_bench.measure import BEST, LatencySettings, best_candidates, speedup_entries, time_models
+    from grain_bench.records import latency_entry
+
+    small = _compact("random")
+    dense, _ = load_tiny("sequence", 2)
+    settings = LatencySettings(device="cpu", batch=2, seq_len=16, mode=BEST, threads=1, warmup=1, runs=2)
+    results = time_models({"dense": dense.eval(), "compact": small}, settings)
+    assert "eager" in best_candidates("cpu") and "cuda_graph" in best_candidates("cuda")
+    for result in results.values():
+        candidates = result.extra["candidates_ms"]
+        assert result.mode == BEST and set(candidates) <= set(best_candidates("cpu")) and "eager" in candidates
+        assert result.extra["runtime"] == min(candidates, key=candidates.get)
+        assert result.median_ms == candidates[result.extra["runtime"]]
+    entry = latency_entry(speedup_entries(results, "dense")[1])
+    assert entry.mode == BEST and entry.runtime == results["compact"].extra["runtime"]

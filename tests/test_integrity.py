@@ -611,3 +611,20 @@ def test_measure_of_an_empty_store_says_so(tmp_path, capsys, builtin_plugins_onl
     line = _refused_before_timing(str(results), capsys)
     # the store's reader refuses an empty store first (the same message as `leaderboard show`'s)
     assert "no records in" in line and "is empty" in line and "grain-bench run" in line
+
+
+def test_measure_best_mode_stores_each_runs_fastest_runtime(store, capsys):
+    """``grain-bench measure --mode best``: every run re-timed, its entry under mode best naming its runtime, one of
+    the device's candidates, with every candidate's median beside it."""
+    from grain_bench.leaderboard.store import load_measurements
+    from grain_bench.measure import best_candidates
+
+    results, ids = store
+    code, _, err = _measure(results, capsys, "--mode", "best")
+    assert code == 0, err
+    measurements = load_measurements(results)
+    assert set(ids.values()) <= set(measurements)
+    for run_id in ids.values():
+        compact = measurements[run_id]["compact"]
+        assert compact["mode"] == "best" and compact["runtime"] in best_candidates("cpu")
+        assert compact["median_ms"] == compact["candidates_ms"][compact["runtime"]]
