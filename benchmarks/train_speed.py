@@ -124,16 +124,22 @@ def main(argv=None) -> int:
                                 args.warmup, args.batch, args.seq_len)
             report["rows"].append(row)
             print(f"{method:6} {precision:5} {row['steps_per_s']:.2f} steps/s", file=sys.stderr, flush=True)
+            write(report, args.out)  # after each row: a run cut off by a time limit keeps what it measured
+    print(json.dumps(report["rows"], indent=1))
+    return 0
+
+
+def write(report: dict, path: str | None) -> None:
+    """Each row's ratio to fp32's of the same method (where measured), then the report as JSON to ``path``."""
     fp32 = {row["method"]: row["steps_per_s"] for row in report["rows"] if row["precision"] == "fp32"}
     for row in report["rows"]:
         if fp32.get(row["method"]) and row["steps_per_s"]:
             row["vs_fp32"] = row["steps_per_s"] / fp32[row["method"]]
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as handle:
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path + ".tmp", "w") as handle:
             json.dump(report, handle, indent=1)
-    print(json.dumps(report["rows"], indent=1))
-    return 0
+        os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 #                    protocol on the tweets runs' real masks (issue 14): fp16, batch 128 x 128, eager / CUDA graph /
 #                    compile, side by side; then the GPU tests
 # Results go to $OUT (the device tool's return folder), or benchmarks/results when OUT is unset.
+# PARTS="grid" GRID_LIMIT=540 bash benchmarks/device/run.sh gpu-bench: one part alone (latency, train, grid).
 # DRY_RUN=1 bash benchmarks/device/run.sh gpu-bench: the same steps on this CPU with tiny settings (the tiny backbone,
 # the test recipe, the tweets task; nothing installed), so that the script never rots (tests/test_device_script.py).
 set -uo pipefail
@@ -19,40 +20,50 @@ if [ -n "${DRY_RUN:-}" ]; then
   [ "${1:-}" = gpu-bench ] || { echo "DRY_RUN applies to gpu-bench only" >&2; exit 2; }
   gpu_bench() {
     DEVICE=cpu BACKBONE=test-bert-tiny RECIPE=test GRID_TASKS=tweets GRID_METHODS="grain heads" DENSITIES=0.5 \
-      DATA_ARGS="" LAT_SHAPES="2x16" LAT_RUNS=1 LAT_MODES=eager LAT_LABELS=grain@0.05 LAYOUT_LABELS=grain@0.05 LAYOUT_LENGTH=16 \
+      DATA_ARGS="" LAT_SHAPES="2x16" LAT_RUNS=1 LAT_MODES=eager LAT_LABELS=grain@0.05 LAYOUT_LABELS=grain@0.05 \
+      LAYOUT_LENGTH=16 \
       PRECISIONS=fp32,tf32,bf16 TRAIN_ARGS="--backbone test-bert-tiny --task tweets --steps 4 --warmup 1 --batch 4 \
       --seq-len 16" run_gpu_bench
   }
 fi
-run_gpu_bench() {
+run_gpu_bench() {  # PARTS: which of latency, train and grid run (default all three, in that order)
+  local parts=" ${PARTS:-latency train grid} "
+  if [[ $parts == *" latency "* ]]; then gpu_latency; fi
+  if [[ $parts == *" train "* ]]; then
+    # (b) training steps per second in each precision
+    timeout "${TRAIN_LIMIT:-60}" python3 benchmarks/train_speed.py --device "$DEVICE" --precisions "$PRECISIONS" \
+      $TRAIN_ARGS --out "$OUT/gpu-train-speed.json" 2>&1 | tail -n 8
+  fi
+  if [[ $parts == *" grid "* ]]; then gpu_grid; fi
+}
+gpu_latency() {
   # (a) latency: side by side per mode, each against the dense model of the same mode; a compile that does not
   # finish within its budget is recorded as "not compiled in N s" and the other modes keep their rows
   export GRAIN_BENCH_COMPILE_BUDGET_S=${COMPILE_BUDGET:-45}
   for shape in $LAT_SHAPES; do
     batch=${shape%x*} length=${shape#*x}
-    timeout "${LATENCY_LIMIT:-100}" python3 benchmarks/bench_latency.py --device "$DEVICE" --allocator default \
+    timeout "${LATENCY_LIMIT:-90}" python3 benchmarks/bench_latency.py --device "$DEVICE" --allocator default \
       --masks benchmarks/results/tweets-minilm ${LAT_LABELS:+--labels "$LAT_LABELS"} --runtimes "$LAT_MODES" \
       --batch "$batch" --seq-len "$length" --runs "$LAT_RUNS" --out "$OUT/gpu-latency-b$batch.json" 2>&1 \
       | grep -v "^prepared" | tail -n 25
   done
-  timeout "${LAYOUT_LIMIT:-40}" python3 benchmarks/bench_latency.py --device "$DEVICE" --allocator default \
+  timeout "${LAYOUT_LIMIT:-30}" python3 benchmarks/bench_latency.py --device "$DEVICE" --allocator default \
     --masks benchmarks/results/tweets-minilm --labels "$LAYOUT_LABELS" --runtimes eager --layouts \
-    --batch "${LAT_SHAPES%%x*}" --seq-len "${LAYOUT_LENGTH:-128}" --runs "$LAT_RUNS" --out "$OUT/gpu-layouts.json" 2>&1 \
-    | tail -n 12
-  # (b) training steps per second in each precision
-  timeout "${TRAIN_LIMIT:-80}" python3 benchmarks/train_speed.py --device "$DEVICE" --precisions "$PRECISIONS" \
-    $TRAIN_ARGS --out "$OUT/gpu-train-speed.json" 2>&1 | tail -n 8
+    --batch "${LAT_SHAPES%%x*}" --seq-len "${LAYOUT_LENGTH:-128}" --runs "$LAT_RUNS" \
+    --out "$OUT/gpu-layouts.json" 2>&1 | tail -n 12
+}
+gpu_grid() {
   # (c) the grid: per task one process trains the teacher (cached in the results folder) and the dense row, then one
   # process per task and method; the store takes concurrent writers
-  grid=${GRID_RESULTS:-/tmp/gpu-grid}
-  common=(--backbone "$BACKBONE" --recipe "$RECIPE" --results "$grid" --device "$DEVICE" --seeds 1 -q $DATA_ARGS)
+  local grid=${GRID_RESULTS:-/tmp/gpu-grid} limit=${GRID_LIMIT:-180}
+  local common=(--backbone "$BACKBONE" --recipe "$RECIPE" --results "$grid" --device "$DEVICE" --seeds 1 -q $DATA_ARGS)
+  local start left
   start=$(date +%s)
   for task in $GRID_TASKS; do
-    timeout "${GRID_LIMIT:-240}" grain-bench run --methods dense --tasks "$task" "${common[@]}" \
-      > "$OUT/grid-$task-dense.log" 2>&1 &
+    timeout "$limit" grain-bench run --methods dense --tasks "$task" "${common[@]}" > "$OUT/grid-$task-dense.log" 2>&1 &
   done
   wait
-  left=$(( ${GRID_LIMIT:-240} - $(date +%s) + start ))
+  left=$(( limit - $(date +%s) + start ))
   for task in $GRID_TASKS; do
     for method in $GRID_METHODS; do
       timeout "$(( left > 10 ? left : 10 ))" grain-bench run --methods "$method" --tasks "$task" \
@@ -115,6 +126,8 @@ case "${1:-}" in
       LAT_MODES=eager,cuda_graph,compile LAT_LABELS="" LAYOUT_LABELS=grain@0.05,grain@0.2,heads@0.05 \
       PRECISIONS=fp32,tf32,bf16 \
       TRAIN_ARGS="--task rte --data-dir .gpu/datapack" run_gpu_bench
-    timeout 30 python3 benchmarks/device/graph_check.py "grain@0.05" pad 2>&1 | tail -n 8 ;;
+    if [[ " ${PARTS:-latency} " == *" latency "* ]]; then
+      timeout 20 python3 benchmarks/device/graph_check.py "grain@0.05" pad 2>&1 | tail -n 8
+    fi ;;
   *) echo "usage: run.sh gpu-bench|curves|tasks-latency" >&2; exit 2 ;;
 esac
