@@ -202,9 +202,15 @@ class Comparison:
     table: pd.DataFrame
     frame: pd.DataFrame
     differences: dict[str, Counter] = field(default_factory=dict)
-    latency_environments: dict[str, str] = field(default_factory=dict)  # task -> the environment compared
+    #: ``setup_label(task, setup)`` -> the latency environment compared there
+    latency_environments: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     teacher_warnings: list[str] = field(default_factory=list)  # "task: the teacher did not learn ..." (captions)
+
+
+def setup_label(task: str, setup: str) -> str:
+    """A task, and its setup where the store mixes setups: ``tweets`` or ``tweets (0.0.9)``."""
+    return task + (f" ({setup})" if setup else "")
 
 
 def _pareto(points: list[tuple[float, float]], lower_x: bool, higher_y: bool) -> list[bool]:
@@ -236,17 +242,19 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
     envs: dict[str, str] = {}
     if frame.empty:
         return Comparison(frame, frame, diffs, envs, notes, [])
-    # latency: keep only the most common measurement environment per task
-    for task, group in frame.groupby("task", sort=True):
+    # latency: keep only the most common measurement environment per task and setup (each setup of a mixed store
+    # keeps its own: setups differ by what they were run with, often the machine too)
+    for (task, setup), group in frame.groupby(["task", "setup"], sort=True):
         counts = Counter(e for e in group["latency_env"] if isinstance(e, str) and e)  # NaN: a run never timed
         if not counts:
             continue
+        where = setup_label(task, setup)
         chosen = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[0][0]
-        envs[task] = chosen
+        envs[where] = chosen
         others = group["latency_env"].notna() & (group["latency_env"] != chosen)
         if others.any():
             frame.loc[others[others].index, "speedup"] = math.nan
-            notes.append(f"{task}: measured speedups of {int(others.sum())} run(s) from other environments "
+            notes.append(f"{where}: measured speedups of {int(others.sum())} run(s) from other environments "
                          f"({'; '.join(sorted(set(group.loc[others, 'latency_env'])))}) are left out; "
                          f"speedups are compared only within {chosen}")
     unscored = frame[frame["score"].isna()]
@@ -308,7 +316,7 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
     table = out.drop(columns=["_order", "teacher_mean", *TEACHER_FACTS]).reset_index(drop=True)
     table["collapsed_seeds"] = table["collapsed_seeds"].fillna(0).astype(int)
     table["noisy_seeds"] = table["noisy_seeds"].fillna(0).astype(int)
-    warnings = [f"{row.task}" + (f" ({row.setup})" if row.setup else "") + f": {TEACHER_WARNING}"
+    warnings = [f"{setup_label(row.task, row.setup)}: {TEACHER_WARNING}"
                 for row in teachers.sort_values(["task", "setup"]).itertuples() if row.teacher_collapsed]
     return Comparison(table, frame, diffs, envs, notes, warnings)
 

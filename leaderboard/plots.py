@@ -12,7 +12,7 @@ import os
 import pandas as pd
 
 from grain_bench.errors import GrainBenchError
-from grain_bench.leaderboard.compare import target_label
+from grain_bench.leaderboard.compare import setup_label, target_label
 from grain_bench.records import RecordShape
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
@@ -105,7 +105,7 @@ def plot_comparison(table: pd.DataFrame, title: str = ""):
             ax.set_xlabel(x_label)
             ax.set_ylabel(metric)
             ax.grid(True, which="both", alpha=0.3)
-            heading = task + (f" ({setup})" if setup else "")
+            heading = setup_label(task, setup)
             ax.set_title(f"{heading}: {metric} vs " + ("density" if x_column == "density" else "speedup"), fontsize=10)
         row_axes[0].legend(fontsize=8, loc="lower right")
     if title:

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from grain_bench.errors import GrainBenchError
-from grain_bench.leaderboard.compare import TEACHER_WARNING, target_label
+from grain_bench.leaderboard.compare import TEACHER_WARNING, setup_label, target_label
 from grain_bench.leaderboard.render import (
     best_mask,
     difference_text,
@@ -247,12 +247,12 @@ def render_page(report: Report, plot_files: list[str] | None = None, title: str 
     records_by_id = {r.run_id: r for r in report.records}
     sections = []
     for number, ((task, setup), group) in enumerate(table.groupby(["task", "setup"], sort=True)):
-        env = report.comparison.latency_environments.get(task)
+        env = report.comparison.latency_environments.get(setup_label(task, setup))
         heading = _esc(task) + (f" <small>({_esc(setup)})</small>" if setup else "")
         speed_note = (f"measured speedup: {_esc(env)}" if env else
                       "no latency measured: the speedup column is empty; FLOPs speedup is predicted from shapes")
         runs = int(group.loc[~group["method"].isin(("teacher", "chance")), "seeds"].sum())
-        where = task + (f" ({setup})" if setup else "")
+        where = setup_label(task, setup)
         warning = (f'<p class="warning">{_esc(TEACHER_WARNING)}</p>'
                    if f"{where}: {TEACHER_WARNING}" in report.comparison.teacher_warnings else "")
         sections.append(

@@ -463,3 +463,21 @@ def test_tables_never_rank_a_non_finite_score_nor_count_its_seed(tmp_path, capsy
     assert "2 run(s) have no finite score" in captured.err
     assert main(["leaderboard", "show", "--results", results, "--format", "json"]) == 0
     json.loads(capsys.readouterr().out, parse_constant=lambda token: pytest.fail(f"bare {token} in JSON export"))
+
+
+def test_allow_mixed_keeps_each_setups_own_latency(tmp_path):
+    """Two setups timed on two machines: under --allow-mixed each keeps its measured speedups (one environment per
+    task and setup), and the caption names both environments."""
+    from grain_bench.leaderboard.tables import build_report
+
+    other = dict(ENV, processor="arm64", cpu_count=64)
+    old = [make_record(method=m, density=d, seed=s, score=0.5, version="0.0.9", speedup=sp, env=other)
+           for s in (1, 2) for m, d, sp in (("dense", 1.0, 1.0), ("grain", 0.2, 4.0))]
+    report = build_report(write_store(tmp_path / "r", grid() + old), allow_mixed=True)
+    table = report.comparison.table
+    rows = table[(table["method"] == "grain") & (table["target_density"] == 0.2)].set_index("setup")
+    assert rows.loc["0.0.9", "speedup"] == pytest.approx(4.0) and rows.loc["0.1.0", "speedup"] == pytest.approx(8.0)
+    envs = report.comparison.latency_environments
+    assert "arm64" in envs["tweets (0.0.9)"] and "x86_64" in envs["tweets (0.1.0)"]
+    assert not any("other environments" in note for note in report.notes)
+    assert "arm64" in report.caption and "x86_64" in report.caption
