@@ -33,6 +33,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from grain_bench.prepared import GPU_BUCKET_CALL_COST, GPU_WIDTH_MULTIPLE  # noqa: E402
+
 DENSITIES = (1.0, 0.5, 0.2, 0.1, 0.05)
 BATCH, SEQ_LEN, THREADS = 32, 64, 2
 
@@ -256,7 +258,7 @@ def _scatter_forward(self, hidden_states, attention_mask=None):
 LAYOUTS = {"one-bucket": (dict(call_cost=1e9), {}), "per-width": (dict(call_cost=0), {}),
            "unaligned": (dict(align=1), dict(align=1)), "scatter": (None, dict(align=1)),
            # the GPU layout (grain_bench.prepared.gpu_layout; the CUDA runtimes' layout): one call, widths of 8
-           "gpu": (dict(call_cost=1e9, width_multiple=8), {})}
+           "gpu": (dict(call_cost=GPU_BUCKET_CALL_COST, width_multiple=GPU_WIDTH_MULTIPLE), {})}
 
 
 def layout_models(compact_model, kinds=LAYOUTS) -> dict:

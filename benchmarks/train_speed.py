@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -80,19 +79,6 @@ def runnable(precision: str, device: str) -> str | None:
     return None
 
 
-def machine(device: str) -> dict:
-    """The machine: CPU model, cores, torch, and the GPU where one is used."""
-    import torch
-
-    from grain_bench.environment import cpu_name
-
-    out = {"cpu": cpu_name() or platform.processor(), "cores": os.cpu_count(), "torch": torch.__version__,
-           "python": platform.python_version()}
-    if device.startswith("cuda"):
-        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return out
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
@@ -112,7 +98,10 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = {"machine": machine(args.device), "command": " ".join(["python benchmarks/train_speed.py", *sys.argv[1:]]),
+    from bench_latency import machine  # the side-by-side latency benchmark's description of the machine
+
+    report = {"machine": {**machine(), "threads": torch.get_num_threads()},
+              "command": " ".join(["python benchmarks/train_speed.py", *sys.argv[1:]]),
               "settings": vars(args), "rows": [], "skipped": {}}
     for precision in args.precisions.split(","):
         why = runnable(precision, args.device)

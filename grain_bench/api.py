@@ -78,6 +78,7 @@ def prepare_sweep(request: SweepRequest | None = None, regs=None, dry_run: bool 
     registries names are looked up in (default: the process-wide ones). ``dry_run``: plan it without writing
     anything (no cost model profiled or kept in the results directory, no record kept aside appended), for
     ``Sweep.estimates`` (``grain-bench run --dry-run``); such a sweep is not executed."""
+    from grain_bench.environment import default_device
     from grain_bench.grid import build_specs
     from grain_bench.harness import Harness
     from grain_bench.leaderboard.store import RecordStore
@@ -91,7 +92,7 @@ def prepare_sweep(request: SweepRequest | None = None, regs=None, dry_run: bool 
     _check_request(request, regs)
     overrides = dict(request.recipe_options)
 
-    device = _device(request)
+    device = default_device(request.device)
 
     def recipe(task: str):  # the named recipe with the values the task declares for it, under the user's overrides,
         # trained in the precision asked for, else the device's default (part of the run id where it is not fp32)
@@ -134,16 +135,11 @@ def _cost_models(request: SweepRequest, specs, regs, profile: bool = True):
 
             raise UsageError("--cost-model is only used with --target-speedup")
         return None
+    from grain_bench.environment import default_device
     from grain_bench.profile import SweepCostModels
 
-    return SweepCostModels(request.cost_model, _device(request), regs, request.progress, profile=profile)
-
-
-def _device(request: SweepRequest) -> str:
-    """The device the sweep's runs train and are timed on: the request's, else cuda when available, else cpu."""
-    import torch
-
-    return request.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return SweepCostModels(request.cost_model, default_device(request.device), regs, request.progress,
+                           profile=profile)
 
 
 def _with_cost_models(request: SweepRequest, specs, cost_models, keep: bool = True):

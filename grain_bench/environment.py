@@ -42,6 +42,13 @@ def source_commit() -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
 
 
+def default_device(requested: str | None = None) -> str:
+    """The device runs train and are timed on: ``requested``, else cuda when available, else cpu."""
+    import torch
+
+    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def environment(device) -> dict[str, Any]:
     """Where the run happened."""
     import torch

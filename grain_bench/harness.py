@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from grain_bench.environment import environment, package_versions
+from grain_bench.environment import default_device, environment, package_versions
 from grain_bench.errors import GrainBenchError
 from grain_bench.files import RunWarnings
 from grain_bench.records import (
@@ -140,7 +140,7 @@ class Harness:
         """The torch device runs train and are timed on."""
         import torch
 
-        return torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return torch.device(default_device(self.config.device))
 
     def _note_rates(self, backbone: str, task: str, recipe: Recipe, observations: dict[str, float]) -> None:
         """File what a run measured in this machine's rates (``grain_bench.estimate``); a cache, so a failure to

@@ -108,9 +108,6 @@ class Compile(Runtime):
     """``torch.compile`` for inference with static shapes."""
 
     name, devices = "compile", ("cpu", "cuda")
-    #: seconds the first call (the compilation) may take: ``GRAIN_BENCH_COMPILE_BUDGET_S``, default 600; past it the
-    #: model is "not compiled in N s" (``CompileTimeout``) instead of a run that hangs
-    budget_s = float(os.environ.get("GRAIN_BENCH_COMPILE_BUDGET_S", "600"))
     description = "torch.compile with static shapes (CPU: freezing, C++ wrapper, written-out attention; CUDA: " \
                   "max-autotune without CUDA graphs)"
 
@@ -126,7 +123,7 @@ class Compile(Runtime):
             compiled = torch.compile(gpu_layout(model), mode="max-autotune-no-cudagraphs", dynamic=False)
         else:
             compiled = torch.compile(for_compile(model), dynamic=False, options=compile_options(device))
-        with compile_budget(self.budget_s), torch.inference_mode():  # the first call compiles
+        with compile_budget(compile_budget_s()), torch.inference_mode():  # the first call compiles
             compiled(**inputs)
         return compiled
 
@@ -252,6 +249,23 @@ def compile_options(device) -> dict[str, Any]:
     return {"freezing": True, **({"cpp_wrapper": True} if device.type == "cpu" else {})}
 
 
+#: seconds the ``compile`` runtime's first call (the compilation) may take unless ``GRAIN_BENCH_COMPILE_BUDGET_S``
+#: says otherwise; past it the model is "not compiled in N s" (``CompileTimeout``) instead of a run that hangs
+COMPILE_BUDGET_S = 600.0
+COMPILE_BUDGET_ENV = "GRAIN_BENCH_COMPILE_BUDGET_S"
+
+
+def compile_budget_s() -> float:
+    """The compile budget in seconds, read when a model is compiled (``UsageError`` for a value that is no number)."""
+    value = os.environ.get(COMPILE_BUDGET_ENV)
+    if value is None:
+        return COMPILE_BUDGET_S
+    try:
+        return float(value)
+    except ValueError:
+        raise UsageError(f"{COMPILE_BUDGET_ENV}={value!r} is not a number of seconds") from None
+
+
 class CompileTimeout(GrainBenchError):
     """A model that ``torch.compile`` did not compile within its budget."""
 
@@ -268,7 +282,7 @@ def compile_budget(seconds: float) -> Iterator[None]:
         return
 
     def expired(signum, frame):
-        raise CompileTimeout(f"not compiled in {seconds:g} s (GRAIN_BENCH_COMPILE_BUDGET_S)")
+        raise CompileTimeout(f"not compiled in {seconds:g} s ({COMPILE_BUDGET_ENV})")
 
     previous = signal.signal(signal.SIGALRM, expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)

@@ -89,7 +89,7 @@ class Recipe(Options):
         keys = ("teacher_lr", "teacher_epochs", "teacher_max_steps", "teacher_batch_size", "max_length",
                 "max_train_examples", "adam_eps", "weight_decay", "warmup", "clip")
         out = {k: getattr(self, k) for k in keys}
-        if self.precision != "fp32":  # teachers cached before precisions existed keep their keys
+        if self.precision != RECIPE_ADDED_LATER["precision"]:  # teachers cached before precisions keep their keys
             out["precision"] = self.precision
         return out
 

@@ -224,3 +224,17 @@ def test_best_mode_keeps_each_models_fastest_correct_runtime():
         assert result.median_ms == candidates[result.extra["runtime"]]
     entry = latency_entry(speedup_entries(results, "dense")[1])
     assert entry.mode == BEST and entry.runtime == results["compact"].extra["runtime"]
+
+
+def test_compile_budget_is_read_when_a_model_is_compiled(monkeypatch):
+    """The budget comes from the environment at compile time; a value that is no number is a clear usage error, not
+    an import-time crash."""
+    from grain_bench.runtimes import COMPILE_BUDGET_S, compile_budget_s
+
+    monkeypatch.delenv("GRAIN_BENCH_COMPILE_BUDGET_S", raising=False)
+    assert compile_budget_s() == COMPILE_BUDGET_S
+    monkeypatch.setenv("GRAIN_BENCH_COMPILE_BUDGET_S", "45")
+    assert compile_budget_s() == 45.0
+    monkeypatch.setenv("GRAIN_BENCH_COMPILE_BUDGET_S", "soon")
+    with pytest.raises(UsageError, match="GRAIN_BENCH_COMPILE_BUDGET_S='soon' is not a number"):
+        compile_budget_s()
