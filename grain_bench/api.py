@@ -84,7 +84,7 @@ def prepare_sweep(request: SweepRequest | None = None, regs=None, dry_run: bool 
     from grain_bench.leaderboard.store import RecordStore
     from grain_bench.plugins import get_registries
     from grain_bench.precision import for_device
-    from grain_bench.preflight import check_backbones
+    from grain_bench.preflight import check_backbones, check_teacher_cache
     from grain_bench.recipes import get_recipe
 
     request = _request(request, choices)
@@ -105,6 +105,7 @@ def prepare_sweep(request: SweepRequest | None = None, regs=None, dry_run: bool 
     store = RecordStore(request.results)
     store.check_writable()
     store.check_current()  # records of an older schema: upgraded once, explicitly, not re-run
+    check_teacher_cache(request.teacher_cache)
     cost_models = _cost_models(request, specs, regs, profile=not dry_run)
     check_backbones(specs, regs, cost_models=cost_models)
     specs = _with_cost_models(request, specs, cost_models, keep=not dry_run)
@@ -259,8 +260,8 @@ def record_row(record: RunRecord, results: str) -> dict[str, Any]:
         "recipe": spec.recipe.get("name"), "metric": record.primary_metric,
         "score": record.scores.get(record.primary_metric) if record.primary_metric else None,
     }
-    for prefix, scores in (("score", record.scores), ("teacher", record.teacher_scores),
-                           ("chance", record.chance_scores)):
+    for prefix, scores in (("score", record.scores), ("se", record.standard_errors),
+                           ("teacher", record.teacher_scores), ("chance", record.chance_scores)):
         row.update({f"{prefix}.{name}": value for name, value in scores.items()})
     row.update({
         "density": record.density.encoder_params, "achieved_density": record.density.achieved,
@@ -275,6 +276,12 @@ def record_row(record: RunRecord, results: str) -> dict[str, Any]:
 
 
 def _resolved(results: str, path: str | None) -> str | None:
-    """A record's path (relative to its results directory; absolute in records from before it was) as an absolute
-    path; None stays None."""
-    return None if path is None else os.path.abspath(os.path.join(results, path))
+    """A record's path (relative to its results directory) as an absolute path; None stays None. Records from before
+    paths were relative hold absolute ones (``/old/results/models/<run id>``): where ``results`` has that file under
+    the same folder and name (a copied or moved results folder), it is the one meant."""
+    if path is None:
+        return None
+    if os.path.isabs(path):
+        local = os.path.join(results, os.path.basename(os.path.dirname(path)), os.path.basename(path))
+        return os.path.abspath(local) if os.path.exists(local) else path
+    return os.path.abspath(os.path.join(results, path))

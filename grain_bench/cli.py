@@ -121,6 +121,8 @@ def _add_execution_flags(run) -> None:
     from grain_bench.request import help_text
 
     run.add_argument("--results", default=_UNSET, help=help_text("results"))
+    run.add_argument("--teacher-cache", dest="teacher_cache", metavar="FOLDER", default=_UNSET,
+                     help=help_text("teacher_cache", "GRAIN_BENCH_HOME/teachers, one per user"))
     run.add_argument("--retry-failed", dest="retry_failed", action="store_true", default=_UNSET,
                      help="re-run specs whose last record is an error")
     run.add_argument("--rerun", action="store_true", default=_UNSET,

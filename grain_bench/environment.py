@@ -54,7 +54,8 @@ def environment(device) -> dict[str, Any]:
     import torch
 
     env = {"platform": platform.platform(), "python": platform.python_version(), "processor": platform.processor(),
-           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device)}
+           "cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+           "device": str(device)}
     if str(device).startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name(device)
     return env

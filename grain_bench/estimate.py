@@ -197,7 +197,7 @@ class _Context:
 
         spec = estimate.spec
         key = teacher_key(task, spec.data, spec.backbone, recipe, spec.seed)
-        if os.path.isdir(os.path.join(self.sweep.harness.teacher_cache, key)):
+        if self.sweep.harness.teachers.has(key):
             estimate.teacher, estimate.teacher_s = "cached", 0.0
         elif key in self.teachers:
             estimate.teacher, estimate.teacher_s = "shared", 0.0

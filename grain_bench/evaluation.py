@@ -4,8 +4,9 @@
 The model is a compact model grain-bench saved (recognised by its config, loaded with ``load_pruned``: verified, no
 prompt), any checkpoint of the task's head class (a folder or a hub id: ``AutoModelFor...``), or an in-memory
 ``torch.nn.Module`` with its tokenizer. It is scored on the task's scored split with the same adapter, encoding,
-metrics, collapse verdict and stored per-example predictions as every run, timed alone (the record's CPU or GPU
-protocol; no dense model to compare with), and recorded as a run of the method ``evaluated`` (option ``model``: where
+metrics, collapse verdict and stored per-example predictions as every run, timed under the record's CPU or GPU
+protocol (a compact model beside a dense model of the shape it was pruned from, so it has a measured speedup; any other
+model alone), and recorded as a run of the method ``evaluated`` (option ``model``: where
 it came from), so it is its own row of the tables, beside nothing it was not compared with: it has no teacher.
 """
 
@@ -115,9 +116,10 @@ def _scored_record(loaded: Loaded, spec, harness, recipe, start: float):
     data = harness.data(spec, task, loaded.tokenizer, recipe)
     warnings = RunWarnings()
     scored = harness.score_model(spec, task, model, data, recipe, warnings)
-    latency = _latency(model, recipe, harness) if harness.config.measure_latency else ()
+    latency = _latency(loaded, task, recipe, harness) if harness.config.measure_latency else ()
     return RunRecord(
-        run_id=spec.run_id, spec=spec, status="ok", scores=scored.scores, primary_metric=task.primary_metric,
+        run_id=spec.run_id, spec=spec, status="ok", scores=scored.scores, standard_errors=scored.standard_errors,
+        primary_metric=task.primary_metric,
         chance_scores=data.chance, higher_is_better={m: task.higher_is_better(m) for m in scored.scores},
         data=provenance, quality=quality_of(scored.quality), warnings=tuple(warnings.items),
         params=ParamCounts(total=sum(p.numel() for p in model.parameters())), latency=latency,
@@ -127,13 +129,31 @@ def _scored_record(loaded: Loaded, spec, harness, recipe, start: float):
         predictions=scored.predictions, created=utc_now())
 
 
-def _latency(model, recipe, harness) -> tuple:
-    """The model alone under the record's timing protocol (synthetic inputs at the recipe's length)."""
-    from grain_bench.measure import record_settings, time_models
+def _latency(loaded: Loaded, task, recipe, harness) -> tuple:
+    """Timing under the record's protocol (synthetic inputs at the recipe's length): a compact model as ``compact``
+    beside a dense model of the shape it was pruned from (``dense``, random weights: only its time counts), so its row
+    has a measured speedup like a run's; any other model alone, as ``model``."""
+    from grain_bench.measure import record_settings, speedup_entries, time_models
     from grain_bench.records import latency_entry
 
     settings = record_settings(str(harness.device), recipe.max_length)
-    return tuple(latency_entry(result.to_dict()) for result in time_models({"model": model}, settings).values())
+    if not loaded.compact:
+        return tuple(latency_entry(r.to_dict()) for r in time_models({"model": loaded.model}, settings).values())
+    models = {"dense": dense_twin(loaded.model, task), "compact": loaded.model}
+    return tuple(latency_entry(entry) for entry in speedup_entries(time_models(models, settings), "dense",
+                                                                   {"dense": 1.0}))
+
+
+def dense_twin(compact, task):
+    """A stock transformers model of the task's head class with the dense shape a compact model was pruned from (its
+    config without the per-layer widths), randomly initialised."""
+    from transformers import BertConfig
+
+    from grain_bench.backbones import auto_class
+
+    own = ("layer_shapes", "original_head_dim", "pruned_format_version", "model_type", "auto_map", "architectures")
+    config = BertConfig(**{k: v for k, v in compact.config.to_dict().items() if k not in own})
+    return auto_class(task.head).from_config(config).to(next(compact.parameters()).device).eval()
 
 
 def evaluate(model, tasks=("tweets",), data_dir: str | None = None, recipe: str = "quick",

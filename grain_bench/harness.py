@@ -29,7 +29,8 @@ from grain_bench.records import (
     quality_of,
 )
 from grain_bench.request import DEFAULT_RESULTS, SweepRequest
-from grain_bench.teachers import TeacherCache
+from grain_bench.teachers import FOLDER as TEACHERS_FOLDER
+from grain_bench.teachers import TeacherCache, teacher_folder
 from grain_bench.types import Recipe, RunSpec
 
 
@@ -66,6 +67,7 @@ class Scored:
     scores: dict[str, float | None]
     quality: dict[str, Any]
     predictions: str | None
+    standard_errors: dict[str, float | None]
 
 
 class Harness:
@@ -90,7 +92,9 @@ class Harness:
 
             datasets.disable_progress_bars()
         self._data: dict[tuple, TaskData] = {}
-        self.teachers = TeacherCache(os.path.join(self.results_dir, "teachers"))
+        # the user's teachers, then those a results folder from before the per-user cache kept (read, never written)
+        self.teachers = TeacherCache(teacher_folder(self.config.teacher_cache),
+                                     (os.path.join(self.results_dir, TEACHERS_FOLDER),))
         self._teacher_outputs: tuple[tuple, Any] | None = None  # (key, TeacherOutputs) of the latest stream
 
     @property
@@ -202,9 +206,10 @@ class Harness:
         model, tokenizer = self.load_model(spec, task)
         check_max_length(spec.backbone, model.config, recipe.max_length)  # preflight checks it too; the API may not
         data = self.data(spec, task, tokenizer, recipe)
-        meta = self.teachers.load(key, model)
-        if meta is None:
-            meta = self._train_teacher(key, spec, task, model, data, recipe)
+        with self.teachers.lock(key):  # another process training this teacher: wait for it, then load it
+            meta = self.teachers.load(key, model)
+            if meta is None:
+                meta = self._train_teacher(key, spec, task, model, data, recipe)
         if "quality" not in meta:  # a teacher cached before quality was recorded: one pass over the scored split
             predictions = task.predict(model, data.eval, tokenizer, recipe.eval_batch_size, self.progress)
             meta["quality"] = assess(task, predictions, data.eval)
@@ -329,8 +334,10 @@ class Harness:
         from grain_bench.quality import assess
 
         predictions = task.predict(model, data.eval, data.tokenizer, recipe.eval_batch_size, self.progress)
-        return Scored(task.score(predictions, data.eval), assess(task, predictions, data.eval),
-                      self._save_predictions(spec, task, data.eval, predictions, warnings))
+        scores = task.score(predictions, data.eval)
+        return Scored(scores, assess(task, predictions, data.eval),
+                      self._save_predictions(spec, task, data.eval, predictions, warnings),
+                      task.standard_errors(predictions, data.eval, scores))
 
     def _record(self, spec: RunSpec, task, provenance: Provenance, teacher_meta: dict, distilled: Distilled, measured,
                 scored: Scored, mask_file: str | None, data: TaskData, warnings: RunWarnings,
@@ -349,7 +356,7 @@ class Harness:
                          if not k.startswith("grain_bench.")})
         summary = shape.summary()
         return RunRecord(
-            run_id=spec.run_id, spec=spec, status="ok", scores=scored.scores,
+            run_id=spec.run_id, spec=spec, status="ok", scores=scored.scores, standard_errors=scored.standard_errors,
             primary_metric=task.primary_metric, teacher_scores=teacher_meta["scores"], chance_scores=data.chance,
             higher_is_better={metric: task.higher_is_better(metric) for metric in scored.scores},
             data=provenance, quality=quality_of(scored.quality),

@@ -29,21 +29,34 @@ def check_environment() -> None:
 
 
 def check_home() -> None:
-    """Raise ``UsageError`` unless grain-bench's own folder (``GRAIN_BENCH_HOME``, where cost models and records that
-    could not be stored are kept) is a folder or a path that can be created as one."""
+    """Raise ``UsageError`` unless grain-bench's own folder (``GRAIN_BENCH_HOME``, where cost models, teachers and
+    records that could not be stored are kept) is a folder or a path that can be created as one."""
     from grain_bench.files import HOME_ENV, grain_bench_home
 
     home = os.path.abspath(grain_bench_home())
     named = f"{HOME_ENV}={os.environ[HOME_ENV]!r}" if os.environ.get(HOME_ENV) else f"grain-bench's folder {home!r}"
-    if os.path.exists(home) and not os.path.isdir(home):
-        raise UsageError(f"{named} is a file, not a folder: point {HOME_ENV} at a folder (or a path that can be "
-                         f"created), or move the file away")
-    parent = home
+    check_folder(home, named, f"point {HOME_ENV} at a folder (or a path that can be created)")
+
+
+def check_teacher_cache(given: str | None) -> None:
+    """Raise ``UsageError`` unless the teacher cache (``--teacher-cache``, else the user's) can be a folder."""
+    from grain_bench.teachers import teacher_folder
+
+    if given is None:
+        check_home()
+        return
+    check_folder(teacher_folder(given), f"--teacher-cache {given!r}", "give a folder (or a path that can be created)")
+
+
+def check_folder(path: str, named: str, fix: str) -> None:
+    """Raise ``UsageError`` (``named``, then ``fix``) unless ``path`` is a folder or a path that can be created."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{named} is a file, not a folder: {fix}, or move the file away")
+    parent = path
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        raise UsageError(f"{named} cannot be created: {parent!r} is a file, not a folder; point {HOME_ENV} at a "
-                         f"folder (or a path that can be created)")
+        raise UsageError(f"{named} cannot be created: {parent!r} is a file, not a folder; {fix}")
 
 
 def check_device(device: str | None) -> None:

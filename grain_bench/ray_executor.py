@@ -166,7 +166,9 @@ class RayExecutor:
 
     def _run(self, ray, specs, harness, store, progress):
         remote = ray.remote(self.worker_function).options(**self._task_options(ray))
-        config = harness.config.replace(results=os.path.abspath(harness.results_dir), progress=False).to_dict()
+        # paths as the driver resolved them, so every worker reads the same teachers whatever its own home says
+        config = harness.config.replace(results=os.path.abspath(harness.results_dir), progress=False,
+                                        teacher_cache=harness.teacher_cache).to_dict()
         groups: dict[str, list[RunSpec]] = {}
         for spec in specs:
             groups.setdefault(teacher_group(spec), []).append(spec)

@@ -160,6 +160,8 @@ class RunRecord:
     status: str  # "ok" or "error"
     error: str | None = None
     scores: dict[str, float | None] = field(default_factory=dict)
+    #: per metric, the bootstrap standard error over the scored examples (records from before it: empty)
+    standard_errors: dict[str, float | None] = field(default_factory=dict)
     primary_metric: str | None = None
     teacher_scores: dict[str, float | None] = field(default_factory=dict)
     chance_scores: dict[str, float | None] = field(default_factory=dict)  # a trivial predictor on the scored split

@@ -60,6 +60,8 @@ class SweepRequest(Options):
                                                 "pinned ref, resolved to its commit when the grid is planned)")
     # ---- where results go and how runs are run -----------------------------------------------------------------
     results: str = _field(DEFAULT_RESULTS, "results directory")
+    teacher_cache: str | None = _field(None, "folder of cached fine-tuned teachers, shared by every results folder; "
+                                             "on a cluster, one that every node reads")
     device: str | None = _field(None, "torch device (default: cuda when available, else cpu)")
     save_models: bool = _field(True, "write the compact model of each run")
     measure_latency: bool = _field(True, "time each compact model against the dense one")
@@ -110,8 +112,8 @@ class SweepRequest(Options):
 
     def harness_fields(self) -> dict[str, Any]:
         """The fields that decide how one run is run and stored (the rest plans the grid and where it executes)."""
-        return {name: getattr(self, name) for name in ("results", "device", "save_models", "measure_latency",
-                                                       "save_predictions", "progress")}
+        return {name: getattr(self, name) for name in ("results", "teacher_cache", "device", "save_models",
+                                                       "measure_latency", "save_predictions", "progress")}
 
     def replace(self, **changes: Any) -> SweepRequest:
         """A copy with ``changes`` applied and checked like any other value."""

@@ -15,12 +15,13 @@ So the metric of any resample of examples is the metric of the summed rows, and 
 a sum. Two runs scored on the same examples (same task, data, teacher and seed) are compared by resampling the same
 example indices for both: ``paired_bootstrap`` returns the score difference with a percentile interval. Over several
 seeds, each draw averages the per-seed differences, so the interval is that of the mean difference over the seeds
-(the examples vary, the seeds are fixed).
+(the examples vary, the seeds are fixed). One run's standard error (``bootstrap_standard_error``, stored per metric in
+its record) is the spread of its metric over resamples of its own examples.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +96,28 @@ def correlation_stats(metric: str, predictions: Sequence[float] | np.ndarray,
     return "pearson", np.stack([x, y, x * x, y * y, x * y, np.ones(len(x))], axis=1)
 
 
+def bootstrap_standard_error(rows: np.ndarray, kind: str, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> float:
+    """The standard deviation of the metric of ``rows`` over ``resamples`` bootstrap resamples of its examples: the
+    standard error of one run's score that the scored examples give (not the seeds' spread)."""
+    rows = np.asarray(rows, dtype=float)
+    return float(np.std(_resampled_metrics(rows, kind, resamples, seed), ddof=1))
+
+
+def _resampled_metrics(rows: np.ndarray, kind: str, resamples: int, seed: int) -> np.ndarray:
+    draws = np.zeros(resamples)
+    for start, index in _resamples(len(rows), resamples, seed):
+        draws[start:start + len(index)] = metric_from_sums(kind, rows[index].sum(1))
+    return draws
+
+
+def _resamples(count: int, resamples: int, seed: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first draw, example indices of each draw) in chunks that bound the memory of one gather."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 4_000_000 // max(count, 1))
+    for start in range(0, resamples, chunk):
+        yield start, rng.integers(0, count, size=(min(chunk, resamples - start), count))
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     """Score(candidate) − score(reference), averaged over paired seeds, with a bootstrap percentile interval."""
@@ -121,11 +144,8 @@ def paired_bootstrap(pairs: Sequence[tuple[np.ndarray, np.ndarray]], kind: str, 
                              f"{len(reference)} rows where {count} were expected")
     observed = float(np.mean([metric_from_sums(kind, a.sum(0)) - metric_from_sums(kind, b.sum(0))
                               for a, b in pairs]))
-    rng = np.random.default_rng(seed)
     draws = np.zeros(resamples)
-    chunk = max(1, 4_000_000 // max(count, 1))  # bound the memory of one gather
-    for start in range(0, resamples, chunk):
-        index = rng.integers(0, count, size=(min(chunk, resamples - start), count))
+    for start, index in _resamples(count, resamples, seed):
         diff = np.zeros(len(index))
         for candidate, reference in pairs:
             diff += metric_from_sums(kind, candidate[index].sum(1)) - metric_from_sums(kind, reference[index].sum(1))

@@ -224,10 +224,32 @@ class Task:
     def example_stats(self, predictions, encoded: EncodedSplit):
         """(kind, rows): per-example statistics of the primary metric (see ``grain_bench.significance``) for the
         output of ``predict``, so paired runs can be compared by resampling examples; None when there are none."""
+        return self.metric_example_stats(self.primary_metric, predictions, encoded)
+
+    def metric_example_stats(self, metric: str, predictions, encoded: EncodedSplit):
+        """(kind, rows) of any one of ``metrics`` (the task head's, by default), or None when it has none."""
         import numpy as np
 
-        return self.task_head().example_stats(self.primary_metric, predictions,
-                                              np.asarray(encoded.features["labels"]))
+        try:
+            return self.task_head().example_stats(metric, predictions, np.asarray(encoded.features["labels"]))
+        except ValueError:  # a metric the head has no statistics for
+            return None
+
+    def standard_errors(self, predictions, encoded: EncodedSplit, scores: dict[str, float]) -> dict[str, float | None]:
+        """A bootstrap standard error over the scored examples of every metric whose per-example statistics give
+        back its score in ``scores`` (to 1e-6; a metric without such statistics has none)."""
+        from grain_bench.significance import bootstrap_standard_error, metric_from_sums
+
+        out: dict[str, float | None] = {}
+        for metric in self.metrics:
+            stats = (self.example_stats(predictions, encoded) if metric == self.primary_metric
+                     else self.metric_example_stats(metric, predictions, encoded))
+            if stats is None or scores.get(metric) is None or len(stats[1]) == 0:
+                continue
+            kind, rows = stats
+            if abs(float(metric_from_sums(kind, rows.sum(0))) - scores[metric]) <= 1e-6:
+                out[metric] = bootstrap_standard_error(rows, kind)
+        return out
 
     def prediction_values(self, predictions, encoded: EncodedSplit) -> list:
         """The per-example predictions of ``predict``'s output as JSON values (class ids, numbers, tags, answers)."""

@@ -1,10 +1,13 @@
 """The teacher cache: fine-tuned teachers kept per task data, backbone, teacher recipe and seed, verified on read.
 
-A cache entry is ``RESULTS/teachers/<key>/`` with ``model.safetensors`` and ``meta.json`` (scores, quality, the
-weights' SHA-256). Entries are written to a temporary folder and renamed into place; a corrupt, incomplete or
-non-finite entry is moved aside and rebuilt. A teacher that did not learn (``not_learned``) is never cached.
-``TeacherCache`` is the object the harness and the benchmarks hold: the entries of one folder and the teachers this
-process already has.
+The cache is one folder per user (``teacher_folder()``: ``GRAIN_BENCH_HOME/teachers``, or ``--teacher-cache``), so
+every results folder of this user shares its teachers. An entry is ``<folder>/<key>/`` with ``model.safetensors`` and
+``meta.json`` (scores, quality, the weights' SHA-256). Entries are written to a temporary folder and renamed into
+place; a corrupt, incomplete or non-finite entry is moved aside and rebuilt. A teacher that did not learn
+(``not_learned``) is never cached. One process trains a key while the others wait for it (``TeacherCache.lock``: a
+file lock per key). Results folders from before the per-user cache keep their ``RESULTS/teachers``: it is read after
+the user's folder (``fallbacks``), never written. ``TeacherCache`` is the object the harness and the benchmarks hold:
+the entries on disk and the teachers this process already has.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -24,13 +28,26 @@ from tqdm.auto import tqdm
 from grain_bench.files import RunWarnings, ordinary_permissions, sha256_of_file
 from grain_bench.types import Recipe, canonical_json
 
+#: the folder under ``GRAIN_BENCH_HOME`` that holds the user's teachers
+FOLDER = "teachers"
+
+
+def teacher_folder(given: str | None = None) -> str:
+    """The teacher cache's folder, absolute: ``given`` (``--teacher-cache``, ``~`` expanded), else the user's
+    ``GRAIN_BENCH_HOME/teachers`` (``~/.cache/grain-bench/teachers``)."""
+    from grain_bench.files import grain_bench_home
+
+    return os.path.abspath(os.path.expanduser(given) if given else os.path.join(grain_bench_home(), FOLDER))
+
 
 class TeacherCache:
-    """The fine-tuned teachers of one folder (``RESULTS/teachers``): verified entries on disk and the teachers this
-    process holds, so that every run of a sweep with the same key shares one teacher and a later sweep loads it."""
+    """The fine-tuned teachers of one folder (the user's, ``teacher_folder()``): verified entries on disk and the
+    teachers this process holds, so that every run with the same key shares one teacher and a later sweep, in any
+    results folder, loads it. ``fallbacks``: older folders read after this one (never written)."""
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, fallbacks: tuple[str, ...] = ()):
         self.folder = folder
+        self.fallbacks = tuple(f for f in fallbacks if os.path.abspath(f) != os.path.abspath(folder))
         self._held: dict[str, tuple[Any, dict]] = {}
 
     def held(self, key: str) -> tuple[Any, dict] | None:
@@ -41,10 +58,42 @@ class TeacherCache:
         """Keep (``model``, ``meta``) for the rest of this process."""
         self._held[key] = (model, meta)
 
+    def has(self, key: str) -> bool:
+        """Whether an entry of ``key`` is on disk (not yet verified)."""
+        return any(os.path.isdir(os.path.join(folder, key)) for folder in (self.folder, *self.fallbacks))
+
     def load(self, key: str, model) -> dict | None:
         """Load a verified entry's weights into ``model`` and return its meta; None when there is none (a corrupt one
-        is moved aside, to be rebuilt)."""
-        return load_cached_teacher(self.folder, key, model)
+        is moved aside, to be rebuilt). The user's folder first, then the fallbacks."""
+        for folder in (self.folder, *self.fallbacks):
+            meta = load_cached_teacher(folder, key, model)
+            if meta is not None:
+                return meta
+        return None
+
+    @contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Hold the lock of ``key`` (``<folder>/.<key>.lock``) while loading or training it, so that two processes
+        asking for one teacher train it once: the second waits, says so, then loads what the first cached. A folder
+        that cannot hold the lock (read-only) is used without one."""
+        from filelock import FileLock, Timeout
+
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            lock = FileLock(os.path.join(self.folder, f".{key}.lock"))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                tqdm.write(f"grain-bench: waiting for another process training teacher {key} ({self.folder})",
+                           file=sys.stderr)
+                lock.acquire()
+        except OSError:  # no lock to take here: the atomic rename still keeps the entry whole
+            yield
+            return
+        try:
+            yield
+        finally:
+            lock.release()
 
     def save(self, key: str, model, meta: dict, problem: str | None = None) -> None:
         """Write the entry of a teacher that learned; ``problem`` (``not_learned``'s reason) keeps it out of the

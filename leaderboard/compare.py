@@ -133,7 +133,8 @@ def latency_environment(record: RunRecord, entry: LatencyEntry) -> str:
     parts = [str(device), f"{entry.threads} threads", entry.dtype, f"batch {entry.batch} x {entry.seq_len}"]
     if entry.mode:
         parts.append(entry.mode)
-    machine = env.get("processor") or env.get("platform", "?")
+    # the CPU model name; older records have only processor (empty on Linux), then the platform string
+    machine = env.get("cpu") or env.get("processor") or env.get("platform", "?")
     source = "re-timed by grain-bench measure" if entry.source else "timed during the run"
     return ", ".join(parts) + f" on {machine} ({env.get('cpu_count', '?')} CPUs), {source}"
 

@@ -173,10 +173,16 @@ def _details(row, records_by_id) -> str:
                 [{k: getattr(e, k) for k in keys} for e in latency]).items()))))
         metric = row["metric"]
         items.append(("runs", "<br>".join(
-            f"seed {_esc(r.spec.seed)}: {_esc(metric)} {_fmt(r.scores.get(metric), '{:.4f}')}, "
+            f"seed {_esc(r.spec.seed)}: {_esc(metric)} {_fmt(r.scores.get(metric), '{:.4f}')}{_se(r, metric)}, "
             f"density {_fmt(_density(r), '{:.4f}')} "
             f"<code>{_esc(r.run_id)}</code>" for r in sorted(runs, key=lambda r: str(r.spec.seed)))))
     return _dl(items)
+
+
+def _se(record, metric: str) -> str:
+    """`` ± SE`` of a run's score (the bootstrap over its scored examples), or nothing for a record without one."""
+    se = record.standard_errors.get(metric)
+    return "" if se is None else f" ± {se:.4f} (SE)"
 
 
 def _density(record) -> float | None:

@@ -213,18 +213,27 @@ class Conll2003(Task):
         scores = load_metric("conlleval").compute(predictions=predictions, references=references)
         return {k: float(scores[k]) for k in self.metrics}
 
-    def example_stats(self, predictions, encoded: EncodedSplit):
-        """Entity F1: per sentence [correct, predicted only, reference only] conlleval chunks (micro F1 of the sums)."""
+    def metric_example_stats(self, metric: str, predictions, encoded: EncodedSplit):
+        """Per sentence, from conlleval's chunks: entity F1 [correct, predicted only, reference only] (micro F1 of the
+        sums); precision [correct, predicted] and recall [correct, reference] (ratios of the sums); token accuracy
+        [tags right, tags]."""
         import numpy as np
 
         from grain_bench.metrics import metric_module
 
+        if metric not in self.metrics:
+            return None
         chunks = metric_module("conlleval").chunks
         rows = []
         for predicted, tags in zip(self.word_tags(predictions, encoded), list(encoded.raw["ner_tags"])):
-            guessed, gold = chunks(predicted), chunks([LABELS[t] for t in tags])
-            rows.append([len(guessed & gold), len(guessed - gold), len(gold - guessed)])
-        return "f1", np.asarray(rows, dtype=float).reshape(-1, 3)
+            words = [LABELS[t] for t in tags]
+            guessed, gold = chunks(predicted), chunks(words)
+            right = len(guessed & gold)
+            rows.append({"f1": [right, len(guessed - gold), len(gold - guessed)], "precision": [right, len(guessed)],
+                         "recall": [right, len(gold)],
+                         "accuracy": [sum(p == r for p, r in zip(predicted, words)), len(words)]}[metric])
+        kind = "f1" if metric == "f1" else "mean"
+        return kind, np.asarray(rows, dtype=float).reshape(-1, 3 if kind == "f1" else 2)
 
     def prediction_summary(self, predictions, encoded: EncodedSplit) -> dict:
         """A histogram of the predicted word tags."""

@@ -319,11 +319,13 @@ class MNLI(GlueTask):
         take_m = min(len(matched), limit - take_mm)
         return raw.select(matched[:take_m] + mismatched[:take_mm])
 
-    def example_stats(self, predictions, encoded):
-        """Accuracy on the matched rows: each row is [correct and matched, matched]."""
+    def metric_example_stats(self, metric: str, predictions, encoded):
+        """Accuracy on the matched (or mismatched) rows: each row is [correct and in the subset, in the subset]."""
         import numpy as np
 
-        matched = self._subset(encoded) == (0 if self.primary_metric == "accuracy_matched" else 1)
+        if metric not in self.metrics:
+            return None
+        matched = self._subset(encoded) == (0 if metric == "accuracy_matched" else 1)
         correct = np.asarray(predictions).argmax(-1) == np.asarray(encoded.features["labels"])
         return "mean", np.stack([correct & matched, matched], axis=1).astype(float)
 

@@ -282,14 +282,16 @@ class SquadV1(Task):
         scores = load_metric("squad").compute(predictions=predictions, references=references)
         return {k: float(scores[k]) for k in self.metrics}
 
-    def example_stats(self, predictions, encoded: EncodedSplit):
+    def metric_example_stats(self, metric: str, predictions, encoded: EncodedSplit):
         """Per question [best F1 (or exact match) against its references, 1]: the metric is their mean."""
         import numpy as np
 
         from grain_bench.metrics import metric_module
 
+        if metric not in self.metrics:
+            return None
         squad = metric_module("squad")
-        score = squad.f1_score if self.primary_metric == "f1" else squad.exact_match_score
+        score = squad.f1_score if metric == "f1" else squad.exact_match_score
         references = [answers["text"] for answers in list(encoded.raw["answers"])]
         values = [squad.max_over_ground_truths(score, answer, truths)
                   for answer, truths in zip(self.answers(predictions, encoded), references)]

@@ -24,6 +24,13 @@ import pytest  # noqa: E402
 DATAPACK = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datapack"))
 
 
+@pytest.fixture(autouse=True)
+def own_home(monkeypatch, tmp_path_factory):
+    """Each test its own ``GRAIN_BENCH_HOME`` (teachers, rates, cost models, records kept aside), so no test finds a
+    teacher another one trained; module-scoped fixtures run in the session's."""
+    monkeypatch.setenv("GRAIN_BENCH_HOME", str(tmp_path_factory.mktemp("home")))
+
+
 @pytest.fixture
 def pm(monkeypatch):
     """A fresh plugin manager with only the built-in plugins (entry points off) and its registries."""

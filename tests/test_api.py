@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -40,6 +41,19 @@ def test_python_api_runs_a_grid_and_loads_it_back(tmp_path, data_dir, monkeypatc
     assert moved["artifact"] == os.path.join(copy, "models", grain["run_id"]) and os.path.isdir(moved["artifact"])
     assert moved["predictions"].startswith(copy + os.sep) and os.path.isfile(moved["predictions"])
     assert grain_bench.load_pruned(moved["artifact"]).config.num_hidden_layers > 0
+    # records from before paths were relative name the original folder's files: a copy still resolves to its own
+    path = os.path.join(copy, "records.jsonl")
+    with open(path) as handle:
+        lines = [json.loads(line) for line in handle]
+    for line in lines:
+        if line["artifact"]:
+            line["artifact"] = os.path.join(results, line["artifact"])  # absolute, in the folder removed above
+    with open(path, "w") as handle:
+        handle.writelines(json.dumps(line) + "\n" for line in lines)
+    older = grain_bench.load_results(copy).set_index("method").loc["grain"]
+    assert older["artifact"] == moved["artifact"]
+    # every metric's standard error over the scored examples, beside the score
+    assert 0 < grain["se.accuracy"] < 0.5
 
 
 def grain_bench_errors():

@@ -8,6 +8,7 @@ import pytest
 
 from grain_bench.grid import build_specs
 from grain_bench.harness import Harness
+from grain_bench.teachers import teacher_folder
 
 
 def test_an_edited_data_file_trains_a_new_teacher_and_records_its_provenance(regs, pm, tmp_path, data_dir,
@@ -28,7 +29,7 @@ def test_an_edited_data_file_trains_a_new_teacher_and_records_its_provenance(reg
     (second,) = build_specs(regs, ["dense"], ["sst2"], [1.0], [1], "test-bert-tiny", test_recipe, data_dir=data_dir)
     assert second.data != first.data and second.run_id != first.run_id
     assert harness.run(second).ok
-    teachers = [n for n in os.listdir(os.path.join(results, "teachers")) if not n.startswith(".")]
+    teachers = [n for n in os.listdir(teacher_folder()) if not n.startswith(".")]
     assert len(teachers) == 2  # a new teacher for the new data, never the stale one
 
 

@@ -34,6 +34,10 @@ def test_a_saved_compact_model_scores_as_its_run_did(tmp_path, data_dir, capsys,
     assert evaluated.scores == run.scores  # the same adapter, encoding, split and metrics as the run that made it
     assert evaluated.method_info["compact"] is True and evaluated.method_info["examples_seen"]["scoring"] > 0
     assert evaluated.params.total == run.params.total and evaluated.latency[0].median_ms > 0
+    # timed beside a dense model of the shape it was pruned from, so its row has a measured speedup like a run's
+    assert [entry.label for entry in evaluated.latency] == ["dense", "compact"]
+    assert evaluated.latency_of("dense").speedup == 1.0 and evaluated.latency_of("compact").speedup > 0
+    assert set(evaluated.standard_errors) == {"accuracy"}
     # its examples are there like a run's
     assert main(["leaderboard", "samples", evaluated.run_id, "--results", evaluations, "--format", "jsonl"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

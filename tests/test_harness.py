@@ -8,6 +8,7 @@ import pytest
 from helpers import run_cli
 
 from grain_bench.leaderboard.store import RecordStore
+from grain_bench.teachers import teacher_folder
 
 
 @pytest.mark.usefixtures("builtin_plugins_only")
@@ -24,6 +25,6 @@ def test_divergence_is_an_error_record_that_says_so(override, expected, tmp_path
     assert record.status == "error"
     assert expected in record.error and "lower the learning rate" in record.error
     assert "bug in grain_bench" not in record.error
-    teachers = results / "teachers"
-    cached = [n for n in os.listdir(teachers) if not n.startswith(".")] if teachers.exists() else []
+    teachers = teacher_folder()
+    cached = [n for n in os.listdir(teachers) if not n.startswith(".")] if os.path.isdir(teachers) else []
     assert cached == [] if override.startswith("teacher") else len(cached) == 1

@@ -163,6 +163,20 @@ def test_latency_compared_within_one_environment(tmp_path):
     assert "x86_64" in report.comparison.latency_environments["tweets"]
 
 
+def test_a_records_environment_names_the_cpu_model_and_the_latency_label_uses_it(tmp_path):
+    """``platform.processor()`` is empty on Linux: a record names the CPU by its model name (``cpu``), and the
+    latency environment says it; older records without it keep their label (processor, then platform)."""
+    from grain_bench.environment import cpu_name, environment
+    from grain_bench.leaderboard.tables import build_report
+
+    assert environment("cpu")["cpu"] == cpu_name() != ""
+    named = dict(ENV, cpu="Some CPU 9000")
+    records = [make_record("tweets", "dense", 1.0, 1, 0.8, 1.0, speedup=1.0, env=named),
+               make_record("tweets", "grain", 0.2, 1, 0.7, 0.2, speedup=4.0, env=named)]
+    assert "on Some CPU 9000 (2 CPUs)" in build_report(write_store(tmp_path / "a", records)).caption
+    assert "on x86_64 (2 CPUs)" in build_report(write_store(tmp_path / "b", grid())).caption
+
+
 def test_a_timing_whose_rounds_spread_wider_than_their_median_is_flagged(tmp_path, capsys):
     import dataclasses
 

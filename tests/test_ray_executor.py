@@ -22,6 +22,7 @@ from grain_bench.grid import build_specs  # noqa: E402
 from grain_bench.leaderboard.store import RecordStore  # noqa: E402
 from grain_bench.ray_executor import RayExecutor, import_ray, teacher_group  # noqa: E402
 from grain_bench.sweep import run_sweep  # noqa: E402
+from grain_bench.teachers import teacher_folder  # noqa: E402
 
 BACKBONE = "test-bert-tiny"
 SCORE_TOL = 1e-9
@@ -43,7 +44,8 @@ def test_ray_grid_matches_local(ray_session, regs, pm, tmp_path, test_recipe, on
     data_dir = write_sst2(tmp_path / "data")
     specs = build_specs(regs, ["dense", "random"], ["sst2"], [0.5], [1, 2], BACKBONE, test_recipe, data_dir=data_dir)
     local_dir, ray_dir = str(tmp_path / "local"), str(tmp_path / "ray")
-    local = run_sweep(specs, _harness(local_dir, regs, pm), RecordStore(local_dir), progress=False)
+    local = run_sweep(specs, _harness(local_dir, regs, pm, teacher_cache=os.path.join(local_dir, "teachers")),
+                      RecordStore(local_dir), progress=False)  # its own teachers: the Ray run must train them too
     remote = run_sweep(specs, _harness(ray_dir, regs, pm), RecordStore(ray_dir), progress=False, executor="ray")
     assert all(r.ok for r in local + remote), [r.error for r in local + remote]
 
@@ -62,8 +64,9 @@ def test_ray_grid_matches_local(ray_session, regs, pm, tmp_path, test_recipe, on
             a, b = record.method_info["final_losses"][name], twin.method_info["final_losses"][name]
             assert math.isclose(a, b, rel_tol=LOSS_RTOL), (name, a, b)
         assert record.environment["device"] == "cpu"
-    # One teacher per seed in the Ray results' own cache: trained once, before the students that share it.
-    teachers = [n for n in os.listdir(os.path.join(ray_dir, "teachers")) if not n.startswith(".")]
+    # One teacher per seed, trained once before the students that share it, in the cache the driver resolved (this
+    # test's GRAIN_BENCH_HOME), not the one the workers' environment names (the session's, when Ray started)
+    teachers = [n for n in os.listdir(teacher_folder()) if not n.startswith(".")]
     assert len(teachers) == 2
 
     # Resuming with Ray runs nothing: every spec is ok in the store.

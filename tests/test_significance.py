@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from grain_bench.significance import (
+    bootstrap_standard_error,
     classification_stats,
     correlation_stats,
     metric_from_sums,
@@ -49,6 +50,23 @@ def test_correlation_from_sums_keeps_its_precision_far_from_zero(offset):
     index = rng.integers(0, 400, 400)  # one bootstrap resample: the sums of its rows
     assert metric_from_sums(kind, rows[index].sum(0)) == pytest.approx(
         pearsonr(predicted[index], gold[index])[0], abs=1e-9)
+
+
+def test_a_runs_standard_error_is_the_textbook_one():
+    """The bootstrap standard error of one run's score: sqrt(p (1 - p) / n) for an accuracy, (1 - r²) / sqrt(n) for a
+    Pearson correlation (the large-sample formula), within the bootstrap's own noise; the same draws every time."""
+    rng = np.random.default_rng(11)
+    correct = rng.random(2000) < 0.8
+    p = correct.mean()
+    se = bootstrap_standard_error(accuracy_rows(correct), "mean")
+    assert se == pytest.approx(np.sqrt(p * (1 - p) / 2000), rel=0.08)
+    assert bootstrap_standard_error(accuracy_rows(correct), "mean") == se  # deterministic
+    assert bootstrap_standard_error(accuracy_rows(correct[:500]), "mean") > 1.5 * se  # fewer examples, wider
+    gold = rng.normal(size=1000)
+    kind, rows = correlation_stats("pearson", gold + 0.5 * rng.normal(size=1000), gold)
+    r = metric_from_sums(kind, rows.sum(0))
+    assert bootstrap_standard_error(rows, kind) == pytest.approx((1 - r * r) / np.sqrt(1000), rel=0.15)
+    assert bootstrap_standard_error(accuracy_rows(np.ones(50)), "mean") == 0.0  # every draw the same score
 
 
 def accuracy_rows(correct) -> np.ndarray:

@@ -28,6 +28,7 @@ from grain_bench.plugins import get_registries
 from grain_bench.recipes import get_recipe
 from grain_bench.records import RunRecord
 from grain_bench.sweep import run_sweep
+from grain_bench.teachers import teacher_folder
 
 GRID = dict(methods=["dense", "random"], tasks=["sst2"], densities=[0.5, 0.3], seeds=[1, 2])  # 6 runs, 2 teachers
 
@@ -96,8 +97,8 @@ def test_grid_ids_are_content_hashes(regs, test_recipe, data_dir, tmp_path):
 
 
 # ---- teacher cache ------------------------------------------------------------------------------------------------
-def _teacher_entries(results_dir):
-    folder = os.path.join(results_dir, "teachers")
+def _teacher_entries():
+    folder = teacher_folder()  # the user's (this test's GRAIN_BENCH_HOME), not the results folder's
     return sorted(name for name in os.listdir(folder) if not name.startswith(".") and ".corrupt-" not in name)
 
 
@@ -117,8 +118,8 @@ def finetune_calls(monkeypatch):
     return calls
 
 
-def _harness(results_dir, regs, pm):
-    return Harness(results_dir, regs=regs, pm=pm, progress=False, save_models=False, measure_latency=False)
+def _harness(results_dir, regs, pm, **settings):
+    return Harness(results_dir, regs=regs, pm=pm, progress=False, save_models=False, measure_latency=False, **settings)
 
 
 def test_teacher_trained_once_per_seed_and_corrupt_entry_retrained(regs, pm, results_dir, test_recipe, finetune_calls,
@@ -128,7 +129,7 @@ def test_teacher_trained_once_per_seed_and_corrupt_entry_retrained(regs, pm, res
     records = run_sweep(specs, _harness(results_dir, regs, pm), store, progress=False)
     assert all(r.ok for r in records), [r.error for r in records]
     assert sorted(finetune_calls) == [1, 2]  # two methods, one teacher per seed
-    entries = _teacher_entries(results_dir)
+    entries = _teacher_entries()
     assert len(entries) == 2
     teacher_scores = {r.spec.seed: r.teacher_scores for r in records}
 
@@ -141,10 +142,10 @@ def test_teacher_trained_once_per_seed_and_corrupt_entry_retrained(regs, pm, res
     # Flip bytes in one cached teacher: the checksum catches it, the entry is moved aside and the teacher retrained.
 
     for name in entries:
-        with open(os.path.join(results_dir, "teachers", name, "meta.json")) as handle:
+        with open(os.path.join(teacher_folder(), name, "meta.json")) as handle:
             if json.load(handle)["seed"] == 2:
                 corrupt = name
-    weights = os.path.join(results_dir, "teachers", corrupt, "model.safetensors")
+    weights = os.path.join(teacher_folder(), corrupt, "model.safetensors")
     with open(weights, "r+b") as handle:
         handle.seek(os.path.getsize(weights) - 64)
         handle.write(b"\x00" * 64)
@@ -152,8 +153,8 @@ def test_teacher_trained_once_per_seed_and_corrupt_entry_retrained(regs, pm, res
     records = run_sweep(last, _harness(results_dir, regs, pm), store, progress=False)
     assert all(r.ok for r in records)
     assert sorted(finetune_calls) == [1, 2, 2]  # only the corrupt one again
-    assert _teacher_entries(results_dir) == entries
-    moved = [n for n in os.listdir(os.path.join(results_dir, "teachers")) if n.startswith(corrupt + ".corrupt-")]
+    assert _teacher_entries() == entries
+    moved = [n for n in os.listdir(teacher_folder()) if n.startswith(corrupt + ".corrupt-")]
     assert len(moved) == 1
     assert {r.spec.seed: r.teacher_scores for r in records} == teacher_scores  # same seed, same teacher
 
@@ -349,7 +350,8 @@ def test_full_disk_during_a_sweep_loses_nothing(small_fs, data_dir, tmp_path, ca
     results = os.path.join(point, "results")
     os.makedirs(results)
     filler = fill_filesystem(point, leave=0)
-    args = ("--tasks", "sst2", "--data-dir", data_dir, "--methods", "dense", "--no-save-models")
+    args = ("--tasks", "sst2", "--data-dir", data_dir, "--methods", "dense", "--no-save-models",
+            "--teacher-cache", os.path.join(point, "teachers"))
     code, out, err = run_cli(*args, results=results, capsys=capsys)
     assert code == 1, err
     assert "could not append run" in err and "kept in" in err and "Traceback" not in err

@@ -60,6 +60,9 @@ def test_task_contract(task_name, regs, pm, results_dir, test_recipe):
     assert set(record.scores) == set(task_cls.metrics), record.scores
     assert all(math.isfinite(v) for v in record.scores.values())
     assert record.primary_metric == task_cls.primary_metric
+    # a standard error for every metric: each one's per-example statistics gave back its score (else it has none)
+    assert set(record.standard_errors) == set(task_cls.metrics), record.standard_errors
+    assert all(0.0 <= se < 1.0 for se in record.standard_errors.values()), record.standard_errors
     assert record.density.achieved < 1.0
     assert record.method_info["steps"] == test_recipe.max_steps
     losses = record.method_info["final_losses"]
