@@ -9,6 +9,7 @@ repo=$(pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRAIN_BENCH_LOAD_PLUGINS=""
+export GRAIN_BENCH_HOME="$work/home"  # the teachers these jobs train go there, not into the user's cache
 
 python -m pip wheel -q --no-deps -w "$work/dist" "$repo"
 wheel=$(ls "$work"/dist/grain_bench-*.whl)
@@ -57,6 +58,9 @@ open("artifact.txt", "w").write(frame["artifact"].iloc[0])
 print(f"grain_bench.run: {frame['method'].iloc[0]} @ {frame['target_density'].iloc[0]}: "
       f"accuracy {frame['score'].iloc[0]:.3f}, density {frame['achieved_density'].iloc[0]:.3f}")
 EOF
+# both jobs fine-tuned the same teacher (task, data, backbone, recipe, seed): the second loaded the first's
+entries=$(find "$GRAIN_BENCH_HOME/teachers" -mindepth 1 -maxdepth 1 -type d ! -name '.*' | wc -l)
+[ "$entries" -eq 1 ] || { echo "check_wheel: the two jobs should share one cached teacher; found $entries" >&2; exit 1; }
 $py -c "
 from grain_bench import load_pruned
 model = load_pruned(open('artifact.txt').read())
