@@ -18,11 +18,16 @@ What follows the paper and its code (princeton-nlp/CoFiPruning, ``models/l0_modu
   is held to.
 - **Lagrangian** λ1(ŝ − t) + λ2(ŝ − t)², ŝ the expected density; λ1 and λ2 start at 0 and are trained by gradient
   ascent (their own AdamW, ``maximize``); gates and λ share the learning rate ``lr`` (0.01).
-- **Target warm-up**: t = 1 until the schedule's first pruning step, then linear to the run's target over ``warmup``
+- **Before pruning, dense**: the L0 module starts at the schedule's first pruning step (the reference's
+  ``prepruning_finetune_steps``); until then no gate is sampled, no Lagrangian is added, and the gates and multipliers
+  do not move. (The reference also restarts the student's optimizer and learning-rate schedule there; the shared
+  trainer does not, as for every method.)
+- **Target warm-up**: t = 1 at the schedule's first pruning step, then linear to the run's target over ``warmup``
   of training (CoFi's GLUE scripts warm up over 2 of 20 epochs: 0.1), then the target.
-- **Deterministic gates at the freeze point** (the schedule's last pruning step, as for every method): per layer and
-  granularity, the expected number of zero gates (rounded) is set to 0, the others to sigmoid(log-alpha / temperature
-  × 0.8). The final 0/1 masks are the units whose gate product is positive, adjusted to the run's target within one
+- **Deterministic gates at the freeze point** (the schedule's last pruning step, as for every method): per layer, over
+  its heads and over its neurons, the expected number of zero gates (rounded) is set to 0, the others to
+  sigmoid(log-alpha / temperature × 0.8); each layer gate (attention layer, FFN layer) is a group of one, closed iff
+  its P(z > 0) < 1/2, as in the reference. The final 0/1 masks are the units whose gate product is positive, adjusted to the run's target within one
   unit: whole heads and neurons are pruned in the order of their gate values (CoFi's zeros first) while they fit in
   the pruned budget, so the zeros with the largest soft values come back, or the lowest-valued kept units go; a head
   is kept or pruned whole, but for the last units when no FFN neuron is left to fill the budget. The gate values of
@@ -46,6 +51,8 @@ LIMIT_LOW, LIMIT_HIGH, EPSILON = -0.1, 1.1, 1e-6
 LOG_ALPHA_RANGE = (math.log(1e-2), math.log(1e2))
 MAGICAL_NUMBER = 0.8  # CoFi's (from Wang et al. 2020): the soft deterministic gate is sigmoid(log_alpha/β · 0.8)
 COARSE_INIT = 10.0
+#: the granularities with one gate per layer (attention layer, FFN layer); the others have one group of gates per layer
+LAYER_GATES = ("att", "ffn")
 
 
 def _torch():
@@ -153,10 +160,20 @@ class Cofi(Method):
         qk = torch.ones_like(vo)
         return UnitTensors(qk, vo, z["ffn"][:, None] * z["int"])
 
+    @staticmethod
+    def active(state) -> bool:
+        """Whether CoFi's L0 module is on: from the schedule's first pruning step. Before it (the reference's
+        ``prepruning_finetune_steps``) the student trains dense: no gate is sampled and no Lagrangian is added, so
+        neither the gates nor the multipliers get a gradient, and their optimizers have no state until then."""
+        return state.step >= state.prune_start_step
+
     def gates(self, state):
-        """Sampled gates while learning; the fixed deterministic values after the freeze point."""
+        """None (dense) before the pruning window; sampled gates while learning; the fixed deterministic values after
+        the freeze point."""
         if state.frozen:
             return self.final_values
+        if not self.active(state):
+            return None
         self._clamp()
         beta = self.options.temperature
         z = {name: sample_gates(log_alpha, beta, self.generator) for name, log_alpha in self.log_alpha.items()}
@@ -179,14 +196,23 @@ class Cofi(Method):
         return 1.0 + (state.target_density - 1.0) * progress
 
     def loss(self, state):
-        """λ1 (ŝ − t) + λ2 (ŝ − t)² while the gates learn; nothing after the freeze point."""
-        if state.frozen:
+        """λ1 (ŝ − t) + λ2 (ŝ − t)² while the gates learn; nothing before the pruning window or after the freeze."""
+        if state.frozen or not self.active(state):
             return None
         gap = self.expected_density(state.space) - self.target_at(state)
         self.info["expected_density"] = float(gap.detach()) + self.target_at(state)
         return self.lambdas[0] * gap + self.lambdas[1] * gap * gap
 
     # ---- the final structure -----------------------------------------------------------------------------------
+    def deterministic(self) -> dict[str, Any]:
+        """CoFi's inference gates of every granularity (on the CPU): per layer over its heads and over its neurons,
+        and each layer gate on its own (the reference's ``head_layer_z`` and ``mlp_z`` have size 1: a layer is closed
+        iff P(z > 0) < 1/2)."""
+        beta = self.options.temperature
+        return {name: deterministic_gates(log_alpha.reshape(-1, 1) if name in LAYER_GATES else log_alpha,
+                                          beta).reshape(log_alpha.shape).cpu()
+                for name, log_alpha in self.log_alpha.items()}
+
     def masks_for(self, state, density: float):
         """The deterministic gates at the freeze point, adjusted to ``density`` within one unit: whole heads and FFN
         neurons are ranked by their gate value (CoFi's zeros first, by soft value) and pruned in that order while
@@ -196,8 +222,7 @@ class Cofi(Method):
         torch = _torch()
         self._clamp()
         beta, space = self.options.temperature, state.space
-        values = self.unit_gates({name: deterministic_gates(log_alpha, beta).cpu()
-                                  for name, log_alpha in self.log_alpha.items()}, space)
+        values = self.unit_gates(self.deterministic(), space)
         with torch.no_grad():
             soft = self.unit_gates({name: torch.sigmoid(log_alpha / beta * MAGICAL_NUMBER).cpu()
                                     for name, log_alpha in self.log_alpha.items()}, space)

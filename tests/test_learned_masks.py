@@ -49,6 +49,108 @@ def test_deterministic_gates_zero_the_expected_number_of_lowest_gates():
     assert float(deterministic_gates(torch.tensor(-4.0), BETA)) == 0.0  # a layer gate: one expected zero
 
 
+def reference_deterministic_z(size: int, log_alpha: torch.Tensor, beta: float = BETA) -> torch.Tensor:
+    """CoFiPruning's ``L0Module._deterministic_z`` for one layer of one gate type, in our words: the expected number of
+    zeros, ``size - sum(P(z > 0))`` rounded, of the lowest soft gates σ(log α / β · 0.8) become 0; a scalar gate with
+    a zero expected becomes 0."""
+    log_alpha = log_alpha.detach()
+    soft = torch.sigmoid(log_alpha / beta * 0.8)
+    zeros = round(size - float(prob_nonzero(log_alpha, beta).sum()))
+    if zeros > 0:
+        if soft.dim() == 0:
+            return torch.tensor(0.0)
+        soft = soft.clone()
+        soft[torch.topk(soft, k=zeros, largest=False).indices] = 0.0
+    return soft
+
+
+def reference_inference_gates(log_alpha: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The reference's ``forward(training=False)``: every type layer by layer, ``size`` its per-layer count (1 for the
+    attention-layer and FFN-layer gates, ``head_layer`` and ``mlp``)."""
+    return {name: torch.stack([reference_deterministic_z(1 if tensor.dim() == 1 else tensor.shape[1], layer)
+                               for layer in tensor])
+            for name, tensor in log_alpha.items()}
+
+
+def log_alpha_for(p_nonzero: float, beta: float = BETA) -> float:
+    """The log α whose gate is non-zero with probability ``p_nonzero``."""
+    logit = math.log((0.1 / 1.2) / (1 - 0.1 / 1.2))
+    return logit * beta - math.log((1 - p_nonzero) / p_nonzero)
+
+
+def test_deterministic_gates_are_the_references_on_many_log_alpha_sets():
+    """Per layer over heads and neurons, and each layer gate on its own: 300 log-alpha sets, spread and shifted so that
+    layer gates fall on both sides of P = 1/2, give the reference's gates exactly. Grouping the L layer gates into one
+    group of L (the bug) closed round(L − ΣP) layers: with every P = 0.65 on 6 layers, 2 of them."""
+    method, _ = _cofi(MINILM)
+    generator = torch.Generator().manual_seed(7)
+    for trial in range(300):
+        with torch.no_grad():
+            for log_alpha in method.log_alpha.values():
+                shift, spread = float(torch.randn(1, generator=generator)) * 2, 0.1 + trial % 5
+                log_alpha.copy_(shift + spread * torch.randn(log_alpha.shape, generator=generator))
+        mine, theirs = method.deterministic(), reference_inference_gates(method.log_alpha)
+        for name in theirs:  # the same zeros; the same soft values up to float rounding (one vectorised sigmoid)
+            assert torch.equal(mine[name] == 0, theirs[name] == 0), (trial, name)
+            assert torch.allclose(mine[name], theirs[name].float(), atol=0, rtol=1e-6), (trial, name)
+    with torch.no_grad():
+        for name in ("att", "ffn"):
+            method.log_alpha[name].fill_(log_alpha_for(0.65))
+    assert float(prob_nonzero(method.log_alpha["att"], BETA)[0]) == pytest.approx(0.65)
+    gates = method.deterministic()
+    assert bool((gates["att"] > 0).all()) and bool((gates["ffn"] > 0).all())  # the reference keeps every layer
+    with torch.no_grad():
+        method.log_alpha["att"][2] = log_alpha_for(0.45)
+    assert [bool(g > 0) for g in method.deterministic()["att"]] == [True, True, False, True, True, True]
+
+
+def test_cofi_trains_dense_before_the_pruning_window_as_the_reference_does():
+    """Before the schedule's first pruning step (the reference's prepruning_finetune_steps) no gate is sampled and no
+    Lagrangian is added: through the real trainer, the gates and multipliers have not moved when the window opens, no
+    step before it adds a Lagrangian, and every step from it on does (until the freeze)."""
+    from grain_bench.distill import distill, set_seed
+    from grain_bench.harness import TaskData
+    from grain_bench.recipes import get_recipe
+    from grain_bench.tasks.tweets import TweetSentiment
+
+    task = TweetSentiment()
+    teacher, tokenizer = load_tiny("sequence", 2)
+    train = task.encode("train", tokenizer, 32, limit=48)
+    data = TaskData(task, tokenizer, train, train, train, task.collate(tokenizer))
+    seen = {}
+
+    class Watched(Cofi):
+        def gates(self, state):
+            if state.step == state.prune_start_step:  # what the gates are when the L0 module starts
+                seen["start"] = ({n: a.detach().clone() for n, a in self.log_alpha.items()},
+                                 self.lambdas.detach().clone())
+            values = super().gates(state)
+            seen.setdefault("sampled", []).append((state.step, values is not None))
+            return values
+
+        def loss(self, state):
+            value = super().loss(state)
+            seen.setdefault("lagrangian", []).append((state.step, value is not None))
+            return value
+
+        def setup(self, state):
+            super().setup(state)
+            seen["initial"] = {n: a.detach().clone() for n, a in self.log_alpha.items()}
+
+    set_seed(1)
+    student, _ = load_tiny("sequence", 2)
+    recipe = get_recipe("test", {"max_steps": 20})
+    result = distill(Watched.from_options({}, seed=1), task, teacher.eval(), student, data, recipe, 0.5, seed=1,
+                     progress=False)
+    start = min(step for step, sampled in seen["sampled"] if sampled)
+    assert start > 1 and all(sampled == (step >= start) for step, sampled in seen["sampled"] if step < start + 3)
+    gates, lambdas = seen["start"]
+    assert all(torch.equal(gates[n], seen["initial"][n]) for n in gates) and bool((lambdas == 0).all())
+    assert [step for step, added in seen["lagrangian"] if added] == list(range(start, start + len(
+        [1 for _, added in seen["lagrangian"] if added])))  # from the window's first step on, every step
+    assert not any(added for step, added in seen["lagrangian"] if step < start) and result.steps == 20
+
+
 def _cofi(space: MaskSpace, target: float = 0.3, seed: int = 0) -> tuple[Cofi, TrainState]:
     model, _ = load_tiny("sequence", 2)
     method = Cofi.from_options({}, seed=seed)
