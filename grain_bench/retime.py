@@ -230,6 +230,9 @@ def _retime_setup(results_dir: str, setup: tuple, members, settings: RetimeSetti
         entry = {"run_id": record.run_id, "created": created, "environment": env, "settings": timing.__dict__,
                  "command": command, "dense": {**entries["dense"], "label": "dense"},
                  "compact": {**entries[record.run_id], "label": "compact"},
+                 "head_widths": [[list(head) for head in layer.heads] for layer in shape.layers],
+                 "ffn": [layer.ffn_dim for layer in shape.layers],  # what was timed: a later record of another
+                 # shape under the same run id (a rerun) is not given this timing
                  "heads": sum(len(layer.heads) for layer in shape.layers),
                  "distinct_head_widths": len({h for layer in shape.layers for h in layer.heads})}
         try:

@@ -458,6 +458,24 @@ def move_measurements(results_dir: str, moved: dict[str, str]) -> None:
             replace_lines(path, lines)
 
 
+def _timed_this(measurement: dict[str, Any], record) -> bool:
+    """Whether ``measurement`` timed ``record``'s compact shape (its per-head widths and FFN widths)."""
+    if "head_widths" not in measurement:
+        return not _earlier(measurement.get("created"), record.created)
+    widths = tuple(tuple(tuple(head) for head in layer) for layer in measurement["head_widths"])
+    return widths == record.shape.head_widths and tuple(measurement.get("ffn", ())) == record.shape.ffn
+
+
+def _earlier(first: Any, second: Any) -> bool:
+    """Whether ISO time ``first`` is before ``second`` (False when either is missing or unreadable)."""
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromisoformat(first) < dt.datetime.fromisoformat(second)
+    except (TypeError, ValueError):
+        return False
+
+
 def measurements_path(results_dir: str) -> str:
     """Where re-timings are stored."""
     return os.path.join(results_dir, MEASUREMENTS_FILE)
@@ -481,8 +499,11 @@ def load_measurements(results_dir: str) -> dict[str, dict[str, Any]]:
 
 
 def with_measurement(record, measurement: dict[str, Any] | None):
-    """``record`` with its latency and environment replaced by a re-timing (marked ``source``), if there is one."""
-    if not measurement or not record.ok:
+    """``record`` with its latency and environment replaced by a re-timing (marked ``source``), if there is one of
+    this record's compact shape: a record that a rerun made after the latest re-timing of its run id (``--rerun``)
+    with other masks keeps its own timing, never the one of the record it superseded. Re-timings from before they
+    named their shape apply to records made before them."""
+    if not measurement or not record.ok or not _timed_this(measurement, record):
         return record
     latency = [read(LatencyEntry, {**measurement[label], "source": "grain-bench measure"})
                for label in ("dense", "compact")]

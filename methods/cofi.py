@@ -27,10 +27,11 @@ What follows the paper and its code (princeton-nlp/CoFiPruning, ``models/l0_modu
 - **Deterministic gates at the freeze point** (the schedule's last pruning step, as for every method): per layer, over
   its heads and over its neurons, the expected number of zero gates (rounded) is set to 0, the others to
   sigmoid(log-alpha / temperature × 0.8); each layer gate (attention layer, FFN layer) is a group of one, closed iff
-  its P(z > 0) < 1/2, as in the reference. The final 0/1 masks are the units whose gate product is positive, adjusted to the run's target within one
-  unit: whole heads and neurons are pruned in the order of their gate values (CoFi's zeros first) while they fit in
-  the pruned budget, so the zeros with the largest soft values come back, or the lowest-valued kept units go; a head
-  is kept or pruned whole, but for the last units when no FFN neuron is left to fill the budget. The gate values of
+  its P(z > 0) < 1/2, as in the reference. The final 0/1 masks are the units whose gate product is positive,
+  adjusted to the run's target within one unit: whole heads and neurons are pruned in the order of their gate values
+  (CoFi's zeros first) while they fit in the pruned budget, so the zeros with the largest soft values come back, or
+  the lowest-valued kept units go; a head is kept or pruned whole, but for the last units when no FFN neuron is left
+  to fill the budget. The gate values of
   the kept units scale them while the distillation goes on, and are folded into the weights before compaction.
 
 Not done: hidden-dimension pruning (a fourth unit kind, with embedding and LayerNorm slicing), and CoFi's own

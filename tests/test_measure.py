@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from types import SimpleNamespace
 
@@ -313,6 +314,21 @@ def test_measure_retimes_stored_masks_and_tables_prefer_it(tmp_path, data_dir, c
     assert table.loc["grain", "speedup"] == pytest.approx(measured[frame.set_index("method").loc["grain", "run_id"]]
                                                           ["compact"]["speedup"])
     assert "re-timed by grain-bench measure" in out
+    # a later record of the same run id (a rerun) keeps the re-timing only when it is of the same compact shape
+    import dataclasses
+
+    from grain_bench.leaderboard.store import RecordStore
+
+    store = RecordStore(results)
+    grain = store.latest()[frame.set_index("method").loc["grain", "run_id"]]
+    store.append(dataclasses.replace(grain, created="2999-01-01T00:00:00+00:00"))  # same masks, rerun
+    table = build_report(results, versus=None).comparison.table.set_index("method")
+    assert table.loc["grain", "speedup"] == pytest.approx(measured[grain.run_id]["compact"]["speedup"])
+    first, *rest = grain.shape.head_widths
+    other = dataclasses.replace(grain.shape, head_widths=(first[:-1], *rest))  # one head fewer: other masks
+    store.append(dataclasses.replace(grain, shape=other, created="2999-01-02T00:00:00+00:00"))
+    table = build_report(results, versus=None).comparison.table.set_index("method")
+    assert math.isnan(table.loc["grain", "speedup"]) and not math.isnan(table.loc["heads", "speedup"])
 
 
 def test_timing_in_another_dtype_leaves_the_model_untouched(tiny_model):
