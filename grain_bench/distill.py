@@ -165,6 +165,8 @@ class DistillResult:
     examples: dict[str, int] = field(default_factory=dict)
     #: a mixed-precision run's ``MixedPrecision.describe()`` (empty for fp32: records of fp32 runs are unchanged)
     precision: dict[str, Any] = field(default_factory=dict)
+    #: what a learned-mask method's ``expected_density`` gave at the freeze step (None for the others)
+    expected_at_freeze: float | None = None
 
 
 def layer_pairs(num_layers: int, step: int) -> list[tuple[int, int]]:
@@ -359,6 +361,7 @@ class FreezeAtStep:
     def after_backward(self, state: TrainState) -> None:
         """Fix the structure at the freeze step."""
         if not state.frozen and state.step >= self.freeze_step:
+            state.expected_at_freeze = self.method.expected_density(state)
             final = self.method.masks_for(state, self.target)
             _check_reaches(self.method, final, self.space, self.target)
             _apply(self.method, self.masked, final, state.step, may_grow=True)
@@ -551,4 +554,5 @@ def distill(method: Method, task, teacher, student, data, recipe: Recipe, target
     seconds = time.time() - start
     return DistillResult(student, run.masked, run.masked.masks, run.space, run.total, seconds, history,
                          phases={"distillation": seconds}, examples={"distillation": run.total * recipe.batch_size},
-                         precision=run.precision.describe() if run.precision.mixed else {})
+                         precision=run.precision.describe() if run.precision.mixed else {},
+                         expected_at_freeze=run.state.expected_at_freeze)

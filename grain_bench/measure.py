@@ -413,8 +413,10 @@ def measure_run(config, spec, task, result, data, tokenizer, recipe, extra: dict
     params = ParamCounts(total=shape.encoder_params() + shape.embedding_params() + head,
                          encoder=shape.encoder_params(), encoder_linear=shape.encoder_linear_params(),
                          embeddings=shape.embedding_params(), dense_encoder=dense_shape.encoder_params(), head=head)
+    expected = result.expected_at_freeze
     density = Density(target=spec.target_density, achieved=masks.density(space),
-                      encoder_params=shape.encoder_params() / dense_shape.encoder_params())
+                      encoder_params=shape.encoder_params() / dense_shape.encoder_params(), expected_at_freeze=expected,
+                      gap_at_freeze=None if expected is None else expected - spec.target_density)
     counted = Flops(**flops(shape, recipe.max_length, dense_shape))
     latency = _run_latency(student, compact_model, recipe, counted) if config.measure_latency else []
     artifact = None

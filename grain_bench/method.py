@@ -24,7 +24,12 @@ Two kinds of method share the trainer (``grain_bench.distill``):
   ``masks_for(state, state.target_density)`` once: 0/1 masks at the run's target within one unit's cost. Units may
   come back before that; from then on the structure is fixed and masks only shrink;
 - ``unit_scales(state)``: after training, one real scale per kept unit, folded into the weights before compaction
-  (CoFi's deterministic gate values).
+  (CoFi's deterministic gate values);
+- ``expected_density(state)``: for a method whose constraint holds in expectation (L0 gates), the expected density
+  its gate distributions give now. The trainer asks at the freeze step, before ``masks_for``; the record keeps it
+  (``density.expected_at_freeze``) with its gap to the target, and tables flag a row whose gap is over
+  ``grain_bench.quality.CONVERGENCE_TOLERANCE`` "not converged": its gates did not learn the target, and the
+  masks are the landing rule's, not the method's.
 
 **Calibration-only** methods (``calibrates = True``, e.g. kwon, Kwon et al. 2022) take no optimizer step: the student
 is a copy of the fine-tuned teacher, and the harness (``grain_bench.calibrate``) shows them a sample of the training
@@ -78,6 +83,8 @@ class TrainState:
     prune_start_step: int = 0  # the schedule's first and last pruning steps (1-based)
     prune_end_step: int = 0
     frozen: bool = False  # True once a learned-mask method's structure is fixed
+    #: for learned-mask methods with ``expected_density``: what it gave at the freeze step (set by the trainer)
+    expected_at_freeze: float | None = None
     #: what budgets are fractions of (``grain_bench.costs``): None is the parameter cost (the density); a measured
     #: latency model for a run with a target speedup. Score-and-cut methods pass it to ``grain_bench.allocate``.
     cost_model: Any = None
@@ -179,6 +186,11 @@ class Method:
 
     def unit_scales(self, state: TrainState):
         """After training: one scale per unit (``UnitTensors``) to fold into the kept units' weights, or None."""
+        return None
+
+    def expected_density(self, state: TrainState) -> float | None:
+        """For ``owns_density`` methods whose constraint holds in expectation (L0 gates): the expected density of
+        their gates now; None (the default) for methods with no such expectation."""
         return None
 
     def finalize(self, model) -> dict[str, Any]:

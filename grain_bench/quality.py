@@ -10,6 +10,12 @@ A model is **collapsed** when any of these holds on the scored split:
 
 Tables flag such rows ``collapsed`` and leave them off the Pareto fronts; a teacher that is collapsed puts a warning
 in its task's caption. The evidence (the prediction histogram or spread, the interval against chance) is stored.
+
+A learned-mask run (CoFi) is **not converged** when the expected density of its gates at the freeze step is more than
+``CONVERGENCE_TOLERANCE`` from the target (``RunRecord.density.gap_at_freeze``): its gates did not learn the target,
+so its masks are the landing rule's (the final masks forced onto the target), not the method's. So is one whose landing
+brought units back at a scale under ``LANDING_SCALE_FLOOR`` (``method_info.landing.lowest_scale``): they cost budget
+and contribute next to nothing. Tables flag such rows ``not converged`` and leave them off the fronts, as a collapse.
 """
 
 from __future__ import annotations
@@ -17,6 +23,19 @@ from __future__ import annotations
 from typing import Any
 
 SPREAD = 0.05  # regression predictions with std under 5% of the labels' std count as constant
+CONVERGENCE_TOLERANCE = 0.01  # |expected density at the freeze - target| above this: the gates did not converge
+LANDING_SCALE_FLOOR = 0.05  # a unit the landing brought back with a scale under this contributes next to nothing
+
+
+def converged(expected_at_freeze: float | None, target: float | None,
+              lowest_landing_scale: float | None = None) -> bool | None:
+    """Whether a learned-mask run's gates reached its target (``CONVERGENCE_TOLERANCE``) and the units its landing
+    brought back carry a scale of at least ``LANDING_SCALE_FLOOR``; None when it has no expected density (every
+    other method)."""
+    if expected_at_freeze is None or target is None:
+        return None
+    near_zero = lowest_landing_scale is not None and lowest_landing_scale < LANDING_SCALE_FLOOR
+    return abs(expected_at_freeze - target) <= CONVERGENCE_TOLERANCE + 1e-12 and not near_zero
 
 
 def assess(task, predictions, encoded) -> dict[str, Any]:

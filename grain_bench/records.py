@@ -31,6 +31,10 @@ class Density:
     target: float | None = None
     achieved: float | None = None  # kept unit cost / total unit cost (what ``target`` asks for)
     encoder_params: float | None = None  # kept encoder parameters / the dense encoder's
+    #: learned-mask methods with an expected density (CoFi): the expected density of the gates at the freeze step,
+    #: and its gap to the target (expected - target); None for the others and for records from before the field
+    expected_at_freeze: float | None = None
+    gap_at_freeze: float | None = None
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from grain_bench.errors import GrainBenchError
+from grain_bench.quality import converged
 from grain_bench.records import LatencyEntry, RunRecord
 
 GROUP_KEYS = ["task", "setup", "method", "options", "target_density"]
@@ -162,6 +163,23 @@ def method_seconds(record: RunRecord) -> float:
 TEACHER_FACTS = ["chance_mean", "teacher_collapsed"]
 
 
+def expected_at_freeze(record: RunRecord) -> float | None:
+    """A learned-mask record's expected density at the freeze step (``density.expected_at_freeze``). CoFi records
+    from before that field have the expected density its last Lagrangian step logged (``method_info``), which is the
+    freeze step's forward pass, one gate update before the freeze."""
+    if record.density.expected_at_freeze is not None:
+        return record.density.expected_at_freeze
+    logged = record.method_info.get("expected_density") if record.spec.method == "cofi" else None
+    return float(logged) if isinstance(logged, (int, float)) else None
+
+
+def landing_scale(record: RunRecord) -> float | None:
+    """The lowest scale of a unit a learned-mask method's landing brought back (``method_info.landing``), or None."""
+    landing = record.method_info.get("landing")
+    value = landing.get("lowest_scale") if isinstance(landing, dict) else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def records_frame(records: list[RunRecord], diffs: dict[str, Counter] | None = None) -> pd.DataFrame:
     """One row per ok record with the columns tables need; ``setup`` names the differing fields' values."""
     diffs = differences(records) if diffs is None else diffs
@@ -183,6 +201,7 @@ def records_frame(records: list[RunRecord], diffs: dict[str, Counter] | None = N
             "higher": bool(record.higher_is_better.get(metric, True)),
             "chance": _number(record.chance_scores.get(metric)),
             "collapsed": record.quality.collapsed, "teacher_collapsed": record.teacher_quality.collapsed,
+            "unconverged": converged(expected_at_freeze(record), spec.target_density, landing_scale(record)) is False,
             "density": _number(record.density.encoder_params), "encoder_params": _number(record.params.encoder),
             "flops_speedup": _number(record.flops.predicted_speedup),
             "speedup": _number(compact.speedup if compact else None),
@@ -265,7 +284,8 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
     grouped = frame.groupby(group_keys(frame), dropna=False, sort=False)
     # ``seeds`` counts the runs with a finite score: the ones the mean is over
     out = grouped.agg(score_mean=("score", "mean"), score_std=("score", "std"), seeds=("score", "count"),
-                      collapsed_seeds=("collapsed", "sum"), noisy_seeds=("noisy", "sum"), higher=("higher", "first"),
+                      collapsed_seeds=("collapsed", "sum"), noisy_seeds=("noisy", "sum"),
+                      unconverged_seeds=("unconverged", "sum"), higher=("higher", "first"),
                       density=("density", "mean"), encoder_params=("encoder_params", "mean"),
                       flops_speedup=("flops_speedup", "mean"), speedup=("speedup", "mean"),
                       speedup_std=("speedup", "std"), cost_s=("cost_s", "mean"), metric=("metric", "first"),
@@ -285,13 +305,14 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
     teacher_rows["run_ids"] = ""
     teacher_rows["collapsed_seeds"] = 0
     teacher_rows["noisy_seeds"] = 0
+    teacher_rows["unconverged_seeds"] = 0
     # the trivial predictor on the scored split (majority class, mean label, all O, first context token)
     chance_rows = frame.groupby(["task", "setup"], sort=False).agg(
         score_mean=("chance", "mean"), metric=("metric", "first"), higher=("higher", "first")).reset_index()
     chance_rows = chance_rows.dropna(subset=["score_mean"])
     chance_rows = chance_rows.assign(method="chance", options="", target_density=1.0, density=math.nan,
                                      flops_speedup=math.nan, run_ids="", seeds=0, collapsed_seeds=0,
-                                     noisy_seeds=0)
+                                     noisy_seeds=0, unconverged_seeds=0)
     out = pd.concat([teacher_rows, chance_rows, out], ignore_index=True)
     out = out.merge(teachers[["task", "setup", "teacher_mean", *TEACHER_FACTS]], on=["task", "setup"], how="left")
     out["relative"] = (out["score_mean"] / out["teacher_mean"]).where(_teacher_learned(out))
@@ -300,8 +321,9 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
     contenders = out[~out["method"].isin(REFERENCE_ROWS)]
     for _, group in contenders.groupby(["task", "setup"], sort=False):
         higher = bool(group["higher"].iloc[0])
-        # a collapsed row is not a result: never on a front
-        scores = group["score_mean"].where(group["collapsed_seeds"] == 0).tolist()
+        # a collapsed row is not a result, nor is a learned-mask row whose gates missed the target: never on a front
+        scores = group["score_mean"].where((group["collapsed_seeds"] == 0)
+                                           & (group["unconverged_seeds"] == 0)).tolist()
         for column, xs, lower in (("pareto_density", group["density"], True),
                                   ("pareto_flops", group["flops_speedup"], False),
                                   ("pareto_latency", group["speedup"], False)):
@@ -317,6 +339,7 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
     table = out.drop(columns=["_order", "teacher_mean", *TEACHER_FACTS]).reset_index(drop=True)
     table["collapsed_seeds"] = table["collapsed_seeds"].fillna(0).astype(int)
     table["noisy_seeds"] = table["noisy_seeds"].fillna(0).astype(int)
+    table["unconverged_seeds"] = table["unconverged_seeds"].fillna(0).astype(int)
     warnings = [f"{setup_label(row.task, row.setup)}: {TEACHER_WARNING}"
                 for row in teachers.sort_values(["task", "setup"]).itertuples() if row.teacher_collapsed]
     return Comparison(table, frame, diffs, envs, notes, warnings)

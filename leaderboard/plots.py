@@ -94,11 +94,13 @@ def plot_comparison(table: pd.DataFrame, title: str = ""):
             if not chance.empty and not math.isnan(float(chance["score_mean"].iloc[0])):
                 value = float(chance["score_mean"].iloc[0])
                 ax.axhline(value, color="#9a3b2f", linestyle=":", linewidth=1, label=f"trivial predictor ({value:.3f})")
-            collapsed = contenders[contenders.get("collapsed_seeds", 0) > 0] if "collapsed_seeds" in contenders \
-                else contenders.iloc[0:0]
-            if not collapsed.empty:  # ringed: these points are collapses, not results
-                ax.scatter(collapsed[x_column].astype(float), collapsed["score_mean"].astype(float), s=160,
-                           facecolors="none", edgecolors="#9a3b2f", linewidths=1.2, label="collapsed")
+            for column, label, style in (("collapsed_seeds", "collapsed", "solid"),
+                                         ("unconverged_seeds", "not converged", "dashed")):
+                ringed = contenders[contenders[column] > 0] if column in contenders else contenders.iloc[0:0]
+                if not ringed.empty:  # ringed: these points are collapses or unconverged gates, not results
+                    ax.scatter(ringed[x_column].astype(float), ringed["score_mean"].astype(float), s=160,
+                               facecolors="none", edgecolors="#9a3b2f", linewidths=1.2, linestyles=style,
+                               label=label)
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(_plain))
             ax.xaxis.set_minor_formatter(ticker.FuncFormatter(_plain_minor))

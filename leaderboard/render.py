@@ -51,8 +51,9 @@ def best_mask(summary: pd.DataFrame) -> pd.DataFrame:
     from grain_bench.leaderboard.compare import REFERENCE_ROWS
 
     contenders = summary[~summary["method"].isin(REFERENCE_ROWS)]
-    if "collapsed_seeds" in contenders:
-        contenders = contenders[contenders["collapsed_seeds"].fillna(0) == 0]  # a collapse is never the best
+    for column in ("collapsed_seeds", "unconverged_seeds"):  # a collapse, or gates that missed the target: never best
+        if column in contenders:
+            contenders = contenders[contenders[column].fillna(0) == 0]
     for _, group in contenders.groupby(["task", "setup"], sort=False):
         higher_score = bool(group["higher"].iloc[0]) if "higher" in group else True
         for column, higher in BEST_COLUMNS.items():
@@ -131,11 +132,13 @@ def seconds_text(value: Any) -> str:
 
 
 def flag_text(row) -> str:
-    """What a reader of a row must know: ``collapsed`` (all seeds) or ``collapsed k/n`` for runs that collapsed, and
+    """What a reader of a row must know: ``collapsed`` (all seeds) or ``collapsed k/n`` for runs that collapsed,
+    ``not converged`` (or ``k/n``) for learned-mask runs whose gates missed the target (``grain_bench.quality``), and
     ``noisy timing`` (or ``k/n``) for runs whose timing rounds spread wider than their median; empty otherwise."""
     seeds = int(row.get("seeds", 0) or 0)
     flags = []
-    for column, word in (("collapsed_seeds", "collapsed"), ("noisy_seeds", "noisy timing")):
+    for column, word in (("collapsed_seeds", "collapsed"), ("unconverged_seeds", "not converged"),
+                         ("noisy_seeds", "noisy timing")):
         count = row.get(column, 0)
         count = 0 if _missing(count) else int(count)
         if count:

@@ -18,12 +18,21 @@ What follows the paper and its code (princeton-nlp/CoFiPruning, ``models/l0_modu
   is held to.
 - **Lagrangian** λ1(ŝ − t) + λ2(ŝ − t)², ŝ the expected density; λ1 and λ2 start at 0 and are trained by gradient
   ascent (their own AdamW, ``maximize``); gates and λ share the learning rate ``lr`` (0.01).
-- **Before pruning, dense**: the L0 module starts at the schedule's first pruning step (the reference's
-  ``prepruning_finetune_steps``); until then no gate is sampled, no Lagrangian is added, and the gates and multipliers
-  do not move. (The reference also restarts the student's optimizer and learning-rate schedule there; the shared
-  trainer does not, as for every method.)
-- **Target warm-up**: t = 1 at the schedule's first pruning step, then linear to the run's target over ``warmup``
-  of training (CoFi's GLUE scripts warm up over 2 of 20 epochs: 0.1), then the target.
+- **Before pruning, dense**: the L0 module starts after ``prepruning_steps`` dense steps (the reference's
+  ``prepruning_finetune_steps``; by default at the schedule's first pruning step, prune_start × total steps); until
+  then no gate is sampled, no Lagrangian is added, and the gates and multipliers do not move. (The reference also
+  restarts the student's optimizer and learning-rate schedule there; the shared trainer does not, as for every
+  method.)
+- **Target warm-up**: t = 1 when the L0 module starts, then linear to the run's target over ``warmup_steps`` (the
+  reference's ``lagrangian_warmup_epochs``, in steps) or ``warmup`` of training (CoFi's GLUE scripts warm up over 2
+  of 20 epochs: 0.1), then the target. The gates learn until the freeze point, the schedule's last pruning step
+  (``-r prune_end``): the reference's gates learn to the end of its pruning run, which is then fine-tuned apart; here
+  the steps after the freeze are that fine-tuning.
+- **Did the gates reach the target?** The expected density of the gates at the freeze step is stored in the record
+  (``density.expected_at_freeze``, with ``gap_at_freeze``); tables flag a row more than 0.01 from its target ``not
+  converged`` and leave it off the fronts (``grain_bench.quality``), since its masks are then the landing rule's
+  below, not what the gates learned. ``method_info.constraint_curve`` has the way there: [step, expected density,
+  target, λ1] every 10 steps of the L0 module and at the freeze.
 - **Deterministic gates at the freeze point** (the schedule's last pruning step, as for every method): per layer, over
   its heads and over its neurons, the expected number of zero gates (rounded) is set to 0, the others to
   sigmoid(log-alpha / temperature × 0.8); each layer gate (attention layer, FFN layer) is a group of one, closed iff
@@ -31,8 +40,12 @@ What follows the paper and its code (princeton-nlp/CoFiPruning, ``models/l0_modu
   adjusted to the run's target within one unit: whole heads and neurons are pruned in the order of their gate values
   (CoFi's zeros first) while they fit in the pruned budget, so the zeros with the largest soft values come back, or
   the lowest-valued kept units go; a head is kept or pruned whole, but for the last units when no FFN neuron is left
-  to fill the budget. The gate values of
-  the kept units scale them while the distillation goes on, and are folded into the weights before compaction.
+  to fill the budget. Heads and neurons are ranked on one scale, their gate value (the product of the gates that
+  cover them), so whichever kind has the lower values goes first: with gates that never learned, heads (10 at
+  initialisation, value 0.996) outrank every neuron (0, value 0.5) and the landing removes neurons first. The gate
+  values of the kept units scale them while the distillation goes on, and are folded into the weights before
+  compaction; a unit brought back keeps its soft value, which may be near 0 (the record's ``method_info.landing``
+  says how many came back and their lowest scale; a row with one under 0.05 is flagged ``not converged``).
 
 Not done: hidden-dimension pruning (a fourth unit kind, with embedding and LayerNorm slicing), and CoFi's own
 layer-matching distillation, which is a recipe choice: every method here is distilled the same way.
@@ -44,6 +57,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from grain_bench.errors import UsageError
 from grain_bench.hookspecs import hookimpl
 from grain_bench.method import Method, MethodOptions, ParamGroup
 from grain_bench.options import option
@@ -54,6 +68,9 @@ MAGICAL_NUMBER = 0.8  # CoFi's (from Wang et al. 2020): the soft deterministic g
 COARSE_INIT = 10.0
 #: the granularities with one gate per layer (attention layer, FFN layer); the others have one group of gates per layer
 LAYER_GATES = ("att", "ffn")
+#: every this many steps (and at the freeze) the record's ``method_info.constraint_curve`` gets [step, expected
+#: density, target, lambda_1]: how the gates approached the target
+CURVE_EVERY = 10
 
 
 def _torch():
@@ -96,6 +113,18 @@ def deterministic_gates(log_alpha, temperature: float):
         return out.reshape(soft.shape)
 
 
+def landing(head_value, neuron_value, heads_kept, neurons_kept, head_soft, neuron_soft) -> dict[str, Any]:
+    """What forcing the deterministic gates onto the target did: the heads and neurons it brought back (gate 0, kept)
+    and removed (gate > 0, pruned), and the lowest scale a brought-back unit carries (its soft gate value; None when
+    none came back). A scale near 0 keeps a unit that contributes nothing: ``grain_bench.quality`` flags the row."""
+    back = [(head_value == 0) & heads_kept, (neuron_value == 0) & neurons_kept]
+    scales = [float(soft[mask].min()) for soft, mask in zip((head_soft, neuron_soft), back) if bool(mask.any())]
+    return {"brought_back": {"heads": int(back[0].sum()), "neurons": int(back[1].sum())},
+            "removed": {"heads": int(((head_value > 0) & ~heads_kept).sum()),
+                        "neurons": int(((neuron_value > 0) & ~neurons_kept).sum())},
+            "lowest_scale": min(scales) if scales else None}
+
+
 @dataclass(frozen=True)
 class CofiOptions(MethodOptions):
     """Options of ``cofi``."""
@@ -104,6 +133,17 @@ class CofiOptions(MethodOptions):
     warmup: float = option(0.1, ge=0, le=1)  # fraction of training over which the target goes from 1 to the run's
     temperature: float = option(2 / 3, gt=0)  # hard-concrete temperature β
     droprate_init: float = option(0.5, gt=0, lt=1)  # initial drop probability of FFN neurons
+    #: the target warm-up in steps (the reference's lagrangian_warmup_epochs, in steps); 0: ``warmup`` of training
+    warmup_steps: int = option(0, ge=0)
+    #: dense steps before the L0 module starts (the reference's prepruning_finetune_steps); -1: the schedule's first
+    #: pruning step starts it, after prune_start_step - 1 dense steps
+    prepruning_steps: int = option(-1, ge=-1)
+
+    def validate(self) -> None:
+        """The warm-up is a fraction or a number of steps, not both."""
+        if self.warmup_steps and self.warmup != type(self)().warmup:
+            raise UsageError(f"{self.owner}: give the target warm-up as warmup (a fraction of training) or as "
+                             f"warmup_steps, not both (got warmup={self.warmup:g}, warmup_steps={self.warmup_steps})")
 
 
 class Cofi(Method):
@@ -131,6 +171,11 @@ class Cofi(Method):
         """Gate logits on the student's device, initialised as CoFi does (seeded, apart from the global RNG)."""
         torch = _torch()
         space = state.space
+        if self.options.prepruning_steps >= 0 and self.start_step(state) > self.freeze_step(state):
+            raise UsageError(f"{self.name}: prepruning_steps={self.options.prepruning_steps} leaves the gates no step "
+                             f"to learn: the structure is fixed at step {self.freeze_step(state)} (the schedule's last "
+                             f"pruning step, prune_end x {state.total_steps} steps); give fewer, or a later "
+                             f"-r prune_end")
         device = next(state.model.parameters()).device
         self.generator = torch.Generator().manual_seed(20_000 + self.seed)
         neuron_mean = math.log(1 - self.options.droprate_init) - math.log(self.options.droprate_init)
@@ -161,12 +206,16 @@ class Cofi(Method):
         qk = torch.ones_like(vo)
         return UnitTensors(qk, vo, z["ffn"][:, None] * z["int"])
 
-    @staticmethod
-    def active(state) -> bool:
-        """Whether CoFi's L0 module is on: from the schedule's first pruning step. Before it (the reference's
+    def start_step(self, state) -> int:
+        """The first step of the L0 module: ``prepruning_steps`` + 1, or by default the schedule's first pruning
+        step."""
+        return self.options.prepruning_steps + 1 if self.options.prepruning_steps >= 0 else state.prune_start_step
+
+    def active(self, state) -> bool:
+        """Whether CoFi's L0 module is on: from ``start_step``. Before it (the reference's
         ``prepruning_finetune_steps``) the student trains dense: no gate is sampled and no Lagrangian is added, so
         neither the gates nor the multipliers get a gradient, and their optimizers have no state until then."""
-        return state.step >= state.prune_start_step
+        return state.step >= self.start_step(state)
 
     def gates(self, state):
         """None (dense) before the pruning window; sampled gates while learning; the fixed deterministic values after
@@ -180,7 +229,7 @@ class Cofi(Method):
         z = {name: sample_gates(log_alpha, beta, self.generator) for name, log_alpha in self.log_alpha.items()}
         return self.unit_gates(z, state.space)
 
-    def expected_density(self, space):
+    def gate_density(self, space):
         """Expected kept unit cost / total unit cost under the current gate distributions (differentiable)."""
         beta = self.options.temperature
         p = {name: prob_nonzero(log_alpha, beta) for name, log_alpha in self.log_alpha.items()}
@@ -190,9 +239,10 @@ class Cofi(Method):
         return (heads + neurons) / space.total_cost()
 
     def target_at(self, state) -> float:
-        """The Lagrangian's target density at this step: 1, then linear to the run's target over ``warmup``."""
-        start = state.prune_start_step
-        length = max(1.0, self.options.warmup * state.total_steps)
+        """The Lagrangian's target density at this step: 1 at ``start_step``, then linear to the run's target over
+        ``warmup_steps`` (or ``warmup`` of training)."""
+        start = self.start_step(state)
+        length = max(1.0, self.options.warmup_steps or self.options.warmup * state.total_steps)
         progress = min(1.0, max(0.0, (state.step - start) / length))
         return 1.0 + (state.target_density - 1.0) * progress
 
@@ -200,9 +250,20 @@ class Cofi(Method):
         """λ1 (ŝ − t) + λ2 (ŝ − t)² while the gates learn; nothing before the pruning window or after the freeze."""
         if state.frozen or not self.active(state):
             return None
-        gap = self.expected_density(state.space) - self.target_at(state)
-        self.info["expected_density"] = float(gap.detach()) + self.target_at(state)
+        target = self.target_at(state)
+        gap = self.gate_density(state.space) - target
+        self.info["expected_density"] = float(gap.detach()) + target
+        if state.step % CURVE_EVERY == 0 or state.step == self.freeze_step(state):  # the record's learning curve
+            self.info.setdefault("constraint_curve", []).append(
+                [state.step, round(self.info["expected_density"], 6), round(target, 6),
+                 round(float(self.lambdas[0].detach()), 6)])
         return self.lambdas[0] * gap + self.lambdas[1] * gap * gap
+
+    def expected_density(self, state) -> float:
+        """The expected density of the gates now (the trainer asks at the freeze step; the record keeps it)."""
+        self._clamp()
+        with _torch().no_grad():
+            return float(self.gate_density(state.space))
 
     # ---- the final structure -----------------------------------------------------------------------------------
     def deterministic(self) -> dict[str, Any]:
@@ -255,6 +316,7 @@ class Cofi(Method):
                                         kept_values.ffn.float())
         self.info.update(cofi_zeros={kind: int((v == 0).sum()) for kind, v in (("heads", head_value),
                                                                                  ("neurons", values.ffn))},
+                         landing=landing(head_value, values.ffn, heads, masks.ffn, head_soft, soft.ffn),
                          lambdas=[float(x) for x in self.lambdas.detach().cpu()],
                          heads_kept=masks.heads_kept(), density_at_freeze=masks.density(space))
         return masks

@@ -141,6 +141,42 @@ def test_relative_score_needs_a_teacher_that_learned(tmp_path):
     assert table.loc["grain", "relative"] == pytest.approx(0.30 / 0.45)
 
 
+def test_learned_mask_rows_whose_gates_missed_the_target_are_flagged_not_converged(tmp_path):
+    """A CoFi row whose expected density at the freeze is more than 0.01 from its target is flagged "not converged"
+    (k/n by seed), is never on a front or best, and a converged one is a result like any other; records from before
+    the field are judged by the expected density CoFi logged (``method_info``); other methods are never flagged."""
+    import dataclasses
+
+    from grain_bench.leaderboard.tables import build_report, show_table
+
+    def cofi(seed, expected=None, logged=None, score=0.85, landing=None):
+        made = make_record("tweets", "cofi", 0.2, seed, score, 0.9, speedup=5.0)
+        density = dataclasses.replace(made.density, expected_at_freeze=expected,
+                                      gap_at_freeze=None if expected is None else expected - 0.2)
+        info = {**({} if logged is None else {"expected_density": logged}),
+                **({} if landing is None else {"landing": {"lowest_scale": landing}})}
+        return dataclasses.replace(made, density=density, method_info=info)
+
+    records = [make_record("tweets", "dense", 1.0, 1, 0.84, 0.9, speedup=1.0),
+               make_record("tweets", "grain", 0.2, 1, 0.80, 0.9, speedup=4.0),
+               cofi(1, expected=0.205), cofi(2, expected=0.24), cofi(3, logged=0.889)]
+    table = build_report(write_store(tmp_path / "results", records)).comparison.table
+    row = table[table["method"] == "cofi"].iloc[0]
+    assert row["unconverged_seeds"] == 2 and row["seeds"] == 3  # seed 2 (gap 0.04) and seed 3 (0.689, logged)
+    assert not (row["pareto_density"] or row["pareto_flops"] or row["pareto_latency"])  # 0.85 would top all three
+    assert table[table["method"] == "grain"].iloc[0]["unconverged_seeds"] == 0
+    text = show_table(write_store(tmp_path / "again", records), "markdown")[0]
+    assert "not converged 2/3" in text and text.count("not converged") == 1
+    converged = write_store(tmp_path / "converged", records[:2] + [cofi(1, expected=0.205), cofi(2, expected=0.195)])
+    table = build_report(converged).comparison.table.set_index("method")
+    assert table.loc["cofi", "unconverged_seeds"] == 0 and table.loc["cofi", "pareto_density"]
+    assert "not converged" not in show_table(converged, "markdown")[0]
+    # on target, but the landing brought units back at a scale of 0.004: not what the gates learned either
+    landed = write_store(tmp_path / "landed", records[:2] + [cofi(1, expected=0.2, landing=0.004),
+                                                             cofi(2, expected=0.2, landing=0.4)])
+    assert build_report(landed).comparison.table.set_index("method").loc["cofi", "unconverged_seeds"] == 1
+
+
 def test_pareto_fronts(board_dir):
     from grain_bench.leaderboard.tables import build_report
 

@@ -104,7 +104,8 @@ def test_deterministic_gates_are_the_references_on_many_log_alpha_sets():
     assert [bool(g > 0) for g in method.deterministic()["att"]] == [True, True, False, True, True, True]
 
 
-def test_cofi_trains_dense_before_the_pruning_window_as_the_reference_does():
+@pytest.mark.parametrize("options", [{}, {"prepruning_steps": 5}])
+def test_cofi_trains_dense_before_the_pruning_window_as_the_reference_does(options):
     """Before the schedule's first pruning step (the reference's prepruning_finetune_steps) no gate is sampled and no
     Lagrangian is added: through the real trainer, the gates and multipliers have not moved when the window opens, no
     step before it adds a Lagrangian, and every step from it on does (until the freeze)."""
@@ -121,7 +122,8 @@ def test_cofi_trains_dense_before_the_pruning_window_as_the_reference_does():
 
     class Watched(Cofi):
         def gates(self, state):
-            if state.step == state.prune_start_step:  # what the gates are when the L0 module starts
+            seen["window"] = state.prune_start_step
+            if state.step == self.start_step(state):  # what the gates are when the L0 module starts
                 seen["start"] = ({n: a.detach().clone() for n, a in self.log_alpha.items()},
                                  self.lambdas.detach().clone())
             values = super().gates(state)
@@ -140,15 +142,47 @@ def test_cofi_trains_dense_before_the_pruning_window_as_the_reference_does():
     set_seed(1)
     student, _ = load_tiny("sequence", 2)
     recipe = get_recipe("test", {"max_steps": 20})
-    result = distill(Watched.from_options({}, seed=1), task, teacher.eval(), student, data, recipe, 0.5, seed=1,
+    result = distill(Watched.from_options(options, seed=1), task, teacher.eval(), student, data, recipe, 0.5, seed=1,
                      progress=False)
     start = min(step for step, sampled in seen["sampled"] if sampled)
+    assert start == (options["prepruning_steps"] + 1 if options else seen["window"])
     assert start > 1 and all(sampled == (step >= start) for step, sampled in seen["sampled"] if step < start + 3)
     gates, lambdas = seen["start"]
     assert all(torch.equal(gates[n], seen["initial"][n]) for n in gates) and bool((lambdas == 0).all())
     assert [step for step, added in seen["lagrangian"] if added] == list(range(start, start + len(
         [1 for _, added in seen["lagrangian"] if added])))  # from the window's first step on, every step
     assert not any(added for step, added in seen["lagrangian"] if step < start) and result.steps == 20
+
+
+def test_the_expected_density_at_the_freeze_is_the_gates_when_the_masks_are_fixed(tmp_path, monkeypatch, regs):
+    """Through the harness: the record's ``density.expected_at_freeze`` is the gates' expected density when
+    ``masks_for`` fixes the structure (not a later or earlier step's), and ``gap_at_freeze`` its distance to the
+    target; the same recipe's GRAIN record has neither."""
+    from grain_bench.grid import build_specs
+    from grain_bench.harness import Harness
+    from grain_bench.plugins import make_plugin_manager
+    from grain_bench.recipes import get_recipe
+
+    seen = {}
+    original = Cofi.masks_for
+
+    def watched(self, state, density):  # a spy: it records, then runs CoFi's own masks_for
+        seen["at_freeze"] = float(self.gate_density(state.space).detach())
+        return original(self, state, density)
+
+    monkeypatch.setattr(Cofi, "masks_for", watched)
+    specs = build_specs(regs, ["cofi", "grain"], ["tweets"], [0.3], [1], "test-bert-tiny", get_recipe("test"))
+    harness = Harness(str(tmp_path / "results"), regs=regs, pm=make_plugin_manager(load_entry_points=False),
+                      progress=False, save_models=False, measure_latency=False)
+    records = {spec.method: harness.run(spec) for spec in specs}
+    cofi, grain = records["cofi"], records["grain"]
+    assert cofi.ok and grain.ok, (cofi.error, grain.error)
+    assert cofi.density.expected_at_freeze == pytest.approx(seen["at_freeze"], abs=1e-12)
+    assert cofi.density.gap_at_freeze == pytest.approx(seen["at_freeze"] - 0.3, abs=1e-12)
+    assert grain.density.expected_at_freeze is None and grain.density.gap_at_freeze is None
+    curve = cofi.method_info["constraint_curve"]  # [step, expected, target, lambda_1], ending at the freeze
+    assert [row[0] % 10 for row in curve[:-1]] == [0] * (len(curve) - 1) and curve[-1][1] == pytest.approx(
+        cofi.method_info["expected_density"], abs=1e-6) and all(0 < row[1] <= 1 and row[2] >= 0.3 for row in curve)
 
 
 def _cofi(space: MaskSpace, target: float = 0.3, seed: int = 0) -> tuple[Cofi, TrainState]:
@@ -174,7 +208,7 @@ def test_closed_form_expected_density_agrees_with_monte_carlo():
         heads = ((z["att"][:, None] * z["head"]) > 0).sum() * MINILM.head_dim * (costs["qk"] + costs["vo"])
         neurons = ((z["ffn"][:, None] * z["int"]) > 0).sum() * costs["ffn"]
         samples.append(float(heads + neurons) / MINILM.total_cost())
-    expected = float(method.expected_density(MINILM).detach())
+    expected = float(method.gate_density(MINILM).detach())
     assert 0.2 < expected < 0.9
     assert sum(samples) / len(samples) == pytest.approx(expected, abs=0.005)
 
@@ -184,7 +218,7 @@ def test_lagrangian_pushes_the_density_down_when_it_is_above_the_target():
     state.step = state.prune_start_step + 1000  # past the warm-up: t is the run's target
     optimizers = [torch.optim.AdamW(g.params, lr=g.lr, weight_decay=g.weight_decay, maximize=g.maximize)
                   for g in method.parameters(state)]
-    before = float(method.expected_density(MINILM).detach())
+    before = float(method.gate_density(MINILM).detach())
     assert before > 0.1
     for _ in range(2):  # step 1: λ rises by ascent (the gap is positive); step 2: the gates descend on λ·gap
         for optimizer in optimizers:
@@ -193,7 +227,7 @@ def test_lagrangian_pushes_the_density_down_when_it_is_above_the_target():
         for optimizer in optimizers:
             optimizer.step()
     assert float(method.lambdas[0].detach()) > 0
-    assert float(method.expected_density(MINILM).detach()) < before
+    assert float(method.gate_density(MINILM).detach()) < before
 
 
 def test_target_warms_up_linearly_from_dense():
@@ -201,6 +235,29 @@ def test_target_warms_up_linearly_from_dense():
     for step, want in ((1, 1.0), (20, 1.0), (25, 1.0 - 0.8 * 5 / 10), (30, 0.2), (90, 0.2)):
         state.step = step
         assert method.target_at(state) == pytest.approx(want)
+
+
+def test_the_schedule_options_have_the_references_meaning():
+    """``prepruning_steps`` = P dense steps, so the L0 module (and the target's warm-up) starts at step P + 1;
+    ``warmup_steps`` = W: the target reaches the run's at step P + 1 + W; the defaults name the same run as no
+    option; a fraction and a step count together, or no step left to learn before the freeze, are refused."""
+    from grain_bench.errors import UsageError
+
+    model, _ = load_tiny("sequence", 2)
+    method = Cofi.from_options({"prepruning_steps": 9, "warmup_steps": 4}, seed=0)
+    state = TrainState(step=1, total_steps=100, model=model, space=MINILM, masks=UnitMasks.full(MINILM),
+                       target_density=0.2, prune_start_step=20, prune_end_step=40)
+    method.setup(state)
+    for step, want, active in ((9, 1.0, False), (10, 1.0, True), (12, 1.0 - 0.8 * 2 / 4, True), (14, 0.2, True),
+                               (50, 0.2, True)):
+        state.step = step
+        assert method.active(state) is active and method.target_at(state) == pytest.approx(want), step
+    assert Cofi.canonical_options({"prepruning_steps": -1, "warmup_steps": 0, "warmup": 0.1}) == {}
+    with pytest.raises(UsageError, match="not both"):
+        Cofi.from_options({"warmup": 0.2, "warmup_steps": 5})
+    late = Cofi.from_options({"prepruning_steps": 40}, seed=0)
+    with pytest.raises(UsageError, match="leaves the gates no step to learn"):
+        late.setup(state)
 
 
 def test_final_masks_reach_the_target_within_one_unit():
@@ -218,6 +275,46 @@ def test_final_masks_reach_the_target_within_one_unit():
         method.log_alpha["int"].fill_(-4.0)
     masks = method.masks_for(state, 0.05)
     assert abs(masks.density(MINILM) - 0.05) <= one_unit and int(masks.ffn.sum()) == 0
+
+
+def _set_gates(method: Cofi, head: float, neuron: float) -> None:
+    """Every head gate logit ``head`` and every neuron's ``neuron``; layer gates wide open."""
+    with torch.no_grad():
+        for name in ("att", "ffn"):
+            method.log_alpha[name].fill_(10.0)
+        method.log_alpha["head"].fill_(head)
+        method.log_alpha["int"].fill_(neuron)
+
+
+def test_the_landing_ranks_heads_and_neurons_on_one_scale_and_reports_what_it_brought_back():
+    """Whichever kind has the lower gate values is pruned first: untrained gates (heads 10, neurons 0) lose every
+    neuron before a head; neurons wide open and heads lower lose every head first. Overshooting gates (nearly every
+    unit a CoFi zero) are brought back to the target, and ``landing`` counts them with their lowest scale: their soft
+    gate value, near 0, which ``quality.converged`` refuses."""
+    from grain_bench.quality import converged
+
+    method, state = _cofi(MINILM, target=0.5)
+    _set_gates(method, head=10.0, neuron=0.0)  # as initialised: no gate has learned
+    masks = method.masks_for(state, 0.5)
+    assert masks.heads_kept() == MINILM.num_layers * MINILM.num_heads and int(masks.ffn.sum()) < masks.ffn.numel()
+    landing = method.info["landing"]
+    assert landing["brought_back"] == {"heads": 0, "neurons": 0} and landing["lowest_scale"] is None
+    pruned = masks.ffn.numel() - int(masks.ffn.sum())  # CoFi's zeros (none brought back) and what the landing removed
+    assert landing["removed"]["neurons"] + method.info["cofi_zeros"]["neurons"] == pruned
+    assert landing["removed"]["heads"] == 0 < landing["removed"]["neurons"]
+    _set_gates(method, head=2.0, neuron=10.0)  # heads at 0.917, neurons at 1.0: no zeros, heads ranked lower
+    masks = method.masks_for(state, 0.5)
+    assert masks.heads_kept() <= 1 and int(masks.ffn.sum()) < masks.ffn.numel()  # one head may be trimmed unit-wise
+    _set_gates(method, head=-10.0, neuron=-10.0)  # clamped to log 0.01: nearly everything a CoFi zero
+    masks = method.masks_for(state, 0.5)
+    landing = method.info["landing"]
+    def soft(log_alpha: float) -> float:  # a clamped gate's soft value
+        return float(torch.sigmoid(torch.tensor(log_alpha) / method.options.temperature * 0.8))
+
+    assert landing["brought_back"]["neurons"] > 0  # the unit's gate at log 0.01 times its layer's at log 100
+    assert landing["lowest_scale"] == pytest.approx(soft(math.log(1e-2)) * soft(math.log(1e2)), rel=1e-5)
+    assert converged(0.5, 0.5, landing["lowest_scale"]) is False and converged(0.5, 0.5, 0.6) is True
+    assert converged(0.505, 0.5) is True and converged(0.52, 0.5) is False and converged(None, 0.5) is None
 
 
 def test_folded_scales_keep_the_outputs_through_compaction(tiny_model):

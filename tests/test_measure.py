@@ -162,7 +162,9 @@ def _run_parts(tiny_model, results_dir, save_models=True, measure_latency=True):
     spec = RunSpec(method="random", task="tweets", backbone="test-bert-tiny", target_density=0.5, seed=0,
                    recipe=recipe.to_dict(), method_options={}, task_version="1", data="default")
     config = SweepRequest(results=results_dir, save_models=save_models, measure_latency=measure_latency)
-    result = SimpleNamespace(model=model, masked=masked, masks=masks, space=masked.space)
+    from grain_bench.distill import DistillResult
+
+    result = DistillResult(model, masked, masks, masked.space, steps=0, seconds=0.0)
     data = SimpleNamespace(eval=SimpleNamespace(features=rows), collate=collate)
     return config, spec, _Task(), result, data, tokenizer, recipe
 

@@ -61,3 +61,8 @@ def test_method_contract(name, precision, regs, shared):
         logits = result.model(**task.model_inputs(batch)).logits
     assert logits.shape == (4, 2) and torch.isfinite(logits).all()
     assert any(r["step"] == 20 for r in result.history)
+    # the expected density at the freeze (the record's density.expected_at_freeze): learned L0 gates only
+    if name == "cofi":
+        assert result.expected_at_freeze is not None and 0.0 < result.expected_at_freeze <= 1.0
+    else:
+        assert result.expected_at_freeze is None
