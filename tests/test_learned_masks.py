@@ -359,6 +359,50 @@ def test_movement_accumulates_the_signed_negative_gradient():
     assert method.skipped == 1 and method.gradient_source == "logit"
 
 
+def test_movement_adam_scores_are_what_torch_adam_makes_of_the_gradients():
+    """``scores=adam``: each unit's score is the parameter ``torch.optim.Adam`` (lr 1e-2, no decay) trains from 0 on
+    the unit's dL/dgate, so it rises where the loss falls as the gate grows; a NaN step takes no Adam step."""
+    space = MaskSpace(num_layers=1, num_heads=2, head_dim=2, ffn_dim=3, hidden=4)
+    method = Movement.from_options({"scores": "adam"}, seed=0)
+    state = TrainState(step=1, total_steps=10, model=None, space=space, masks=UnitMasks.full(space))
+    generator = torch.Generator().manual_seed(3)
+    steps = [UnitTensors.filled(space, 0.0).map(lambda t, k=k: torch.randn(t.shape, generator=generator) * 10.0 ** k)
+             for k in (-3, 0, 2, -1)]
+    steps.insert(2, steps[0].map(lambda t: t * float("nan")))
+    reference = torch.zeros_like(UnitTensors.filled(space, 0.0).flat(), dtype=torch.float64, requires_grad=True)
+    adam = torch.optim.Adam([reference], lr=1e-2, betas=(0.9, 0.999), eps=1e-8)
+    for grads in steps:
+        state.unit_grads = grads
+        method.observe(state)
+        if bool(torch.isfinite(grads.flat()).all()):
+            reference.grad = grads.flat().double()
+            adam.step()
+    assert torch.allclose(method.unit_scores(state).flat(), reference.detach(), atol=1e-12, rtol=1e-9)
+    assert method.skipped == 1 and method.updates == 4
+
+
+def test_movement_per_matrix_ranking_keeps_the_same_share_of_every_matrix():
+    """``ranking=per_matrix`` (the references' default): with one layer's scores 1000 times the other's, the global
+    ranking empties the weak layer, while per-matrix percentiles keep about the same share of each layer's query
+    units, value units and FFN neurons, through the one allocator."""
+    from grain_bench.allocate import allocate
+
+    space = MaskSpace(num_layers=2, num_heads=4, head_dim=8, ffn_dim=64, hidden=32)
+    generator = torch.Generator().manual_seed(0)
+    raw = UnitTensors.filled(space, 0.0).map(lambda t: torch.rand(t.shape, generator=generator, dtype=torch.float64))
+    raw = raw.map(lambda t: t * torch.tensor([1000.0, 1.0], dtype=torch.float64).reshape(-1, *[1] * (t.dim() - 1)))
+    shares = {}
+    for ranking in ("global", "per_matrix"):
+        method = Movement.from_options({"ranking": ranking}, seed=0)
+        method.scores = raw
+        state = TrainState(step=1, total_steps=10, model=None, space=space, masks=UnitMasks.full(space))
+        masks = allocate(method.unit_scores(state), state.masks, space, 0.5)
+        shares[ranking] = {kind: mask.reshape(2, -1).double().mean(1).tolist() for kind, mask in masks.items()}
+    assert shares["global"]["ffn"][1] == 0.0 and shares["global"]["ffn"][0] == 1.0  # the weak layer is emptied
+    for kind in ("qk", "vo", "ffn"):
+        assert all(abs(share - 0.5) <= 0.05 for share in shares["per_matrix"][kind]), shares["per_matrix"]
+
+
 def test_grain_per_step_scores_ema_and_masks_through_the_trainer():
     """GRAIN's behaviour pinned on a fixed tiny case: at every step the EMA equals the one recomputed from the
     observed gradients (|grad|, value scores × tanh(kept share / α) with the previous masks, β = 0.998, from 0), and
