@@ -166,6 +166,8 @@ def _add_measure_parser(sub, default_results: str) -> None:
                                              "side in one process (run it on a quiet machine)")
     measure.add_argument("--results", default=default_results, help=f"results directory (default: {default_results})")
     measure.add_argument("--task", default=None, help="only this task's runs")
+    measure.add_argument("--methods", default=None, type=lambda text: [m for m in text.split(",") if m],
+                         help="only these methods' runs (comma-separated; default: every run)")
     measure.add_argument("--batch", type=int, default=defaults.batch, help=f"batch size (default: {defaults.batch})")
     measure.add_argument("--seq-len", type=int, default=None, help="sequence length (default: each run's recipe's)")
     measure.add_argument("--threads", type=int, default=defaults.threads,
@@ -318,7 +320,8 @@ def cmd_measure(args) -> int:
     settings = RetimeSettings(batch=args.batch, seq_len=args.seq_len, threads=args.threads, device=args.device,
                               dtype=args.dtype, mode=args.mode, runs=args.runs)
     command = "grain-bench " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["measure"] else "grain-bench measure"
-    outcome = retime(args.results, settings, task=args.task, progress=not args.quiet, command=command, regs=regs)
+    outcome = retime(args.results, settings, task=args.task, progress=not args.quiet, command=command, regs=regs,
+                     methods=args.methods)
     text, notes = show_table(args.results, task=outcome.task, regs=regs)
     print(text)
     print_notes(notes)

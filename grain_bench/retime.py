@@ -53,17 +53,18 @@ class RetimeOutcome:
 
 
 def retime(results_dir: str, settings: RetimeSettings, task: str | None = None, progress: bool = True,
-           command: str = "", regs=None) -> RetimeOutcome:
-    """Re-time every ``ok`` run of ``results_dir`` that stored its masks; append the measurements and return them
-    with the runs that could not be re-timed. ``regs``: where tasks, backbones and runtimes are looked up (default:
-    the process-wide registries). Everything is checked before the first model is timed."""
+           command: str = "", regs=None, methods: list[str] | None = None) -> RetimeOutcome:
+    """Re-time every ``ok`` run of ``results_dir`` that stored its masks (of ``task`` and of ``methods``, when
+    given); append the measurements and return them with the runs that could not be re-timed. ``regs``: where tasks,
+    backbones and runtimes are looked up (default: the process-wide registries). Everything is checked before the
+    first model is timed."""
     from tqdm.auto import tqdm
 
     from grain_bench.plugins import get_registries
 
     regs = regs or get_registries()
     check_location(results_dir)
-    task, runs = _runs_to_retime(results_dir, task, regs)
+    task, runs = _runs_to_retime(results_dir, task, regs, methods)
     outcome = RetimeOutcome(task=task)
     setups = _setups(runs, settings, regs)
     checked = _checked_masks(results_dir, setups, regs, outcome.failures)
@@ -104,11 +105,20 @@ def check_location(results_dir: str) -> None:
                          f"`grain-bench measure` again") from None
 
 
-def _runs_to_retime(results_dir: str, task: str | None, regs) -> tuple[str | None, list]:
-    """(the canonical ``task``, the ``ok`` runs with stored masks); ``GrainBenchError`` saying why there are none."""
+def _runs_to_retime(results_dir: str, task: str | None, regs, methods: list[str] | None = None
+                    ) -> tuple[str | None, list]:
+    """(the canonical ``task``, the ``ok`` runs with stored masks, of ``methods`` when given); ``GrainBenchError``
+    saying why there are none."""
     from grain_bench.leaderboard.tables import load_records
 
     records, _ = load_records(results_dir)
+    if methods:
+        stored = {r.spec.method for r in records}
+        missing = [m for m in methods if m not in stored]
+        if missing:
+            raise UsageError(f"no runs of method(s) {', '.join(missing)} in {results_dir!r} (its runs are of "
+                             f"{', '.join(sorted(stored)) or 'no method'}); pass some of those to --methods")
+        records = [r for r in records if r.spec.method in methods]
     if task is not None:
         stored = {r.spec.task for r in records}
         task = task if task in stored or task not in regs.tasks else regs.tasks.entry(task).name

@@ -304,6 +304,12 @@ def test_measure_retimes_stored_masks_and_tables_prefer_it(tmp_path, data_dir, c
                             recipe="test", data_dir=data_dir, results=results, measure_latency=False,
                             save_models=False, progress=False)
     assert frame["speedup"].isna().all()  # no in-run timing
+    by_method = frame.set_index("method")["run_id"]
+    assert main(["measure", "--results", results, "--methods", "heads", "--runs", "3", "--batch", "2", "--threads",
+                 "1", "-q"]) == 0  # only the heads run
+    assert set(load_measurements(results)) == {by_method["heads"]}
+    assert main(["measure", "--results", results, "--methods", "cofi", "-q"]) == 2  # no such runs: nothing timed
+    assert "no runs of method(s) cofi" in capsys.readouterr().err and len(load_measurements(results)) == 1
     assert main(["measure", "--results", results, "--runs", "3", "--batch", "2", "--threads", "1", "-q"]) == 0
     out = capsys.readouterr().out
     measured = load_measurements(results)
