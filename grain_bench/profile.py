@@ -15,7 +15,7 @@ import os
 import re
 import statistics
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from grain_bench.costs import (
@@ -33,6 +33,9 @@ from grain_bench.errors import GrainBenchError, UsageError
 #: ``--cost-model`` names of the analytic costs (no profiling, no file): FLOPs at the runs' length (Kwon et al.'s
 #: MAC constraint) and the parameter cost (the density)
 ANALYTIC = {"flops": flops_cost, "params": lambda space, length: parameter_cost(space)}
+#: ``--cost-model runtime:NAME``: the device's measured cost model under the runtime NAME (the one that will serve the
+#: pruned model), cached per backbone and length and profiled on first use, as the default eager one is
+RUNTIME_PREFIX = "runtime:"
 
 
 @dataclass(frozen=True)
@@ -275,12 +278,15 @@ def cost_model_for(backbone: str, settings: ProfileSettings, regs=None, progress
 class SweepCostModels:
     """The cost models of a sweep's target-speedup runs: the one given (``--cost-model``), checked against each
     backbone and the device runs are timed on, or per backbone and recipe length the cached one of that device
-    (``ProfileSettings.for_runs``), profiled on first use. ``of(spec)`` is the model of one spec."""
+    (``ProfileSettings.for_runs``; under another runtime with ``runtime:NAME``), profiled on first use. ``of(spec)``
+    is the model of one spec."""
 
     def __init__(self, path: str | None, device: str, regs=None, progress: bool = True, profile: bool = True):
         #: ``--cost-model flops`` or ``params``: an analytic cost of each backbone at the runs' length, no file
         self.analytic = path if path in ANALYTIC else None
-        self.given = load_cost_model(path) if path and not self.analytic else None
+        #: ``--cost-model runtime:NAME``: the device's measured model under that runtime (default: the runs' eager)
+        self.runtime = path[len(RUNTIME_PREFIX):] if path and path.startswith(RUNTIME_PREFIX) else None
+        self.given = load_cost_model(path) if path and not self.analytic and self.runtime is None else None
         self.device, self.regs, self.progress = device, regs, progress
         self.profile = profile  # False (a dry run): a device model not cached yet is None, not profiled
         self._models: dict[tuple, CostModel] = {}
@@ -288,8 +294,13 @@ class SweepCostModels:
         self._spaces: dict[str, Any] = {}
 
     def check(self, backbone: str, space) -> None:
-        """``UsageError`` unless the given model fits ``backbone`` (its space) and the timing device."""
+        """``UsageError`` unless the given model fits ``backbone`` (its space) and the timing device, or the runtime
+        named is one of that device (and has what it needs)."""
         self._spaces[backbone] = space
+        if self.runtime is not None:
+            from grain_bench.runtimes import get_runtime
+
+            get_runtime(self.runtime, self.device, self.regs, what="--cost-model runtime:").check()
         if self.given is None:
             return
         self.given.check_space(space, f"--cost-model {self.given.key}")
@@ -311,6 +322,8 @@ class SweepCostModels:
             self._note_length(length, spec.task)
             return self.given
         settings = ProfileSettings.for_runs(self.device, length)
+        if self.runtime is not None:
+            settings = replace(settings, runtime=self.runtime)
         key = (spec.backbone, settings)
         if key not in self._models:
             if not self.profile and not os.path.isfile(cached_path(spec.backbone, settings)):

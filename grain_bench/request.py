@@ -47,7 +47,8 @@ class SweepRequest(Options):
                                                     "the cost model of the device runs are timed on",
                                                 Range(gt=1, hint="give speedups such as 4,8,12"))
     cost_model: str | None = _field(None, "cost model for the target speedups: a JSON file (grain-bench profile), "
-                                      "or flops or params")
+                                      "flops, params, or runtime:NAME (the device's model under that runtime, "
+                                      "profiled on first use; default: eager)")
     seeds: tuple[int, ...] = _field((1,), "comma list of seeds")
     backbone: str = _field(DEFAULT_BACKBONE, "named backbone, hub id or local path")
     method_options: dict[str, dict[str, Any]] = _field({}, "method options by method: {'grain': {'alpha': 0.1}}")

@@ -108,6 +108,31 @@ def test_profile_writes_a_cost_model_that_runs_can_use(tmp_path, capsys, one_thr
         load_cost_model(str(out))
 
 
+def test_a_cost_model_of_the_serving_runtime_is_the_cached_one_of_that_runtime(tmp_path):
+    """``--cost-model runtime:ragged``: runs plan on the device's measured model under the ragged kernel (cached per
+    backbone and length like the default eager one, which it does not replace), profiled on first use; a dry run
+    (``profile=False``) profiles nothing."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from grain_bench.costs import save_cost_model
+    from grain_bench.profile import ProfileSettings, SweepCostModels, cached_path
+    from grain_bench.recipes import get_recipe
+
+    recipe = get_recipe("test")
+    spec = SimpleNamespace(recipe=recipe.to_dict(), backbone=BACKBONE, task="sst2")
+    settings = ProfileSettings.for_runs("cpu", recipe.max_length)
+    ragged = replace(settings, runtime="ragged")
+    assert cached_path(BACKBONE, ragged) != cached_path(BACKBONE, settings)
+    assert SweepCostModels("runtime:ragged", "cpu", profile=False).of(spec) is None  # not cached: nothing profiled
+    assert not os.path.exists(cached_path(BACKBONE, ragged))
+    model = load_cost_model(cost_model_file(tmp_path, "latency-cpu-ragged-b32x32", heads=0.01))
+    save_cost_model(model, cached_path(BACKBONE, ragged))
+    chosen = SweepCostModels("runtime:ragged", "cpu", profile=False).of(spec)
+    assert chosen is not None and chosen.key == model.key
+    assert SweepCostModels(None, "cpu", profile=False).of(spec) is None  # the eager one is its own
+
+
 BAD = [
     (["--target-speedup", "1"], "option target_speedups=1.0 must be > 1"),
     (["--target-speedup", "0.5,4"], "option target_speedups=0.5 must be > 1"),
@@ -120,6 +145,7 @@ BAD = [
     (["--target-speedup", "4", "--cost-model", "{cuda}"], "was measured on cuda, but runs are timed on cpu"),
     (["--target-speedup", "4", "--cost-model", "{tampered}"], "does not match its content"),
     (["--target-speedup", "4", "--cost-model", "{not_json}"], "cannot be read as JSON"),
+    (["--target-speedup", "4", "--cost-model", "runtime:warp"], "--cost-model runtime: 'warp' is not one of eager"),
     (["-o", "grain.granularity=0"], "granularity=0 must be >= 1"),
     (["-o", "grain.granularity=3"], "granularity=3 must be a whole number >= 1 that divides the width it blocks (8"),
     (["-o", "heads.ffn_granularity=5", "--methods", "heads"], "ffn_granularity=5 must be a whole number"),
