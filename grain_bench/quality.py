@@ -14,8 +14,9 @@ in its task's caption. The evidence (the prediction histogram or spread, the int
 A learned-mask run (CoFi) is **not converged** when the expected density of its gates at the freeze step is more than
 ``CONVERGENCE_TOLERANCE`` from the target (``RunRecord.density.gap_at_freeze``): its gates did not learn the target,
 so its masks are the landing rule's (the final masks forced onto the target), not the method's. So is one whose landing
-brought units back at a scale under ``LANDING_SCALE_FLOOR`` (``method_info.landing.lowest_scale``): they cost budget
-and contribute next to nothing. Tables flag such rows ``not converged`` and leave them off the fronts, as a collapse.
+spent more than the same tolerance of the dense model's cost on units brought back at a scale under
+``LANDING_SCALE_FLOOR`` (``method_info.landing.near_zero_share``): they cost budget and contribute next to nothing.
+Tables flag such rows ``not converged`` and leave them off the fronts, as a collapse.
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ LANDING_SCALE_FLOOR = 0.05  # a unit the landing brought back with a scale under
 
 
 def converged(expected_at_freeze: float | None, target: float | None,
-              lowest_landing_scale: float | None = None) -> bool | None:
-    """Whether a learned-mask run's gates reached its target (``CONVERGENCE_TOLERANCE``) and the units its landing
-    brought back carry a scale of at least ``LANDING_SCALE_FLOOR``; None when it has no expected density (every
-    other method)."""
+              near_zero_share: float | None = None) -> bool | None:
+    """Whether a learned-mask run's gates reached its target (``CONVERGENCE_TOLERANCE``) and its landing spent no
+    more than that share of the dense cost on units brought back at a scale under ``LANDING_SCALE_FLOOR``
+    (``near_zero_share``; None: not reported); None when it has no expected density (every other method)."""
     if expected_at_freeze is None or target is None:
         return None
-    near_zero = lowest_landing_scale is not None and lowest_landing_scale < LANDING_SCALE_FLOOR
-    return abs(expected_at_freeze - target) <= CONVERGENCE_TOLERANCE + 1e-12 and not near_zero
+    wasted = near_zero_share is not None and near_zero_share > CONVERGENCE_TOLERANCE + 1e-12
+    return abs(expected_at_freeze - target) <= CONVERGENCE_TOLERANCE + 1e-12 and not wasted
 
 
 def assess(task, predictions, encoded) -> dict[str, Any]:

@@ -173,10 +173,11 @@ def expected_at_freeze(record: RunRecord) -> float | None:
     return float(logged) if isinstance(logged, (int, float)) else None
 
 
-def landing_scale(record: RunRecord) -> float | None:
-    """The lowest scale of a unit a learned-mask method's landing brought back (``method_info.landing``), or None."""
+def near_zero_share(record: RunRecord) -> float | None:
+    """The share of the dense cost a learned-mask method's landing spent on units brought back at a near-zero scale
+    (``method_info.landing``), or None where the record does not say."""
     landing = record.method_info.get("landing")
-    value = landing.get("lowest_scale") if isinstance(landing, dict) else None
+    value = landing.get("near_zero_share") if isinstance(landing, dict) else None
     return float(value) if isinstance(value, (int, float)) else None
 
 
@@ -201,7 +202,8 @@ def records_frame(records: list[RunRecord], diffs: dict[str, Counter] | None = N
             "higher": bool(record.higher_is_better.get(metric, True)),
             "chance": _number(record.chance_scores.get(metric)),
             "collapsed": record.quality.collapsed, "teacher_collapsed": record.teacher_quality.collapsed,
-            "unconverged": converged(expected_at_freeze(record), spec.target_density, landing_scale(record)) is False,
+            "unconverged": converged(expected_at_freeze(record), spec.target_density,
+                                     near_zero_share(record)) is False,
             "density": _number(record.density.encoder_params), "encoder_params": _number(record.params.encoder),
             "flops_speedup": _number(record.flops.predicted_speedup),
             "speedup": _number(compact.speedup if compact else None),

@@ -45,7 +45,8 @@ What follows the paper and its code (princeton-nlp/CoFiPruning, ``models/l0_modu
   initialisation, value 0.996) outrank every neuron (0, value 0.5) and the landing removes neurons first. The gate
   values of the kept units scale them while the distillation goes on, and are folded into the weights before
   compaction; a unit brought back keeps its soft value, which may be near 0 (the record's ``method_info.landing``
-  says how many came back and their lowest scale; a row with one under 0.05 is flagged ``not converged``).
+  says how many came back, their lowest scale and the share of the dense cost spent on ones under 0.05; a row where
+  that share is over 0.01 is flagged ``not converged``).
 
 Not done: hidden-dimension pruning (a fourth unit kind, with embedding and LayerNorm slicing), and CoFi's own
 layer-matching distillation, which is a recipe choice: every method here is distilled the same way.
@@ -113,16 +114,24 @@ def deterministic_gates(log_alpha, temperature: float):
         return out.reshape(soft.shape)
 
 
-def landing(head_value, neuron_value, heads_kept, neurons_kept, head_soft, neuron_soft) -> dict[str, Any]:
+def landing(head_value, neuron_value, heads_kept, neurons_kept, head_soft, neuron_soft, space) -> dict[str, Any]:
     """What forcing the deterministic gates onto the target did: the heads and neurons it brought back (gate 0, kept)
-    and removed (gate > 0, pruned), and the lowest scale a brought-back unit carries (its soft gate value; None when
-    none came back). A scale near 0 keeps a unit that contributes nothing: ``grain_bench.quality`` flags the row."""
+    and removed (gate > 0, pruned), the lowest scale a brought-back unit carries (its soft gate value; None when none
+    came back), and the share of the dense cost spent on brought-back units under ``LANDING_SCALE_FLOOR``, which
+    contribute next to nothing (``grain_bench.quality`` flags a row where that share is over its tolerance). Heads
+    count whole, as the landing moves them (one trimmed unit-wise is counted whole: an upper bound)."""
+    from grain_bench.quality import LANDING_SCALE_FLOOR
+
     back = [(head_value == 0) & heads_kept, (neuron_value == 0) & neurons_kept]
     scales = [float(soft[mask].min()) for soft, mask in zip((head_soft, neuron_soft), back) if bool(mask.any())]
+    costs = space.unit_costs
+    unit_cost = (space.head_dim * (costs["qk"] + costs["vo"]), costs["ffn"])
+    wasted = sum(cost * int((mask & (soft < LANDING_SCALE_FLOOR)).sum())
+                 for cost, soft, mask in zip(unit_cost, (head_soft, neuron_soft), back))
     return {"brought_back": {"heads": int(back[0].sum()), "neurons": int(back[1].sum())},
             "removed": {"heads": int(((head_value > 0) & ~heads_kept).sum()),
                         "neurons": int(((neuron_value > 0) & ~neurons_kept).sum())},
-            "lowest_scale": min(scales) if scales else None}
+            "lowest_scale": min(scales) if scales else None, "near_zero_share": wasted / space.total_cost()}
 
 
 @dataclass(frozen=True)
@@ -316,7 +325,7 @@ class Cofi(Method):
                                         kept_values.ffn.float())
         self.info.update(cofi_zeros={kind: int((v == 0).sum()) for kind, v in (("heads", head_value),
                                                                                  ("neurons", values.ffn))},
-                         landing=landing(head_value, values.ffn, heads, masks.ffn, head_soft, soft.ffn),
+                         landing=landing(head_value, values.ffn, heads, masks.ffn, head_soft, soft.ffn, space),
                          lambdas=[float(x) for x in self.lambdas.detach().cpu()],
                          heads_kept=masks.heads_kept(), density_at_freeze=masks.density(space))
         return masks

@@ -289,8 +289,8 @@ def _set_gates(method: Cofi, head: float, neuron: float) -> None:
 def test_the_landing_ranks_heads_and_neurons_on_one_scale_and_reports_what_it_brought_back():
     """Whichever kind has the lower gate values is pruned first: untrained gates (heads 10, neurons 0) lose every
     neuron before a head; neurons wide open and heads lower lose every head first. Overshooting gates (nearly every
-    unit a CoFi zero) are brought back to the target, and ``landing`` counts them with their lowest scale: their soft
-    gate value, near 0, which ``quality.converged`` refuses."""
+    unit a CoFi zero) are brought back to the target, and ``landing`` counts them with their lowest scale (their soft
+    gate value, near 0) and the share of the cost spent on them, which ``quality.converged`` refuses over 0.01."""
     from grain_bench.quality import converged
 
     method, state = _cofi(MINILM, target=0.5)
@@ -313,7 +313,11 @@ def test_the_landing_ranks_heads_and_neurons_on_one_scale_and_reports_what_it_br
 
     assert landing["brought_back"]["neurons"] > 0  # the unit's gate at log 0.01 times its layer's at log 100
     assert landing["lowest_scale"] == pytest.approx(soft(math.log(1e-2)) * soft(math.log(1e2)), rel=1e-5)
-    assert converged(0.5, 0.5, landing["lowest_scale"]) is False and converged(0.5, 0.5, 0.6) is True
+    costs = MINILM.unit_costs  # every brought-back unit is near zero here: its whole cost is wasted
+    wasted = (landing["brought_back"]["heads"] * MINILM.head_dim * (costs["qk"] + costs["vo"])
+              + landing["brought_back"]["neurons"] * costs["ffn"]) / MINILM.total_cost()
+    assert landing["near_zero_share"] == pytest.approx(wasted) and wasted > 0.4  # ~0.45 of the cost, at 0.004
+    assert converged(0.5, 0.5, landing["near_zero_share"]) is False and converged(0.5, 0.5, 0.005) is True
     assert converged(0.505, 0.5) is True and converged(0.52, 0.5) is False and converged(None, 0.5) is None
 
 
