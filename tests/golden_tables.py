@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 GOLDEN = os.path.join(ROOT, "tests", "data", "golden-tables")
 #: the committed results directories (each has a records.jsonl)
-COMMITTED = ("tweets-minilm", "tweets-minilm-long", "tasks-minilm")
+COMMITTED = ("tweets-minilm", "tweets-minilm-long", "tasks-minilm", "tweets-minilm-cofi", "speed-targets-intel")
 FORMATS = {"markdown": "show.md", "csv": "show.csv", "latex": "show.tex", "json": "show.json"}
 _IMAGE = re.compile(r"data:image/[a-z+]+;base64,[A-Za-z0-9+/=]+")
 
