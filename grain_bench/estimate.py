@@ -264,9 +264,12 @@ def _summary(estimates: list[RunEstimate], machine: str) -> list[str]:
 
     todo = [item for item in estimates if item.runs]
     total = sum(item.total_s for item in todo)
-    lines = [f"{len(todo)} of {len(estimates)} runs would run: estimated {seconds_text(total)} of compute on "
-             f"{machine} (nothing was run or written: this was a dry run)"]
     missing = sorted({name for item in todo for name in item.missing})
+    # parts without a rate add nothing to the total: it is then a lower bound, or no estimate at all
+    estimate = (f"estimated {seconds_text(total)}" if not missing else
+                f"estimated at least {seconds_text(total)}" if total > 0 else "no estimate yet")
+    lines = [f"{len(todo)} of {len(estimates)} runs would run: {estimate} of compute on {machine} (nothing was run "
+             f"or written: this was a dry run)"]
     if missing:
         lines.append(f"no rate measured yet on this machine for {', '.join(missing)} (the '?' above): a finished run "
                      f"files its rates in {rates_path()}, and later estimates use them")

@@ -32,6 +32,7 @@ def test_dry_run_writes_nothing_and_estimates_from_the_rates_a_real_run_filed(
     assert code == 0
     assert not os.path.exists(results) and not os.path.exists(home)  # nothing written, not even the folders
     assert "to run" in out and "no rate measured yet on this machine" in out and "?" in out
+    assert "no estimate yet of compute" in out and "estimated 0 s" not in out  # no rate: no total, not "0 s"
 
     code, _, _ = run_cli(*grid, "--seeds", "1", results=results, capsys=capsys)  # a real run files its rates
     assert code == 0
@@ -55,7 +56,8 @@ def test_dry_run_writes_nothing_and_estimates_from_the_rates_a_real_run_filed(
     assert "to run" in seed2 and "?" not in seed2  # every part has a rate now
     # one teacher per seed: the first run of seed 2 trains it, the second shares it
     assert "trains" in lines["dense on sst2 @ 1 seed 2"] and "shared" in seed2
-    assert "2 of 4 runs would run" in out and "no rate measured yet" not in out
+    assert "2 of 4 runs would run: estimated " in out and "no rate measured yet" not in out
+    assert "at least" not in out  # every part has a rate: the total is an estimate, not a lower bound
 
 
 def test_rates_keep_the_last_observations_and_estimate_by_their_median(tmp_path):
