@@ -1,7 +1,8 @@
 """Public helpers for score-and-cut methods, built-in or third-party: ``ScoreAndCutOptions`` (the options every such
 method shares: the granularity of its blocks), ``ScoreEMA`` (an exponential moving average of per-step unit scores, as
 GRAIN keeps), ``GlobalRankingMethod`` (score every unit, prune by one global cost-aware ranking against the scheduled
-budget, through ``grain_bench.allocate``), ``random_unit_scores`` and ``has_nan``."""
+budget, through ``grain_bench.allocate``), ``combine`` (two score sets, kind by kind), ``random_unit_scores`` and
+``has_nan``."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ class ScoreEMA:
             return
         if self.value is None:
             self.value = _map(scores, lambda t: t.double() * 0)
-        self.value = _map2(self.value, scores, lambda old, new: self.beta * old + (1 - self.beta) * new.double())
+        self.value = combine(self.value, scores, lambda old, new: self.beta * old + (1 - self.beta) * new.double())
         self.updates += 1
 
 
@@ -63,7 +64,9 @@ def _map(tensors, fn):
     return tensors.map(fn)
 
 
-def _map2(a, b, fn):
+def combine(a, b, fn):
+    """``fn(x, y)`` of each kind's tensors of ``a`` and ``b`` (``UnitTensors``, or dicts of tensors with the same
+    keys), in ``a``'s type."""
     if isinstance(a, dict):
         return {k: fn(a[k], b[k]) for k in a}
     return a.__class__(*(fn(x, y) for (_, x), (_, y) in zip(a.items(), b.items())))

@@ -163,6 +163,21 @@ def method_seconds(record: RunRecord) -> float:
 TEACHER_FACTS = ["chance_mean", "teacher_collapsed"]
 
 
+#: per table row, how many seeds each verdict flagged (``render.flag_text`` words them); those of ``NOT_RESULTS`` make a
+#: row no result: never best (``render.best_mask``), never on a front
+FLAG_COUNTS = ("collapsed_seeds", "noisy_seeds", "unconverged_seeds")
+NOT_RESULTS = ("collapsed_seeds", "unconverged_seeds")
+
+
+def is_result(table: pd.DataFrame) -> pd.Series:
+    """Per row: no seed collapsed and no learned-mask seed missed its target (a table without a column has none)."""
+    out = pd.Series(True, index=table.index)
+    for column in NOT_RESULTS:
+        if column in table:
+            out &= table[column].fillna(0) == 0
+    return out
+
+
 def expected_at_freeze(record: RunRecord) -> float | None:
     """A learned-mask record's expected density at the freeze step (``density.expected_at_freeze``). CoFi records
     from before that field have the expected density its last Lagrangian step logged (``method_info``), which is the
@@ -305,16 +320,14 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
     teacher_rows["density"] = 1.0
     teacher_rows["flops_speedup"] = 1.0
     teacher_rows["run_ids"] = ""
-    teacher_rows["collapsed_seeds"] = 0
-    teacher_rows["noisy_seeds"] = 0
-    teacher_rows["unconverged_seeds"] = 0
+    for column in FLAG_COUNTS:
+        teacher_rows[column] = 0
     # the trivial predictor on the scored split (majority class, mean label, all O, first context token)
     chance_rows = frame.groupby(["task", "setup"], sort=False).agg(
         score_mean=("chance", "mean"), metric=("metric", "first"), higher=("higher", "first")).reset_index()
     chance_rows = chance_rows.dropna(subset=["score_mean"])
     chance_rows = chance_rows.assign(method="chance", options="", target_density=1.0, density=math.nan,
-                                     flops_speedup=math.nan, run_ids="", seeds=0, collapsed_seeds=0,
-                                     noisy_seeds=0, unconverged_seeds=0)
+                                     flops_speedup=math.nan, run_ids="", seeds=0, **dict.fromkeys(FLAG_COUNTS, 0))
     out = pd.concat([teacher_rows, chance_rows, out], ignore_index=True)
     out = out.merge(teachers[["task", "setup", "teacher_mean", *TEACHER_FACTS]], on=["task", "setup"], how="left")
     out["relative"] = (out["score_mean"] / out["teacher_mean"]).where(_teacher_learned(out))
@@ -323,9 +336,7 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
     contenders = out[~out["method"].isin(REFERENCE_ROWS)]
     for _, group in contenders.groupby(["task", "setup"], sort=False):
         higher = bool(group["higher"].iloc[0])
-        # a collapsed row is not a result, nor is a learned-mask row whose gates missed the target: never on a front
-        scores = group["score_mean"].where((group["collapsed_seeds"] == 0)
-                                           & (group["unconverged_seeds"] == 0)).tolist()
+        scores = group["score_mean"].where(is_result(group)).tolist()  # a row that is no result: never on a front
         for column, xs, lower in (("pareto_density", group["density"], True),
                                   ("pareto_flops", group["flops_speedup"], False),
                                   ("pareto_latency", group["speedup"], False)):
@@ -339,9 +350,8 @@ def compare(records: list[RunRecord], allow_mixed: bool = False) -> Comparison:
                           ascending=[True, True, True, *([True] if "target_speedup" in out else []), False, True,
                                      True], kind="stable", na_position="first")
     table = out.drop(columns=["_order", "teacher_mean", *TEACHER_FACTS]).reset_index(drop=True)
-    table["collapsed_seeds"] = table["collapsed_seeds"].fillna(0).astype(int)
-    table["noisy_seeds"] = table["noisy_seeds"].fillna(0).astype(int)
-    table["unconverged_seeds"] = table["unconverged_seeds"].fillna(0).astype(int)
+    for column in FLAG_COUNTS:
+        table[column] = table[column].fillna(0).astype(int)
     warnings = [f"{setup_label(row.task, row.setup)}: {TEACHER_WARNING}"
                 for row in teachers.sort_values(["task", "setup"]).itertuples() if row.teacher_collapsed]
     return Comparison(table, frame, diffs, envs, notes, warnings)

@@ -48,12 +48,10 @@ def best_mask(summary: pd.DataFrame) -> pd.DataFrame:
     """Booleans: the best value of each result column per task and setup (ties are all best; teacher rows never)."""
 
     mask = pd.DataFrame(False, index=summary.index, columns=list(BEST_COLUMNS))
-    from grain_bench.leaderboard.compare import REFERENCE_ROWS
+    from grain_bench.leaderboard.compare import REFERENCE_ROWS, is_result
 
     contenders = summary[~summary["method"].isin(REFERENCE_ROWS)]
-    for column in ("collapsed_seeds", "unconverged_seeds"):  # a collapse, or gates that missed the target: never best
-        if column in contenders:
-            contenders = contenders[contenders[column].fillna(0) == 0]
+    contenders = contenders[is_result(contenders)]  # a collapse, or gates that missed the target: never best
     for _, group in contenders.groupby(["task", "setup"], sort=False):
         higher_score = bool(group["higher"].iloc[0]) if "higher" in group else True
         for column, higher in BEST_COLUMNS.items():

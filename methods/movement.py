@@ -23,11 +23,12 @@ ranking and schedule, but signed and summed instead of |·| and averaged. That d
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Literal
 
 from grain_bench.hookspecs import hookimpl
-from grain_bench.scoring import GlobalRankingMethod, ScoreAndCutOptions, has_nan
+from grain_bench.scoring import GlobalRankingMethod, ScoreAndCutOptions, combine, has_nan
 
 ADAM_BETAS, ADAM_EPS, ADAM_LR = (0.9, 0.999), 1e-8, 1e-2  # the references' score optimizer
 
@@ -67,7 +68,7 @@ class Movement(GlobalRankingMethod):
         grads = grads.map(lambda t: t.double())
         self.updates += 1
         step = grads.map(lambda t: -t) if self.options.scores == "sum" else self._adam_step(grads)
-        self.scores = step if self.scores is None else _add(self.scores, step)
+        self.scores = step if self.scores is None else combine(self.scores, step, operator.add)
 
     def _adam_step(self, grads):
         """−lr · m̂ / (√v̂ + ε) for this step's gradients (the change Adam makes to a score descending the loss)."""
@@ -75,21 +76,16 @@ class Movement(GlobalRankingMethod):
         if self.moments is None:
             self.moments = (grads.map(lambda g: g * 0), grads.map(lambda g: g * 0))
         m, v = self.moments
-        m = type(m)(*(b1 * a + (1 - b1) * g for (_, a), (_, g) in zip(m.items(), grads.items())))
-        v = type(v)(*(b2 * a + (1 - b2) * g * g for (_, a), (_, g) in zip(v.items(), grads.items())))
+        m = combine(m, grads, lambda a, g: b1 * a + (1 - b1) * g)
+        v = combine(v, grads, lambda a, g: b2 * a + (1 - b2) * g * g)
         self.moments = (m, v)
-        return type(m)(*(-ADAM_LR * (a / (1 - b1 ** t)) / ((b / (1 - b2 ** t)).sqrt() + ADAM_EPS)
-                         for (_, a), (_, b) in zip(m.items(), v.items())))
+        return combine(m, v, lambda a, b: -ADAM_LR * (a / (1 - b1 ** t)) / ((b / (1 - b2 ** t)).sqrt() + ADAM_EPS))
 
     def unit_scores(self, state):
         """The movement scores (higher = moved further from zero = kept); per matrix, their percentiles."""
         if self.scores is None:
             raise RuntimeError("movement: no gradients were observed before the first pruning step")
         return self.scores if self.options.ranking == "global" else self.scores.map(per_layer_percentiles)
-
-
-def _add(a, b):
-    return type(a)(*(x + y for (_, x), (_, y) in zip(a.items(), b.items())))
 
 
 def per_layer_percentiles(scores):
