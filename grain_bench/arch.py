@@ -21,6 +21,8 @@ class ArchMap:
     attn_out: str = "attention.output.dense"
     ffn_in: str = "intermediate.dense"
     ffn_out: str = "output.dense"
+    #: the embeddings' LayerNorm, relative to model.base_model (where hidden-dimension masks start)
+    embeddings_norm: str = "embeddings.LayerNorm"
 
 
 ARCHITECTURES: dict[str, ArchMap] = {
@@ -34,6 +36,11 @@ def get_arch(config) -> ArchMap:
     if model_type not in ARCHITECTURES:
         raise UsageError(f"architecture {model_type!r} is not supported; supported: {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[model_type]
+
+
+def layer_norm_path(output_path: str) -> str:
+    """The LayerNorm after a block whose output projection is at ``output_path`` (BERT's ``...output.LayerNorm``)."""
+    return output_path.rsplit(".", 1)[0] + ".LayerNorm"
 
 
 def resolve(module, path: str):

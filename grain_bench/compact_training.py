@@ -162,7 +162,11 @@ class CompactSwitch:
 
     def after_step(self, step: int) -> bool:
         """After the optimizer step of ``step``: switch to the compact student if it is time; True if it switched."""
-        if step == self.at_step and step < self.total_steps and self.masked.masks.density(self.space) < 1.0:
+        # Masks that prune hidden dimensions stay masked: the compact student's narrower hidden states would not fit
+        # the hidden-state projections, which read the dense width.
+        masks = self.masked.masks
+        if (step == self.at_step and step < self.total_steps and masks.density(self.space) < 1.0
+                and not masks.prunes_hidden()):
             self.phase = CompactPhase(self.dense, self.masked.masks, self.space, self.optimizer)
             self.model = self.phase.model
             self.clip_params = [p for p in self.model.parameters() if p.requires_grad] + self.extra

@@ -17,7 +17,7 @@ import torch
 
 from grain_bench.errors import UsageError
 from grain_bench.files import ordinary_permissions, sha256_of_file
-from grain_bench.heads import HEADS, compact_classes
+from grain_bench.heads import HEADS, compact_classes, sequence_input_weights
 from grain_bench.masks import MaskSpace, UnitMasks
 from grain_bench.shape import ModelShape
 from grain_bench.version import __version__
@@ -31,7 +31,8 @@ HASHES_KEY = "sha256"
 #: Compact-model format versions ``load_pruned`` reads. Format 2 (``modeling_pruned_bert.FORMAT_VERSION``) has format
 #: 1's config and weights; only the modeling file changed (it no longer carries grain-bench's training and runtime
 #: hooks), and a folder carries its own, which ``trust_remote_code`` uses.
-READABLE_FORMATS = (1, 2)
+#: Format 3 adds ``pooler_size`` for a residual stream narrower than the pooler (hidden-dimension pruning).
+READABLE_FORMATS = (1, 2, 3)
 
 # transformers class name of the source model -> compact class name (same head, same forward signature): one per
 # task head (grain_bench.heads) and the bare encoder.
@@ -74,6 +75,8 @@ def compact_config(config, shape: ModelShape):
     for key in ("model_type", "architectures", "auto_map", "transformers_version", "layer_shapes", "original_head_dim"):
         values.pop(key, None)
     layer_shapes = [{"heads": [list(h) for h in layer.heads], "ffn_dim": layer.ffn_dim} for layer in shape.layers]
+    if shape.hidden != config.hidden_size:  # hidden dimensions pruned: the pooler maps back to the original width
+        values.update(hidden_size=shape.hidden, pooler_size=config.hidden_size)
     out = modeling.PrunedBertConfig(layer_shapes=layer_shapes, original_head_dim=shape.original_head_dim, **values)
     out._attn_implementation = "sdpa"  # the compact encoder always calls SDPA; the masks are built for it
     return out
@@ -83,10 +86,13 @@ def compact(model, masks: UnitMasks, space: MaskSpace | None = None):
     """A model with the same task head whose encoder keeps only the units ``masks`` keep (outputs unchanged)."""
     cls = _compact_class(model)
     space = space or MaskSpace.from_config(model.config)
-    if tuple(masks.qk.shape) != space.shapes()["qk"] or tuple(masks.ffn.shape) != space.shapes()["ffn"]:
-        raise UsageError(f"masks of shape qk {tuple(masks.qk.shape)}, ffn {tuple(masks.ffn.shape)} do not fit the "
-                         f"model's "
-                         f"mask space {space.shapes()}")
+    if (tuple(masks.qk.shape) != space.shapes()["qk"] or tuple(masks.ffn.shape) != space.shapes()["ffn"]
+            or (masks.hidden is not None and tuple(masks.hidden.shape) != (space.hidden,))):
+        hidden = "" if masks.hidden is None else f", hidden {tuple(masks.hidden.shape)}"
+        raise UsageError(f"masks of shape qk {tuple(masks.qk.shape)}, ffn {tuple(masks.ffn.shape)}{hidden} do not fit "
+                         f"the model's mask space {space.shapes()} (hidden {space.hidden})")
+    if masks.hidden is not None and not bool(masks.hidden.any()):
+        raise UsageError("the masks keep no hidden dimension: a compact model needs at least one")
     shape = masks.model_shape(space)
     config = compact_config(model.config, shape)
     reference = next(model.parameters())
@@ -95,7 +101,7 @@ def compact(model, masks: UnitMasks, space: MaskSpace | None = None):
     dense = model.state_dict()
     state = {k: v for k, v in dense.items() if ".encoder." not in f".{k}"}
     with torch.no_grad():
-        state.update({name: gather(pieces, dense) for name, pieces in encoder_sources(model, masks, space).items()})
+        state.update({name: gather(pieces, dense) for name, pieces in model_sources(model, masks, space).items()})
     expected = set(out.state_dict())
     missing, unexpected = expected - set(state), set(state) - expected
     # Non-persistent buffers (position ids) are not in state_dict; anything else missing is a bug here.
@@ -121,22 +127,45 @@ def _restore_buffers(out, model) -> None:
 
 class Piece(NamedTuple):
     """Part of a compact tensor: ``source`` (a state-dict key of the dense model) at ``positions`` along ``dim``
-    (None: the whole tensor). A compact tensor is its pieces concatenated along their ``dim``."""
+    (None: the whole tensor), and, where hidden dimensions are pruned, at the kept ones ``hidden`` along
+    ``hidden_dim``. A compact tensor is its pieces concatenated along their ``dim``."""
 
     source: str
     dim: int
     positions: torch.Tensor | None
+    hidden_dim: int = 0
+    hidden: torch.Tensor | None = None
+
+
+def _kept_hidden(masks: UnitMasks) -> torch.Tensor | None:
+    """The kept hidden dimensions' indices, or None when the masks prune none."""
+    return masks.hidden.nonzero().flatten() if masks.prunes_hidden() else None  # type: ignore[union-attr]
+
+
+def _prefix(model) -> str:
+    return f"{model.base_model_prefix}." if type(model).__name__ != "BertModel" else ""
 
 
 def encoder_sources(model, masks: UnitMasks, space: MaskSpace) -> dict[str, list[Piece]]:
     """Where every compact encoder tensor comes from in the dense model, keyed by the compact state-dict name (the
     one description ``compact`` builds from and compact training copies optimizer state and weights back with)."""
-    from grain_bench.arch import get_arch
+    from grain_bench.arch import get_arch, layer_norm_path
 
     arch = get_arch(model.config)
-    prefix = f"{model.base_model_prefix}.encoder." if type(model).__name__ != "BertModel" else "encoder."
+    prefix = f"{_prefix(model)}encoder."
+    hidden = _kept_hidden(masks)
     sources: dict[str, list[Piece]] = {}
     head_dim = space.head_dim
+
+    def rows(source: str, positions):  # a weight's output rows at ``positions``, its inputs at the kept dimensions
+        return Piece(source, 0, positions, 1, hidden)
+
+    def columns(source: str, positions):  # a weight's input columns at ``positions``, its outputs at the kept ones
+        return Piece(source, 1, positions, 0, hidden)
+
+    def residual(source: str):  # a vector along the residual stream (output bias, LayerNorm)
+        return [Piece(source, 0, None, 0, hidden)]
+
     for index in range(space.num_layers):
         p = f"{prefix}layer.{index}."  # the same layer prefix in both models; the module paths below differ
         q, k, v, o, w1, w2 = (p + path for path in (arch.query, arch.key, arch.value, arch.attn_out, arch.ffn_in,
@@ -148,33 +177,72 @@ def encoder_sources(model, masks: UnitMasks, space: MaskSpace) -> dict[str, list
             v_rows += [base + j for j in masks.vo[index, head].nonzero().flatten().tolist()]
         if v_rows:
             qi, vi = torch.tensor(q_rows, dtype=torch.long), torch.tensor(v_rows, dtype=torch.long)
-            for kind in ("weight", "bias"):
-                sources[f"{p}attention.qkv.{kind}"] = [Piece(f"{q}.{kind}", 0, qi), Piece(f"{k}.{kind}", 0, qi),
-                                                        Piece(f"{v}.{kind}", 0, vi)]
-            sources[p + "attention.dense.weight"] = [Piece(f"{o}.weight", 1, vi)]
-            sources[p + "attention.dense.bias"] = [Piece(f"{o}.bias", 0, None)]
+            sources[f"{p}attention.qkv.weight"] = [rows(f"{q}.weight", qi), rows(f"{k}.weight", qi),
+                                                    rows(f"{v}.weight", vi)]
+            sources[f"{p}attention.qkv.bias"] = [Piece(f"{q}.bias", 0, qi), Piece(f"{k}.bias", 0, qi),
+                                                  Piece(f"{v}.bias", 0, vi)]
+            sources[p + "attention.dense.weight"] = [columns(f"{o}.weight", vi)]
+            sources[p + "attention.dense.bias"] = residual(f"{o}.bias")
         else:
-            sources[p + "attention.dense_bias"] = [Piece(f"{o}.bias", 0, None)]
+            sources[p + "attention.dense_bias"] = residual(f"{o}.bias")
         fi = masks.ffn[index].nonzero().flatten()
         if fi.numel():
-            sources[p + "ffn.intermediate.weight"] = [Piece(f"{w1}.weight", 0, fi)]
+            sources[p + "ffn.intermediate.weight"] = [rows(f"{w1}.weight", fi)]
             sources[p + "ffn.intermediate.bias"] = [Piece(f"{w1}.bias", 0, fi)]
-            sources[p + "ffn.dense.weight"] = [Piece(f"{w2}.weight", 1, fi)]
-            sources[p + "ffn.dense.bias"] = [Piece(f"{w2}.bias", 0, None)]
+            sources[p + "ffn.dense.weight"] = [columns(f"{w2}.weight", fi)]
+            sources[p + "ffn.dense.bias"] = residual(f"{w2}.bias")
         else:
-            sources[p + "ffn.dense_bias"] = [Piece(f"{w2}.bias", 0, None)]
+            sources[p + "ffn.dense_bias"] = residual(f"{w2}.bias")
         for block, path in (("attention", arch.attn_out), ("ffn", arch.ffn_out)):
-            norm = p + path.rsplit(".", 1)[0] + ".LayerNorm"
+            norm = p + layer_norm_path(path)
             for kind in ("weight", "bias"):
-                sources[f"{p}{block}.LayerNorm.{kind}"] = [Piece(f"{norm}.{kind}", 0, None)]
+                sources[f"{p}{block}.LayerNorm.{kind}"] = residual(f"{norm}.{kind}")
     return sources
+
+
+def outside_sources(model, masks: UnitMasks) -> dict[str, list[Piece]]:
+    """The tensors outside the encoder that pruned hidden dimensions narrow (none when the masks prune none): the
+    embedding tables' columns, the embeddings' LayerNorm, the pooler's input columns and the input columns of a task
+    head that reads the sequence output (``grain_bench.heads``); a sequence classifier reads the pooler's output,
+    which keeps its width."""
+    hidden = _kept_hidden(masks)
+    if hidden is None:
+        return {}
+    names = set(model.state_dict())
+    base = _prefix(model)
+    sources = {f"{base}embeddings.{table}.weight": [Piece(f"{base}embeddings.{table}.weight", 1, None, 1, hidden)]
+               for table in ("word_embeddings", "position_embeddings", "token_type_embeddings")}
+    sources.update({f"{base}embeddings.LayerNorm.{kind}": [Piece(f"{base}embeddings.LayerNorm.{kind}", 0, None, 0,
+                                                                 hidden)] for kind in ("weight", "bias")})
+    for name in sequence_input_weights(type(model).__name__):
+        sources[name] = [Piece(name, 1, None, 1, hidden)]
+    missing = sorted(set(sources) - names)
+    if missing:
+        raise UsageError(f"cannot prune hidden dimensions of {type(model).__name__}: it has no {missing[0]}")
+    pooler = f"{base}pooler.dense.weight"  # the pooler's output keeps its width (the classifier reads it)
+    if pooler in names:
+        sources[pooler] = [Piece(pooler, 1, None, 1, hidden)]
+    return sources
+
+
+def model_sources(model, masks: UnitMasks, space: MaskSpace) -> dict[str, list[Piece]]:
+    """``encoder_sources`` and ``outside_sources``: every compact tensor that is not a dense tensor as it is."""
+    return {**outside_sources(model, masks), **encoder_sources(model, masks, space)}
+
+
+def _take(piece: Piece, tensors) -> torch.Tensor:
+    tensor = tensors[piece.source]
+    if piece.hidden is not None:
+        tensor = tensor.index_select(piece.hidden_dim, piece.hidden.to(tensor.device))
+    if piece.positions is not None:
+        tensor = tensor.index_select(piece.dim, piece.positions.to(tensor.device))
+    return tensor
 
 
 def gather(pieces: list[Piece], tensors) -> torch.Tensor:
     """The compact tensor made of ``pieces`` of ``tensors`` (a dense state dict, or any tensors of the same shapes
     under the same keys: optimizer moments)."""
-    parts = [tensors[p.source] if p.positions is None
-             else tensors[p.source].index_select(p.dim, p.positions.to(tensors[p.source].device)) for p in pieces]
+    parts = [_take(p, tensors) for p in pieces]
     return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=pieces[0].dim)).clone()
 
 
@@ -184,11 +252,18 @@ def scatter(pieces: list[Piece], value: torch.Tensor, tensors) -> None:
     for p in pieces:
         target = tensors[p.source]
         if p.positions is None:
-            target.copy_(value)
-            continue
-        part = value.narrow(p.dim, begin, len(p.positions))
-        target.index_copy_(p.dim, p.positions.to(target.device), part)
-        begin += len(p.positions)
+            part = value
+        else:
+            part = value.narrow(p.dim, begin, len(p.positions))
+            begin += len(p.positions)
+        # where hidden dimensions are pruned: the kept slice (a copy), written back below
+        block = target if p.hidden is None else target.index_select(p.hidden_dim, p.hidden.to(target.device))
+        if p.positions is None:
+            block.copy_(part)
+        else:
+            block.index_copy_(p.dim, p.positions.to(target.device), part)
+        if p.hidden is not None:
+            target.index_copy_(p.hidden_dim, p.hidden.to(target.device), block)
 
 
 def model_shape_of(model) -> ModelShape:
@@ -215,12 +290,12 @@ def save_pruned(model, path: str, tokenizer=None, metadata: dict[str, Any] | Non
     try:
         model.config.auto_map = dict(AUTO_MAP)
         # the folder gets this grain-bench's modeling file, so it is in this format whatever the model was loaded from
-        model.config.pruned_format_version = modeling.FORMAT_VERSION
+        model.config.pruned_format_version = modeling.format_of(model.config)
         model.save_pretrained(tmp, safe_serialization=True)
         shutil.copyfile(modeling.__file__, os.path.join(tmp, MODELING_FILE))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        meta = {**(metadata or {}), "format": METADATA_FORMAT, "format_version": modeling.FORMAT_VERSION,
+        meta = {**(metadata or {}), "format": METADATA_FORMAT, "format_version": model.config.pruned_format_version,
                 "shape": model_shape_of(model).to_dict(),
                 HASHES_KEY: {name: sha256_of_file(os.path.join(tmp, name)) for name in _hashed_files(tmp)}}
         with open(os.path.join(tmp, METADATA_FILE), "w") as handle:
@@ -304,7 +379,7 @@ def _read_config(path: str) -> dict[str, Any]:
 
 def _check_version(version: Any, file: str) -> None:
     if not isinstance(version, int) or isinstance(version, bool) or version not in READABLE_FORMATS:
-        readable = " and ".join(str(v) for v in READABLE_FORMATS)
+        readable = ", ".join(str(v) for v in READABLE_FORMATS[:-1]) + f" and {READABLE_FORMATS[-1]}"
         raise UsageError(f"{file} holds a compact model in format version {version!r}; this grain-bench "
                          f"{__version__} reads formats {readable}: load it with the grain-bench that wrote it (its "
                          f"{MODELING_FILE} is in the folder: AutoModel.from_pretrained(path, trust_remote_code=True) "

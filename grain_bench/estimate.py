@@ -171,7 +171,7 @@ class _Context:
         work = work_key(spec.backbone, spec.task, recipe.max_length)
         self._teacher(estimate, task, recipe, examples, work)
         method_cls = self.sweep.harness.regs.methods.get(spec.method)
-        method = method_cls.from_options(spec.method_options, seed=spec.seed)
+        method = method_cls.from_spec(spec.method_options, seed=spec.seed)
         parts = _method_examples(method_cls, method, recipe, examples)
         seconds = [self._seconds(estimate, work, f"{spec.method}.{part}", count) for part, count in parts.items()]
         estimate.method_s = None if None in seconds else sum(s or 0.0 for s in seconds)

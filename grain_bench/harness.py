@@ -292,13 +292,13 @@ class Harness:
         cost_model = self.cost_model(spec)
         if method_cls.calibrates:
             return self._calibrated(spec, task, recipe, teacher, method_cls, cost_model)
-        base = method_cls.from_options(spec.method_options, seed=spec.seed)
+        base = method_cls.from_spec(spec.method_options, seed=spec.seed)
         candidates = [dict(spec.method_options, **variant) for variant in base.variants()] or [spec.method_options]
         best: Distilled | None = None
         best_dev: dict[str, float] = {}
         tried: list[dict[str, Any]] = []
         for options in candidates:
-            method = method_cls.from_options(options, seed=spec.seed)
+            method = method_cls.from_spec(options, seed=spec.seed)
             set_seed(spec.seed)
             student, tokenizer = self.load_model(spec, task)
             data = self.data(spec, task, tokenizer, recipe)
@@ -321,7 +321,7 @@ class Harness:
         from grain_bench.calibrate import calibrate
         from grain_bench.distill import set_seed
 
-        method = method_cls.from_options(spec.method_options, seed=spec.seed)
+        method = method_cls.from_spec(spec.method_options, seed=spec.seed)
         set_seed(spec.seed)
         _, tokenizer = self.load_model(spec, task)
         data = self.data(spec, task, tokenizer, recipe)

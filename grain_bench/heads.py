@@ -26,6 +26,9 @@ class TaskHead:
     compact_class: ClassVar[str] = "PrunedBertForSequenceClassification"
     #: the Hugging Face pipeline a saved model of this head serves (its card's ``pipeline_tag``)
     pipeline_tag: ClassVar[str] = "text-classification"
+    #: the head's weights whose inputs are the encoder's sequence output (narrowed where hidden dimensions are
+    #: pruned); a sequence head reads the pooler's output instead, which keeps its width
+    sequence_inputs: ClassVar[tuple[str, ...]] = ()
     #: whether ``Task.check_labels`` checks one label per row (class ids, or finite numbers for regression)
     sequence_labels: ClassVar[bool] = False
 
@@ -185,6 +188,7 @@ class TokenHead(TaskHead):
     source_class = "BertForTokenClassification"
     compact_class = "PrunedBertForTokenClassification"
     pipeline_tag = "token-classification"
+    sequence_inputs = ("classifier.weight",)
 
     def kd_loss(self, student_out, teacher_out, batch, temperature: float):
         """Soft cross-entropy per token, averaged over the scored positions."""
@@ -212,6 +216,7 @@ class SpanHead(TaskHead):
     source_class = "BertForQuestionAnswering"
     compact_class = "PrunedBertForQuestionAnswering"
     pipeline_tag = "question-answering"
+    sequence_inputs = ("qa_outputs.weight",)
 
     def model_kwargs(self, num_labels: int) -> dict[str, Any]:
         """Start and end logits: no label count."""
@@ -256,3 +261,9 @@ def task_head(name: str) -> TaskHead:
 def compact_classes() -> dict[str, str]:
     """transformers class name of a compactable model -> its compact class name in ``modeling_pruned_bert``."""
     return {BASE_CLASS: BASE_COMPACT_CLASS, **{head.source_class: head.compact_class for head in HEADS.values()}}
+
+
+def sequence_input_weights(source_class: str) -> tuple[str, ...]:
+    """The ``sequence_inputs`` of the head that transformers class ``source_class`` carries (none for a bare
+    encoder)."""
+    return next((head.sequence_inputs for head in HEADS.values() if head.source_class == source_class), ())

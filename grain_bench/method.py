@@ -152,11 +152,20 @@ class Method:
         return cls(options_cls.parse(values), seed=seed)
 
     @classmethod
+    def from_spec(cls, values: dict[str, Any] | None = None, seed: int = 0) -> Method:
+        """Build from a stored option set (a run spec's ``method_options``, the ``canonical_options`` form): an option
+        it does not hold has its default, or its ``absent`` value where it declares one (``grain_bench.options``)."""
+        return cls.from_options({**cls.Options.absent_values(), **dict(values or {})}, seed=seed)
+
+    @classmethod
     def canonical_options(cls, values: dict[str, Any] | None = None) -> dict[str, Any]:
         """The one stored form of an option set: parsed (validated, typed) and without the values that equal the
-        defaults, so ``-o grain.alpha=0.3`` (the default) and no ``-o`` name the same run."""
+        defaults, so ``-o grain.alpha=0.3`` (the default) and no ``-o`` name the same run. An option that declares
+        an ``absent`` value is left out only when it has that value (``from_spec`` reads it back)."""
         options = cls.from_options(values).options
-        return without_defaults(options.to_dict(), {f: getattr(type(options)(), f) for f in options.to_dict()})
+        baseline = {f: getattr(type(options)(), f) for f in options.to_dict()}
+        baseline.update(type(options).absent_values())
+        return without_defaults(options.to_dict(), baseline)
 
     def setup(self, state: TrainState) -> None:
         """Called once before the first step."""

@@ -4,11 +4,13 @@ This file is copied into every saved compact model, next to ``config.json``, so 
 ``AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True)`` works where grain-bench is not
 installed: it imports only torch and transformers, never grain_bench.
 
-Per layer the config holds ``{"heads": [[qk_dim, vo_dim], ...], "ffn_dim": k}``. Attention scores use the scale of the
-original head size (``original_head_dim ** -0.5``), not of the pruned widths. An attention block without heads or an
-FFN block without neurons is skipped, but its output bias is kept: the block then computes ``LayerNorm(x + bias)``,
-exactly what the masked dense model computes. A head with value units but no query units attends uniformly over the
-non-padding tokens (its scores are all zero), again as the masked model does.
+Per layer the config holds ``{"heads": [[qk_dim, vo_dim], ...], "ffn_dim": k}``. ``hidden_size`` is the width of the
+residual stream, which hidden-dimension pruning narrows (embeddings, LayerNorms and every projection run at it); the
+pooler then maps it back to ``pooler_size``, the original width the sequence classifier reads. Attention scores use
+the scale of the original head size (``original_head_dim ** -0.5``), not of the pruned widths. An attention block
+without heads or an FFN block without neurons is skipped, but its output bias is kept: the block then computes
+``LayerNorm(x + bias)``, exactly what the masked dense model computes. A head with value units but no query units
+attends uniformly over the non-padding tokens (its scores are all zero), again as the masked model does.
 
 Attention runs on buckets of heads of similar widths (``plan_buckets``; usually one to three per layer): each bucket is
 one ``scaled_dot_product_attention`` call on heads zero-padded to the bucket's widest head (zero query channels add
@@ -22,6 +24,8 @@ grain-bench and act on single blocks, so the file a Hub user runs stays small.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
@@ -40,7 +44,14 @@ from transformers.models.bert.modeling_bert import (
 )
 
 #: 2: the file no longer carries grain-bench's training and runtime hooks (the config is format 1's).
-FORMAT_VERSION = 2
+#: 3: the residual stream may be narrower than the pooler's output (``pooler_size``: hidden-dimension pruning); a
+#: model whose hidden dimensions are all kept is still written as format 2 (``format_of``), which older readers take.
+FORMAT_VERSION = 3
+
+
+def format_of(config) -> int:
+    """The lowest format that holds a compact config: 3 when its residual stream is narrower than its pooler."""
+    return FORMAT_VERSION if getattr(config, "pooler_size", config.hidden_size) != config.hidden_size else 2
 
 
 class PrunedBertConfig(BertConfig):
@@ -48,8 +59,11 @@ class PrunedBertConfig(BertConfig):
 
     model_type = "pruned_bert"
 
-    def __init__(self, layer_shapes=None, original_head_dim=None, pruned_format_version=FORMAT_VERSION, **kwargs):
+    def __init__(self, layer_shapes=None, original_head_dim=None, pruned_format_version=FORMAT_VERSION,
+                 pooler_size=None, **kwargs):
         super().__init__(**kwargs)
+        #: the width of the pooler's output (what a sequence classifier reads): the original hidden size
+        self.pooler_size = int(pooler_size or self.hidden_size)
         head_dim = self.hidden_size // self.num_attention_heads
         if layer_shapes is None:  # a dense model: every head full width
             layer_shapes = [{"heads": [[head_dim, head_dim]] * self.num_attention_heads,
@@ -397,6 +411,15 @@ class PrunedBertPreTrainedModel(BertPreTrainedModel):
     _no_split_modules = ["BertEmbeddings", "PrunedBertLayer"]
 
 
+class PrunedBertPooler(BertPooler):
+    """BERT's pooler from the (possibly narrower) residual stream to ``pooler_size``."""
+
+    def __init__(self, config: PrunedBertConfig):
+        super().__init__(config)
+        if config.pooler_size != config.hidden_size:
+            self.dense = nn.Linear(config.hidden_size, config.pooler_size)
+
+
 class PrunedBertModel(PrunedBertPreTrainedModel, BertModel):
     """BertModel with the variable-width encoder (embeddings, masks and pooler are transformers' own)."""
 
@@ -407,8 +430,20 @@ class PrunedBertModel(PrunedBertPreTrainedModel, BertModel):
         self.gradient_checkpointing = False
         self.embeddings = BertEmbeddings(config)
         self.encoder = PrunedBertEncoder(config)  # type: ignore[assignment]
-        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.pooler = PrunedBertPooler(config) if add_pooling_layer else None
         self.post_init()
+
+
+def _head_init(head_class, model, config) -> None:
+    """``head_class.__init__`` (a transformers head class) on ``model``. It builds a dense BertModel first, which
+    refuses a hidden size that is not a multiple of the head count (a residual stream narrowed by hidden-dimension
+    pruning): that throw-away encoder is built from a copy of the config with one head."""
+    stand_in = config
+    if config.hidden_size % config.num_attention_heads:
+        stand_in = copy.copy(config)
+        stand_in.num_attention_heads = 1
+    head_class.__init__(model, stand_in)
+    model.config = config
 
 
 def _swap_encoder(model, config, add_pooling_layer: bool) -> None:
@@ -421,7 +456,9 @@ class PrunedBertForSequenceClassification(PrunedBertPreTrainedModel, BertForSequ
     """Sequence classification / regression head on the pruned encoder."""
 
     def __init__(self, config: PrunedBertConfig):
-        BertForSequenceClassification.__init__(self, config)
+        _head_init(BertForSequenceClassification, self, config)
+        if config.pooler_size != config.hidden_size:  # the classifier reads the pooler's output
+            self.classifier = nn.Linear(config.pooler_size, self.classifier.out_features)
         _swap_encoder(self, config, add_pooling_layer=True)
 
 
@@ -429,7 +466,7 @@ class PrunedBertForTokenClassification(PrunedBertPreTrainedModel, BertForTokenCl
     """Token classification head on the pruned encoder."""
 
     def __init__(self, config: PrunedBertConfig):
-        BertForTokenClassification.__init__(self, config)
+        _head_init(BertForTokenClassification, self, config)
         _swap_encoder(self, config, add_pooling_layer=False)
 
 
@@ -437,5 +474,5 @@ class PrunedBertForQuestionAnswering(PrunedBertPreTrainedModel, BertForQuestionA
     """Extractive question answering (span) head on the pruned encoder."""
 
     def __init__(self, config: PrunedBertConfig):
-        BertForQuestionAnswering.__init__(self, config)
+        _head_init(BertForQuestionAnswering, self, config)
         _swap_encoder(self, config, add_pooling_layer=False)

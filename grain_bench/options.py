@@ -133,10 +133,21 @@ class Range:
 FINITE = Range()
 
 
+_NOTHING = object()
+
+
 def option(default: Any, *, gt: float | None = None, ge: float | None = None, lt: float | None = None,
-           le: float | None = None, hint: str = "") -> Any:
-    """A dataclass field with a declared valid range, checked by ``Options.parse`` before anything runs."""
-    return dataclasses.field(default=default, metadata={"range": Range(gt, ge, lt, le, hint)})
+           le: float | None = None, hint: str = "", absent: Any = _NOTHING) -> Any:
+    """A dataclass field with a declared valid range, checked by ``Options.parse`` before anything runs.
+
+    ``absent``: for an option added with a default that changes what a run computes, the value that a stored option
+    set without it means (what runs computed before the option existed). The stored form then keeps the option
+    unless it equals ``absent``, so a run with the new default gets a new id and every stored run keeps its id and
+    its meaning (``Method.canonical_options``, ``Method.from_spec``)."""
+    metadata: dict[str, Any] = {"range": Range(gt, ge, lt, le, hint)}
+    if absent is not _NOTHING:
+        metadata["absent"] = absent
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def _finite(value: float) -> bool:
@@ -218,6 +229,11 @@ class Options:
                 type_name = getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
             out.append((f.name, type_name, f.default))
         return out
+
+    @classmethod
+    def absent_values(cls) -> dict[str, Any]:
+        """What a stored option set without each ``absent``-declared option means (see ``option``)."""
+        return {f.name: f.metadata["absent"] for f in dataclasses.fields(cls) if "absent" in f.metadata}
 
     @classmethod
     def ranges(cls) -> dict[str, Range]:

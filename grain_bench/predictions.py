@@ -197,7 +197,7 @@ def _mask_tensors(data: Any, space):
     """UnitMasks from a document's 0/1 lists, each of its kind's shape in ``space``; ``ValueError`` otherwise."""
     import torch
 
-    from grain_bench.masks import KINDS, UnitMasks
+    from grain_bench.masks import HIDDEN, KINDS, UnitMasks
 
     if not isinstance(data, dict):
         raise ValueError("hold no masks")
@@ -212,6 +212,18 @@ def _mask_tensors(data: Any, space):
                              f"their mask space")
         if not bool(((values == 0) | (values == 1)).all()):
             raise ValueError(f"hold {kind} masks with values other than 0 and 1")
+        tensors.append(values.bool())
+    hidden = data.get(HIDDEN)
+    if hidden is not None:  # the optional kind: a list of 0/1 of the hidden size
+        try:
+            values = torch.tensor(hidden, dtype=torch.int64)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError("hold no valid hidden masks (a list of 0 and 1)") from None
+        if tuple(values.shape) != (space.hidden,) or not bool(((values == 0) | (values == 1)).all()):
+            raise ValueError(f"hold hidden masks that are not {space.hidden} values of 0 or 1 (the hidden size of "
+                             f"their mask space)")
+        if not bool(values.any()):
+            raise ValueError("hold hidden masks that keep no dimension")
         tensors.append(values.bool())
     return UnitMasks(*tensors)
 

@@ -1,5 +1,6 @@
 """CoFi (Xia, Zhong and Chen, ACL 2022): L0 gates at several granularities, trained with a Lagrangian density
-constraint; here on grain-bench's units and under its shared distillation, without hidden-dimension pruning.
+constraint; here on grain-bench's units and under its shared distillation, with hidden-dimension pruning (``hidden``,
+on by default as in the reference; ``-o cofi.hidden=false`` turns it off).
 
 What follows the paper and its code (princeton-nlp/CoFiPruning, ``models/l0_module.py``):
 
@@ -13,9 +14,16 @@ What follows the paper and its code (princeton-nlp/CoFiPruning, ``models/l0_modu
   (scaling Q and K would square it in the scores) and follow their head's final decision. CoFi scales the attention
   and FFN *outputs* by the layer gates, bias included; ours gate the inputs of W_O and W_2, so an emptied block keeps
   its output bias, as every method's does.
+- **Hidden dimensions** (the reference's ``hidden_z``, log-alpha mean 10 like the coarse gates): one gate per
+  dimension of the residual stream, shared by every layer, applied as the reference's modeling applies it (the
+  embeddings' sum and the W_O and W_2 outputs scaled by it, each LayerNorm over the open dimensions, its output scaled
+  again: ``grain_bench.masked``). The compact model's residual stream is the kept dimensions
+  (``grain_bench.compaction``).
 - **Expected density in closed form**, in our unit costs: Σ cost(unit) · Π P(gate > 0) over the covering gates, with
-  P(z > 0) = 1 − Q(0) from the hard-concrete CDF; divided by the total unit cost. It is the density every other method
-  is held to.
+  P(z > 0) = 1 − Q(0) from the hard-concrete CDF; divided by the total unit cost. With hidden dimensions a unit's
+  cost is taken at the expected kept width d' = Σ P(hidden gate > 0) (query 2d'+2, value and neuron 2d'+1), the
+  reference's outer product of the hidden and unit scores plus the biases. It is the density every other method is
+  held to.
 - **Lagrangian** λ1(ŝ − t) + λ2(ŝ − t)², ŝ the expected density; λ1 and λ2 start at 0 and are trained by gradient
   ascent (their own AdamW, ``maximize``); gates and λ share the learning rate ``lr`` (0.01).
 - **Before pruning, dense**: the L0 module starts after ``prepruning_steps`` dense steps (the reference's
@@ -46,10 +54,13 @@ What follows the paper and its code (princeton-nlp/CoFiPruning, ``models/l0_modu
   values of the kept units scale them while the distillation goes on, and are folded into the weights before
   compaction; a unit brought back keeps its soft value, which may be near 0 (the record's ``method_info.landing``
   says how many came back, their lowest scale and the share of the dense cost spent on ones under 0.05; a row where
-  that share is over 0.01 is flagged ``not converged``).
+  that share is over 0.01 is flagged ``not converged``). The hidden dimensions are fixed first, by their own
+  deterministic gates (one group of ``hidden`` gates); only where they alone leave less than the target are closed
+  dimensions reopened (largest soft value first) until the units at that width reach it; then heads and neurons land
+  as above, at the kept width's unit costs.
 
-Not done: hidden-dimension pruning (a fourth unit kind, with embedding and LayerNorm slicing), and CoFi's own
-layer-matching distillation, which is a recipe choice: every method here is distilled the same way.
+Not done: CoFi's own layer-matching distillation, which is a recipe choice: every method here is distilled the same
+way.
 """
 
 from __future__ import annotations
@@ -68,6 +79,7 @@ LOG_ALPHA_RANGE = (math.log(1e-2), math.log(1e2))
 MAGICAL_NUMBER = 0.8  # CoFi's (from Wang et al. 2020): the soft deterministic gate is sigmoid(log_alpha/β · 0.8)
 COARSE_INIT = 10.0
 #: the granularities with one gate per layer (attention layer, FFN layer); the others have one group of gates per layer
+#: (``hidden``: one group for the whole model)
 LAYER_GATES = ("att", "ffn")
 #: every this many steps (and at the freeze) the record's ``method_info.constraint_curve`` gets [step, expected
 #: density, target, lambda_1]: how the gates approached the target
@@ -114,24 +126,57 @@ def deterministic_gates(log_alpha, temperature: float):
         return out.reshape(soft.shape)
 
 
-def landing(head_value, neuron_value, heads_kept, neurons_kept, head_soft, neuron_soft, space) -> dict[str, Any]:
-    """What forcing the deterministic gates onto the target did: the heads and neurons it brought back (gate 0, kept)
-    and removed (gate > 0, pruned), the lowest scale a brought-back unit carries (its soft gate value; None when none
-    came back), and the share of the dense cost spent on brought-back units under ``LANDING_SCALE_FLOOR``, which
-    contribute next to nothing (``grain_bench.quality`` flags a row where that share is over its tolerance). Heads
-    count whole, as the landing moves them (one trimmed unit-wise is counted whole: an upper bound)."""
+def landing(head_value, neuron_value, heads_kept, masks, head_soft, soft, space, hidden_value=None) -> dict[str, Any]:
+    """What forcing the deterministic gates onto the target did: the heads, neurons and hidden dimensions it brought
+    back (gate 0, kept) and removed (gate > 0, pruned), the lowest scale a brought-back unit carries (its soft gate
+    value; None when none came back), and the share of the dense cost spent on brought-back units under
+    ``LANDING_SCALE_FLOOR``, which contribute next to nothing (``grain_bench.quality`` flags a row where that share is
+    over its tolerance). Heads count whole, as the landing moves them (one trimmed unit-wise is counted whole: an upper
+    bound); a hidden dimension costs its two parameters in every kept unit."""
     from grain_bench.quality import LANDING_SCALE_FLOOR
 
-    back = [(head_value == 0) & heads_kept, (neuron_value == 0) & neurons_kept]
-    scales = [float(soft[mask].min()) for soft, mask in zip((head_soft, neuron_soft), back) if bool(mask.any())]
-    costs = space.unit_costs
-    unit_cost = (space.head_dim * (costs["qk"] + costs["vo"]), costs["ffn"])
-    wasted = sum(cost * int((mask & (soft < LANDING_SCALE_FLOOR)).sum())
-                 for cost, soft, mask in zip(unit_cost, (head_soft, neuron_soft), back))
-    return {"brought_back": {"heads": int(back[0].sum()), "neurons": int(back[1].sum())},
-            "removed": {"heads": int(((head_value > 0) & ~heads_kept).sum()),
-                        "neurons": int(((neuron_value > 0) & ~neurons_kept).sum())},
+    neurons_kept = masks.ffn
+    kinds = [(head_value, heads_kept, head_soft), (neuron_value, neurons_kept, soft.ffn)]
+    costs = space.unit_costs_at(masks.hidden_kept(space))
+    unit_cost = [space.head_dim * (costs["qk"] + costs["vo"]), costs["ffn"]]
+    if hidden_value is not None:
+        kinds.append((hidden_value, masks.hidden, soft.hidden))
+        unit_cost.append(2 * sum(masks.counts()[kind] for kind in ("qk", "vo", "ffn")))
+    back = [(value == 0) & kept for value, kept, _ in kinds]
+    scales = [float(s[mask].min()) for (_, _, s), mask in zip(kinds, back) if bool(mask.any())]
+    wasted = sum(cost * int((mask & (s < LANDING_SCALE_FLOOR)).sum())
+                 for cost, (_, _, s), mask in zip(unit_cost, kinds, back))
+    names = ("heads", "neurons", "hidden")
+    return {"brought_back": {name: int(mask.sum()) for name, mask in zip(names, back)},
+            "removed": {name: int(((value > 0) & ~kept).sum()) for name, (value, kept, _) in zip(names, kinds)},
             "lowest_scale": min(scales) if scales else None, "near_zero_share": wasted / space.total_cost()}
+
+
+def land_hidden(hidden_value, hidden_soft, density: float, space):
+    """The kept hidden dimensions: those whose deterministic gate is open, and where every unit at that width would
+    still cost less than ``density`` of the dense total, as many closed ones as that takes (largest soft value
+    first)."""
+    torch = _torch()
+    keep = hidden_value > 0
+    counts = {kind: _numel(shape) for kind, shape in space.shapes().items()}
+
+    def all_units(width: int) -> float:
+        return sum(counts[kind] * cost for kind, cost in space.unit_costs_at(width).items())
+
+    target = density * space.total_cost()
+    closed = torch.argsort(torch.where(keep, torch.full_like(hidden_soft, -math.inf), hidden_soft),
+                           descending=True, stable=True)
+    kept = int(keep.sum())
+    for index in closed[:space.hidden - kept].tolist():
+        if kept and all_units(kept) >= target:
+            break
+        keep[index] = True
+        kept += 1
+    return keep
+
+
+def _numel(shape) -> int:
+    return math.prod(shape)
 
 
 @dataclass(frozen=True)
@@ -147,6 +192,8 @@ class CofiOptions(MethodOptions):
     #: dense steps before the L0 module starts (the reference's prepruning_finetune_steps); -1: the schedule's first
     #: pruning step starts it, after prune_start_step - 1 dense steps
     prepruning_steps: int = option(-1, ge=-1)
+    #: prune hidden dimensions too (the reference's hidden_z); runs stored before the option existed did not
+    hidden: bool = option(True, absent=False)
 
     def validate(self) -> None:
         """The warm-up is a fraction or a number of steps, not both."""
@@ -159,12 +206,13 @@ class Cofi(Method):
     """CoFi: L0 gates on attention layers, heads, FFN layers and neurons with a Lagrangian density constraint."""
 
     options: CofiOptions
-    log_alpha: dict[str, Any]  # gate logits by granularity: att [L], head [L, H], ffn [L], int [L, F]
+    log_alpha: dict[str, Any]  # gate logits by granularity: att [L], head [L, H], ffn [L], int [L, F], hidden [d]
     lambdas: Any  # the two Lagrange multipliers (a tensor once set up)
     final_values: Any  # UnitTensors of the deterministic gate values, once the structure is fixed
 
     name = "cofi"
-    description = "CoFi: hard-concrete L0 gates (layer, head, FFN layer, neuron), Lagrangian to the target density"
+    description = ("CoFi: hard-concrete L0 gates (layer, head, FFN layer, neuron, hidden dimension), Lagrangian to the "
+                   "target density")
     Options = CofiOptions
     owns_density = True
 
@@ -190,6 +238,8 @@ class Cofi(Method):
         neuron_mean = math.log(1 - self.options.droprate_init) - math.log(self.options.droprate_init)
         shapes = {"att": ((space.num_layers,), COARSE_INIT), "head": ((space.num_layers, space.num_heads), COARSE_INIT),
                   "ffn": ((space.num_layers,), COARSE_INIT), "int": ((space.num_layers, space.ffn_dim), neuron_mean)}
+        if self.options.hidden:  # drawn last: the other gates start where they do without it
+            shapes["hidden"] = ((space.hidden,), COARSE_INIT)
         for name, (shape, mean) in shapes.items():
             values = mean + 0.01 * torch.randn(shape, generator=self.generator)
             self.log_alpha[name] = values.to(device).requires_grad_(True)
@@ -213,7 +263,7 @@ class Cofi(Method):
         torch = _torch()
         vo = (z["att"][:, None] * z["head"])[:, :, None].expand(space.num_layers, space.num_heads, space.head_dim)
         qk = torch.ones_like(vo)
-        return UnitTensors(qk, vo, z["ffn"][:, None] * z["int"])
+        return UnitTensors(qk, vo, z["ffn"][:, None] * z["int"], z.get("hidden"))
 
     def start_step(self, state) -> int:
         """The first step of the L0 module: ``prepruning_steps`` + 1, or by default the schedule's first pruning
@@ -242,7 +292,7 @@ class Cofi(Method):
         """Expected kept unit cost / total unit cost under the current gate distributions (differentiable)."""
         beta = self.options.temperature
         p = {name: prob_nonzero(log_alpha, beta) for name, log_alpha in self.log_alpha.items()}
-        costs = space.unit_costs
+        costs = space.unit_costs_at(p["hidden"].sum()) if "hidden" in p else space.unit_costs
         heads = (p["att"][:, None] * p["head"]).sum() * space.head_dim * (costs["qk"] + costs["vo"])
         neurons = (p["ffn"][:, None] * p["int"]).sum() * costs["ffn"]
         return (heads + neurons) / space.total_cost()
@@ -298,12 +348,13 @@ class Cofi(Method):
             soft = self.unit_gates({name: torch.sigmoid(log_alpha / beta * MAGICAL_NUMBER).cpu()
                                     for name, log_alpha in self.log_alpha.items()}, space)
         head_value, head_soft = values.vo[:, :, 0], soft.vo[:, :, 0]
-        costs = space.unit_costs
+        hidden = None if values.hidden is None else land_hidden(values.hidden, soft.hidden, density, space)
+        costs = space.unit_costs if hidden is None else space.unit_costs_at(int(hidden.sum()))
         items = torch.cat([torch.where(head_value > 0, head_soft, head_soft - 2.0).reshape(-1),
                            torch.where(values.ffn > 0, soft.ffn, soft.ffn - 2.0).reshape(-1)]).double()
         item_costs = torch.cat([torch.full((head_value.numel(),), space.head_dim * (costs["qk"] + costs["vo"])),
                                 torch.full((values.ffn.numel(),), costs["ffn"])]).double()
-        budget = (1.0 - density) * space.total_cost() + 1e-6
+        budget = float(item_costs.sum()) - density * space.total_cost() + 1e-6  # what the landing may prune
         keep = torch.ones(len(items), dtype=torch.bool)
         for index in torch.argsort(items, stable=True).tolist():
             if item_costs[index] <= budget:
@@ -311,7 +362,7 @@ class Cofi(Method):
                 budget -= float(item_costs[index])
         heads = keep[:head_value.numel()].reshape(head_value.shape)
         units = heads[:, :, None].expand(-1, -1, space.head_dim).clone()
-        masks = UnitMasks(units, units.clone(), keep[head_value.numel():].reshape(values.ffn.shape).clone())
+        masks = UnitMasks(units, units.clone(), keep[head_value.numel():].reshape(values.ffn.shape).clone(), hidden)
         if budget >= costs["qk"] and heads.any():  # no neuron left to prune: trim the weakest kept head unit by unit
             head_scores = items[:heads.numel()].reshape(heads.shape).masked_fill(~heads, float("inf"))
             layer, head = divmod(int(head_scores.argmin()), space.num_heads)
@@ -320,12 +371,15 @@ class Cofi(Method):
                     if budget >= costs[kind]:
                         getattr(masks, kind)[layer, head, unit] = False
                         budget -= costs[kind]
-        kept_values = UnitTensors(*(torch.where(v > 0, v, s) for (_, v), (_, s) in zip(values.items(), soft.items())))
+        kept_values = UnitTensors(*(torch.where(v > 0, v, s) for (_, v), (_, s) in zip(values.kinds(), soft.kinds())))
         self.final_values = UnitTensors(torch.ones_like(kept_values.qk), kept_values.vo.float(),
-                                        kept_values.ffn.float())
-        self.info.update(cofi_zeros={kind: int((v == 0).sum()) for kind, v in (("heads", head_value),
-                                                                                 ("neurons", values.ffn))},
-                         landing=landing(head_value, values.ffn, heads, masks.ffn, head_soft, soft.ffn, space),
+                                        kept_values.ffn.float(),
+                                        None if kept_values.hidden is None else kept_values.hidden.float())
+        zeros = (("heads", head_value), ("neurons", values.ffn)) + (() if hidden is None else
+                                                                    (("hidden", values.hidden),))
+        self.info.update(cofi_zeros={kind: int((v == 0).sum()) for kind, v in zeros},
+                         landing=landing(head_value, values.ffn, heads, masks, head_soft, soft, space,
+                                         values.hidden),
                          lambdas=[float(x) for x in self.lambdas.detach().cpu()],
                          heads_kept=masks.heads_kept(), density_at_freeze=masks.density(space))
         return masks

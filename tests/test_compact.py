@@ -486,6 +486,6 @@ def test_a_compact_model_of_another_format_version_is_refused_clearly(tmp_path, 
     config["pruned_format_version"] = 99
     with open(os.path.join(folder, "config.json"), "w") as handle:
         json.dump(config, handle)
-    with pytest.raises(UsageError, match="format version 99; this grain-bench .* reads formats 1 and 2: load it with "
-                                         "the grain-bench that wrote it"):
+    with pytest.raises(UsageError, match="format version 99; this grain-bench .* reads formats 1, 2 and 3: load it "
+                                         "with the grain-bench that wrote it"):
         load_pruned(folder)

@@ -66,9 +66,11 @@ def reference_deterministic_z(size: int, log_alpha: torch.Tensor, beta: float = 
 
 def reference_inference_gates(log_alpha: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The reference's ``forward(training=False)``: every type layer by layer, ``size`` its per-layer count (1 for the
-    attention-layer and FFN-layer gates, ``head_layer`` and ``mlp``)."""
-    return {name: torch.stack([reference_deterministic_z(1 if tensor.dim() == 1 else tensor.shape[1], layer)
-                               for layer in tensor])
+    attention-layer and FFN-layer gates, ``head_layer`` and ``mlp``), but ``hidden``, which is not per layer: one
+    group of ``hidden_size`` gates."""
+    return {name: reference_deterministic_z(tensor.shape[0], tensor) if name == "hidden"
+            else torch.stack([reference_deterministic_z(1 if tensor.dim() == 1 else tensor.shape[1], layer)
+                              for layer in tensor])
             for name, tensor in log_alpha.items()}
 
 
@@ -185,9 +187,9 @@ def test_the_expected_density_at_the_freeze_is_the_gates_when_the_masks_are_fixe
         cofi.method_info["expected_density"], abs=1e-6) and all(0 < row[1] <= 1 and row[2] >= 0.3 for row in curve)
 
 
-def _cofi(space: MaskSpace, target: float = 0.3, seed: int = 0) -> tuple[Cofi, TrainState]:
+def _cofi(space: MaskSpace, target: float = 0.3, seed: int = 0, **options) -> tuple[Cofi, TrainState]:
     model, _ = load_tiny("sequence", 2)
-    method = Cofi.from_options({}, seed=seed)
+    method = Cofi.from_options(options, seed=seed)
     state = TrainState(step=1, total_steps=100, model=model, space=space, masks=UnitMasks.full(space),
                        target_density=target, prune_start_step=20, prune_end_step=40)
     method.setup(state)
@@ -198,13 +200,17 @@ def _cofi(space: MaskSpace, target: float = 0.3, seed: int = 0) -> tuple[Cofi, T
     return method, state
 
 
-def test_closed_form_expected_density_agrees_with_monte_carlo():
-    method, _ = _cofi(MINILM)
-    costs = MINILM.unit_costs
+@pytest.mark.parametrize("hidden", [True, False])
+def test_closed_form_expected_density_agrees_with_monte_carlo(hidden):
+    """With hidden dimensions a unit costs 2d'+c at the sampled kept width d'; the closed form takes it at the
+    expected width, which is the expectation for gates drawn independently (the cost is linear in each)."""
+    method, _ = _cofi(MINILM, hidden=hidden)
+    assert ("hidden" in method.log_alpha) is hidden
     generator = torch.Generator().manual_seed(1)
     samples = []
     for _ in range(4000):
         z = {name: sample_gates(a.detach(), BETA, generator) for name, a in method.log_alpha.items()}
+        costs = MINILM.unit_costs_at(int((z["hidden"] > 0).sum())) if hidden else MINILM.unit_costs
         heads = ((z["att"][:, None] * z["head"]) > 0).sum() * MINILM.head_dim * (costs["qk"] + costs["vo"])
         neurons = ((z["ffn"][:, None] * z["int"]) > 0).sum() * costs["ffn"]
         samples.append(float(heads + neurons) / MINILM.total_cost())
@@ -252,7 +258,12 @@ def test_the_schedule_options_have_the_references_meaning():
                                (50, 0.2, True)):
         state.step = step
         assert method.active(state) is active and method.target_at(state) == pytest.approx(want), step
-    assert Cofi.canonical_options({"prepruning_steps": -1, "warmup_steps": 0, "warmup": 0.1}) == {}
+    # hidden is on by default but was not an option before: a stored set without it means off (the runs stored
+    # then did not prune hidden dimensions), so the default is stored and hidden=false keeps the old run ids
+    assert Cofi.canonical_options({"prepruning_steps": -1, "warmup_steps": 0, "warmup": 0.1}) == {"hidden": True}
+    assert Cofi.canonical_options({"hidden": "false"}) == {}
+    assert Cofi.from_spec({}).options.hidden is False and Cofi.from_spec({"hidden": True}).options.hidden is True
+    assert Cofi.from_options({}).options.hidden is True
     with pytest.raises(UsageError, match="not both"):
         Cofi.from_options({"warmup": 0.2, "warmup_steps": 5})
     late = Cofi.from_options({"prepruning_steps": 40}, seed=0)
@@ -293,7 +304,7 @@ def test_the_landing_ranks_heads_and_neurons_on_one_scale_and_reports_what_it_br
     gate value, near 0) and the share of the cost spent on them, which ``quality.converged`` refuses over 0.01."""
     from grain_bench.quality import converged
 
-    method, state = _cofi(MINILM, target=0.5)
+    method, state = _cofi(MINILM, target=0.5, hidden=False)
     _set_gates(method, head=10.0, neuron=0.0)  # as initialised: no gate has learned
     masks = method.masks_for(state, 0.5)
     assert masks.heads_kept() == MINILM.num_layers * MINILM.num_heads and int(masks.ffn.sum()) < masks.ffn.numel()
