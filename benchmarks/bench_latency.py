@@ -158,9 +158,10 @@ def real_mask_models(dense, results_dir: str, seq_len: int, methods: tuple[str, 
         shape = masks.model_shape(space)
         dense_shape = type(masks).full(space).model_shape(space)
         models[label] = compact(dense, masks, space).eval()
-        models[f"{label}:twin-heads"] = heads_twin(dense, shape)
-        models[f"{label}:twin-64"] = uniform_stock_model(dense, shape)
-        no_heads = UnitMasks(torch.zeros_like(masks.qk), torch.zeros_like(masks.vo), masks.ffn.clone())
+        if not masks.prunes_hidden():  # stock twins keep the full residual stream: no twin of a narrower one
+            models[f"{label}:twin-heads"] = heads_twin(dense, shape)
+            models[f"{label}:twin-64"] = uniform_stock_model(dense, shape)
+        no_heads = UnitMasks(torch.zeros_like(masks.qk), torch.zeros_like(masks.vo), masks.ffn.clone(), masks.hidden)
         models[f"{label}:no-attention"] = compact(dense, no_heads, space).eval()
         info[label] = {"run_id": record.run_id, "density": masks.density(space),
                        "flops_predicted_speedup": dense_shape.total_flops(seq_len) / shape.total_flops(seq_len),

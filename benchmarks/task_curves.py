@@ -93,7 +93,7 @@ def curves(task_name: str, data_dir: str, recipe, every: int, student_steps: int
     for name in methods:
         if out["students"].get(name):
             continue
-        method = regs.methods.get(name).from_options({}, seed=seed)
+        method = regs.methods.get(name).from_spec({}, seed=seed)  # as the committed curves ran (cofi.hidden off)
         set_seed(seed)
         student, _ = load_backbone("minilm-l6", task.head, task.num_labels, regs=regs)
         student.to(device)

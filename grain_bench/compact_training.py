@@ -87,6 +87,9 @@ class CompactPhase:
     """
 
     def __init__(self, model, masks: UnitMasks, space: MaskSpace, optimizer: torch.optim.Optimizer):
+        if masks.prunes_hidden():
+            raise ValueError("CompactPhase trains masks whose hidden dimensions are all kept (the hidden-state "
+                             "projections read the full width); masks that prune them stay masked")
         self.dense = model
         encoder = encoder_sources(model, masks, space)
         with torch.no_grad():

@@ -149,54 +149,63 @@ def _prefix(model) -> str:
 def encoder_sources(model, masks: UnitMasks, space: MaskSpace) -> dict[str, list[Piece]]:
     """Where every compact encoder tensor comes from in the dense model, keyed by the compact state-dict name (the
     one description ``compact`` builds from and compact training copies optimizer state and weights back with)."""
-    from grain_bench.arch import get_arch, layer_norm_path
+    from grain_bench.arch import get_arch
 
     arch = get_arch(model.config)
     prefix = f"{_prefix(model)}encoder."
-    hidden = _kept_hidden(masks)
     sources: dict[str, list[Piece]] = {}
-    head_dim = space.head_dim
-
-    def rows(source: str, positions):  # a weight's output rows at ``positions``, its inputs at the kept dimensions
-        return Piece(source, 0, positions, 1, hidden)
-
-    def columns(source: str, positions):  # a weight's input columns at ``positions``, its outputs at the kept ones
-        return Piece(source, 1, positions, 0, hidden)
-
-    def residual(source: str):  # a vector along the residual stream (output bias, LayerNorm)
-        return [Piece(source, 0, None, 0, hidden)]
-
     for index in range(space.num_layers):
-        p = f"{prefix}layer.{index}."  # the same layer prefix in both models; the module paths below differ
-        q, k, v, o, w1, w2 = (p + path for path in (arch.query, arch.key, arch.value, arch.attn_out, arch.ffn_in,
-                                                    arch.ffn_out))
-        q_rows, v_rows = [], []
-        for head in masks.kept_head_indices(index):
-            base = head * head_dim
-            q_rows += [base + j for j in masks.qk[index, head].nonzero().flatten().tolist()]
-            v_rows += [base + j for j in masks.vo[index, head].nonzero().flatten().tolist()]
-        if v_rows:
-            qi, vi = torch.tensor(q_rows, dtype=torch.long), torch.tensor(v_rows, dtype=torch.long)
-            sources[f"{p}attention.qkv.weight"] = [rows(f"{q}.weight", qi), rows(f"{k}.weight", qi),
-                                                    rows(f"{v}.weight", vi)]
-            sources[f"{p}attention.qkv.bias"] = [Piece(f"{q}.bias", 0, qi), Piece(f"{k}.bias", 0, qi),
-                                                  Piece(f"{v}.bias", 0, vi)]
-            sources[p + "attention.dense.weight"] = [columns(f"{o}.weight", vi)]
-            sources[p + "attention.dense.bias"] = residual(f"{o}.bias")
-        else:
-            sources[p + "attention.dense_bias"] = residual(f"{o}.bias")
-        fi = masks.ffn[index].nonzero().flatten()
-        if fi.numel():
-            sources[p + "ffn.intermediate.weight"] = [rows(f"{w1}.weight", fi)]
-            sources[p + "ffn.intermediate.bias"] = [Piece(f"{w1}.bias", 0, fi)]
-            sources[p + "ffn.dense.weight"] = [columns(f"{w2}.weight", fi)]
-            sources[p + "ffn.dense.bias"] = residual(f"{w2}.bias")
-        else:
-            sources[p + "ffn.dense_bias"] = residual(f"{w2}.bias")
-        for block, path in (("attention", arch.attn_out), ("ffn", arch.ffn_out)):
-            norm = p + layer_norm_path(path)
-            for kind in ("weight", "bias"):
-                sources[f"{p}{block}.LayerNorm.{kind}"] = residual(f"{norm}.{kind}")
+        sources.update(_layer_sources(f"{prefix}layer.{index}.", arch, masks, index, space.head_dim))
+    return sources
+
+
+class _Cut(NamedTuple):
+    """Pieces of one layer's tensors, their residual-stream axis cut to the kept hidden dimensions (``hidden``)."""
+
+    hidden: torch.Tensor | None
+
+    def rows(self, source: str, positions) -> Piece:
+        """A weight's output rows at ``positions``, its inputs at the kept dimensions."""
+        return Piece(source, 0, positions, 1, self.hidden)
+
+    def columns(self, source: str, positions) -> Piece:
+        """A weight's input columns at ``positions``, its outputs at the kept dimensions."""
+        return Piece(source, 1, positions, 0, self.hidden)
+
+    def residual(self, source: str) -> list[Piece]:
+        """A vector along the residual stream (an output bias, a LayerNorm's weight or bias)."""
+        return [Piece(source, 0, None, 0, self.hidden)]
+
+
+def _layer_sources(p: str, arch, masks: UnitMasks, index: int, head_dim: int) -> dict[str, list[Piece]]:
+    """``encoder_sources`` of one layer (``p``: its prefix, the same in both models; the module paths differ)."""
+    from grain_bench.arch import layer_norm_path
+
+    cut = _Cut(_kept_hidden(masks))
+    q, k, v, o, w1, w2 = (p + path for path in (arch.query, arch.key, arch.value, arch.attn_out, arch.ffn_in,
+                                                arch.ffn_out))
+    sources: dict[str, list[Piece]] = {}
+    q_rows, v_rows = [], []
+    for head in masks.kept_head_indices(index):
+        q_rows += [head * head_dim + j for j in masks.qk[index, head].nonzero().flatten().tolist()]
+        v_rows += [head * head_dim + j for j in masks.vo[index, head].nonzero().flatten().tolist()]
+    if v_rows:
+        qi, vi = torch.tensor(q_rows, dtype=torch.long), torch.tensor(v_rows, dtype=torch.long)
+        sources[f"{p}attention.qkv.weight"] = [cut.rows(f"{q}.weight", qi), cut.rows(f"{k}.weight", qi),
+                                                cut.rows(f"{v}.weight", vi)]
+        sources[f"{p}attention.qkv.bias"] = [Piece(f"{q}.bias", 0, qi), Piece(f"{k}.bias", 0, qi),
+                                              Piece(f"{v}.bias", 0, vi)]
+        sources[p + "attention.dense.weight"] = [cut.columns(f"{o}.weight", vi)]
+    sources[p + ("attention.dense.bias" if v_rows else "attention.dense_bias")] = cut.residual(f"{o}.bias")
+    fi = masks.ffn[index].nonzero().flatten()
+    if fi.numel():
+        sources[p + "ffn.intermediate.weight"] = [cut.rows(f"{w1}.weight", fi)]
+        sources[p + "ffn.intermediate.bias"] = [Piece(f"{w1}.bias", 0, fi)]
+        sources[p + "ffn.dense.weight"] = [cut.columns(f"{w2}.weight", fi)]
+    sources[p + ("ffn.dense.bias" if fi.numel() else "ffn.dense_bias")] = cut.residual(f"{w2}.bias")
+    for block, path in (("attention", arch.attn_out), ("ffn", arch.ffn_out)):
+        for kind in ("weight", "bias"):
+            sources[f"{p}{block}.LayerNorm.{kind}"] = cut.residual(f"{p}{layer_norm_path(path)}.{kind}")
     return sources
 
 

@@ -33,6 +33,8 @@ FEATURES = ("constant", "attention_blocks", "heads", "query_heads", "qk_units", 
             "ffn_units")
 #: the features that are fixed costs (paid once per block or head, whatever its width)
 FIXED = ("attention_blocks", "heads", "query_heads", "ffn_blocks")
+#: the features that are units (their work grows with the hidden width they read and write)
+UNIT_TERMS = ("qk_units", "vo_units", "ffn_units")
 FORMAT = "grain-bench-cost-model"
 FORMAT_VERSION = 1
 
@@ -65,9 +67,31 @@ class CostModel:
     fit: dict[str, Any] = field(default_factory=dict)  # how well it predicts (profiling reports)
 
     def cost(self, shape) -> float:
-        """The cost of a compact shape."""
+        """The cost of a compact shape (at its hidden width: ``at_hidden``)."""
         values = features(shape)
-        return sum(self.coefficients.get(name, 0.0) * values[name] for name in FEATURES)
+        coefficients = self.at_hidden(shape.hidden)
+        return sum(coefficients.get(name, 0.0) * values[name] for name in FEATURES)
+
+    def at_hidden(self, hidden: int) -> dict[str, float]:
+        """The coefficients for shapes whose residual stream keeps ``hidden`` dimensions (hidden-dimension pruning).
+        At the backbone's width they are the model's own. The parameter and FLOPs costs are formulas of the width and
+        are recomputed at it exactly. A measured model was fitted at the full width only: its unit terms are scaled by
+        ``hidden`` / the full width (a unit's GEMM work grows with the width it reads and writes, and is most of its
+        time at the lengths measured) and its fixed terms are kept, so it predicts conservatively until narrower
+        shapes are profiled."""
+        full = self.backbone.get("hidden")
+        if not full or hidden == full:
+            return self.coefficients
+        from grain_bench.masks import MaskSpace
+
+        sizes = {k: v for k, v in self.backbone.items() if k in ("num_layers", "num_heads", "head_dim", "ffn_dim")}
+        narrow = MaskSpace(hidden=hidden, **sizes)
+        if self.name == "params":
+            return parameter_cost(narrow).coefficients
+        if self.name == "flops" and "seq_len" in self.setting:
+            return flops_cost(narrow, int(self.setting["seq_len"])).coefficients
+        ratio = hidden / full
+        return {name: value * ratio if name in UNIT_TERMS else value for name, value in self.coefficients.items()}
 
     def dense_cost(self, space) -> float:
         """The cost of the dense encoder of ``space``."""

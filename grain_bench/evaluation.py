@@ -146,13 +146,17 @@ def _latency(loaded: Loaded, task, recipe, harness) -> tuple:
 
 def dense_twin(compact, task):
     """A stock transformers model of the task's head class with the dense shape a compact model was pruned from (its
-    config without the per-layer widths), randomly initialised."""
+    config without the per-layer widths, at the original hidden width where hidden dimensions were pruned), randomly
+    initialised."""
     from transformers import BertConfig
 
     from grain_bench.backbones import auto_class
 
-    own = ("layer_shapes", "original_head_dim", "pruned_format_version", "model_type", "auto_map", "architectures")
-    config = BertConfig(**{k: v for k, v in compact.config.to_dict().items() if k not in own})
+    own = ("layer_shapes", "original_head_dim", "pruned_format_version", "model_type", "auto_map", "architectures",
+           "pooler_size")
+    values = {k: v for k, v in compact.config.to_dict().items() if k not in own}
+    values["hidden_size"] = getattr(compact.config, "pooler_size", None) or compact.config.hidden_size  # dense width
+    config = BertConfig(**values)
     return auto_class(task.head).from_config(config).to(next(compact.parameters()).device).eval()
 
 

@@ -124,7 +124,10 @@ class MaskedModel:
             self.qk.copy_(masks.qk.reshape(s.num_layers, -1).to(self.qk))
             self.vo.copy_(masks.vo.reshape(s.num_layers, -1).to(self.vo))
             self.ffn.copy_(masks.ffn.to(self.ffn))
-            self.hidden.fill_(1.0) if masks.hidden is None else self.hidden.copy_(masks.hidden.to(self.hidden))
+            if masks.hidden is None:
+                self.hidden.fill_(1.0)
+            else:
+                self.hidden.copy_(masks.hidden.to(self.hidden))
         self.masks = UnitMasks.from_tensors(masks.clone())
 
     def zero_grad(self) -> None:

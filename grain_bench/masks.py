@@ -127,7 +127,7 @@ class UnitTensors:
 
     def map(self, fn) -> UnitTensors:
         """Apply ``fn`` to each tensor (the hidden one too, when there is one)."""
-        return type(self)(fn(self.qk), fn(self.vo), fn(self.ffn), None if self.hidden is None else fn(self.hidden))
+        return UnitTensors(fn(self.qk), fn(self.vo), fn(self.ffn), None if self.hidden is None else fn(self.hidden))
 
     def items(self):
         """(kind, tensor) pairs of the three kinds every method has (``hidden`` is apart: see ``kinds``)."""

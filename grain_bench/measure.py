@@ -409,7 +409,7 @@ def measure_run(config, spec, task, result, data, tokenizer, recipe, extra: dict
     diff = check_equivalence(student, compact_model, _eval_batch(data, task, device))  # a wrong model is never timed
     shape, dense_shape = masks.model_shape(space, extra), type(masks).full(space).model_shape(space)
     counts = check_param_counts(compact_model, masks.model_shape(space))
-    head = _head_params(result.model)
+    head = _head_params(compact_model)  # the compact pooler and head: narrower inputs where hidden dims are pruned
     params = ParamCounts(total=shape.encoder_params() + shape.embedding_params() + head,
                          encoder=shape.encoder_params(), encoder_linear=shape.encoder_linear_params(),
                          embeddings=shape.embedding_params(), dense_encoder=dense_shape.encoder_params(), head=head)

@@ -215,6 +215,18 @@ def _compact_models(dense, head: str, members, seq_len: int, checked: dict[str, 
     return models, predicted, shapes
 
 
+def _timed_shape(shape, record) -> dict[str, Any]:
+    """What a re-timing timed: a later record of another shape under the same run id (a rerun) is not given it. The
+    kept hidden width is part of it for masks that prune hidden dimensions."""
+    out: dict[str, Any] = {"head_widths": [[list(head) for head in layer.heads] for layer in shape.layers],
+                           "ffn": [layer.ffn_dim for layer in shape.layers],
+                           "heads": sum(len(layer.heads) for layer in shape.layers),
+                           "distinct_head_widths": len({h for layer in shape.layers for h in layer.heads})}
+    if "hidden" in record.shape.units:
+        out["hidden"] = shape.hidden
+    return out
+
+
 def _retime_setup(results_dir: str, setup: tuple, members, settings: RetimeSettings, command: str, regs,
                   checked: dict[str, tuple], failures: list[str]) -> list:
     """Time one group's compact models beside their dense model and append a measurement per run."""
@@ -236,15 +248,10 @@ def _retime_setup(results_dir: str, setup: tuple, members, settings: RetimeSetti
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     out: list[dict[str, Any]] = []
     for record in members:
-        shape = shapes[record.run_id]
         entry = {"run_id": record.run_id, "created": created, "environment": env, "settings": timing.__dict__,
                  "command": command, "dense": {**entries["dense"], "label": "dense"},
                  "compact": {**entries[record.run_id], "label": "compact"},
-                 "head_widths": [[list(head) for head in layer.heads] for layer in shape.layers],
-                 "ffn": [layer.ffn_dim for layer in shape.layers],  # what was timed: a later record of another
-                 # shape under the same run id (a rerun) is not given this timing
-                 "heads": sum(len(layer.heads) for layer in shape.layers),
-                 "distinct_head_widths": len({h for layer in shape.layers for h in layer.heads})}
+                 **_timed_shape(shapes[record.run_id], record)}
         try:
             append_line(measurements_path(results_dir), (json.dumps(entry, sort_keys=True) + "\n").encode())
         except OSError as exc:

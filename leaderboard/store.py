@@ -463,7 +463,8 @@ def _timed_this(measurement: dict[str, Any], record) -> bool:
     if "head_widths" not in measurement:
         return not _earlier(measurement.get("created"), record.created)
     widths = tuple(tuple(tuple(head) for head in layer) for layer in measurement["head_widths"])
-    return widths == record.shape.head_widths and tuple(measurement.get("ffn", ())) == record.shape.ffn
+    return (widths == record.shape.head_widths and tuple(measurement.get("ffn", ())) == record.shape.ffn
+            and measurement.get("hidden") == record.shape.units.get("hidden"))
 
 
 def _earlier(first: Any, second: Any) -> bool:

@@ -247,6 +247,25 @@ def test_flops_cost_is_the_flops_every_table_shows():
         assert cost.has_fixed_costs and not parameter_cost(space).has_fixed_costs
 
 
+def test_costs_of_masks_that_prune_hidden_dimensions():
+    """At a narrower residual stream the parameter cost is the density and the FLOPs cost the table's FLOPs, exactly
+    (both are recomputed at the kept width); a measured model scales its unit terms by the width and keeps its fixed
+    terms."""
+    space = MaskSpace(num_layers=3, num_heads=4, head_dim=8, ffn_dim=32, hidden=32)
+    masks = UnitMasks.full(space)
+    masks.ffn[:, :20] = False
+    masks.hidden = torch.ones(space.hidden, dtype=torch.bool)
+    masks.hidden[:12] = False  # 20 of 32 kept
+    shape = masks.model_shape(space)
+    assert parameter_cost(space).fraction(masks, space) == pytest.approx(masks.density(space), rel=1e-12)
+    assert flops_cost(space, 16).cost(shape) == shape.total_flops(16)
+    measured = CostModel("latency", "ms", {"constant": 1.0, "heads": 0.5, "qk_units": 0.01, "ffn_units": 0.02},
+                         {"num_layers": 3, "num_heads": 4, "head_dim": 8, "ffn_dim": 32, "hidden": 32})
+    assert measured.at_hidden(32) == measured.coefficients
+    assert measured.at_hidden(20) == pytest.approx({"constant": 1.0, "heads": 0.5, "qk_units": 0.01 * 20 / 32,
+                                                    "ffn_units": 0.02 * 20 / 32})
+
+
 def test_a_speed_target_through_training_meets_its_predicted_budget(shared):
     _, teacher, data = shared
     space = MaskSpace.from_config(teacher.config)

@@ -489,3 +489,139 @@ def test_a_compact_model_of_another_format_version_is_refused_clearly(tmp_path, 
     with pytest.raises(UsageError, match="format version 99; this grain-bench .* reads formats 1, 2 and 3: load it "
                                          "with the grain-bench that wrote it"):
         load_pruned(folder)
+
+
+# ---- hidden dimensions ------------------------------------------------------------------------------------------
+def _hidden_masks(space, seed: int):
+    """Random masks of every kind, a third of the hidden dimensions pruned (the widths then fit no head count)."""
+    generator = torch.Generator().manual_seed(seed)
+    masks = _random_masks(space, seed=seed, keep=0.6)
+    masks.hidden = torch.ones(space.hidden, dtype=torch.bool)
+    masks.hidden[torch.randperm(space.hidden, generator=generator)[:space.hidden // 3 + 1]] = False
+    assert masks.prunes_hidden() and masks.hidden_kept(space) % space.num_heads
+    return masks.coupled()
+
+
+def _scales(space, seed: int):
+    from grain_bench.masks import UnitTensors
+
+    generator = torch.Generator().manual_seed(seed)
+    scales = UnitTensors.filled(space, 0.0).map(lambda t: torch.rand(t.shape, generator=generator) + 0.5)
+    scales.hidden = torch.rand(space.hidden, generator=generator) + 0.5
+    return scales
+
+
+@pytest.mark.parametrize("head", [*HEADS, "bare"])
+def test_hidden_dimensions_compact_to_a_narrower_residual_stream(tmp_path, head):
+    """Masks that prune hidden dimensions, with real-valued gates on every kind (as CoFi trains them): the masked model
+    (each LayerNorm over the open dimensions, as CoFi's) equals the model with the gates folded into its weights under
+    0/1 gates, which equals the compact model whose residual stream is the kept dimensions, for every task head; the
+    pooler maps back to the original width. Saved, the folder is format 3 and loads back to the same outputs, also
+    through the ragged runtime."""
+    from grain_bench.compaction import compact, load_pruned, save_pruned
+    from grain_bench.masked import MaskedModel, fold_unit_scales
+    from grain_bench.masks import MaskSpace
+
+    model, _ = load_tiny("sequence" if head == "bare" else head, 3)
+    if head == "bare":
+        model = model.base_model
+    _sharpen(model)
+    space = MaskSpace.from_config(model.config)
+    masks, scales = _hidden_masks(space, seed=5), _scales(space, seed=6)
+    inputs = _inputs(model.config.vocab_size)
+    kept = masks.hidden
+
+    def outputs(m):
+        with torch.no_grad():
+            out = m(**inputs)
+        return out.pooler_output if head == "bare" else _logits(out)
+
+    dense = outputs(model)
+    masked = MaskedModel(model, space)
+    masked.apply(masks)
+    masked.set_values(scales)
+    soft = outputs(model)
+    masked.set_values(None)
+    with torch.no_grad():
+        fold_unit_scales(model, space, masks, scales)
+    folded = outputs(model)
+    masked.remove()
+    small = compact(model, masks, space).eval()
+    got = outputs(small)
+    assert (soft - dense).abs().max().item() > 0.1  # the masks and gates change the outputs
+    assert (soft - folded).abs().max().item() <= ATOL and (folded - got).abs().max().item() <= ATOL
+    assert small.config.hidden_size == int(kept.sum()) and small.config.pooler_size == space.hidden
+    assert small.base_model.embeddings.word_embeddings.weight.shape[1] == int(kept.sum())
+    if head != "bare":  # evaluate()'s latency baseline is the dense model the compact one came from, full width
+        from types import SimpleNamespace
+
+        from grain_bench.evaluation import dense_twin
+
+        twin = dense_twin(small, SimpleNamespace(head=head))
+        assert twin.config.hidden_size == space.hidden and type(twin) is type(model)
+        assert sum(p.numel() for p in twin.parameters()) == sum(p.numel() for p in model.parameters())
+    path = save_pruned(small, str(tmp_path / "model"))
+    with open(os.path.join(path, "config.json")) as handle:
+        assert json.load(handle)["pruned_format_version"] == 3
+    for runtime in ("eager", "ragged"):
+        loaded = load_pruned(path, runtime=runtime, example_inputs=inputs)
+        assert (outputs(loaded) - got).abs().max().item() <= ATOL, runtime
+
+
+def test_a_hidden_pruned_model_loads_with_trust_remote_code_without_grain_bench(tmp_path, tiny_model):
+    """The saved modeling file alone builds the narrower residual stream and the pooler back to the full width."""
+    from grain_bench.compaction import compact, save_pruned
+    from grain_bench.masks import MaskSpace
+
+    model, tokenizer = tiny_model
+    space = MaskSpace.from_config(model.config)
+    small = compact(model, _hidden_masks(space, seed=2), space).eval()
+    path = save_pruned(small, str(tmp_path / "model"), tokenizer=tokenizer)
+    inputs = _inputs(small.config.vocab_size)
+    result = _child_logits(tmp_path, path, inputs)
+    with torch.no_grad():
+        expected = small(**inputs).logits
+    assert (torch.tensor(result["logits"]) - expected).abs().max().item() <= 1e-6
+
+
+def test_an_all_kept_hidden_mask_is_the_model_without_the_kind(tmp_path, tiny_model):
+    """Every hidden dimension kept compacts to exactly the model of masks without the kind, saved as format 2 (which
+    older grain-bench reads); masks that keep no hidden dimension are refused."""
+    from grain_bench.compaction import compact, save_pruned
+    from grain_bench.masks import MaskSpace
+
+    model, _ = tiny_model
+    space = MaskSpace.from_config(model.config)
+    masks = _random_masks(space, seed=4, keep=0.6).coupled()
+    plain = compact(model, masks, space).eval()
+    masks.hidden = torch.ones(space.hidden, dtype=torch.bool)
+    same = compact(model, masks, space).eval()
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), same.state_dict().values()))
+    path = save_pruned(same, str(tmp_path / "model"))
+    with open(os.path.join(path, "config.json")) as handle:
+        assert json.load(handle)["pruned_format_version"] == 2
+    masks.hidden = torch.zeros(space.hidden, dtype=torch.bool)
+    with pytest.raises(UsageError, match="no hidden dimension"):
+        compact(model, masks, space)
+
+
+def test_gather_and_scatter_round_trip_through_hidden_dimensions(tiny_model):
+    """Compact training's copies: every compact tensor gathered from the dense state and scattered back into a zeroed
+    copy restores exactly the kept entries and leaves the pruned ones zero."""
+    from grain_bench.compaction import gather, model_sources, scatter
+    from grain_bench.masks import MaskSpace
+
+    model, _ = tiny_model
+    space = MaskSpace.from_config(model.config)
+    masks = _hidden_masks(space, seed=8)
+    dense = {k: v.clone() for k, v in model.state_dict().items()}
+    zeroed = {k: torch.zeros_like(v) for k, v in dense.items()}
+    sources = model_sources(model, masks, space)
+    assert "bert.embeddings.word_embeddings.weight" in sources and "bert.pooler.dense.weight" in sources
+    for pieces in sources.values():
+        scatter(pieces, gather(pieces, dense), zeroed)
+    for name, pieces in sources.items():
+        assert torch.equal(gather(pieces, zeroed), gather(pieces, dense)), name
+    word = "bert.embeddings.word_embeddings.weight"
+    assert bool((zeroed[word][:, ~masks.hidden] == 0).all()) and torch.equal(zeroed[word][:, masks.hidden],
+                                                                             dense[word][:, masks.hidden])

@@ -54,3 +54,27 @@ def test_upgrading_the_old_records_gives_the_committed_tables(tmp_path, pm, caps
             assert text == handle.read(), file
     assert main(["leaderboard", "upgrade", "--results", str(folder)]) == 0
     assert "nothing to do" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_committed_run_ids_are_unchanged_and_their_options_keep_their_meaning(name, regs):
+    """Every committed record's run id is still its spec's hash, and its stored options read back (``from_spec``) and
+    stored again give the same options: an option added since (``cofi.hidden``, declared with ``absent``) leaves the
+    ids and the meaning of the runs stored before it alone."""
+    import json
+
+    from grain_bench.types import RunSpec
+
+    with open(os.path.join(RESULTS, name, "records.jsonl"), encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle if line.strip()]
+    assert records
+    for record in records:
+        spec = RunSpec.from_dict(record["spec"])
+        assert spec.run_id == record["run_id"], (name, record["run_id"])
+        if spec.method not in regs.methods.names():
+            continue
+        method = regs.methods.get(spec.method)
+        built = method.from_spec(spec.method_options)
+        assert method.canonical_options(built.options.to_dict()) == spec.method_options, (name, record["run_id"])
+        if spec.method == "cofi":
+            assert built.options.hidden is ("hidden" in spec.method_options)

@@ -628,3 +628,29 @@ def test_measure_best_mode_stores_each_runs_fastest_runtime(store, capsys):
         compact = measurements[run_id]["compact"]
         assert compact["mode"] == "best" and compact["runtime"] in best_candidates("cpu")
         assert compact["median_ms"] == compact["candidates_ms"][compact["runtime"]]
+
+
+def test_stored_masks_with_hidden_dimensions_read_back_and_bad_ones_are_refused(tmp_path):
+    """A run's masks file keeps its hidden mask (a masks file without one is the three kinds, as before); a hidden mask
+    of another size, with values other than 0 and 1, or keeping no dimension is refused, naming what is wrong."""
+    from grain_bench.predictions import _masks_digest, load_masks, save_masks
+
+    space = MaskSpace(num_layers=2, num_heads=3, head_dim=4, ffn_dim=10, hidden=12)
+    masks = UnitMasks.full(space)
+    masks.ffn[0, :4] = False
+    masks.hidden = torch.ones(space.hidden, dtype=torch.bool)
+    masks.hidden[:5] = False
+    relative = save_masks(str(tmp_path), "run-1", masks, space)
+    back, _ = load_masks(str(tmp_path), relative)
+    assert torch.equal(back.hidden, masks.hidden) and back.density(space) == masks.density(space)
+    path = tmp_path / relative
+    opener = gzip.open if relative.endswith(".gz") else open
+    for bad, says in (([1] * 11, "not 12 values"), ([2] + [1] * 11, "not 12 values"), ([0] * 12, "keep no dimension")):
+        with opener(path, "rt") as handle:
+            doc = json.load(handle)
+        doc["masks"]["hidden"] = bad
+        doc["sha256"] = _masks_digest(doc)
+        with opener(path, "wt") as handle:
+            json.dump(doc, handle)
+        with pytest.raises(GrainBenchError, match=says):
+            load_masks(str(tmp_path), relative)

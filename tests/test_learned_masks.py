@@ -474,3 +474,54 @@ def test_grain_per_step_scores_ema_and_masks_through_the_trainer():
     assert cuts >= 3 and [e[1] for e in seen if e[0] == "observe"] == list(range(1, last_cut + 1))
     assert last_cut < 15
     assert abs(result.masks.density(space) - 0.4) < 0.1
+
+
+def test_cofi_hidden_gates_learn_and_land_on_the_target():
+    """``hidden`` (the default): one hard-concrete gate per hidden dimension, sampled with the others and applied by
+    the masked model, so the loss through the model and the Lagrangian both reach its log-alpha. At the freeze the
+    deterministic hidden gates close round(d − ΣP) dimensions (one group), the landing puts the density on the target
+    within one unit at the kept width, and the kept dimensions keep their soft values as scales."""
+    from grain_bench.masked import MaskedModel
+
+    model, _ = load_tiny("sequence", 2)
+    space = MaskSpace.from_config(model.config)
+    method, state = _cofi(space, target=0.4)
+    state.model = model
+    state.step = state.prune_start_step + 30  # past the warm-up: the target is the run's
+    masked = MaskedModel(model, space)
+    values = method.gates(state)
+    assert values.hidden is not None and values.hidden.shape == (space.hidden,)
+    masked.set_values(values)
+    ids = torch.randint(5, model.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0))
+    (model(input_ids=ids).logits.pow(2).sum() + method.loss(state)).backward()
+    assert float(method.log_alpha["hidden"].grad.abs().sum()) > 0
+    masked.set_values(None)
+    masked.remove()
+    masks = method.masks_for(state, 0.4)
+    closed = round(space.hidden - float(prob_nonzero(method.log_alpha["hidden"].detach(), BETA).sum()))
+    landed = method.info["landing"]
+    assert int((~masks.hidden).sum()) == closed - landed["brought_back"]["hidden"] and closed > 0
+    one_unit = max(space.unit_costs.values()) / space.total_cost()
+    assert abs(masks.density(space) - 0.4) <= one_unit
+    soft = torch.sigmoid(method.log_alpha["hidden"].detach() / BETA * 0.8)
+    assert torch.allclose(method.unit_scales(state).hidden[masks.hidden], soft[masks.hidden])
+
+
+def test_cofi_reopens_hidden_dimensions_when_they_alone_undershoot_the_target():
+    """Hidden gates closed nearly everywhere (log 0.01) while every other gate is open: the hidden dimensions alone
+    would leave far less than the target, so closed ones are reopened (largest soft value first) until the units at
+    that width reach it, and the heads and neurons land the rest within one unit."""
+    method, state = _cofi(MINILM, target=0.3)
+    _set_gates(method, head=10.0, neuron=10.0)
+    with torch.no_grad():
+        method.log_alpha["hidden"].fill_(math.log(1e-2))
+        method.log_alpha["hidden"][:5] = math.log(1e-2) + torch.arange(5, dtype=torch.float32) * 0.1
+    masks = method.masks_for(state, 0.3)
+    landed = method.info["landing"]
+    opened = MINILM.hidden - method.info["cofi_zeros"]["hidden"]  # the expected count of open gates, round(ΣP)
+    back = landed["brought_back"]["hidden"]
+    assert back > 0 and masks.hidden_kept(MINILM) == opened + back
+    assert bool(masks.hidden[:5].all())  # the five with the largest soft values stay open or come back first
+    one_unit = max(MINILM.unit_costs.values()) / MINILM.total_cost()
+    assert abs(masks.density(MINILM) - 0.3) <= one_unit
+    assert landed["near_zero_share"] > 0.01  # they come back at scale ~0.004: the row is flagged

@@ -119,3 +119,45 @@ def test_coupling_overshoot_is_bounded_when_scores_empty_many_heads():
     one_unit = max(SPACE.unit_costs.values()) / SPACE.total_cost()
     assert 0.5 - 4 * SPACE.unit_costs["qk"] / SPACE.total_cost() <= masks.density(SPACE) <= 0.5 + 4 * one_unit
     assert masks.heads_kept() >= 1
+
+
+# ---- hidden dimensions (the optional fourth kind) -----------------------------------------------------------------
+def test_masks_without_the_hidden_kind_are_what_they_were():
+    """A method that does not prune hidden dimensions leaves ``hidden`` None: its masks file has no ``hidden`` key, its
+    density and shape are the three kinds' alone, and a file read back is the same masks."""
+    masks = UnitMasks.full(SPACE)
+    masks.ffn[0, :5] = False
+    assert masks.hidden is None and not masks.prunes_hidden()
+    assert set(masks.to_dict()) == {"qk", "vo", "ffn"} and "hidden" not in masks.counts()
+    assert masks.model_shape(SPACE).hidden == SPACE.hidden
+    back = UnitMasks.from_dict(masks.to_dict())
+    assert back.hidden is None and back.density(SPACE) == masks.density(SPACE)
+
+
+def test_hidden_dimensions_narrow_every_unit_they_feed():
+    """With d' of d dimensions kept a query unit costs 2d'+2 and a value unit or neuron 2d'+1; the density stays kept
+    cost over the dense total; the compact shape's hidden width is d'; an all-kept hidden mask is the full density."""
+    masks = UnitMasks.full(SPACE)
+    masks.hidden = torch.ones(SPACE.hidden, dtype=torch.bool)
+    assert masks.density(SPACE) == 1.0 and not masks.prunes_hidden()
+    masks.hidden[:4] = False  # d' = 8
+    masks.ffn[1, :3] = False
+    kept = 2 * 3 * 4 * (2 * 8 + 2) + 2 * 3 * 4 * (2 * 8 + 1) + 17 * (2 * 8 + 1)
+    assert masks.density(SPACE) == pytest.approx(kept / SPACE.total_cost())
+    assert masks.prunes_hidden() and masks.hidden_kept(SPACE) == 8 and masks.counts()["hidden"] == 8
+    assert masks.model_shape(SPACE).hidden == 8
+    back = UnitMasks.from_dict(masks.to_dict())
+    assert torch.equal(back.hidden, masks.hidden) and back.density(SPACE) == masks.density(SPACE)
+    assert masks.coupled().hidden is not masks.hidden and torch.equal(masks.coupled().hidden, masks.hidden)
+
+
+def test_subsets_count_hidden_dimensions():
+    """Masks only shrink: dropping a hidden dimension is a subset, bringing one back is not; masks without the kind
+    keep every dimension."""
+    full, fewer = UnitMasks.full(SPACE), UnitMasks.full(SPACE)
+    fewer.hidden = torch.ones(SPACE.hidden, dtype=torch.bool)
+    fewer.hidden[0] = False
+    assert fewer.is_subset_of(full) and not full.is_subset_of(fewer)
+    more = UnitMasks.from_tensors(fewer.clone())
+    more.hidden[0], more.hidden[1] = True, False
+    assert not more.is_subset_of(fewer) and not fewer.is_subset_of(more)
