@@ -8,6 +8,9 @@
 - ``RESULTS/masks/<run_id>.json.gz``: the final 0/1 unit masks (a few kilobytes), from which ``grain-bench measure``
   and ``benchmarks/bench_latency.py`` rebuild the compact model's shape to time the masks training really produced.
 
+A run recorded again (``--rerun``, ``--retry-failed``) writes ``<run_id>.2.json.gz`` and so on (``free_path``): every
+record keeps the files it names, so a superseded record's masks and predictions are never overwritten.
+
 Imports no torch at import time.
 """
 
@@ -27,8 +30,18 @@ FORMAT_VERSION = 1
 
 
 def relative_path(run_id: str) -> str:
-    """Where a run's predictions live, relative to the results directory."""
+    """Where a run's first predictions live, relative to the results directory."""
     return os.path.join(FOLDER, f"{run_id}.json.gz")
+
+
+def free_path(results_dir: str, folder: str, run_id: str) -> str:
+    """The first of ``folder/<run_id>.json.gz``, ``folder/<run_id>.2.json.gz``, ... that does not exist in
+    ``results_dir`` (relative to it): a run recorded again never overwrites the files an earlier record names."""
+    relative, attempt = os.path.join(folder, f"{run_id}.json.gz"), 1
+    while os.path.lexists(os.path.join(results_dir, relative)):
+        attempt += 1
+        relative = os.path.join(folder, f"{run_id}.{attempt}.json.gz")
+    return relative
 
 
 def save_predictions(results_dir: str, run_id: str, task, encoded, predictions) -> str:
@@ -46,7 +59,7 @@ def save_predictions(results_dir: str, run_id: str, task, encoded, predictions) 
     if stats is not None:
         kind, rows = stats
         doc.update(stat_kind=kind, stats=np.asarray(rows, dtype=float).tolist())
-    relative = relative_path(run_id)
+    relative = free_path(results_dir, FOLDER, run_id)
     folder = os.path.join(results_dir, FOLDER)
     os.makedirs(folder, exist_ok=True)
     write_atomically(os.path.join(results_dir, relative),
@@ -131,7 +144,7 @@ def save_masks(results_dir: str, run_id: str, masks, space) -> str:
     relative to ``results_dir``."""
     from grain_bench.files import write_atomically
 
-    relative = os.path.join(MASKS_FOLDER, f"{run_id}.json.gz")
+    relative = free_path(results_dir, MASKS_FOLDER, run_id)
     folder = os.path.join(results_dir, MASKS_FOLDER)
     os.makedirs(folder, exist_ok=True)
     doc: dict[str, Any] = {"format": MASKS_FORMAT, "format_version": MASKS_FORMAT_VERSION, "run_id": run_id,

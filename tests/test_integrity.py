@@ -654,3 +654,19 @@ def test_stored_masks_with_hidden_dimensions_read_back_and_bad_ones_are_refused(
             json.dump(doc, handle)
         with pytest.raises(GrainBenchError, match=says):
             load_masks(str(tmp_path), relative)
+
+
+def test_a_run_recorded_again_never_overwrites_the_files_of_the_earlier_record(tmp_path):
+    """A rerun of a run id writes its masks next to the earlier ones (``<run_id>.2.json.gz``), so the earlier record,
+    which stays the latest ok one when the rerun fails, still names the masks it produced."""
+    from grain_bench.predictions import load_masks, save_masks
+
+    space = MaskSpace(num_layers=2, num_heads=3, head_dim=4, ffn_dim=10, hidden=12)
+    first, second = UnitMasks.full(space), UnitMasks.full(space)
+    first.ffn[0, :4] = False
+    second.ffn[1, :7] = False
+    paths = [save_masks(str(tmp_path), "run-1", masks, space) for masks in (first, second)]
+    assert paths == [os.path.join("masks", "run-1.json.gz"), os.path.join("masks", "run-1.2.json.gz")]
+    for path, masks in zip(paths, (first, second)):
+        assert torch.equal(load_masks(str(tmp_path), path)[0].ffn, masks.ffn)
+    assert save_masks(str(tmp_path), "run-1", first, space) == os.path.join("masks", "run-1.3.json.gz")
